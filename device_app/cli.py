@@ -1,0 +1,132 @@
+"""The ``ans`` command: one entry point, one subcommand per job."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from device_app.learner.persist import StateError, load_state, save_state
+from device_app.learner.profile import ProfileError, load_profile
+from device_app.learner.registry import POLICY_NAMES, make_policy
+from device_app.sim.scenarios import SCENARIOS
+from device_app.sim.simulator import DEFAULT_EDGE_RATE, DEFAULT_LAYER_OVERHEAD_S, build_world, run
+from device_app.sim.trace import TraceError, load_trace
+
+
+def _trace(spec: str, frames: int):
+    """A CSV path, or the name of a built-in scenario."""
+    if spec in SCENARIOS and not Path(spec).exists():
+        return SCENARIOS[spec](frames)
+    return load_trace(spec)
+
+
+def cmd_simulate(args: argparse.Namespace) -> int:
+    profile = load_profile(args.profile, args.device_macs_per_s)
+    trace = _trace(args.trace, args.frames)
+    world = build_world(profile, trace, args.frames, args.seed, args.noise, args.key_frame_prob,
+                        args.edge_rate, args.layer_overhead_ms * 1e-3)
+    policy = make_policy(args.policy, profile, world.mean_total_s)
+    if args.state_in:
+        if not hasattr(policy, "load_state"):
+            raise StateError(f"policy '{args.policy}' keeps no state to load")
+        policy.load_state(load_state(args.state_in))
+    progress = None
+    if not args.json and sys.stderr.isatty():
+        def progress(done: int, _splits) -> None:
+            print(f"\r{done}/{args.frames} frames", end="", file=sys.stderr, flush=True)
+    result = run(policy, world, progress)
+    if progress:
+        print(file=sys.stderr)
+    if args.state_out:
+        if not hasattr(policy, "state"):
+            raise StateError(f"policy '{args.policy}' keeps no state to save")
+        save_state(args.state_out, policy.state())
+    summary = {"profile": profile.name, "trace": args.trace, "seed": args.seed, **result.summary(args.splits)}
+    if args.json:
+        print(json.dumps(summary))
+    else:
+        print(f"{summary['policy']} on {profile.name} / {args.trace}, {summary['frames']} frames, seed {args.seed}")
+        print(f"  mean delay {summary['mean_delay_s'] * 1e3:.1f} ms   p95 {summary['p95_delay_s'] * 1e3:.1f} ms")
+        print(f"  oracle     {summary['oracle_mean_delay_s'] * 1e3:.1f} ms   ratio {summary['ratio_to_oracle']:.3f}"
+              f"   regret {summary['regret_s']:.2f} s   offloaded {summary['offload_fraction']:.0%}")
+    return 0
+
+
+def cmd_experiment(args: argparse.Namespace) -> int:
+    from device_app.sim.experiment import run_experiment
+
+    run_experiment(Path(args.out), tuple(args.profiles), tuple(args.scenarios), tuple(args.policies),
+                   args.seeds, args.frames, args.noise, args.key_frame_prob, args.jobs)
+    print((Path(args.out) / "summary.md").read_text())
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from device_app.sim.demo import run_demo
+
+    return run_demo(Path(args.out), args.frames)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="ans", description="Autodidactic Neurosurgeon: online split-point learning "
+                                     "for collaborative device-edge inference.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    sim = sub.add_parser("simulate", help="play one policy through a trace-driven simulated world")
+    sim.add_argument("--profile", required=True,
+                     help="a bundle's manifest.json (or its folder), a paper-schema profile JSON, "
+                          "or a built-in profile: tiny-yolov2-tx2, vgg16-tx2")
+    sim.add_argument("--trace", required=True,
+                     help="CSV frame,bandwidth_mbps,rtt_ms,edge_slowdown[,key_frame], "
+                          f"or a built-in scenario: {', '.join(SCENARIOS)}")
+    sim.add_argument("--policy", default="ans", choices=POLICY_NAMES)
+    sim.add_argument("--frames", type=int, default=4500)
+    sim.add_argument("--seed", type=int, default=0)
+    sim.add_argument("--noise", type=float, default=0.1, help="relative std of the offloading-delay noise")
+    sim.add_argument("--key-frame-prob", type=float, default=0.1,
+                     help="chance that a frame is a key frame (ignored when the trace has a key_frame column)")
+    sim.add_argument("--edge-rate", type=float, default=DEFAULT_EDGE_RATE, help="edge MAC/s at slowdown 1")
+    sim.add_argument("--layer-overhead-ms", type=float, default=DEFAULT_LAYER_OVERHEAD_S * 1e3,
+                     help="edge cost per back-end layer at slowdown 1")
+    sim.add_argument("--device-macs-per-s", type=float, default=3.0e10,
+                     help="device speed, to estimate front-end delays of a manifest (which holds none)")
+    sim.add_argument("--state-in", help="start the learner from this saved state (warm start)")
+    sim.add_argument("--state-out", help="save the learner's state here at the end")
+    sim.add_argument("--splits", action="store_true", help="include the chosen split of every frame")
+    sim.add_argument("--json", action="store_true", help="print one JSON object")
+    sim.set_defaults(func=cmd_simulate)
+
+    exp = sub.add_parser("experiment", help="every policy on every scenario and profile; table and plots")
+    exp.add_argument("--out", default="results", help="folder for the table, JSON and plots")
+    exp.add_argument("--profiles", nargs="+", default=["tiny-yolov2-tx2", "vgg16-tx2"])
+    exp.add_argument("--scenarios", nargs="+", default=list(SCENARIOS), choices=list(SCENARIOS))
+    exp.add_argument("--policies", nargs="+", default=list(POLICY_NAMES), choices=POLICY_NAMES)
+    exp.add_argument("--seeds", type=int, default=5)
+    exp.add_argument("--frames", type=int, default=4500)
+    exp.add_argument("--noise", type=float, default=0.1)
+    exp.add_argument("--key-frame-prob", type=float, default=0.1)
+    exp.add_argument("--jobs", type=int, default=None, help="worker processes (default: one per core)")
+    exp.set_defaults(func=cmd_experiment)
+
+    demo = sub.add_parser("demo", help="watch the learner adapt to a bandwidth drop, live")
+    demo.add_argument("--out", default="demo-output", help="folder for the demo's plot")
+    demo.add_argument("--frames", type=int, default=4500)
+    demo.set_defaults(func=cmd_demo)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except (ProfileError, TraceError, StateError, ValueError, OSError) as exc:
+        print(f"ans {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

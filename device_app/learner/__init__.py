@@ -1,0 +1,1 @@
+"""Online split-point learning: profiles, delay models and policies (numpy only)."""

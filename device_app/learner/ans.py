@@ -1,0 +1,329 @@
+"""The default learner: μLinUCB made to track a changing network and edge.
+
+What it changes against the paper's algorithm (``mu_linucb.py``), and why:
+
+* Decomposed feedback. The offloading delay is modelled as two linear parts,
+  network (intercept + bits sent: RTT and inverse bandwidth) and edge compute
+  (intercept + the six normalised back-end features). The edge's timing
+  acknowledgement says how much of each frame's delay was edge compute, so one
+  observation at any split moves both models, and a bandwidth change seen at
+  one split re-prices every split at once.
+* Normalised features with an intercept, and exploration scaled to the noise
+  actually observed (the paper's α on raw MAC counts makes widths meaningless).
+* Change detection instead of never forgetting: a two-sided CUSUM on each
+  component's standardised residuals; on an alarm the component is re-fit from
+  the observations that raised it, with the old model rescaled to them as prior.
+* Probing instead of fixed forced sampling: while device-only wins, an offloading
+  frame is sent now and then, as often as its cost is worth the delay it saves by
+  noticing a recovered link early (``probe_interval``), and again at once when a
+  probe looks off.
+* Key frames are served greedily (no exploration, never a probe).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+
+import numpy as np
+
+from .persist import StateError
+from .policy import Feedback, Policy
+from .profile import BITS_COLUMN, SplitProfile
+from .ridge import RidgeModel
+
+STATE_VERSION = 1
+
+
+class ComponentModel:
+    """One part of the offloading delay: a ridge fit, its noise level, and a change detector.
+
+    Delay noise is multiplicative (a 10% jitter on 200 ms is not one on 5 ms), so
+    residuals are taken relative to the predicted delay and standardised by the
+    relative noise observed so far. A two-sided CUSUM on those scores detects a
+    change: it reacts within one or two frames to a large shift, accumulates
+    evidence over a few frames for a smaller or noisier one, and ignores a lone spike.
+    """
+
+    FLOOR_S = 1e-3  # delays below this are treated as this, so relative noise stays defined
+    WARMUP = 3  # observations before change detection starts
+    RECENT = 16  # observations kept to re-fit from after a change
+
+    def __init__(self, features: np.ndarray, *, lam: float, prior_rel_noise: float, cusum_drift: float,
+                 cusum_threshold: float, noise_halflife: float) -> None:
+        self.z = features
+        self.model = RidgeModel(features.shape[1], lam)
+        self.prior_widths = np.linalg.norm(features, axis=1) / math.sqrt(lam)
+        self.drift, self.threshold = cusum_drift, cusum_threshold
+        self.decay = 0.5 ** (1.0 / noise_halflife)
+        self.rel_var = prior_rel_noise**2  # EWMA of squared relative residuals
+        self.level = self.FLOOR_S  # EWMA of observed delays (s), the scale of this component
+        self.up = self.down = 0.0  # CUSUM statistics
+        self.recent: list[tuple[int, float, float]] = []  # (split, y, score) since the CUSUM last stood at zero
+        self.resets = 0
+        self._refresh()
+
+    def _refresh(self) -> None:
+        """Per-arm prediction and width, recomputed once per model change and reused by every frame.
+
+        The width in seconds is relative noise x typical observed delay x ‖z‖_A⁻¹. The typical
+        delay, not the arm's own estimate: an arm estimated to be slow must not look more
+        promising the slower it is estimated to be.
+        """
+        self.pred = self.model.predict(self.z)
+        self.arm_widths = self.model.widths(self.z)
+        self.width_s = self.rel_noise * self.level * self.arm_widths
+
+    @property
+    def rel_noise(self) -> float:
+        return math.sqrt(self.rel_var)
+
+    def pinned(self, split: int) -> bool:
+        """Whether data, more than the prior, now sets this arm's estimate."""
+        return bool(self.arm_widths[split] < 0.5 * self.prior_widths[split])
+
+    def observe(self, split: int, y: float) -> str:
+        """Learn one observation; returns 'ok', 'suspect' (surprising) or 'reset' (a change was detected)."""
+        pred = float(self.pred[split])
+        level = max(pred, self.FLOOR_S)
+        width = float(self.arm_widths[split])
+        spread = self.rel_noise * math.sqrt(1.0 + width * width)
+        score = (y - pred) / level / spread
+        if self.model.n >= self.WARMUP:
+            self.up = max(0.0, self.up + score - self.drift)
+            self.down = max(0.0, self.down - score - self.drift)
+        if self.up == 0.0 and self.down == 0.0:
+            self.recent.clear()
+        else:
+            self.recent = self.recent[-(self.RECENT - 1):] + [(split, y, score)]
+        if max(self.up, self.down) > self.threshold:
+            self._restart(1.0 if self.up > self.down else -1.0)
+            return "reset"
+        clipped = min(max(score, -3.0), 3.0)
+        self.level = max(self.decay * self.level + (1.0 - self.decay) * y, self.FLOOR_S)
+        if self.pinned(split):
+            # Only where data already pins this arm down is the residual noise rather than misfit.
+            self.rel_var = self.decay * self.rel_var + (1.0 - self.decay) * (clipped * spread) ** 2
+        # Huber-style: a lone spike moves the fit no more than three noise widths.
+        self.model.update(self.z[split], pred + clipped * spread * level)
+        self._refresh()
+        return "suspect" if abs(score) > 3.0 or max(self.up, self.down) > self.threshold / 2 else "ok"
+
+    def _restart(self, side: float) -> None:
+        """A change: re-fit from the observations that revealed it, with the old model,
+        adjusted to them, as the prior for what they do not tell.
+
+        The adjustment goes through the part that dominates the observed splits' delay: on a
+        split whose delay is mostly bits (or MACs), the change is a bandwidth (or load)
+        change and scales that part for every split; on one whose delay is mostly the
+        intercept (RTT, fixed overhead), the intercept moves. Of the observations since the
+        CUSUM left zero, those that did not themselves point the alarm's way are taken to
+        predate the change and left out."""
+        recent = [(s, v) for s, v, score in self.recent if score * side > 1.0] or [(s, v) for s, v, _ in self.recent]
+        splits = [s for s, _ in recent]
+        seen = float(np.mean([v for _, v in recent]))
+        intercept = float(np.mean(self.z[splits, 0]))
+        # Every feature adds delay, so no coefficient is negative; the ridge fit may say
+        # otherwise on sparse data, the prior does not.
+        prior = np.maximum(self.model.theta, 0.0)
+        expected = float(np.mean(self.z[splits] @ prior))
+        rest = expected - intercept * prior[0]
+        if rest > 0.5 * expected and seen > intercept * prior[0]:
+            prior[1:] *= (seen - intercept * prior[0]) / rest
+        elif intercept > 0.0:
+            prior[0] = max(prior[0] + (seen - expected) / intercept, 0.0)
+        self.model.reset(prior)
+        for s, v in recent:
+            self.model.update(self.z[s], v)
+        self._refresh()
+        self.up = self.down = 0.0
+        self.recent = []
+        self.resets += 1
+
+    def state(self) -> dict:
+        return {"ridge": self.model.state(), "rel_var": self.rel_var, "level": self.level}
+
+    def load_state(self, state: dict) -> None:
+        rel_var = float(state["rel_var"])
+        if not 0.0 < rel_var < math.inf:
+            raise ValueError(f"relative noise variance must be positive and finite, got {rel_var}")
+        level = float(state["level"])
+        if not 0.0 < level < math.inf:
+            raise ValueError(f"delay level must be positive and finite, got {level}")
+        self.model.load_state(state["ridge"])
+        self.rel_var, self.level = rel_var, level
+        self.up = self.down = 0.0
+        self.recent = []
+        self._refresh()
+
+
+class ANS(Policy):
+    """Lower-confidence split selection on decomposed, change-aware delay models."""
+
+    name = "ans"
+
+    def __init__(
+        self,
+        profile: SplitProfile,
+        *,
+        key_weight: float = 1.0,
+        nonkey_weight: float = 0.2,
+        beta: float = 1.0,
+        lam: float = 1.0,
+        prior_rel_noise: float = 0.2,
+        cusum_drift: float = 0.5,
+        cusum_threshold: float = 8.0,
+        noise_halflife: float = 50.0,
+        probe_min: int = 4,
+        probe_max: int = 128,
+        change_prior_frames: float = 1000.0,
+        intercept_scale: float = 0.1,
+    ) -> None:
+        super().__init__(profile)
+        if not (0 <= nonkey_weight <= 1 and 0 <= key_weight <= 1):
+            raise ValueError("frame weights must lie in [0, 1]")
+        if not 1 <= probe_min <= probe_max:
+            raise ValueError("need 1 <= probe_min <= probe_max")
+        x = profile.contexts
+        self.offload = np.arange(profile.n_splits) != profile.device_only
+        # The intercept (RTT, fixed edge overhead) gets a small feature scale, i.e. a tight
+        # prior: delay not yet explained is put on bits and MACs first, which is what a
+        # bandwidth or load change moves.
+        on = intercept_scale * self.offload.astype(np.float64)[:, None]
+        # Each feature is divided by its mean over the offloading splits, so a typical split's
+        # features are about 1 and the ridge prior (λ) weighs the same on any model.
+        scale = np.where(x[self.offload].mean(axis=0) > 0, x[self.offload].mean(axis=0), 1.0)
+        bits = x[:, [BITS_COLUMN]] / scale[BITS_COLUMN]
+        compute = np.delete(x / scale, BITS_COLUMN, axis=1)
+        common = dict(lam=lam, prior_rel_noise=prior_rel_noise, cusum_drift=cusum_drift,
+                      cusum_threshold=cusum_threshold, noise_halflife=noise_halflife)
+        self.net = ComponentModel(np.hstack([on, bits]), **common)
+        self.edge = ComponentModel(np.hstack([on, compute]), **common)
+        self.key_weight, self.nonkey_weight, self.beta = key_weight, nonkey_weight, beta
+        self.probe_min, self.probe_max = probe_min, probe_max
+        self.change_prior_frames = change_prior_frames
+        self.idle = 0  # device-only frames since the last offload
+        self.probes = 0
+        self.changes = 0  # changes detected (either component)
+        # The best offloading seen: the split whose estimate, right after it was observed, was
+        # the lowest; remembered to probe while device-only wins (is that regime back?).
+        self.good_split: int | None = None
+        self.good_s = math.inf
+        self.recheck = False  # the last probe looked off: probe again at once
+        self._probe_split: int | None = None
+        self.fingerprint = profile_fingerprint(profile)
+        self._refresh()
+
+    def _refresh(self) -> None:
+        """Offloading estimate and width per split, recomputed only when the models change."""
+        # Device-only has all-zero features, so its offloading estimate and width are 0.
+        self._offload_s = self.net.pred + self.edge.pred
+        self._width_s = self.beta * np.hypot(self.net.width_s, self.edge.width_s)
+
+    def estimate(self) -> np.ndarray:
+        """Expected total delay of every split under the current models."""
+        return self.front_delay_s + self._offload_s
+
+    def indices(self, key_frame: bool) -> np.ndarray:
+        """Lower-confidence total delay of every split (the plain estimate on key frames)."""
+        weight = self.key_weight if key_frame else self.nonkey_weight
+        if weight >= 1.0:
+            return self.estimate()
+        return self.estimate() - math.sqrt(1.0 - weight) * self._width_s
+
+    def _choose(self, key_frame: bool) -> int:
+        index = self.indices(key_frame)
+        split = int(np.argmin(index))
+        if self.offload[split]:
+            self.idle = 0
+            return split
+        self.idle += 1
+        if key_frame:
+            return split
+        # Probe where offloading paid off best: that split answers "is it good again?". A
+        # cheaper split may tell nothing about it (a tiny tensor sees the RTT, not the bandwidth).
+        probe = self.good_split
+        if probe is None:
+            probe = int(np.argmin(np.where(self.offload, index, np.inf)))
+        if not self.recheck and self.idle < self.probe_interval(probe):
+            return split
+        self.idle = 0
+        self.recheck = False
+        self.probes += 1
+        self._probe_split = probe
+        return probe
+
+    def probe_interval(self, probe: int) -> float:
+        """Frames between probes while device-only wins, from their cost and their value.
+
+        A probe costs c = (its estimated delay − device-only's) now; not probing costs, per
+        frame after the conditions come back, G = device-only − the delay offloading
+        achieved before. With changes arriving at rate ρ, probing every I frames costs about
+        c/I + ρ·G·I/2 per frame, least at I = sqrt(2c/(ρG)), kept within [probe_min, probe_max].
+        ρ is the rate of changes detected so far, with a prior of one per ``change_prior_frames``.
+        """
+        device = float(self.front_delay_s[-1])
+        cost = max(float(self.front_delay_s[probe] + self._offload_s[probe]) - device, 1e-6)
+        gain = max(device - min(self.good_s, device), 1e-6) if self.good_split is not None else device
+        rate = (self.changes + 1) / (self.t + self.change_prior_frames)
+        return min(max(math.sqrt(2.0 * cost / (rate * gain)), self.probe_min), self.probe_max)
+
+    def update(self, feedback: Feedback) -> None:
+        p = feedback.split
+        if not self.offload[p]:
+            return
+        if feedback.edge_s is None or feedback.transfer_s is None:
+            # An edge that sends no timing: attribute to it what the edge model expects.
+            edge = max(float(self.edge.pred[p]), 0.0)
+            transfer = max(feedback.offload_s - edge, 0.0)
+        else:
+            edge, transfer = feedback.edge_s, feedback.transfer_s
+        verdicts = {self.net.observe(p, transfer), self.edge.observe(p, edge)}
+        self._refresh()
+        self.changes += "reset" in verdicts
+        estimate = float(self.front_delay_s[p] + self._offload_s[p])
+        if estimate <= self.good_s and self.net.pinned(p) and self.edge.pinned(p):
+            self.good_split, self.good_s = p, estimate
+        if p == self._probe_split:
+            self._probe_split = None
+            self.recheck = verdicts != {"ok"}
+
+    def stats(self) -> dict:
+        return {
+            **super().stats(),
+            "probes": self.probes,
+            "changes": self.changes,
+            "resets": {"net": self.net.resets, "edge": self.edge.resets},
+            "rel_noise": {"net": self.net.rel_noise, "edge": self.edge.rel_noise},
+        }
+
+    # -- persistence: resume after a restart, or start from another device's experience --
+
+    def state(self) -> dict:
+        """Everything learnt, as plain JSON-able data. Front-end delays are not included:
+        they belong to this device, while network and edge models transfer between devices."""
+        return {
+            "version": STATE_VERSION,
+            "policy": self.name,
+            "profile": self.fingerprint,
+            "net": self.net.state(),
+            "edge": self.edge.state(),
+        }
+
+    def load_state(self, state: dict) -> None:
+        """Resume from ``state()`` output, this device's or another's on the same model."""
+        if state.get("version") != STATE_VERSION or state.get("policy") != self.name:
+            raise StateError(f"learner state is not version {STATE_VERSION} of policy '{self.name}'")
+        if state.get("profile") != self.fingerprint:
+            raise StateError("learner state was learnt on another model's splits (profile fingerprint differs)")
+        try:
+            self.net.load_state(state["net"])
+            self.edge.load_state(state["edge"])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise StateError(f"learner state is malformed: {exc}") from None
+        self._refresh()
+
+
+def profile_fingerprint(profile: SplitProfile) -> str:
+    """Identifies the split contexts a learnt state applies to."""
+    return hashlib.sha256(np.ascontiguousarray(profile.contexts).tobytes()).hexdigest()[:16]

@@ -1,0 +1,92 @@
+"""μLinUCB exactly as the Autodidactic Neurosurgeon paper states it, and plain LinUCB.
+
+Kept as a selectable mode so results can be compared with the paper; the default
+learner (``ans``) lives in ``ans.py``.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from .policy import Feedback, Policy
+from .profile import SplitProfile
+from .ridge import RidgeModel
+
+
+class MuLinUCB(Policy):
+    """Lower-confidence-bound selection on raw 7-d contexts.
+
+    index(p) = x_pᵀθ̂ − α·sqrt((1−L)·x_pᵀA⁻¹x_p) + d_f(p), L = ``key_weight`` on key
+    frames and ``nonkey_weight`` otherwise; every ceil(T^μ)-th frame device-only is
+    excluded (forced sampling). The horizon T starts at ``horizon`` and doubles
+    whenever the frame count passes it, which also resets α.
+    """
+
+    name = "mu-linucb-paper"
+
+    def __init__(
+        self,
+        profile: SplitProfile,
+        *,
+        key_weight: float = 0.8,
+        nonkey_weight: float = 0.2,
+        forced_sampling: bool = True,
+        mu: float = 0.25,
+        horizon: int = 200,
+        delta: float = 0.1,
+        c_noise: float = 0.05,
+        c_theta: float = 1.0,
+        lam: float = 1.0,
+    ) -> None:
+        super().__init__(profile)
+        if not (0 <= nonkey_weight <= 1 and 0 <= key_weight < 1):
+            raise ValueError("frame weights must lie in [0, 1) for key frames and [0, 1] otherwise")
+        self.x = profile.contexts
+        self.offload = np.arange(profile.n_splits) != profile.device_only
+        self.key_weight, self.nonkey_weight = key_weight, nonkey_weight
+        self.forced_sampling, self.mu = forced_sampling, mu
+        self.delta, self.c_noise, self.c_theta = delta, c_noise, c_theta
+        self.c_x = float(np.max(np.linalg.norm(self.x, axis=1)))
+        self.model = RidgeModel(self.x.shape[1], lam)
+        self.horizon = horizon
+        self._set_horizon(horizon)
+        self.forced = 0  # frames whose choice was forced to offload
+
+    def _set_horizon(self, horizon: int) -> None:
+        self.horizon = horizon
+        d = self.x.shape[1]
+        log_term = math.log((1.0 + horizon * self.c_x**2) / self.delta)
+        self.alpha = (self.c_theta + self.c_noise * math.sqrt(d * log_term)) / (1.0 - self.key_weight)
+        self.forced_every = math.ceil(horizon**self.mu)
+
+    def indices(self, key_frame: bool) -> np.ndarray:
+        """The lower-confidence total delay of every split."""
+        weight = self.key_weight if key_frame else self.nonkey_weight
+        bonus = self.alpha * math.sqrt(1.0 - weight) * self.model.widths(self.x)
+        return self.model.predict(self.x) - bonus + self.front_delay_s
+
+    def _choose(self, key_frame: bool) -> int:
+        t = self.t + 1
+        while t > self.horizon:
+            self._set_horizon(2 * self.horizon)
+        index = self.indices(key_frame)
+        if self.forced_sampling and t % self.forced_every == 0:
+            self.forced += 1
+            index = np.where(self.offload, index, np.inf)
+        return int(np.argmin(index))
+
+    def update(self, feedback: Feedback) -> None:
+        if self.offload[feedback.split]:
+            self.model.update(self.x[feedback.split], feedback.offload_s)
+
+    def stats(self) -> dict:
+        return {**super().stats(), "alpha": self.alpha, "forced_every": self.forced_every, "forced": self.forced}
+
+
+def plain_linucb(profile: SplitProfile) -> MuLinUCB:
+    """LinUCB without key-frame weighting or forced sampling, same features and α."""
+    policy = MuLinUCB(profile, key_weight=0.0, nonkey_weight=0.0, forced_sampling=False)
+    policy.name = "linucb"
+    return policy

@@ -1,0 +1,193 @@
+"""Per-split descriptions the learner works on: contexts and front-end delays.
+
+A profile is the list of split points of one detector, index 0 = send the input,
+last index = everything on the device. Each split carries the paper's 7-d context
+of the part left to the edge, in the paper's order:
+
+    [conv MACs, conv layers, fc MACs, fc layers, activation MACs, activation layers, transfer bits]
+
+Two files describe splits: a converter bundle's ``manifest.json`` and the schema
+of the paper's measured profiles (``device_app/profiles/*.json``). This module
+reads both with the standard library only (no pydantic: the device core must
+install on Android), and reports any problem as one ``ProfileError`` naming the
+file and the offending entry.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+
+import numpy as np
+
+CONTEXT_FIELDS = (
+    "conv_macs",
+    "conv_layers",
+    "fc_macs",
+    "fc_layers",
+    "act_macs",
+    "act_layers",
+    "transfer_bits",
+)
+#: Column positions inside a context vector.
+MAC_COLUMNS = (0, 2, 4)
+LAYER_COLUMNS = (1, 3, 5)
+BITS_COLUMN = 6
+
+#: Manifest schema versions this reader understands.
+MANIFEST_SCHEMA_VERSIONS = (1,)
+
+#: Built-in profiles measured by the paper's authors on a Jetson TX2.
+BUILTIN_PROFILES = {
+    "tiny-yolov2-tx2": "tiny_yolov2_tx2.json",
+    "vgg16-tx2": "vgg16_tx2.json",
+}
+
+
+class ProfileError(ValueError):
+    """A profile or manifest that cannot be used, with the file and entry at fault."""
+
+
+@dataclass(frozen=True)
+class SplitProfile:
+    """Contexts and front-end delays of every split of one detector."""
+
+    name: str
+    contexts: np.ndarray  # (K, 7) float64, paper order
+    front_delay_s: np.ndarray  # (K,) front-end (device) delay of each split
+    source: str
+
+    @property
+    def n_splits(self) -> int:
+        return int(self.contexts.shape[0])
+
+    @property
+    def device_only(self) -> int:
+        """Index of the split that keeps everything on the device."""
+        return self.n_splits - 1
+
+    @property
+    def transfer_bits(self) -> np.ndarray:
+        return self.contexts[:, BITS_COLUMN]
+
+    @property
+    def backend_macs(self) -> np.ndarray:
+        return self.contexts[:, MAC_COLUMNS].sum(axis=1)
+
+    @property
+    def backend_layers(self) -> np.ndarray:
+        return self.contexts[:, LAYER_COLUMNS].sum(axis=1)
+
+
+def load_profile(spec: str | Path, device_macs_per_s: float = 3.0e10) -> SplitProfile:
+    """Load a built-in profile name, a paper-schema JSON or a bundle manifest.
+
+    A manifest holds no delays (they are measured on the device): front-end
+    delays are then estimated as ``front_macs / device_macs_per_s``, which is what
+    a simulation needs before a real device has calibrated itself.
+    """
+    spec_s = str(spec)
+    if spec_s in BUILTIN_PROFILES:
+        ref = resources.files("device_app.profiles") / BUILTIN_PROFILES[spec_s]
+        return _parse(ref.read_text(encoding="utf-8"), spec_s, device_macs_per_s)
+    path = Path(spec_s)
+    if path.is_dir():
+        path = path / "manifest.json"
+    if not path.is_file():
+        known = ", ".join(sorted(BUILTIN_PROFILES))
+        raise ProfileError(f"{spec_s}: no such file, bundle or built-in profile (built-ins: {known})")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ProfileError(f"{path}: cannot read: {exc}") from None
+    return _parse(text, str(path), device_macs_per_s)
+
+
+def _parse(text: str, where: str, device_macs_per_s: float) -> SplitProfile:
+    try:
+        doc = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ProfileError(f"{where}:{exc.lineno}: not valid JSON: {exc.msg}") from None
+    if not isinstance(doc, dict) or not isinstance(doc.get("splits"), list):
+        raise ProfileError(f"{where}: expected an object with a 'splits' list")
+    if "schema_version" in doc:
+        return _parse_manifest(doc, where, device_macs_per_s)
+    return _parse_paper(doc, where)
+
+
+def _number(value: object, where: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise ProfileError(f"{where}: expected a finite number, got {value!r}")
+    if value < 0:
+        raise ProfileError(f"{where}: must not be negative, got {value!r}")
+    return float(value)
+
+
+def _field(entry: dict, key: str, where: str) -> object:
+    if not isinstance(entry, dict) or key not in entry:
+        raise ProfileError(f"{where}: missing field '{key}'")
+    return entry[key]
+
+
+def _check_indices(splits: list, where: str) -> None:
+    if len(splits) < 2:
+        raise ProfileError(f"{where}: needs at least two splits (edge-only and device-only)")
+    for i, s in enumerate(splits):
+        idx = _field(s, "index", f"{where}: splits[{i}]")
+        if idx != i:
+            raise ProfileError(f"{where}: splits[{i}].index is {idx!r}; splits must be ordered 0..{len(splits) - 1}")
+
+
+def _finish(name: str, contexts: list, front: list, where: str) -> SplitProfile:
+    ctx = np.asarray(contexts, dtype=np.float64)
+    if np.any(ctx[-1] != 0):
+        raise ProfileError(f"{where}: the last split (device-only) must leave nothing to the edge")
+    if np.any(ctx[:-1, BITS_COLUMN] <= 0):
+        bad = int(np.flatnonzero(ctx[:-1, BITS_COLUMN] <= 0)[0])
+        raise ProfileError(f"{where}: splits[{bad}] offloads but sends no bits")
+    return SplitProfile(name=name, contexts=ctx, front_delay_s=np.asarray(front, dtype=np.float64), source=where)
+
+
+def _parse_paper(doc: dict, where: str) -> SplitProfile:
+    splits = doc["splits"]
+    _check_indices(splits, where)
+    contexts, front = [], []
+    for i, s in enumerate(splits):
+        w = f"{where}: splits[{i}]"
+        layers = _field(s, "backend_layers", w)
+        macs = _field(s, "backend_macs", w)
+        row = []
+        for kind in ("conv", "fc", "act"):
+            row.append(_number(_field(macs, kind, f"{w}.backend_macs"), f"{w}.backend_macs.{kind}"))
+            row.append(_number(_field(layers, kind, f"{w}.backend_layers"), f"{w}.backend_layers.{kind}"))
+        row.append(_number(_field(s, "transfer_bits", w), f"{w}.transfer_bits"))
+        contexts.append(row)
+        front.append(_number(_field(s, "front_delay_s", w), f"{w}.front_delay_s"))
+    return _finish(str(doc.get("model", Path(where).stem)), contexts, front, where)
+
+
+def _parse_manifest(doc: dict, where: str, device_macs_per_s: float) -> SplitProfile:
+    version = doc["schema_version"]
+    if version not in MANIFEST_SCHEMA_VERSIONS:
+        raise ProfileError(
+            f"{where}: manifest schema_version {version!r} is not supported "
+            f"(this reader knows {', '.join(map(str, MANIFEST_SCHEMA_VERSIONS))})"
+        )
+    if device_macs_per_s <= 0:
+        raise ProfileError(f"{where}: device MAC rate must be positive, got {device_macs_per_s}")
+    splits = doc["splits"]
+    _check_indices(splits, where)
+    contexts, front = [], []
+    for i, s in enumerate(splits):
+        w = f"{where}: splits[{i}]"
+        ctx = _field(s, "context", w)
+        if not isinstance(ctx, list) or len(ctx) != len(CONTEXT_FIELDS):
+            raise ProfileError(f"{w}.context: expected {len(CONTEXT_FIELDS)} numbers {CONTEXT_FIELDS}")
+        contexts.append([_number(v, f"{w}.context[{j}]") for j, v in enumerate(ctx)])
+        front.append(_number(_field(s, "front_macs", w), f"{w}.front_macs") / device_macs_per_s)
+    model = doc.get("model")
+    name = model.get("name") if isinstance(model, dict) else None
+    return _finish(str(name or Path(where).parent.name), contexts, front, where)

@@ -1,0 +1,42 @@
+"""The built-in scenarios of the experiments: one steady world and three changing ones.
+
+Bandwidths are chosen around the cross-over points of the paper's profiles, so the
+best split really moves: on tiny-YOLOv2 (TX2) split 20 wins at 100 Mbit/s and
+device-only below about 40; on VGG16 edge-only wins down to about 10 Mbit/s.
+"""
+
+from __future__ import annotations
+
+from .trace import Trace, make_trace
+
+RTT_MS = 10.0
+
+
+def steady(frames: int) -> Trace:
+    return make_trace([(0, 100.0, RTT_MS, 1.0)])
+
+
+def bandwidth_drop(frames: int) -> Trace:
+    """100 Mbit/s, a drop to 8 Mbit/s for the middle third, then recovery."""
+    third = frames // 3
+    return make_trace([(0, 100.0, RTT_MS, 1.0), (third, 8.0, RTT_MS, 1.0), (2 * third, 100.0, RTT_MS, 1.0)])
+
+
+def edge_overload(frames: int) -> Trace:
+    """The edge slows down tenfold (other tenants) for the middle third."""
+    third = frames // 3
+    return make_trace([(0, 100.0, RTT_MS, 1.0), (third, 100.0, RTT_MS, 10.0), (2 * third, 100.0, RTT_MS, 1.0)])
+
+
+def flapping(frames: int, period: int = 300) -> Trace:
+    """The link flaps between 150 and 8 Mbit/s every ``period`` frames."""
+    rows = [(start, 150.0 if (start // period) % 2 == 0 else 8.0, RTT_MS, 1.0) for start in range(0, frames, period)]
+    return make_trace(rows)
+
+
+SCENARIOS = {
+    "steady": steady,
+    "bandwidth-drop": bandwidth_drop,
+    "edge-overload": edge_overload,
+    "flapping": flapping,
+}

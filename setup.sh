@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# Installs everything ANS needs on a fresh Debian/Ubuntu machine with Python 3.11,
+# then runs what was asked:  bash setup.sh demo   |   bash setup.sh test [pytest args]
+set -euo pipefail
+cd "$(dirname "$0")"
+
+what="${1:-}"
+case "$what" in
+  demo|test) shift ;;
+  *) echo "usage: bash setup.sh demo|test" >&2; exit 2 ;;
+esac
+
+as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
+apt_updated=""
+apt_install() {
+  [ -n "$apt_updated" ] || { as_root apt-get update -qq; apt_updated=1; }
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@"
+}
+
+python="${PYTHON:-python3}"
+"$python" -c 'import sys; assert sys.version_info >= (3, 11), sys.version' \
+  || { echo "ANS needs Python 3.11 or newer (found $("$python" --version 2>&1))" >&2; exit 1; }
+
+# The MQTT broker that the device and edge talk through.
+command -v mosquitto >/dev/null || [ -x /usr/sbin/mosquitto ] || apt_install mosquitto
+
+if [ ! -x .venv/bin/python ]; then
+  "$python" -m venv .venv 2>/dev/null || { rm -rf .venv; apt_install python3-venv; "$python" -m venv .venv; }
+fi
+.venv/bin/python -m pip install -q --upgrade pip
+.venv/bin/python -m pip install -q -e '.[all]'
+
+case "$what" in
+  demo) exec .venv/bin/ans demo "$@" ;;
+  test) exec .venv/bin/python -m pytest "$@" ;;
+esac
