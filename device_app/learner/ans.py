@@ -99,13 +99,15 @@ class ComponentModel:
         if max(self.up, self.down) > self.threshold:
             self._restart(1.0 if self.up > self.down else -1.0)
             return "reset"
-        clipped = min(max(score, -3.0), 3.0)
         self.level = max(self.decay * self.level + (1.0 - self.decay) * y, self.FLOOR_S)
+        target = y
         if self.pinned(split):
-            # Only where data already pins this arm down is the residual noise rather than misfit.
+            # Only where data already pins this arm down is the residual noise rather than misfit;
+            # there, Huber-style, a lone spike moves the fit no more than three noise widths.
+            clipped = min(max(score, -3.0), 3.0)
             self.rel_var = self.decay * self.rel_var + (1.0 - self.decay) * (clipped * spread) ** 2
-        # Huber-style: a lone spike moves the fit no more than three noise widths.
-        self.model.update(self.z[split], pred + clipped * spread * level)
+            target = pred + clipped * spread * level
+        self.model.update(self.z[split], target)
         self._refresh()
         return "suspect" if abs(score) > 3.0 or max(self.up, self.down) > self.threshold / 2 else "ok"
 
@@ -206,7 +208,8 @@ class ANS(Policy):
         self.probes = 0
         self.changes = 0  # changes detected (either component)
         # The best offloading seen: the split whose estimate, right after it was observed, was
-        # the lowest; remembered to probe while device-only wins (is that regime back?).
+        # the lowest and beat device-only; remembered to probe while device-only wins (is
+        # that regime back?).
         self.good_split: int | None = None
         self.good_s = math.inf
         self.recheck = False  # the last probe looked off: probe again at once
@@ -282,7 +285,7 @@ class ANS(Policy):
         self._refresh()
         self.changes += "reset" in verdicts
         estimate = float(self.front_delay_s[p] + self._offload_s[p])
-        if estimate <= self.good_s and self.net.pinned(p) and self.edge.pinned(p):
+        if estimate <= min(self.good_s, self.front_delay_s[-1]) and self.net.pinned(p) and self.edge.pinned(p):
             self.good_split, self.good_s = p, estimate
         if p == self._probe_split:
             self._probe_split = None

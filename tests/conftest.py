@@ -1,0 +1,33 @@
+"""Shared helpers: seeded simulations the learner tests assert properties of."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from device_app.learner.profile import load_profile
+from device_app.learner.registry import make_policy
+from device_app.sim.scenarios import SCENARIOS
+from device_app.sim.simulator import RunResult, build_world, run
+
+
+def simulate(profile: str, scenario, policy: str, seed: int = 0, frames: int = 4500, **world) -> RunResult:
+    """Run ``policy`` on a built-in profile; ``scenario`` is a built-in name or a Trace."""
+    prof = load_profile(profile)
+    trace = SCENARIOS[scenario](frames) if isinstance(scenario, str) else scenario
+    w = build_world(prof, trace, frames, seed, **world)
+    return run(make_policy(policy, prof, w.mean_total_s), w)
+
+
+@pytest.fixture(scope="session")
+def tiny():
+    return load_profile("tiny-yolov2-tx2")
+
+
+@pytest.fixture(scope="session")
+def vgg():
+    return load_profile("vgg16-tx2")
+
+
+def per_frame_regret(result: RunResult) -> np.ndarray:
+    return result.delay_s - result.oracle_delay_s

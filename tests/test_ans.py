@@ -1,0 +1,127 @@
+"""Properties the default learner must have, asserted on seeded simulations."""
+
+import math
+
+import numpy as np
+import pytest
+
+from device_app.learner.ans import ANS
+from device_app.learner.persist import StateError, load_state, save_state
+from device_app.learner.policy import Feedback
+from device_app.sim.scenarios import SCENARIOS
+from device_app.sim.simulator import build_world, run
+from device_app.sim.trace import make_trace
+
+from .conftest import per_frame_regret, simulate
+
+CHANGING = ("bandwidth-drop", "edge-overload", "flapping")
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_steady_tiny_yolo_within_5_percent_of_the_oracle(seed):
+    r = simulate("tiny-yolov2-tx2", "steady", "ans", seed=seed)
+    assert r.summary()["ratio_to_oracle"] <= 1.05
+
+
+@pytest.mark.parametrize("profile", ["tiny-yolov2-tx2", "vgg16-tx2"])
+@pytest.mark.parametrize("scenario", CHANGING)
+def test_changing_scenarios_within_10_percent_and_ahead_of_the_others(profile, scenario):
+    ratio = {p: simulate(profile, scenario, p, seed=3).summary()["ratio_to_oracle"]
+             for p in ("ans", "mu-linucb-paper", "linucb", "neurosurgeon")}
+    assert ratio["ans"] <= 1.10, ratio
+    assert ratio["ans"] < min(ratio["mu-linucb-paper"], ratio["linucb"], ratio["neurosurgeon"]), ratio
+
+
+def test_regret_is_sublinear_in_steady_state():
+    regret = per_frame_regret(simulate("tiny-yolov2-tx2", "steady", "ans", seed=4))
+    first, last = regret[:1500].sum(), regret[-1500:].sum()
+    assert first > 0 and last <= 0.1 * first
+
+
+@pytest.mark.parametrize("profile", ["tiny-yolov2-tx2", "vgg16-tx2"])
+def test_recovers_within_a_bounded_number_of_frames_after_each_change(profile):
+    r = simulate(profile, "bandwidth-drop", "ans", seed=5)
+    for change, end in ((1500, 3000), (3000, 4500)):
+        settled = slice(change + 150, end)
+        agree = np.mean(r.splits[settled] == r.oracle_splits[settled])
+        assert agree >= 0.95, f"after the change at frame {change} only {agree:.0%} of choices were the oracle's"
+
+
+def test_key_frames_are_served_greedily(tiny):
+    world = build_world(tiny, SCENARIOS["steady"](600), 600, seed=6)
+    policy = ANS(tiny)
+    run(policy, world)
+    assert np.argmin(policy.indices(False)) is not None
+    for _ in range(20):
+        assert policy.choose(key_frame=True) == int(np.argmin(policy.estimate()))
+
+
+def test_no_probe_on_key_frames_and_bounded_probing_when_device_only_wins(tiny):
+    slow_link = make_trace([(0, 5.0, 10.0, 1.0)])
+    all_key = build_world(tiny, slow_link, 2000, seed=7, key_frame_prob=1.0)
+    policy = ANS(tiny)
+    r = run(policy, all_key)
+    assert policy.probes == 0 and np.all(r.splits[200:] == tiny.device_only)
+
+    r = simulate("tiny-yolov2-tx2", slow_link, "ans", seed=7, frames=4000)
+    offloaded = np.mean(r.splits[500:] != tiny.device_only)
+    assert 0 < offloaded <= 0.05  # never blind, and probing costs little
+    assert r.summary()["ratio_to_oracle"] <= 1.05
+
+
+def test_a_bandwidth_change_seen_at_one_split_reprices_the_others(tiny):
+    world = build_world(tiny, SCENARIOS["steady"](800), 800, seed=8, noise=0.05)
+    policy = ANS(tiny)
+    run(policy, world)
+    slow = 100e6 / 8  # the link is now 8x slower; only split 20 is observed
+    truth = 0.010 + tiny.transfer_bits / slow
+    for _ in range(3):
+        policy.update(Feedback(20, truth[20] + policy.edge.pred[20], truth[20], float(policy.edge.pred[20])))
+    for other in (0, 12, 16, 24, 28):
+        assert policy.net.pred[other] == pytest.approx(truth[other], rel=0.2), f"split {other}"
+
+
+def test_works_without_timing_acknowledgements(tiny):
+    world = build_world(tiny, SCENARIOS["bandwidth-drop"](3000), 3000, seed=9)
+
+    class NoTiming(ANS):
+        def update(self, feedback):
+            super().update(Feedback(feedback.split, feedback.offload_s))
+
+    assert run(NoTiming(tiny), world).summary()["ratio_to_oracle"] <= 1.10
+
+
+def test_state_round_trip_and_warm_start(tiny, vgg, tmp_path):
+    world = build_world(tiny, SCENARIOS["steady"](1500), 1500, seed=10)
+    trained = ANS(tiny)
+    run(trained, world)
+    save_state(tmp_path / "state.json", trained.state())
+
+    resumed = ANS(tiny)
+    resumed.load_state(load_state(tmp_path / "state.json"))
+    np.testing.assert_allclose(resumed.estimate(), trained.estimate())
+
+    fresh_world = build_world(tiny, SCENARIOS["steady"](300), 300, seed=11)
+    cold = run(ANS(tiny), fresh_world).regret_s
+    warm_policy = ANS(tiny)
+    warm_policy.load_state(trained.state())
+    warm = run(warm_policy, fresh_world).regret_s
+    assert warm <= 0.5 * cold
+
+    with pytest.raises(StateError, match="another model"):
+        ANS(vgg).load_state(trained.state())
+    broken = trained.state()
+    broken["net"]["rel_var"] = -1
+    with pytest.raises(StateError, match="malformed"):
+        ANS(tiny).load_state(broken)
+    (tmp_path / "bad.json").write_text("{oops")
+    with pytest.raises(StateError, match="bad.json:1"):
+        load_state(tmp_path / "bad.json")
+
+
+def test_rejects_nonsense_settings(tiny):
+    with pytest.raises(ValueError):
+        ANS(tiny, probe_min=10, probe_max=5)
+    with pytest.raises(ValueError):
+        ANS(tiny, nonkey_weight=1.5)
+    assert math.isfinite(ANS(tiny).probe_interval(20))

@@ -1,0 +1,18 @@
+import json
+
+from device_app.sim.experiment import run_experiment
+
+
+def test_experiment_writes_table_json_traces_and_plots(tmp_path):
+    lines = []
+    table = run_experiment(tmp_path, profiles=("tiny-yolov2-tx2",), scenarios=("steady", "bandwidth-drop"),
+                           policies=("ans", "oracle", "device-only"), seeds=2, frames=600, jobs=1, log=lines.append)
+    assert len([line for line in lines if line.startswith("[")]) == 2 * 3 * 2  # progress per run
+    assert table["tiny-yolov2-tx2"]["steady"]["oracle"]["ratio_to_oracle"] == 1.0
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert len(results["runs"]) == 12
+    assert "| ans |" in (tmp_path / "summary.md").read_text()
+    for scenario in ("steady", "bandwidth-drop"):
+        png = tmp_path / f"tiny-yolov2-tx2_{scenario}.png"
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        assert (tmp_path / "traces" / f"{scenario}.csv").is_file()

@@ -1,0 +1,60 @@
+import json
+
+import numpy as np
+import pytest
+
+from device_app.learner.profile import ProfileError, load_profile
+
+
+def test_builtin_profiles_load_in_paper_order(tiny, vgg):
+    assert (tiny.n_splits, vgg.n_splits) == (32, 23)
+    # conv MACs of the whole back end at index 0 and after the first conv block (paper's table)
+    assert tiny.contexts[0, 0] == 3_537_437_696
+    assert tiny.contexts[1, 0] == 3_462_677_504
+    assert tiny.contexts[0, 6] == 16_614_800  # transfer bits of the input
+    assert np.all(tiny.contexts[-1] == 0) and tiny.device_only == 31
+    assert tiny.front_delay_s[0] == 0.0 and tiny.front_delay_s[-1] == pytest.approx(0.116404)
+
+
+def _manifest(splits, version=1):
+    return {"schema_version": version, "model": {"name": "toy"}, "splits": splits}
+
+
+def _split(i, ctx, front_macs):
+    return {"index": i, "context": ctx, "front_macs": front_macs, "transfer_bytes": ctx[6] // 8}
+
+
+def test_manifest_loads_and_estimates_front_delay(tmp_path):
+    splits = [_split(0, [100, 2, 0, 0, 10, 2, 800], 0), _split(1, [50, 1, 0, 0, 5, 1, 400], 50),
+              _split(2, [0, 0, 0, 0, 0, 0, 0], 100)]
+    (tmp_path / "manifest.json").write_text(json.dumps(_manifest(splits)))
+    prof = load_profile(tmp_path, device_macs_per_s=100.0)  # a bundle folder works too
+    assert prof.name == "toy" and prof.n_splits == 3
+    np.testing.assert_allclose(prof.front_delay_s, [0.0, 0.5, 1.0])
+    np.testing.assert_allclose(prof.backend_macs, [110, 55, 0])
+
+
+@pytest.mark.parametrize(
+    "doc, message",
+    [
+        ("{not json", ":1: not valid JSON"),
+        (json.dumps(_manifest([], version=99)), "schema_version 99 is not supported"),
+        (json.dumps({"splits": [{"index": 1}, {"index": 0}]}), "splits must be ordered"),
+        (json.dumps(_manifest([_split(0, [1, 1, 0, 0, 0, 0, 8], 0), _split(1, [1, 0, 0, 0, 0, 0, 0], 1)])),
+         "device-only) must leave nothing"),
+        (json.dumps(_manifest([_split(0, [1, 1, 0, 0, 0, 0, -8], 0), _split(1, [0] * 7, 1)])),
+         "context[6]: must not be negative"),
+        (json.dumps(_manifest([{"index": 0, "front_macs": 0}, _split(1, [0] * 7, 1)])), "missing field 'context'"),
+    ],
+)
+def test_bad_profiles_name_file_and_problem(tmp_path, doc, message):
+    path = tmp_path / "p.json"
+    path.write_text(doc)
+    with pytest.raises(ProfileError) as err:
+        load_profile(path)
+    assert str(path) in str(err.value) and message in str(err.value)
+
+
+def test_unknown_profile_name_lists_builtins():
+    with pytest.raises(ProfileError, match="tiny-yolov2-tx2"):
+        load_profile("no-such-profile")
