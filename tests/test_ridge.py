@@ -1,23 +1,31 @@
 import numpy as np
 
-from device_app.learner.ridge import RidgeModel
+from device_app.learner.ridge import ArmRidge
 
 
-def test_sherman_morrison_matches_direct_solution():
+def test_sherman_morrison_matches_the_direct_solution_for_every_model_in_the_bank():
     rng = np.random.default_rng(1)
-    model = RidgeModel(4, lam=0.5)
-    xs, ys = rng.normal(size=(50, 4)), rng.normal(size=50)
-    for x, y in zip(xs, ys):
-        model.update(x, y)
-    a = 0.5 * np.eye(4) + xs.T @ xs
-    np.testing.assert_allclose(model.a_inv, np.linalg.inv(a), rtol=1e-9, atol=1e-12)
-    np.testing.assert_allclose(model.theta, np.linalg.solve(a, xs.T @ ys), rtol=1e-9)
-    np.testing.assert_allclose(model.widths(xs[:3]) ** 2, np.einsum("ij,jk,ik->i", xs[:3], np.linalg.inv(a), xs[:3]))
+    arms = rng.normal(size=(2, 6, 4))
+    bank = ArmRidge(arms, lam=0.5)
+    picks, ys = rng.integers(0, 6, 60), rng.normal(size=(60, 2))
+    for k, y in zip(picks, ys):
+        bank.update(int(k), y)
+    for b in range(2):
+        x = arms[b, picks]
+        a = 0.5 * np.eye(4) + x.T @ x
+        np.testing.assert_allclose(bank.a_inv[b], np.linalg.inv(a), rtol=1e-9, atol=1e-12)
+        theta = np.linalg.solve(a, x.T @ ys[:, b])
+        np.testing.assert_allclose(bank.theta[b], theta, rtol=1e-9)
+        np.testing.assert_allclose(bank.mean[b], arms[b] @ theta, rtol=1e-9)
+        np.testing.assert_allclose(bank.width[b] ** 2, np.einsum("ij,jk,ik->i", arms[b], np.linalg.inv(a), arms[b]))
 
 
-def test_reset_falls_back_to_the_prior():
-    model = RidgeModel(2, lam=2.0)
-    model.update(np.array([1.0, 0.0]), 5.0)
-    model.reset(np.array([3.0, -1.0]))
-    np.testing.assert_allclose(model.theta, [3.0, -1.0])
-    assert model.n == 0
+def test_one_model_updates_alone_and_resets_to_its_prior():
+    arms = np.ones((2, 3, 2))
+    bank = ArmRidge(arms, lam=2.0)
+    bank.update(0, [5.0], slice(1, 2))
+    assert list(bank.n) == [0, 1] and np.all(bank.theta[0] == 0) and np.all(bank.theta[1] > 0)
+    bank.reset(1, np.array([3.0, -1.0]))
+    np.testing.assert_allclose(bank.theta[1], [3.0, -1.0])
+    np.testing.assert_allclose(bank.mean[1], [2.0, 2.0, 2.0])
+    assert bank.n[1] == 0

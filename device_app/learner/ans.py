@@ -30,13 +30,14 @@ import numpy as np
 from .persist import StateError
 from .policy import Feedback, Policy
 from .profile import BITS_COLUMN, SplitProfile
-from .ridge import RidgeModel
+from .ridge import ArmRidge
 
 STATE_VERSION = 1
 
 
 class ComponentModel:
-    """One part of the offloading delay: a ridge fit, its noise level, and a change detector.
+    """One part of the offloading delay: its slot in the ridge bank, its noise level, and a
+    change detector.
 
     Delay noise is multiplicative (a 10% jitter on 200 ms is not one on 5 ms), so
     residuals are taken relative to the predicted delay and standardised by the
@@ -49,11 +50,11 @@ class ComponentModel:
     WARMUP = 3  # observations before change detection starts
     RECENT = 16  # observations kept to re-fit from after a change
 
-    def __init__(self, features: np.ndarray, *, lam: float, prior_rel_noise: float, cusum_drift: float,
+    def __init__(self, bank: ArmRidge, index: int, *, prior_rel_noise: float, cusum_drift: float,
                  cusum_threshold: float, noise_halflife: float) -> None:
-        self.z = features
-        self.model = RidgeModel(features.shape[1], lam)
-        self.prior_widths = np.linalg.norm(features, axis=1) / math.sqrt(lam)
+        self.bank, self.i = bank, index
+        self.z = bank.arms[index]
+        self.prior_widths = np.linalg.norm(self.z, axis=1) / math.sqrt(bank.lam)
         self.drift, self.threshold = cusum_drift, cusum_threshold
         self.decay = 0.5 ** (1.0 / noise_halflife)
         self.rel_var = prior_rel_noise**2  # EWMA of squared relative residuals
@@ -61,35 +62,34 @@ class ComponentModel:
         self.up = self.down = 0.0  # CUSUM statistics
         self.recent: list[tuple[int, float, float]] = []  # (split, y, score) since the CUSUM last stood at zero
         self.resets = 0
-        self._refresh()
 
-    def _refresh(self) -> None:
-        """Per-arm prediction and width, recomputed once per model change and reused by every frame.
-
-        The width in seconds is relative noise x typical observed delay x ‖z‖_A⁻¹. The typical
-        delay, not the arm's own estimate: an arm estimated to be slow must not look more
-        promising the slower it is estimated to be.
-        """
-        self.pred = self.model.predict(self.z)
-        self.arm_widths = self.model.widths(self.z)
-        self.width_s = self.rel_noise * self.level * self.arm_widths
+    @property
+    def pred(self) -> np.ndarray:
+        return self.bank.mean[self.i]
 
     @property
     def rel_noise(self) -> float:
         return math.sqrt(self.rel_var)
 
+    def width_scale(self) -> float:
+        """Seconds per unit of ‖z‖_A⁻¹: relative noise x typical observed delay. The typical
+        delay, not the arm's own estimate: an arm estimated to be slow must not look more
+        promising the slower it is estimated to be."""
+        return self.rel_noise * self.level
+
     def pinned(self, split: int) -> bool:
         """Whether data, more than the prior, now sets this arm's estimate."""
-        return bool(self.arm_widths[split] < 0.5 * self.prior_widths[split])
+        return bool(self.bank.width[self.i, split] < 0.5 * self.prior_widths[split])
 
-    def observe(self, split: int, y: float) -> str:
-        """Learn one observation; returns 'ok', 'suspect' (surprising) or 'reset' (a change was detected)."""
-        pred = float(self.pred[split])
+    def assess(self, split: int, y: float) -> tuple[str, float | None]:
+        """Weigh one observation: ('ok' or 'suspect', the value to fit), or ('reset', None)
+        when it revealed a change, in which case this part has already been re-fitted."""
+        pred = float(self.bank.mean[self.i, split])
         level = max(pred, self.FLOOR_S)
-        width = float(self.arm_widths[split])
+        width = float(self.bank.width[self.i, split])
         spread = self.rel_noise * math.sqrt(1.0 + width * width)
         score = (y - pred) / level / spread
-        if self.model.n >= self.WARMUP:
+        if self.bank.n[self.i] >= self.WARMUP:
             self.up = max(0.0, self.up + score - self.drift)
             self.down = max(0.0, self.down - score - self.drift)
         if self.up == 0.0 and self.down == 0.0:
@@ -98,7 +98,7 @@ class ComponentModel:
             self.recent = self.recent[-(self.RECENT - 1):] + [(split, y, score)]
         if max(self.up, self.down) > self.threshold:
             self._restart(1.0 if self.up > self.down else -1.0)
-            return "reset"
+            return "reset", None
         self.level = max(self.decay * self.level + (1.0 - self.decay) * y, self.FLOOR_S)
         target = y
         if self.pinned(split):
@@ -107,9 +107,8 @@ class ComponentModel:
             clipped = min(max(score, -3.0), 3.0)
             self.rel_var = self.decay * self.rel_var + (1.0 - self.decay) * (clipped * spread) ** 2
             target = pred + clipped * spread * level
-        self.model.update(self.z[split], target)
-        self._refresh()
-        return "suspect" if abs(score) > 3.0 or max(self.up, self.down) > self.threshold / 2 else "ok"
+        surprising = abs(score) > 3.0 or max(self.up, self.down) > self.threshold / 2
+        return ("suspect" if surprising else "ok"), target
 
     def _restart(self, side: float) -> None:
         """A change: re-fit from the observations that revealed it, with the old model,
@@ -127,23 +126,23 @@ class ComponentModel:
         intercept = float(np.mean(self.z[splits, 0]))
         # Every feature adds delay, so no coefficient is negative; the ridge fit may say
         # otherwise on sparse data, the prior does not.
-        prior = np.maximum(self.model.theta, 0.0)
+        prior = np.maximum(self.bank.theta[self.i], 0.0)
         expected = float(np.mean(self.z[splits] @ prior))
         rest = expected - intercept * prior[0]
         if rest > 0.5 * expected and seen > intercept * prior[0]:
             prior[1:] *= (seen - intercept * prior[0]) / rest
         elif intercept > 0.0:
             prior[0] = max(prior[0] + (seen - expected) / intercept, 0.0)
-        self.model.reset(prior)
+        self.bank.reset(self.i, prior)
+        mine = slice(self.i, self.i + 1)
         for s, v in recent:
-            self.model.update(self.z[s], v)
-        self._refresh()
+            self.bank.update(s, [v], mine)
         self.up = self.down = 0.0
         self.recent = []
         self.resets += 1
 
     def state(self) -> dict:
-        return {"ridge": self.model.state(), "rel_var": self.rel_var, "level": self.level}
+        return {"ridge": self.bank.state(self.i), "rel_var": self.rel_var, "level": self.level}
 
     def load_state(self, state: dict) -> None:
         rel_var = float(state["rel_var"])
@@ -152,11 +151,10 @@ class ComponentModel:
         level = float(state["level"])
         if not 0.0 < level < math.inf:
             raise ValueError(f"delay level must be positive and finite, got {level}")
-        self.model.load_state(state["ridge"])
+        self.bank.load_state(self.i, state["ridge"])
         self.rel_var, self.level = rel_var, level
         self.up = self.down = 0.0
         self.recent = []
-        self._refresh()
 
 
 class ANS(Policy):
@@ -195,12 +193,16 @@ class ANS(Policy):
         # Each feature is divided by its mean over the offloading splits, so a typical split's
         # features are about 1 and the ridge prior (λ) weighs the same on any model.
         scale = np.where(x[self.offload].mean(axis=0) > 0, x[self.offload].mean(axis=0), 1.0)
-        bits = x[:, [BITS_COLUMN]] / scale[BITS_COLUMN]
         compute = np.delete(x / scale, BITS_COLUMN, axis=1)
-        common = dict(lam=lam, prior_rel_noise=prior_rel_noise, cusum_drift=cusum_drift,
+        # One bank, two models: network [intercept, bits] (zero-padded) and edge [intercept, MACs, layers].
+        arms = np.zeros((2, profile.n_splits, 1 + compute.shape[1]))
+        arms[0, :, :2] = np.hstack([on, x[:, [BITS_COLUMN]] / scale[BITS_COLUMN]])
+        arms[1] = np.hstack([on, compute])
+        self.bank = ArmRidge(arms, lam)
+        common = dict(prior_rel_noise=prior_rel_noise, cusum_drift=cusum_drift,
                       cusum_threshold=cusum_threshold, noise_halflife=noise_halflife)
-        self.net = ComponentModel(np.hstack([on, bits]), **common)
-        self.edge = ComponentModel(np.hstack([on, compute]), **common)
+        self.net = ComponentModel(self.bank, 0, **common)
+        self.edge = ComponentModel(self.bank, 1, **common)
         self.key_weight, self.nonkey_weight, self.beta = key_weight, nonkey_weight, beta
         self.probe_min, self.probe_max = probe_min, probe_max
         self.change_prior_frames = change_prior_frames
@@ -220,8 +222,9 @@ class ANS(Policy):
     def _refresh(self) -> None:
         """Offloading estimate and width per split, recomputed only when the models change."""
         # Device-only has all-zero features, so its offloading estimate and width are 0.
-        self._offload_s = self.net.pred + self.edge.pred
-        self._width_s = self.beta * np.hypot(self.net.width_s, self.edge.width_s)
+        self._offload_s = self.bank.mean.sum(axis=0)
+        scale = np.array([[self.net.width_scale()], [self.edge.width_scale()]])
+        self._width_s = self.beta * np.sqrt(((scale * self.bank.width) ** 2).sum(axis=0))
 
     def estimate(self) -> np.ndarray:
         """Expected total delay of every split under the current models."""
@@ -281,8 +284,15 @@ class ANS(Policy):
             transfer = max(feedback.offload_s - edge, 0.0)
         else:
             edge, transfer = feedback.edge_s, feedback.transfer_s
-        verdicts = {self.net.observe(p, transfer), self.edge.observe(p, edge)}
+        (net_verdict, net_y), (edge_verdict, edge_y) = self.net.assess(p, transfer), self.edge.assess(p, edge)
+        fit = [y for y in (net_y, edge_y) if y is not None]
+        if len(fit) == 2:
+            self.bank.update(p, fit)
+        elif fit:  # the other part was re-fitted after a change
+            i = 0 if net_y is not None else 1
+            self.bank.update(p, fit, slice(i, i + 1))
         self._refresh()
+        verdicts = {net_verdict, edge_verdict}
         self.changes += "reset" in verdicts
         estimate = float(self.front_delay_s[p] + self._offload_s[p])
         if estimate <= min(self.good_s, self.front_delay_s[-1]) and self.net.pinned(p) and self.edge.pinned(p):

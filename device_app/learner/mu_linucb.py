@@ -12,7 +12,7 @@ import numpy as np
 
 from .policy import Feedback, Policy
 from .profile import SplitProfile
-from .ridge import RidgeModel
+from .ridge import ArmRidge
 
 
 class MuLinUCB(Policy):
@@ -49,7 +49,7 @@ class MuLinUCB(Policy):
         self.forced_sampling, self.mu = forced_sampling, mu
         self.delta, self.c_noise, self.c_theta = delta, c_noise, c_theta
         self.c_x = float(np.max(np.linalg.norm(self.x, axis=1)))
-        self.model = RidgeModel(self.x.shape[1], lam)
+        self.model = ArmRidge(self.x[None], lam)
         self.horizon = horizon
         self._set_horizon(horizon)
         self.forced = 0  # frames whose choice was forced to offload
@@ -64,8 +64,7 @@ class MuLinUCB(Policy):
     def indices(self, key_frame: bool) -> np.ndarray:
         """The lower-confidence total delay of every split."""
         weight = self.key_weight if key_frame else self.nonkey_weight
-        bonus = self.alpha * math.sqrt(1.0 - weight) * self.model.widths(self.x)
-        return self.model.predict(self.x) - bonus + self.front_delay_s
+        return self.model.mean[0] - self.alpha * math.sqrt(1.0 - weight) * self.model.width[0] + self.front_delay_s
 
     def _choose(self, key_frame: bool) -> int:
         t = self.t + 1
@@ -79,7 +78,7 @@ class MuLinUCB(Policy):
 
     def update(self, feedback: Feedback) -> None:
         if self.offload[feedback.split]:
-            self.model.update(self.x[feedback.split], feedback.offload_s)
+            self.model.update(feedback.split, [feedback.offload_s])
 
     def stats(self) -> dict:
         return {**super().stats(), "alpha": self.alpha, "forced_every": self.forced_every, "forced": self.forced}

@@ -1,56 +1,78 @@
-"""Online ridge regression with the inverse kept by Sherman–Morrison (O(d²) per update)."""
+"""Online ridge regression over a fixed set of arms, with A⁻¹ kept by Sherman–Morrison.
+
+Every model sees the same K arms (the splits) through its own feature vectors, so each
+update also refreshes every arm's mean and confidence width: choosing a split then costs
+no matrix work. Several independent models (the network and edge parts of the delay)
+live side by side in one bank and are updated in one vectorised step, which matters
+more than flops at these sizes: numpy's per-call overhead dominates.
+"""
 
 from __future__ import annotations
 
 import numpy as np
 
 
-class RidgeModel:
-    """θ = A⁻¹b with A = λI + Σxxᵀ and b = Σx·y, updated one observation at a time."""
+class ArmRidge:
+    """B independent ridge models θ_b = A_b⁻¹ b_b with A_b = λI + Σxxᵀ, b_b = Σx·y.
 
-    def __init__(self, dim: int, lam: float = 1.0) -> None:
-        if dim < 1 or lam <= 0:
-            raise ValueError(f"ridge model needs dim >= 1 and lam > 0, got dim={dim}, lam={lam}")
-        self.dim = dim
+    ``arms`` has shape (B, K, d): model b's feature vector of arm k is ``arms[b, k]``
+    (pad with zeros to share d). ``mean[b, k]`` is the estimate and ``width[b, k]`` is
+    ‖x‖ in the A_b⁻¹ norm, both current after every update.
+    """
+
+    def __init__(self, arms: np.ndarray, lam: float = 1.0) -> None:
+        arms = np.asarray(arms, dtype=np.float64)
+        if arms.ndim != 3 or lam <= 0:
+            raise ValueError(f"need arms of shape (models, arms, features) and lam > 0, got {arms.shape}, {lam}")
+        self.arms = arms
         self.lam = float(lam)
-        self.reset()
+        n_models, _, dim = arms.shape
+        self.a_inv = np.repeat(np.eye(dim)[None] / self.lam, n_models, axis=0)
+        self.b = np.zeros((n_models, dim))
+        self.theta = np.zeros((n_models, dim))
+        self.n = np.zeros(n_models, dtype=np.int64)
+        self._refresh()
 
-    def reset(self, prior: np.ndarray | None = None) -> None:
-        """Forget every observation; the estimate falls back to ``prior`` (zero by default)."""
-        self.a_inv = np.eye(self.dim) / self.lam
-        self.b = np.zeros(self.dim) if prior is None else self.lam * np.asarray(prior, dtype=np.float64)
-        self.theta = self.a_inv @ self.b
-        self.n = 0
+    @property
+    def dim(self) -> int:
+        return self.arms.shape[2]
 
-    def predict(self, x: np.ndarray) -> np.ndarray:
-        """Mean estimate for each row of ``x`` (or one vector)."""
-        return x @ self.theta
+    def reset(self, model: int, prior: np.ndarray | None = None) -> None:
+        """Forget model ``model``'s observations; its estimate falls back to ``prior`` (zero by default)."""
+        self.a_inv[model] = np.eye(self.dim) / self.lam
+        self.b[model] = 0.0 if prior is None else self.lam * np.asarray(prior, dtype=np.float64)
+        self.theta[model] = self.a_inv[model] @ self.b[model]
+        self.n[model] = 0
+        self._refresh()
 
-    def widths(self, x: np.ndarray) -> np.ndarray:
-        """‖x‖ in the A⁻¹ norm for each row of ``x``: the confidence width before scaling.
+    def update(self, arm: int, y: np.ndarray, models: slice = slice(None)) -> None:
+        """One observation of ``arm`` for each selected model (``y`` has one value per model)."""
+        x = self.arms[models, arm]  # (m, d)
+        a_inv = self.a_inv[models]  # a view: slices of the bank
+        ax = (a_inv @ x[:, :, None])[:, :, 0]
+        ax /= np.sqrt(1.0 + np.einsum("md,md->m", x, ax))[:, None]
+        a_inv -= ax[:, :, None] * ax[:, None, :]
+        self.b[models] += np.asarray(y, dtype=np.float64)[:, None] * x
+        self.theta[models] = (a_inv @ self.b[models][:, :, None])[:, :, 0]
+        self.n[models] += 1
+        self._refresh()
 
-        Clipped at zero: with badly scaled features, rounding can make xᵀA⁻¹x negative.
-        """
-        q = np.einsum("ij,ij->i", x @ self.a_inv, x)
-        return np.sqrt(np.maximum(q, 0.0))
+    def _refresh(self) -> None:
+        self.mean = np.einsum("bkd,bd->bk", self.arms, self.theta)
+        # Clipped at zero: with badly scaled features, rounding can make xᵀA⁻¹x negative.
+        q = np.einsum("bkd,bkd->bk", self.arms @ self.a_inv, self.arms)
+        self.width = np.sqrt(np.maximum(q, 0.0))
 
+    def state(self, model: int) -> dict:
+        return {"a_inv": self.a_inv[model].tolist(), "b": self.b[model].tolist(), "n": int(self.n[model])}
 
-    def update(self, x: np.ndarray, y: float) -> None:
-        ax = self.a_inv @ x
-        self.a_inv -= (ax / (1.0 + float(x @ ax)))[:, None] * ax
-        self.b += y * x
-        self.theta = self.a_inv @ self.b
-        self.n += 1
-
-    def state(self) -> dict:
-        return {"dim": self.dim, "lam": self.lam, "a_inv": self.a_inv.tolist(), "b": self.b.tolist(), "n": self.n}
-
-    def load_state(self, state: dict) -> None:
+    def load_state(self, model: int, state: dict) -> None:
         a_inv = np.asarray(state["a_inv"], dtype=np.float64)
         b = np.asarray(state["b"], dtype=np.float64)
         if a_inv.shape != (self.dim, self.dim) or b.shape != (self.dim,):
-            raise ValueError(f"ridge state has shape {a_inv.shape}/{b.shape}, expected dim {self.dim}")
+            raise ValueError(f"ridge state has shape {a_inv.shape}/{b.shape}, expected dimension {self.dim}")
         if not (np.all(np.isfinite(a_inv)) and np.all(np.isfinite(b))):
             raise ValueError("ridge state holds non-finite numbers")
-        self.a_inv, self.b, self.n = a_inv, b, int(state["n"])
-        self.theta = self.a_inv @ self.b
+        self.a_inv[model], self.b[model], self.n[model] = a_inv, b, int(state["n"])
+        self.theta[model] = a_inv @ b
+        self._refresh()

@@ -1,0 +1,67 @@
+"""Decision + update cost of each learning policy, per frame, on the paper's 32-split profile.
+
+    .venv/bin/python bench/bench_learner.py [--frames 3000] [--repeat 7]
+
+Runs each policy through a steady simulated world, timing choose() + update() frame by
+frame after a warm-up, and prints the median and 10th percentile in microseconds with a
+reference numpy call (a 7-element dot product) measured in the same run, since per-call
+overhead is what these timings are made of.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+import timeit
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from device_app.learner.policy import Feedback  # noqa: E402
+from device_app.learner.profile import load_profile  # noqa: E402
+from device_app.learner.registry import make_policy  # noqa: E402
+from device_app.sim.scenarios import steady  # noqa: E402
+from device_app.sim.simulator import build_world  # noqa: E402
+
+POLICIES = ("ans", "mu-linucb-paper", "linucb")
+
+
+def frame_times(name: str, frames: int) -> list[float]:
+    profile = load_profile("tiny-yolov2-tx2")
+    world = build_world(profile, steady(frames), frames, seed=0)
+    policy = make_policy(name, profile)
+    clock = time.perf_counter
+    times = []
+    for t in range(frames):
+        start = clock()
+        split = policy.choose(bool(world.key_frame[t]))
+        if split != profile.device_only:
+            net, edge = float(world.net_s[t, split]), float(world.edge_s[t, split])
+            policy.update(Feedback(split, net + edge, net, edge))
+        times.append(clock() - start)
+    return times[frames // 5:]  # after learning settles
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--frames", type=int, default=3000)
+    parser.add_argument("--repeat", type=int, default=7)
+    args = parser.parse_args()
+    x = np.ones(7)
+    ref = min(timeit.repeat(lambda: x @ x, number=20000, repeat=5)) / 20000 * 1e6
+    print(f"reference: one 7-element numpy dot = {ref:.2f} us")
+    print(f"{'policy':<18}{'median us':>10}{'p10 us':>9}   (choose + update per frame, 32 splits)")
+    for name in POLICIES:
+        samples = []
+        for _ in range(args.repeat):
+            samples += frame_times(name, args.frames)
+        us = np.asarray(samples) * 1e6
+        print(f"{name:<18}{statistics.median(us):>10.1f}{np.percentile(us, 10):>9.1f}")
+
+
+if __name__ == "__main__":
+    main()
