@@ -15,7 +15,7 @@ def test_sherman_morrison_matches_the_direct_solution_for_every_model_in_the_ban
         a = 0.5 * np.eye(4) + x.T @ x
         np.testing.assert_allclose(bank.a_inv[b], np.linalg.inv(a), rtol=1e-9, atol=1e-12)
         theta = np.linalg.solve(a, x.T @ ys[:, b])
-        np.testing.assert_allclose(bank.theta[b], theta, rtol=1e-9)
+        np.testing.assert_allclose(bank.theta[b, :, 0], theta, rtol=1e-9)
         np.testing.assert_allclose(bank.mean[b], arms[b] @ theta, rtol=1e-9)
         np.testing.assert_allclose(bank.width[b] ** 2, np.einsum("ij,jk,ik->i", arms[b], np.linalg.inv(a), arms[b]))
 
@@ -26,6 +26,6 @@ def test_one_model_updates_alone_and_resets_to_its_prior():
     bank.update(0, [5.0], slice(1, 2))
     assert list(bank.n) == [0, 1] and np.all(bank.theta[0] == 0) and np.all(bank.theta[1] > 0)
     bank.reset(1, np.array([3.0, -1.0]))
-    np.testing.assert_allclose(bank.theta[1], [3.0, -1.0])
+    np.testing.assert_allclose(bank.theta[1, :, 0], [3.0, -1.0])
     np.testing.assert_allclose(bank.mean[1], [2.0, 2.0, 2.0])
     assert bank.n[1] == 0

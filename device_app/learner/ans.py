@@ -126,7 +126,7 @@ class ComponentModel:
         intercept = float(np.mean(self.z[splits, 0]))
         # Every feature adds delay, so no coefficient is negative; the ridge fit may say
         # otherwise on sparse data, the prior does not.
-        prior = np.maximum(self.bank.theta[self.i], 0.0)
+        prior = np.maximum(self.bank.theta[self.i, :, 0], 0.0)
         expected = float(np.mean(self.z[splits] @ prior))
         rest = expected - intercept * prior[0]
         if rest > 0.5 * expected and seen > intercept * prior[0]:
@@ -222,9 +222,10 @@ class ANS(Policy):
     def _refresh(self) -> None:
         """Offloading estimate and width per split, recomputed only when the models change."""
         # Device-only has all-zero features, so its offloading estimate and width are 0.
-        self._offload_s = self.bank.mean.sum(axis=0)
-        scale = np.array([[self.net.width_scale()], [self.edge.width_scale()]])
-        self._width_s = self.beta * np.sqrt(((scale * self.bank.width) ** 2).sum(axis=0))
+        self._offload_s = self.bank.mean[0] + self.bank.mean[1]
+        width = self.bank.width
+        self._width_s = np.hypot(self.beta * self.net.width_scale() * width[0],
+                                 self.beta * self.edge.width_scale() * width[1])
 
     def estimate(self) -> np.ndarray:
         """Expected total delay of every split under the current models."""
@@ -294,8 +295,8 @@ class ANS(Policy):
         self._refresh()
         verdicts = {net_verdict, edge_verdict}
         self.changes += "reset" in verdicts
-        estimate = float(self.front_delay_s[p] + self._offload_s[p])
-        if estimate <= min(self.good_s, self.front_delay_s[-1]) and self.net.pinned(p) and self.edge.pinned(p):
+        estimate = float(self.front_delay_s[p]) + float(self._offload_s[p])
+        if estimate <= min(self.good_s, float(self.front_delay_s[-1])) and self.net.pinned(p) and self.edge.pinned(p):
             self.good_split, self.good_s = p, estimate
         if p == self._probe_split:
             self._probe_split = None
