@@ -14,21 +14,19 @@ _LUMA = np.array([0.299, 0.587, 0.114])
 
 
 def to_grey(frame: np.ndarray, max_side: int = 160) -> np.ndarray:
-    """Grey float image, block-averaged so its longer side is at most ``max_side`` pixels.
+    """Grey float image, decimated so its longer side is at most ``max_side`` pixels.
 
-    ``frame`` is H×W (grey) or H×W×3 (RGB or BGR alike: the weights differ little for SSIM).
+    ``frame`` is H×W (grey) or H×W×C with C = 3 or 4 (RGB or BGR alike: the weights differ
+    little for SSIM). Decimating before converting keeps the cost independent of the camera
+    resolution; SSIM's 7×7 windows then average out sensor noise.
     """
-    if frame.ndim == 3 and frame.shape[2] in (3, 4):
-        grey = frame[..., :3].astype(np.float64) @ _LUMA
-    elif frame.ndim == 2:
-        grey = frame.astype(np.float64)
-    else:
+    if frame.ndim not in (2, 3) or (frame.ndim == 3 and frame.shape[2] not in (3, 4)):
         raise ValueError(f"expected an H×W or H×W×3 image, got shape {frame.shape}")
-    step = max(1, -(-max(grey.shape) // max_side))
-    if step > 1:
-        h, w = (grey.shape[0] // step) * step, (grey.shape[1] // step) * step
-        grey = grey[:h, :w].reshape(h // step, step, w // step, step).mean(axis=(1, 3))
-    return grey
+    step = max(1, -(-max(frame.shape[:2]) // max_side))
+    small = frame[::step, ::step]
+    if small.ndim == 3:
+        return small[..., :3].astype(np.float64) @ _LUMA
+    return small.astype(np.float64)
 
 
 def _box_mean(img: np.ndarray, k: int) -> np.ndarray:
