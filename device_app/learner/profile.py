@@ -151,12 +151,15 @@ def _finish(name: str, contexts: list, front: list, where: str) -> SplitProfile:
     return SplitProfile(name=name, contexts=ctx, front_delay_s=np.asarray(front, dtype=np.float64), source=where)
 
 
-def _parse_paper(doc: dict, where: str) -> SplitProfile:
-    splits = doc["splits"]
+def _read_splits(splits: list, where: str, read) -> tuple[list, list]:
+    """``read(split, where)`` -> (context row, front-end delay) for every split, in index order."""
     _check_indices(splits, where)
-    contexts, front = [], []
-    for i, s in enumerate(splits):
-        w = f"{where}: splits[{i}]"
+    rows = [read(s, f"{where}: splits[{i}]") for i, s in enumerate(splits)]
+    return [r[0] for r in rows], [r[1] for r in rows]
+
+
+def _parse_paper(doc: dict, where: str) -> SplitProfile:
+    def read(s: dict, w: str) -> tuple[list, float]:
         layers = _field(s, "backend_layers", w)
         macs = _field(s, "backend_macs", w)
         row = []
@@ -164,8 +167,9 @@ def _parse_paper(doc: dict, where: str) -> SplitProfile:
             row.append(_number(_field(macs, kind, f"{w}.backend_macs"), f"{w}.backend_macs.{kind}"))
             row.append(_number(_field(layers, kind, f"{w}.backend_layers"), f"{w}.backend_layers.{kind}"))
         row.append(_number(_field(s, "transfer_bits", w), f"{w}.transfer_bits"))
-        contexts.append(row)
-        front.append(_number(_field(s, "front_delay_s", w), f"{w}.front_delay_s"))
+        return row, _number(_field(s, "front_delay_s", w), f"{w}.front_delay_s")
+
+    contexts, front = _read_splits(doc["splits"], where, read)
     return _finish(str(doc.get("model", Path(where).stem)), contexts, front, where)
 
 
@@ -178,16 +182,15 @@ def _parse_manifest(doc: dict, where: str, device_macs_per_s: float) -> SplitPro
         )
     if device_macs_per_s <= 0:
         raise ProfileError(f"{where}: device MAC rate must be positive, got {device_macs_per_s}")
-    splits = doc["splits"]
-    _check_indices(splits, where)
-    contexts, front = [], []
-    for i, s in enumerate(splits):
-        w = f"{where}: splits[{i}]"
+
+    def read(s: dict, w: str) -> tuple[list, float]:
         ctx = _field(s, "context", w)
         if not isinstance(ctx, list) or len(ctx) != len(CONTEXT_FIELDS):
             raise ProfileError(f"{w}.context: expected {len(CONTEXT_FIELDS)} numbers {CONTEXT_FIELDS}")
-        contexts.append([_number(v, f"{w}.context[{j}]") for j, v in enumerate(ctx)])
-        front.append(_number(_field(s, "front_macs", w), f"{w}.front_macs") / device_macs_per_s)
+        row = [_number(v, f"{w}.context[{j}]") for j, v in enumerate(ctx)]
+        return row, _number(_field(s, "front_macs", w), f"{w}.front_macs") / device_macs_per_s
+
+    contexts, front = _read_splits(doc["splits"], where, read)
     model = doc.get("model")
     name = model.get("name") if isinstance(model, dict) else None
     return _finish(str(name or Path(where).parent.name), contexts, front, where)
