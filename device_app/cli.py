@@ -69,10 +69,31 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return run_demo(Path(args.out), args.frames)
 
 
+def cmd_convert(args: argparse.Namespace) -> int:
+    # TensorFlow lives on the converting machine only: imported here, never by the device core.
+    try:
+        from converter.cli import convert_command
+    except ImportError as exc:
+        raise ValueError(f"ans convert needs TensorFlow and pydantic ({exc}); install them with pip install '.[convert]'")
+
+    return convert_command(args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ans", description="Autodidactic Neurosurgeon: online split-point learning "
                                      "for collaborative device-edge inference.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    conv = sub.add_parser("convert", help="split a detector into per-split TFLite heads, edge tails and a manifest")
+    source = conv.add_mutually_exclusive_group(required=True)
+    source.add_argument("--model", help="a Keras functional model file (.keras or .h5)")
+    source.add_argument("--zoo", choices=["tiny-yolov2"], help="a built-in detector")
+    conv.add_argument("--out", required=True, help="bundle folder to write (replaced atomically)")
+    conv.add_argument("--classes", type=int, default=80, help="zoo: number of classes")
+    conv.add_argument("--size", type=int, default=416, help="zoo: input size (a multiple of 32)")
+    conv.add_argument("--width", type=float, default=1.0, help="zoo: filter-count multiplier")
+    conv.add_argument("--name", help="model name in the manifest (default: the model's own)")
+    conv.set_defaults(func=cmd_convert)
 
     sim = sub.add_parser("simulate", help="play one policy through a trace-driven simulated world")
     sim.add_argument("--profile", required=True,

@@ -1,0 +1,202 @@
+"""Turn a Keras detector into a model bundle: per-split TFLite heads, the edge's tail model,
+the whole model as TFLite, and ``manifest.json``.
+
+The bundle is written into a temporary folder beside the target and renamed into place
+only when complete, so a failure never leaves a half-written bundle. Re-running on an
+unchanged model with the same settings finds the bundle up to date and rewrites nothing.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import io
+import os
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from .features import layer_cost, tensor_bytes
+from .graph import ModelError, build_graph, cut_layers
+from .manifest import Decoding, FileRef, Manifest, ModelInfo, Preprocessing, Split, TensorInfo
+
+TAIL_FILE = "tails/model.keras"
+WHOLE_FILE = "model.tflite"
+
+
+def load_keras_model(path: str | Path):
+    """Load a ``.keras`` or ``.h5`` model for conversion, with a clear error when it cannot be."""
+    import keras
+
+    path = Path(path)
+    if path.suffix not in (".keras", ".h5"):
+        raise ModelError(f"{path}: expected a Keras model file (.keras or .h5)")
+    if not path.is_file():
+        raise ModelError(f"{path}: no such file")
+    try:
+        return keras.models.load_model(path, compile=False, safe_mode=True)
+    except Exception as exc:  # Keras raises many types for a bad file; name the file and the cause
+        raise ModelError(f"{path}: cannot load the Keras model: {exc}") from None
+
+
+def content_hash(model) -> str:
+    """sha256 of the architecture and every weight, in order."""
+    h = hashlib.sha256(model.to_json().encode())
+    for w in model.get_weights():
+        h.update(np.ascontiguousarray(w).tobytes())
+    return h.hexdigest()
+
+
+def to_tflite(model) -> bytes:
+    """Convert with LiteRT built-in ops only (what a device interpreter runs), batch 1."""
+    import tensorflow as tf
+
+    conv = tf.lite.TFLiteConverter.from_keras_model(model)
+    conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):
+            return conv.convert()
+    except Exception as exc:
+        raise ModelError(f"'{model.name}' does not convert to TFLite built-in ops: {str(exc).splitlines()[0]}") from None
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _tensor(t, name: str) -> TensorInfo:
+    return TensorInfo(name=name, shape=[1, *[int(d) for d in t.shape[1:]]], dtype=str(t.dtype))
+
+
+def _reusable(out: Path, info: ModelInfo, splits_meta: list[dict]) -> Manifest | None:
+    """The bundle already in ``out``, if it is this model with these settings and its files are intact."""
+    try:
+        old = Manifest.model_validate_json((out / "manifest.json").read_text())
+    except (OSError, ValueError):
+        return None
+    if old.model != info or [s.model_dump(exclude={"head", "tail"}) for s in old.splits] != splits_meta:
+        return None
+    refs = [old.whole_model] + [r for s in old.splits for r in (s.head, s.tail) if r is not None]
+    intact = all((out / r.path).is_file() and _sha256(out / r.path) == r.sha256 for r in refs)
+    return old if intact else None
+
+
+def plan_splits(model) -> tuple[object, list, list[dict]]:
+    """The functional model, its cut layers, and every split's description (all but file paths)."""
+    graph = build_graph(model)
+    model = graph.model
+    cuts = cut_layers(graph)
+    if not cuts:
+        raise ModelError(f"'{model.name}' has no layer boundary where one tensor separates the input from the "
+                         "outputs: there is nothing to split")
+    costs = {layer.name: layer_cost(layer).vector() for layer in graph.order}
+    total = sum(costs.values())
+    names = [graph.input_layer.name] + [c.name for c in cuts] + [None]
+    splits_meta = []
+    for i, cut in enumerate(names):
+        if i == 0:
+            on_device, shape = np.zeros_like(total), [1, *[int(d) for d in model.input.shape[1:]]]
+        elif cut is None:
+            on_device, shape = total, []
+        else:
+            on_device = sum(costs[n] for n in graph.ancestors(cut))
+            shape = [1, *[int(d) for d in model.get_layer(cut).output.shape[1:]]]
+        nbytes = tensor_bytes(shape) if shape else 0
+        splits_meta.append(dict(index=i, cut=cut, cut_shape=shape, cut_dtype="float32", transfer_bytes=nbytes,
+                                context=[*(total - on_device).tolist(), 8.0 * nbytes],
+                                front_macs=int(on_device[0] + on_device[2] + on_device[4])))
+    return model, cuts, splits_meta
+
+
+def convert(model, out: str | Path, *, name: str | None = None, preprocessing: Preprocessing | None = None,
+            decoding: Decoding | None = None, log=print) -> Manifest:
+    """Write the bundle of ``model`` to ``out`` (or find it there already) and return its manifest."""
+    import keras
+    import tensorflow as tf
+
+    out = Path(out)
+    model, cuts, splits_meta = plan_splits(model)
+    graph_input = model.input._keras_history.operation.name
+    size = tuple(int(d) for d in model.input.shape[1:3])
+    info = ModelInfo(
+        name=name or model.name,
+        input=_tensor(model.input, graph_input),
+        outputs=[_tensor(t, t._keras_history.operation.name) for t in model.outputs],
+        preprocessing=preprocessing or Preprocessing(size=size),
+        decoding=decoding or Decoding(),
+        content_hash=content_hash(model),
+    )
+    existing = _reusable(out, info, splits_meta)
+    if existing is not None:
+        log(f"{out}: already up to date")
+        return existing
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
+    except OSError as exc:
+        raise ModelError(f"{out}: cannot write the bundle there: {exc.strerror}") from None
+    try:
+        (tmp / "heads").mkdir()
+        (tmp / "tails").mkdir()
+        started = time.monotonic()
+        steps = len(cuts) + 2
+
+        def step(k: int, what: str) -> None:
+            log(f"[{k}/{steps}] {time.monotonic() - started:6.1f}s  {what}")
+
+        (tmp / WHOLE_FILE).write_bytes(to_tflite(model))
+        step(1, f"whole model -> {WHOLE_FILE}")
+        model.save(tmp / TAIL_FILE)
+        step(2, f"edge model -> {TAIL_FILE}")
+        whole = FileRef(path=WHOLE_FILE, sha256=_sha256(tmp / WHOLE_FILE))
+        tail = FileRef(path=TAIL_FILE, sha256=_sha256(tmp / TAIL_FILE))
+        splits = []
+        for meta in splits_meta:
+            i, cut = meta["index"], meta["cut"]
+            head = None
+            if cut is None:
+                head = whole
+            elif i > 0:
+                rel = f"heads/split_{i:03d}.tflite"
+                (tmp / rel).write_bytes(to_tflite(keras.Model(model.input, model.get_layer(cut).output,
+                                                              name=f"head_{i}")))
+                head = FileRef(path=rel, sha256=_sha256(tmp / rel))
+                step(2 + i, f"head of split {i} (cut after '{cut}', {meta['transfer_bytes']:,} bytes sent)")
+            splits.append(Split(head=head, tail=None if cut is None else tail, **meta))
+        manifest = Manifest(model=info, whole_model=whole, splits=splits,
+                            converter={"tensorflow": tf.__version__, "keras": keras.__version__})
+        (tmp / "manifest.json").write_text(manifest.model_dump_json(indent=1))
+        _swap_into_place(tmp, out)
+        log(f"wrote {out} ({len(splits)} splits, {time.monotonic() - started:.1f}s)")
+        return manifest
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _swap_into_place(tmp: Path, out: Path) -> None:
+    """Replace ``out`` by ``tmp`` with renames, so readers see the old bundle or the new one."""
+    if out.exists() and not (out / "manifest.json").is_file() and any(out.iterdir()):
+        raise ModelError(f"{out}: exists and is not a bundle; refusing to replace it")
+    mask = os.umask(0)
+    os.umask(mask)
+    os.chmod(tmp, 0o777 & ~mask)  # mkdtemp makes it private; a bundle is read by services
+    old = None
+    if out.exists():
+        old = out.with_name(f".{out.name}.old-{os.getpid()}")
+        os.replace(out, old)
+    os.replace(tmp, out)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def read_manifest(bundle: str | Path) -> Manifest:
+    path = Path(bundle) / "manifest.json"
+    try:
+        return Manifest.model_validate_json(path.read_text())
+    except OSError as exc:
+        raise ModelError(f"{path}: cannot read: {exc.strerror}") from None
+    except ValueError as exc:
+        raise ModelError(f"{path}: not a valid manifest: {exc}") from None

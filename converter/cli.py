@@ -1,0 +1,28 @@
+"""``ans convert``: the command-line side of the converter."""
+
+from __future__ import annotations
+
+import argparse
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's start-up chatter out of the output
+
+
+def convert_command(args: argparse.Namespace) -> int:
+    from .bundle import convert, load_keras_model
+    from .manifest import Decoding
+    from .zoo import TINY_YOLOV2_ANCHORS, tiny_yolov2
+
+    if args.zoo:
+        print(f"building {args.zoo} ({args.classes} classes, {args.size}x{args.size}, width {args.width:g})")
+        model = tiny_yolov2(classes=args.classes, size=args.size, width=args.width)
+        decoding = Decoding(kind="yolov2-region", anchors=TINY_YOLOV2_ANCHORS, classes=args.classes)
+    else:
+        model = load_keras_model(args.model)
+        decoding = None
+    manifest = convert(model, args.out, name=args.name, decoding=decoding)
+    print(f"{'split':>5}  {'cut after':<16}{'sent (bytes)':>14}{'front MMACs':>13}{'back conv MMACs':>17}")
+    for s in manifest.splits:
+        print(f"{s.index:>5}  {s.cut or '(device only)':<16}{s.transfer_bytes:>14,}{s.front_macs / 1e6:>13.1f}"
+              f"{s.context[0] / 1e6:>17.1f}")
+    return 0

@@ -1,0 +1,133 @@
+"""Where a Keras functional model can be cut in two with one tensor.
+
+A layer L is a single-tensor cut when, of L and all its ancestors, only L feeds a layer
+outside that set: then the device computes that set, sends L's output, and the edge
+needs nothing else. In a residual block only the block's output qualifies; before a
+route's second branch nothing does.
+
+Two more rules. No cut between an op and what TFLite fuses into it (convolution or
+dense | batch-norm | activation): the cut goes after the activation, so no head or tail
+loses a fusion. And no cut at a model output, since the edge would have to hand it back.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import keras
+from keras import layers as kl
+
+#: Layers TFLite folds into the op before them.
+FUSABLE_FOLLOWERS = (kl.BatchNormalization, kl.ReLU, kl.LeakyReLU, kl.Activation, kl.ELU, kl.PReLU, kl.Softmax)
+#: Ops that absorb such followers.
+FUSING_OPS = (kl.Conv1D, kl.Conv2D, kl.Conv3D, kl.DepthwiseConv2D, kl.SeparableConv2D, kl.Conv2DTranspose,
+              kl.Dense, kl.BatchNormalization)
+
+
+class ModelError(ValueError):
+    """A model this converter cannot split, with the reason."""
+
+
+@dataclass(frozen=True)
+class Graph:
+    """The layer DAG of a functional model with one image input."""
+
+    model: keras.Model
+    order: list  # layers in topological order, the input layer first
+    parents: dict  # layer name -> names of the layers whose outputs it consumes
+    children: dict  # layer name -> names of the layers consuming its output
+
+    @property
+    def input_layer(self):
+        return self.order[0]
+
+    def ancestors(self, name: str) -> set[str]:
+        """``name`` and every layer it depends on."""
+        seen, todo = {name}, [name]
+        while todo:
+            for p in self.parents[todo.pop()]:
+                if p not in seen:
+                    seen.add(p)
+                    todo.append(p)
+        return seen
+
+
+def as_functional(model) -> keras.Model:
+    """A Functional model, or a ModelError saying why this one cannot be split."""
+    from keras.src.models.functional import Functional
+    from keras.src.models.sequential import Sequential
+
+    if isinstance(model, Sequential):
+        if not model.built or not model.inputs:
+            raise ModelError("the Sequential model has no defined input; give it a keras.Input first")
+        return keras.Model(model.inputs, model.outputs, name=model.name)
+    if not isinstance(model, Functional):
+        raise ModelError(f"{type(model).__name__} is a subclassed Keras model: only functional (or Sequential) "
+                         "models expose the layer graph needed to split them")
+    return model
+
+
+def _tensors(value) -> list:
+    if isinstance(value, (list, tuple)):
+        return [t for v in value for t in _tensors(v)]
+    if isinstance(value, dict):
+        return [t for v in value.values() for t in _tensors(v)]
+    return [value]
+
+
+def build_graph(model: keras.Model) -> Graph:
+    model = as_functional(model)
+    if len(model.inputs) != 1:
+        raise ModelError(f"the model has {len(model.inputs)} inputs; the converter needs exactly one image input")
+    parents: dict[str, list[str]] = {}
+    for layer in model.layers:
+        if isinstance(layer, kl.InputLayer):
+            parents[layer.name] = []
+            continue
+        if len(layer._inbound_nodes) != 1:
+            raise ModelError(f"layer '{layer.name}' is used {len(layer._inbound_nodes)} times (shared weights); "
+                             "the converter needs each layer applied once")
+        parents[layer.name] = list(dict.fromkeys(t._keras_history.operation.name for t in _tensors(layer.input)))
+    children: dict[str, list[str]] = {name: [] for name in parents}
+    for name, ps in parents.items():
+        for p in ps:
+            children[p].append(name)
+    by_name = {layer.name: layer for layer in model.layers}
+    order, placed = [], set()
+    while len(order) < len(by_name):  # Kahn's algorithm, stable in the model's own layer order
+        ready = [n for n in by_name if n not in placed and all(p in placed for p in parents[n])]
+        if not ready:
+            raise ModelError("the layer graph has a cycle")
+        for n in ready:
+            order.append(by_name[n])
+            placed.add(n)
+    return Graph(model=model, order=order, parents=parents, children=children)
+
+
+def cut_layers(graph: Graph) -> list:
+    """The layers after which the model can be cut, in order from the input (input and
+    output ends excluded)."""
+    output_layers = {t._keras_history.operation.name for t in graph.model.outputs}
+    cuts = []
+    for layer in graph.order[1:]:
+        name = layer.name
+        if name in output_layers or len(_tensors(layer.output)) != 1:
+            continue
+        kids = graph.children[name]
+        if isinstance(layer, FUSING_OPS) and len(kids) == 1:
+            child = graph.model.get_layer(kids[0])
+            if isinstance(child, FUSABLE_FOLLOWERS) and not (isinstance(layer, kl.BatchNormalization)
+                                                             and isinstance(child, kl.BatchNormalization)):
+                continue  # TFLite fuses the follower into this op: cut after it instead
+        inside = graph.ancestors(name)
+        if all(c in inside for a in inside - {name} for c in graph.children[a]):
+            cuts.append(layer)
+    return cuts
+
+
+def tail_model(model: keras.Model, cut: str) -> keras.Model:
+    """What the edge runs for a split: from ``cut``'s output to the model's outputs (weights
+    shared with ``model``). Cutting at the input is the whole model."""
+    if cut == model.input._keras_history.operation.name:
+        return model
+    return keras.Model(model.get_layer(cut).output, model.outputs, name=f"tail_{cut}")

@@ -1,0 +1,158 @@
+"""The converter on small models: cut points, contexts, and every split equal to the whole model."""
+
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+import json  # noqa: E402
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+keras = pytest.importorskip("keras")
+from ai_edge_litert.interpreter import Interpreter  # noqa: E402
+from keras import layers as kl  # noqa: E402
+
+from converter.bundle import convert, load_keras_model, plan_splits, read_manifest  # noqa: E402
+from converter.graph import ModelError, build_graph, cut_layers, tail_model  # noqa: E402
+from converter.zoo import calibrate_batch_norm, tiny_yolov2  # noqa: E402
+from device_app.learner.profile import load_profile  # noqa: E402
+
+
+def dag_model() -> keras.Model:
+    """Residual block, a concatenation of two branches, and two outputs."""
+    keras.utils.set_random_seed(1)
+    inp = keras.Input((32, 32, 3), name="image")
+    x = kl.Conv2D(8, 3, padding="same", use_bias=False, name="c1")(inp)
+    x = kl.BatchNormalization(name="bn1")(x)
+    x = kl.LeakyReLU(0.1, name="a1")(x)
+    r = kl.Conv2D(8, 3, padding="same", name="res_conv")(x)
+    r = kl.ReLU(name="res_relu")(r)
+    x = kl.Add(name="res_add")([x, r])
+    x = kl.MaxPooling2D(2, name="pool")(x)
+    out1 = kl.Conv2D(6, 1, name="head_small")(x)
+    b1 = kl.Conv2D(8, 3, strides=2, padding="same", activation="relu", name="b1")(x)
+    b2 = kl.Conv2D(4, 1, strides=2, name="b2")(x)
+    b2 = kl.ReLU(name="b2_relu")(b2)
+    y = kl.Concatenate(name="cat")([b1, b2])
+    y = kl.Conv2D(16, 3, padding="same", activation="relu", name="c3")(y)
+    y = kl.GlobalAveragePooling2D(name="gap")(y)
+    out2 = kl.Dense(5, name="fc")(y)
+    model = keras.Model(inp, [out1, out2], name="dag")
+    calibrate_batch_norm(model)
+    return model
+
+
+def run_tflite(path, x):
+    it = Interpreter(model_path=str(path))
+    it.allocate_tensors()
+    it.set_tensor(it.get_input_details()[0]["index"], x)
+    it.invoke()
+    return [it.get_tensor(d["index"]) for d in it.get_output_details()]
+
+
+def test_cut_points_respect_blocks_branches_fusion_and_outputs():
+    cuts = [c.name for c in cut_layers(build_graph(dag_model()))]
+    # 'pool' feeds the small output head and both branches, but all of that lies beyond it: one tensor.
+    assert cuts == ["a1", "res_add", "pool"]
+    for never in ("c1", "bn1", "res_conv", "res_relu", "b1", "b2", "cat", "head_small", "fc"):
+        assert never not in cuts
+
+
+@pytest.fixture(scope="module")
+def dag_bundle(tmp_path_factory):
+    model = dag_model()
+    out = tmp_path_factory.mktemp("bundles") / "dag"
+    manifest = convert(model, out, log=lambda *_: None)
+    return model, out, manifest
+
+
+def test_every_split_equals_the_whole_model(dag_bundle):
+    model, out, manifest = dag_bundle
+    rng = np.random.default_rng(0)
+    x = rng.random((1, 32, 32, 3), dtype=np.float32)
+    want = [np.asarray(t) for t in model(x, training=False)]
+    edge = load_keras_model(out / manifest.splits[0].tail.path)
+    report = {}
+    for split in manifest.splits:
+        if split.head is None:  # index 0: the edge gets the input itself
+            sent = x
+        else:
+            outs = run_tflite(out / split.head.path, x)
+            sent = outs[0]
+        if split.tail is None:  # device-only: the whole-model TFLite gives every output
+            got = sorted(outs, key=lambda a: a.size)
+            ref = sorted(want, key=lambda a: a.size)
+        else:
+            assert list(sent.shape) == split.cut_shape and sent.nbytes == split.transfer_bytes
+            got = [np.asarray(t) for t in tail_model(edge, split.cut)(sent, training=False)]
+            ref = want
+        report[split.index] = max(float(np.max(np.abs(g - r))) for g, r in zip(got, ref))
+    scale = max(float(np.max(np.abs(w))) for w in want)
+    assert max(report.values()) <= 1e-4 * max(scale, 1.0), report
+
+
+def test_manifest_is_read_by_the_device_and_matches_the_model(dag_bundle, tmp_path):
+    model, out, manifest = dag_bundle
+    profile = load_profile(out, device_macs_per_s=1e9)
+    assert profile.n_splits == len(manifest.splits) == 5  # input, a1, res_add, pool, device-only
+    assert np.all(profile.contexts[-1] == 0)
+    assert profile.contexts[0, 6] == 32 * 32 * 3 * 4 * 8
+    # conv MACs left to the edge shrink as the cut moves in; front MACs grow
+    assert list(profile.contexts[:, 0]) == sorted(profile.contexts[:, 0], reverse=True)
+    assert [s.front_macs for s in manifest.splits] == sorted(s.front_macs for s in manifest.splits)
+    doc = json.loads((out / "manifest.json").read_text())
+    assert doc["schema_version"] == 1 and doc["model"]["content_hash"]
+
+
+def test_rerun_on_an_unchanged_model_rewrites_nothing(dag_bundle):
+    model, out, _ = dag_bundle
+    before = {p: p.stat().st_mtime_ns for p in out.rglob("*")}
+    lines = []
+    convert(model, out, log=lines.append)
+    assert any("up to date" in line for line in lines)
+    assert {p: p.stat().st_mtime_ns for p in out.rglob("*")} == before
+
+
+def test_tiny_yolov2_contexts_match_the_paper():
+    model = tiny_yolov2(classes=80, size=416)
+    _, cuts, splits = plan_splits(model)
+    assert splits[0]["context"][0] == 3_537_437_696
+    assert splits[1]["cut"] == "leaky1" and splits[1]["context"][0] == 3_462_677_504
+    assert splits[0]["context"][1] == 9 and splits[0]["context"][5] == 22  # 8 batch-norm + 8 leaky + 6 pools
+    assert splits[0]["transfer_bytes"] == 416 * 416 * 3 * 4
+    assert len(splits) == 16 and splits[-1]["context"] == [0.0] * 7
+
+
+def test_bad_models_are_refused_clearly(tmp_path):
+    class Sub(keras.Model):
+        def __init__(self):
+            super().__init__()
+            self.c = kl.Conv2D(2, 1)
+
+        def call(self, x):
+            return self.c(x)
+
+    with pytest.raises(ModelError, match="subclassed"):
+        build_graph(Sub())
+
+    inp = keras.Input((8, 8, 3))
+    joined = kl.Add()([kl.Conv2D(4, 1)(inp), kl.Conv2D(4, 3, padding="same")(inp)])
+    with pytest.raises(ModelError, match="nothing to split"):
+        convert(keras.Model(inp, joined), tmp_path / "b", log=lambda *_: None)
+    assert not any(tmp_path.iterdir())  # no half-written bundle
+
+    (tmp_path / "broken.keras").write_bytes(b"not a zip")
+    with pytest.raises(ModelError, match="broken.keras: cannot load"):
+        load_keras_model(tmp_path / "broken.keras")
+    with pytest.raises(ModelError, match="expected a Keras model file"):
+        load_keras_model(tmp_path / "model.onnx")
+    with pytest.raises(ModelError, match="not a valid manifest|cannot read"):
+        read_manifest(tmp_path)
+
+
+def test_unwritable_output_is_refused_before_any_work(tmp_path):
+    (tmp_path / "a-file").write_text("")
+    with pytest.raises(ModelError, match="cannot write the bundle there"):
+        convert(dag_model(), tmp_path / "a-file" / "bundle", log=lambda *_: None)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a-file"]
