@@ -156,3 +156,11 @@ def test_unwritable_output_is_refused_before_any_work(tmp_path):
     with pytest.raises(ModelError, match="cannot write the bundle there"):
         convert(dag_model(), tmp_path / "a-file" / "bundle", log=lambda *_: None)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a-file"]
+
+
+def test_the_simulator_and_experiments_take_a_converted_bundle(dag_bundle, capsys):
+    from device_app.cli import main
+
+    _, out, _ = dag_bundle
+    assert main(["simulate", "--profile", str(out), "--trace", "bandwidth-drop", "--frames", "300", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["frames"] == 300
