@@ -19,6 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
+from mqtt.codec import CODECS, payload_bytes
+
 from .features import layer_cost, tensor_bytes
 from .graph import ModelError, build_graph, cut_layers
 from .manifest import Decoding, FileRef, Manifest, ModelInfo, Preprocessing, Split, TensorInfo
@@ -106,6 +108,7 @@ def plan_splits(model) -> tuple[object, list, list[dict]]:
             shape = [1, *[int(d) for d in model.get_layer(cut).output.shape[1:]]]
         nbytes = tensor_bytes(shape) if shape else 0
         splits_meta.append(dict(index=i, cut=cut, cut_shape=shape, cut_dtype="float32", transfer_bytes=nbytes,
+                                codec_bytes={c: payload_bytes(shape, c) if shape else 0 for c in CODECS},
                                 context=[*(total - on_device).tolist(), 8.0 * nbytes],
                                 front_macs=int(on_device[0] + on_device[2] + on_device[4])))
     return model, cuts, splits_meta

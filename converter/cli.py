@@ -25,4 +25,9 @@ def convert_command(args: argparse.Namespace) -> int:
     for s in manifest.splits:
         print(f"{s.index:>5}  {s.cut or '(device only)':<16}{s.transfer_bytes:>14,}{s.front_macs / 1e6:>13.1f}"
               f"{s.context[0] / 1e6:>17.1f}")
+    if args.report:
+        from .report import codec_report
+
+        print("\ncut-tensor codecs against float32 (random sample images):")
+        codec_report(args.out)
     return 0

@@ -61,6 +61,8 @@ class Split(Strict):
     cut_shape: list[int] = Field(description="shape of the tensor sent (batch 1); [] for device-only")
     cut_dtype: str = Field("float32", description="dtype of the tensor sent")
     transfer_bytes: int = Field(ge=0, description="raw payload bytes of the tensor sent (0 for device-only)")
+    codec_bytes: dict[str, int] = Field(description="payload bytes of the tensor sent with each cut-tensor codec "
+                                                    "(float32 = transfer_bytes, float16, int8)")
     context: list[float] = Field(min_length=7, max_length=7,
                                  description="back-end context: conv MACs, conv layers, fc MACs, fc layers, "
                                              "activation MACs, activation layers, transfer bits")

@@ -23,7 +23,7 @@ def _trace(spec: str, frames: int):
 
 
 def cmd_simulate(args: argparse.Namespace) -> int:
-    profile = load_profile(args.profile, args.device_macs_per_s)
+    profile = load_profile(args.profile, args.device_macs_per_s, args.codec)
     trace = _trace(args.trace, args.frames)
     world = build_world(profile, trace, args.frames, args.seed, args.noise, args.key_frame_prob,
                         args.edge_rate, args.layer_overhead_ms * 1e-3)
@@ -93,6 +93,8 @@ def build_parser() -> argparse.ArgumentParser:
     conv.add_argument("--size", type=int, default=416, help="zoo: input size (a multiple of 32)")
     conv.add_argument("--width", type=float, default=1.0, help="zoo: filter-count multiplier")
     conv.add_argument("--name", help="model name in the manifest (default: the model's own)")
+    conv.add_argument("--report", action="store_true",
+                      help="also measure each cut-tensor codec's effect on the outputs, split by split")
     conv.set_defaults(func=cmd_convert)
 
     sim = sub.add_parser("simulate", help="play one policy through a trace-driven simulated world")
@@ -113,6 +115,8 @@ def build_parser() -> argparse.ArgumentParser:
                      help="edge cost per back-end layer at slowdown 1")
     sim.add_argument("--device-macs-per-s", type=float, default=3.0e10,
                      help="device speed, to estimate front-end delays of a manifest (which holds none)")
+    sim.add_argument("--codec", default="float32", choices=["float32", "float16", "int8"],
+                     help="cut-tensor codec whose payload size is sent (bundle manifests only)")
     sim.add_argument("--state-in", help="start the learner from this saved state (warm start)")
     sim.add_argument("--state-out", help="save the learner's state here at the end")
     sim.add_argument("--splits", action="store_true", help="include the chosen split of every frame")

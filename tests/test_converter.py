@@ -164,3 +164,18 @@ def test_the_simulator_and_experiments_take_a_converted_bundle(dag_bundle, capsy
     _, out, _ = dag_bundle
     assert main(["simulate", "--profile", str(out), "--trace", "bandwidth-drop", "--frames", "300", "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["frames"] == 300
+
+
+def test_codec_report_measures_each_codec_on_each_split(dag_bundle):
+    from converter.report import REPORT_FILE, codec_report
+
+    _, out, manifest = dag_bundle
+    report = codec_report(out, samples=2, log=lambda *_: None)
+    offloading = [s for s in manifest.splits if s.tail is not None]
+    assert len(report["rows"]) == 3 * len(offloading)
+    for row in report["rows"]:
+        limit = {"float32": 0.0, "float16": 1e-2, "int8": 5e-2}[row["codec"]]
+        assert row["max_rel_error"] <= limit, row
+        split = manifest.splits[row["index"]]
+        assert row["bytes"] == split.transfer_bytes // {"float32": 1, "float16": 2, "int8": 4}[row["codec"]]
+    assert json.loads((out / REPORT_FILE).read_text())["samples"] == 2

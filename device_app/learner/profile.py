@@ -82,17 +82,18 @@ class SplitProfile:
         return self.contexts[:, LAYER_COLUMNS].sum(axis=1)
 
 
-def load_profile(spec: str | Path, device_macs_per_s: float = 3.0e10) -> SplitProfile:
+def load_profile(spec: str | Path, device_macs_per_s: float = 3.0e10, codec: str = "float32") -> SplitProfile:
     """Load a built-in profile name, a paper-schema JSON or a bundle manifest.
 
     A manifest holds no delays (they are measured on the device): front-end
     delays are then estimated as ``front_macs / device_macs_per_s``, which is what
-    a simulation needs before a real device has calibrated itself.
+    a simulation needs before a real device has calibrated itself. ``codec`` picks the
+    cut-tensor codec whose payload size becomes the transfer bits (manifests only).
     """
     spec_s = str(spec)
     if spec_s in BUILTIN_PROFILES:
         ref = resources.files("device_app.profiles") / BUILTIN_PROFILES[spec_s]
-        return _parse(ref.read_text(encoding="utf-8"), spec_s, device_macs_per_s)
+        return _parse(ref.read_text(encoding="utf-8"), spec_s, device_macs_per_s, codec)
     path = Path(spec_s)
     if path.is_dir():
         path = path / "manifest.json"
@@ -103,10 +104,10 @@ def load_profile(spec: str | Path, device_macs_per_s: float = 3.0e10) -> SplitPr
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise ProfileError(f"{path}: cannot read: {exc}") from None
-    return _parse(text, str(path), device_macs_per_s)
+    return _parse(text, str(path), device_macs_per_s, codec)
 
 
-def _parse(text: str, where: str, device_macs_per_s: float) -> SplitProfile:
+def _parse(text: str, where: str, device_macs_per_s: float, codec: str) -> SplitProfile:
     try:
         doc = json.loads(text)
     except json.JSONDecodeError as exc:
@@ -114,7 +115,9 @@ def _parse(text: str, where: str, device_macs_per_s: float) -> SplitProfile:
     if not isinstance(doc, dict) or not isinstance(doc.get("splits"), list):
         raise ProfileError(f"{where}: expected an object with a 'splits' list")
     if "schema_version" in doc:
-        return _parse_manifest(doc, where, device_macs_per_s)
+        return _parse_manifest(doc, where, device_macs_per_s, codec)
+    if codec != "float32":
+        raise ProfileError(f"{where}: a paper profile has float32 transfer sizes only, not {codec}")
     return _parse_paper(doc, where)
 
 
@@ -173,7 +176,7 @@ def _parse_paper(doc: dict, where: str) -> SplitProfile:
     return _finish(str(doc.get("model", Path(where).stem)), contexts, front, where)
 
 
-def _parse_manifest(doc: dict, where: str, device_macs_per_s: float) -> SplitProfile:
+def _parse_manifest(doc: dict, where: str, device_macs_per_s: float, codec: str) -> SplitProfile:
     version = doc["schema_version"]
     if version not in MANIFEST_SCHEMA_VERSIONS:
         raise ProfileError(
@@ -188,6 +191,11 @@ def _parse_manifest(doc: dict, where: str, device_macs_per_s: float) -> SplitPro
         if not isinstance(ctx, list) or len(ctx) != len(CONTEXT_FIELDS):
             raise ProfileError(f"{w}.context: expected {len(CONTEXT_FIELDS)} numbers {CONTEXT_FIELDS}")
         row = [_number(v, f"{w}.context[{j}]") for j, v in enumerate(ctx)]
+        if codec != "float32":
+            sizes = _field(s, "codec_bytes", w)
+            if not isinstance(sizes, dict) or codec not in sizes:
+                raise ProfileError(f"{w}.codec_bytes: no size for codec {codec!r}")
+            row[BITS_COLUMN] = 8 * _number(sizes[codec], f"{w}.codec_bytes.{codec}")
         return row, _number(_field(s, "front_macs", w), f"{w}.front_macs") / device_macs_per_s
 
     contexts, front = _read_splits(doc["splits"], where, read)

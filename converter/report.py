@@ -1,0 +1,82 @@
+"""``ans convert --report``: what each cut-tensor codec costs in accuracy, split by split.
+
+For every split that offloads, sample images go through the split's head (LiteRT, as on
+the device), the cut tensor through each codec, and the rest through the edge model.
+Against the float32 path it reports the largest output error (relative to the output's
+range) and, for a YOLOv2-region detector, the share of anchor cells whose decision
+(object or not, and the class when it is one) is unchanged.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from mqtt.codec import CODECS, decode, encode
+
+from .bundle import load_keras_model, read_manifest
+from .graph import tail_model
+
+REPORT_FILE = "codec-report.json"
+
+
+def _head_output(path: Path, image: np.ndarray) -> np.ndarray:
+    from ai_edge_litert.interpreter import Interpreter
+
+    interpreter = Interpreter(model_path=str(path))
+    interpreter.allocate_tensors()
+    interpreter.set_tensor(interpreter.get_input_details()[0]["index"], image)
+    interpreter.invoke()
+    return interpreter.get_tensor(interpreter.get_output_details()[0]["index"])
+
+
+def _decisions(output: np.ndarray, anchors: int, threshold: float = 0.5) -> np.ndarray:
+    """Per anchor cell: -1 when no object, else the class id."""
+    cells = output.reshape(*output.shape[:-1], anchors, -1)
+    objectness = 1.0 / (1.0 + np.exp(-cells[..., 4]))
+    return np.where(objectness > threshold, np.argmax(cells[..., 5:], axis=-1), -1)
+
+
+def codec_report(bundle: str | Path, samples: int = 4, seed: int = 0, log=print) -> dict:
+    bundle = Path(bundle)
+    manifest = read_manifest(bundle)
+    edge = load_keras_model(bundle / manifest.splits[0].tail.path)
+    shape = manifest.model.input.shape
+    images = np.random.default_rng(seed).random((samples, *shape[1:]), dtype=np.float32)
+    region = manifest.model.decoding.kind == "yolov2-region"
+    anchors = len(manifest.model.decoding.anchors)
+    rows = []
+    log(f"{'split':>5}  {'codec':<8}{'bytes':>12}{'max rel err':>13}" + (f"{'same decisions':>16}" if region else ""))
+    for split in manifest.splits:
+        if split.tail is None:
+            continue
+        tail = tail_model(edge, split.cut)
+        cuts = images if split.head is None else np.concatenate(
+            [_head_output(bundle / split.head.path, img[None]) for img in images])
+        reference = [np.asarray(o) for o in _as_list(tail(cuts, training=False))]
+        for codec in CODECS:
+            decoded = np.stack([decode(*_encoded(c, codec)) for c in cuts])
+            outputs = [np.asarray(o) for o in _as_list(tail(decoded, training=False))]
+            err = max(float(np.max(np.abs(o - r)) / (np.ptp(r) or 1.0)) for o, r in zip(outputs, reference))
+            row = {"index": split.index, "cut": split.cut, "codec": codec, "bytes": split.codec_bytes[codec],
+                   "max_rel_error": err}
+            if region:
+                row["same_decisions"] = float(np.mean(_decisions(outputs[0], anchors) == _decisions(reference[0], anchors)))
+            rows.append(row)
+            log(f"{split.index:>5}  {codec:<8}{row['bytes']:>12,}{err:>13.2e}"
+                + (f"{row['same_decisions']:>16.2%}" if region else ""))
+    report = {"samples": samples, "seed": seed, "rows": rows}
+    (bundle / REPORT_FILE).write_text(json.dumps(report, indent=1))
+    log(f"wrote {bundle / REPORT_FILE}")
+    return report
+
+
+def _as_list(outputs) -> list:
+    return list(outputs) if isinstance(outputs, (list, tuple)) else [outputs]
+
+
+def _encoded(cut: np.ndarray, codec: str) -> tuple:
+    payload, quant = encode(cut, codec)
+    return payload, codec, cut.shape, quant

@@ -1,0 +1,1 @@
+"""The wire between device and edge: cut-tensor codecs (and, with the running system, topics and messages)."""
