@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 
 CODECS = ("float32", "float16", "int8")
+_MAX_SCALE = float(np.finfo(np.float32).max) / 256  # so (q - zero_point) * scale stays finite
 _WIRE_DTYPE = {"float32": np.dtype("<f4"), "float16": np.dtype("<f2"), "int8": np.dtype("i1")}
 
 
@@ -58,8 +59,10 @@ def decode(payload: bytes | memoryview, codec: str, shape: list[int] | tuple[int
         return wire
     if codec == "float16":
         return wire.astype(np.float32)
-    if not (np.isfinite(quant.scale) and quant.scale > 0):
-        raise CodecError(f"int8 scale must be positive and finite, got {quant.scale}")
+    if not 0.0 < quant.scale <= _MAX_SCALE:
+        raise CodecError(f"int8 scale must lie in (0, {_MAX_SCALE:.3g}], got {quant.scale}")
+    if not -128 <= quant.zero_point <= 127:
+        raise CodecError(f"int8 zero point must lie in [-128, 127], got {quant.zero_point}")
     return (wire.astype(np.float32) - np.float32(quant.zero_point)) * np.float32(quant.scale)
 
 
