@@ -33,6 +33,8 @@ def load_keras_model(path: str | Path):
     """Load a ``.keras`` or ``.h5`` model for conversion, with a clear error when it cannot be."""
     import keras
 
+    from . import darknet  # noqa: F401  (registers the custom layers Darknet models use)
+
     path = Path(path)
     if path.suffix not in (".keras", ".h5"):
         raise ModelError(f"{path}: expected a Keras model file (.keras or .h5)")

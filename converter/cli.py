@@ -17,6 +17,10 @@ def convert_command(args: argparse.Namespace) -> int:
         print(f"building {args.zoo} ({args.classes} classes, {args.size}x{args.size}, width {args.width:g})")
         model = tiny_yolov2(classes=args.classes, size=args.size, width=args.width)
         decoding = Decoding(kind="yolov2-region", anchors=TINY_YOLOV2_ANCHORS, classes=args.classes)
+    elif args.darknet:
+        from .darknet import build_darknet
+
+        model, decoding = build_darknet(*args.darknet)
     else:
         model = load_keras_model(args.model)
         decoding = None

@@ -5,9 +5,11 @@ outside that set: then the device computes that set, sends L's output, and the e
 needs nothing else. In a residual block only the block's output qualifies; before a
 route's second branch nothing does.
 
-Two more rules. No cut between an op and what TFLite fuses into it (convolution or
+Three more rules. No cut between an op and what TFLite fuses into it (convolution or
 dense | batch-norm | activation): the cut goes after the activation, so no head or tail
-loses a fusion. And no cut at a model output, since the edge would have to hand it back.
+loses a fusion. No cut at a model output, since the edge would have to hand it back. And
+no cut after a layer that only moves or pads data (padding, reshape, flatten, dropout):
+the cut before it sends the same or less.
 """
 
 from __future__ import annotations
@@ -19,6 +21,9 @@ from keras import layers as kl
 
 #: Layers TFLite folds into the op before them.
 FUSABLE_FOLLOWERS = (kl.BatchNormalization, kl.ReLU, kl.LeakyReLU, kl.Activation, kl.ELU, kl.PReLU, kl.Softmax)
+#: Layers that only move or pad data: a cut after one sends what the cut before it sends, or more.
+DATA_MOVEMENT = (kl.ZeroPadding1D, kl.ZeroPadding2D, kl.ZeroPadding3D, kl.Cropping1D, kl.Cropping2D, kl.Cropping3D,
+                 kl.Reshape, kl.Flatten, kl.Permute, kl.Dropout, kl.SpatialDropout1D, kl.SpatialDropout2D)
 #: Ops that absorb such followers.
 FUSING_OPS = (kl.Conv1D, kl.Conv2D, kl.Conv3D, kl.DepthwiseConv2D, kl.SeparableConv2D, kl.Conv2DTranspose,
               kl.Dense, kl.BatchNormalization)
@@ -111,7 +116,7 @@ def cut_layers(graph: Graph) -> list:
     cuts = []
     for layer in graph.order[1:]:
         name = layer.name
-        if name in output_layers or len(_tensors(layer.output)) != 1:
+        if name in output_layers or len(_tensors(layer.output)) != 1 or isinstance(layer, DATA_MOVEMENT):
             continue
         kids = graph.children[name]
         if isinstance(layer, FUSING_OPS) and len(kids) == 1:

@@ -26,8 +26,10 @@ class Preprocessing(Strict):
 
 
 class Decoding(Strict):
-    kind: Literal["none", "yolov2-region"] = Field("none", description="how raw outputs become detections")
-    anchors: list[tuple[float, float]] = Field(default_factory=list, description="anchor (w, h) in grid cells")
+    kind: Literal["none", "yolov2-region", "yolo"] = Field("none", description="how raw outputs become detections")
+    anchors: list[tuple[float, float]] = Field(default_factory=list,
+                                               description="anchor (w, h): grid cells for yolov2-region, pixels for yolo")
+    masks: list[list[int]] = Field(default_factory=list, description="yolo: anchor indices used by each output")
     classes: int = Field(0, ge=0, description="number of classes")
     labels: list[str] = Field(default_factory=list, description="class names, index = class id")
 

@@ -88,6 +88,8 @@ def build_parser() -> argparse.ArgumentParser:
     source = conv.add_mutually_exclusive_group(required=True)
     source.add_argument("--model", help="a Keras functional model file (.keras or .h5)")
     source.add_argument("--zoo", choices=["tiny-yolov2"], help="a built-in detector")
+    source.add_argument("--darknet", nargs=2, metavar=("CFG", "WEIGHTS"),
+                        help="a Darknet tiny-YOLO .cfg and its .weights (yolov2/v3/v4-tiny)")
     conv.add_argument("--out", required=True, help="bundle folder to write (replaced atomically)")
     conv.add_argument("--classes", type=int, default=80, help="zoo: number of classes")
     conv.add_argument("--size", type=int, default=416, help="zoo: input size (a multiple of 32)")
