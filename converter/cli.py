@@ -11,9 +11,15 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's start-up
 def convert_command(args: argparse.Namespace) -> int:
     from .bundle import convert, load_keras_model
     from .manifest import Decoding
-    from .zoo import TINY_YOLOV2_ANCHORS, tiny_yolov2
+    from .zoo import DEMO_ANCHORS, TINY_YOLOV2_ANCHORS, demo_model, tiny_yolov2
 
-    if args.zoo:
+    if args.zoo == "demo":
+        from .synthetic import LABELS
+
+        print("loading the trained demo detector")
+        model = demo_model()
+        decoding = Decoding(kind="yolov2-region", anchors=DEMO_ANCHORS, classes=len(LABELS), labels=list(LABELS))
+    elif args.zoo:
         print(f"building {args.zoo} ({args.classes} classes, {args.size}x{args.size}, width {args.width:g})")
         model = tiny_yolov2(classes=args.classes, size=args.size, width=args.width)
         decoding = Decoding(kind="yolov2-region", anchors=TINY_YOLOV2_ANCHORS, classes=args.classes)
@@ -32,6 +38,14 @@ def convert_command(args: argparse.Namespace) -> int:
     if args.report:
         from .report import codec_report
 
-        print("\ncut-tensor codecs against float32 (random sample images):")
-        codec_report(args.out)
+        images = None
+        if args.zoo == "demo":
+            import numpy as np
+
+            from .synthetic import make_frame
+
+            rng = np.random.default_rng(99)
+            images = np.stack([make_frame(rng, model.input.shape[1])[0] for _ in range(16)]).astype(np.float32) / 255
+        print(f"\ncut-tensor codecs against float32 ({'generated scenes' if images is not None else 'random images'}):")
+        codec_report(args.out, images=images)
     return 0

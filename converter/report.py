@@ -1,7 +1,7 @@
 """``ans convert --report``: what each cut-tensor codec costs in accuracy, split by split.
 
-For every split that offloads, sample images go through the split's head (LiteRT, as on
-the device), the cut tensor through each codec, and the rest through the edge model.
+For every split that offloads, sample images (random ones, or the demo detector's own
+generated scenes) go through the split's head (LiteRT, as on the device), the cut tensor through each codec, and the rest through the edge model.
 Against the float32 path it reports the largest output error (relative to the output's
 range) and, for a YOLOv2-region detector, the share of anchor cells whose decision
 (object or not, and the class when it is one) is unchanged.
@@ -39,12 +39,16 @@ def _decisions(output: np.ndarray, anchors: int, threshold: float = 0.5) -> np.n
     return np.where(objectness > threshold, np.argmax(cells[..., 5:], axis=-1), -1)
 
 
-def codec_report(bundle: str | Path, samples: int = 4, seed: int = 0, log=print) -> dict:
+def codec_report(bundle: str | Path, samples: int = 4, seed: int = 0, images: np.ndarray | None = None,
+                 log=print) -> dict:
+    """``images`` (preprocessed, NHWC float32) default to ``samples`` random ones."""
     bundle = Path(bundle)
     manifest = read_manifest(bundle)
     edge = load_keras_model(bundle / manifest.splits[0].tail.path)
     shape = manifest.model.input.shape
-    images = np.random.default_rng(seed).random((samples, *shape[1:]), dtype=np.float32)
+    if images is None:
+        images = np.random.default_rng(seed).random((samples, *shape[1:]), dtype=np.float32)
+    samples = len(images)
     region = manifest.model.decoding.kind == "yolov2-region"
     anchors = len(manifest.model.decoding.anchors)
     rows = []

@@ -9,6 +9,8 @@ a later step of the converter issue).
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 
 import keras
@@ -19,10 +21,11 @@ TINY_YOLOV2_ANCHORS = [(0.57273, 0.677385), (1.87446, 2.06253), (3.33843, 5.4743
                        (9.77052, 9.16828)]
 
 
-def tiny_yolov2(classes: int = 80, size: int = 416, width: float = 1.0, seed: int = 0) -> keras.Model:
+def tiny_yolov2(classes: int = 80, size: int = 416, width: float = 1.0, seed: int = 0,
+                anchors: list[tuple[float, float]] = TINY_YOLOV2_ANCHORS) -> keras.Model:
     """The paper's tiny-YOLOv2: six 3x3 conv blocks of 16-32-64-128-256-512 filters (batch-norm,
     leaky 0.1), each followed by a 2x2 max-pool (the sixth with stride 1), then conv 1024,
-    conv 1024 and a 1x1 output conv of 5 x (5 + classes) filters. ``width`` scales every
+    conv 1024 and a 1x1 output conv of anchors x (5 + classes) filters. ``width`` scales every
     filter count except the output's (for small variants)."""
     if classes < 1 or size % 32 or width <= 0:
         raise ValueError("need classes >= 1, an input size divisible by 32 and a positive width")
@@ -36,7 +39,7 @@ def tiny_yolov2(classes: int = 80, size: int = 416, width: float = 1.0, seed: in
         x = kl.LeakyReLU(negative_slope=0.1, name=f"leaky{i}")(x)
         if i <= 6:
             x = kl.MaxPooling2D(2, strides=2 if i < 6 else 1, padding="same", name=f"pool{i}")(x)
-    out = kl.Conv2D(len(TINY_YOLOV2_ANCHORS) * (5 + classes), 1, name="detections")(x)
+    out = kl.Conv2D(len(anchors) * (5 + classes), 1, name="detections")(x)
     model = keras.Model(inp, out, name=f"tiny-yolov2-{classes}c-{size}")
     calibrate_batch_norm(model, seed=seed)
     return model
@@ -61,4 +64,19 @@ def calibrate_batch_norm(model: keras.Model, samples: int = 4, seed: int = 0) ->
         layer.set_weights([*weights[:-2], x.mean(axis=axes), x.var(axis=axes) + 1e-3])
 
 
-ZOO = {"tiny-yolov2": tiny_yolov2}
+#: The demo detector: tiny-YOLOv2 at a quarter width, 256x256, three classes, anchors (grid cells)
+#: fitted to the generated objects (24 to 72 pixels, cells of 32).
+DEMO_SIZE = 256
+DEMO_ANCHORS = [(0.9, 0.9), (1.4, 1.4), (2.0, 2.0)]
+DEMO_WEIGHTS = Path(__file__).parent / "zoo_weights" / "demo.weights.h5"
+
+
+def demo_model(weights: Path | None = DEMO_WEIGHTS) -> keras.Model:
+    """The demo detector, with the weights trained by ``converter.train_demo`` unless ``weights`` is None."""
+    from .synthetic import LABELS
+
+    model = tiny_yolov2(classes=len(LABELS), size=DEMO_SIZE, width=0.25, anchors=DEMO_ANCHORS)
+    model.name = "demo-detector"
+    if weights is not None:
+        model.load_weights(weights)
+    return model

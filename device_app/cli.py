@@ -87,7 +87,8 @@ def build_parser() -> argparse.ArgumentParser:
     conv = sub.add_parser("convert", help="split a detector into per-split TFLite heads, edge tails and a manifest")
     source = conv.add_mutually_exclusive_group(required=True)
     source.add_argument("--model", help="a Keras functional model file (.keras or .h5)")
-    source.add_argument("--zoo", choices=["tiny-yolov2"], help="a built-in detector")
+    source.add_argument("--zoo", choices=["tiny-yolov2", "demo"],
+                        help="a built-in detector: the paper's tiny-yolov2 (seeded weights), or the trained demo")
     source.add_argument("--darknet", nargs=2, metavar=("CFG", "WEIGHTS"),
                         help="a Darknet tiny-YOLO .cfg and its .weights (yolov2/v3/v4-tiny)")
     conv.add_argument("--out", required=True, help="bundle folder to write (replaced atomically)")

@@ -1,0 +1,65 @@
+"""From a YOLOv2-region output to detections: decode, threshold, non-maximum suppression.
+
+Numpy only: this runs on the device (device-only frames) as well as on the edge.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def _sigmoid(x: np.ndarray) -> np.ndarray:
+    return 1.0 / (1.0 + np.exp(-x))
+
+
+def decode_yolov2(output: np.ndarray, anchors, classes: int, conf: float = 0.25, nms_iou: float = 0.45,
+                  max_detections: int = 100) -> np.ndarray:
+    """Detections as rows of (x1, y1, x2, y2, score, class), coordinates relative to the image (0..1).
+
+    ``output`` is the raw (1, S, S, A·(5+classes)) or (S, S, A·(5+classes)) tensor and
+    ``anchors`` the A (w, h) anchor sizes in grid cells.
+    """
+    grid = np.asarray(output, dtype=np.float32).reshape(output.shape[-3], output.shape[-2], len(anchors), 5 + classes)
+    s_y, s_x = grid.shape[:2]
+    cy, cx = np.mgrid[0:s_y, 0:s_x].astype(np.float32)
+    anchors = np.asarray(anchors, dtype=np.float32)
+    x = (cx[..., None] + _sigmoid(grid[..., 0])) / s_x
+    y = (cy[..., None] + _sigmoid(grid[..., 1])) / s_y
+    w = anchors[:, 0] * np.exp(np.minimum(grid[..., 2], 10.0)) / s_x
+    h = anchors[:, 1] * np.exp(np.minimum(grid[..., 3], 10.0)) / s_y
+    logits = grid[..., 5:] - grid[..., 5:].max(axis=-1, keepdims=True)
+    probs = np.exp(logits) / np.exp(logits).sum(axis=-1, keepdims=True)
+    scores = _sigmoid(grid[..., 4])[..., None] * probs
+    cls = scores.argmax(axis=-1)
+    best = scores.max(axis=-1)
+    keep = best >= conf
+    boxes = np.stack([x - w / 2, y - h / 2, x + w / 2, y + h / 2], axis=-1)[keep]
+    rows = np.column_stack([boxes, best[keep], cls[keep]]).astype(np.float32)
+    return nms(rows, nms_iou)[:max_detections]
+
+
+def iou(box: np.ndarray, boxes: np.ndarray) -> np.ndarray:
+    """IoU of one (x1, y1, x2, y2) box with each row of ``boxes``."""
+    x1 = np.maximum(box[0], boxes[:, 0])
+    y1 = np.maximum(box[1], boxes[:, 1])
+    x2 = np.minimum(box[2], boxes[:, 2])
+    y2 = np.minimum(box[3], boxes[:, 3])
+    inter = np.clip(x2 - x1, 0, None) * np.clip(y2 - y1, 0, None)
+    area = (box[2] - box[0]) * (box[3] - box[1])
+    areas = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
+    return inter / np.maximum(area + areas - inter, 1e-12)
+
+
+def nms(rows: np.ndarray, threshold: float) -> np.ndarray:
+    """Per-class greedy non-maximum suppression of (x1, y1, x2, y2, score, class) rows, best first."""
+    rows = rows[np.argsort(-rows[:, 4])]
+    kept = []
+    for c in np.unique(rows[:, 5]):
+        candidates = rows[rows[:, 5] == c]
+        while len(candidates):
+            kept.append(candidates[0])
+            candidates = candidates[1:][iou(candidates[0], candidates[1:]) < threshold]
+    if not kept:
+        return np.zeros((0, 6), np.float32)
+    out = np.array(kept, np.float32)
+    return out[np.argsort(-out[:, 4])]
