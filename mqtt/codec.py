@@ -10,6 +10,7 @@ Decoding never copies more than once, and never unpickles anything: the payload 
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -32,16 +33,18 @@ class Quantisation:
 
 
 def payload_bytes(shape: list[int] | tuple[int, ...], codec: str) -> int:
-    return int(np.prod(shape, dtype=np.int64)) * _WIRE_DTYPE[_check(codec)].itemsize
+    return math.prod(int(d) for d in shape) * _WIRE_DTYPE[_check(codec)].itemsize  # Python ints: no overflow
 
 
 def encode(tensor: np.ndarray, codec: str) -> tuple[bytes, Quantisation]:
     codec = _check(codec)
     if codec != "int8":
         return np.ascontiguousarray(tensor, dtype=_WIRE_DTYPE[codec]).tobytes(), Quantisation()
+    if tensor.size == 0:
+        return b"", Quantisation()
     lo, hi = float(np.min(tensor)), float(np.max(tensor))
     lo, hi = min(lo, 0.0), max(hi, 0.0)  # keep 0 exact: padding and ReLU zeros stay zeros
-    scale = (hi - lo) / 255.0 or 1.0
+    scale = float(np.float32((hi - lo) / 255.0)) or 1.0  # float32: what the wire header carries
     zero_point = int(round(-128 - lo / scale))
     q = np.clip(np.rint(tensor / scale) + zero_point, -128, 127).astype(np.int8)
     return q.tobytes(), Quantisation(scale, zero_point)
@@ -51,6 +54,8 @@ def decode(payload: bytes | memoryview, codec: str, shape: list[int] | tuple[int
            quant: Quantisation = Quantisation()) -> np.ndarray:
     """The float32 tensor of ``shape`` carried by ``payload``."""
     codec = _check(codec)
+    if any(int(d) <= 0 for d in shape):
+        raise CodecError(f"shape {list(shape)} has an empty dimension: a cut tensor never does")
     expected = payload_bytes(shape, codec)
     if len(payload) != expected:
         raise CodecError(f"{codec} payload of shape {list(shape)} needs {expected} bytes, got {len(payload)}")

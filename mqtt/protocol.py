@@ -1,0 +1,177 @@
+"""The device <-> edge messages: a binary inference request, a JSON result with the timing
+acknowledgement, and the topic tree. Numpy and the standard library only, so the device
+(or a non-Python client following docs/protocol.md) can speak it.
+
+A request is a fixed little-endian header followed by the raw cut tensor; the edge
+decodes it without copying the tensor. Nothing received is ever unpickled.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import struct
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+
+from .codec import CODECS, CodecError, Quantisation, decode, payload_bytes
+
+MAGIC = b"ANS1"
+VERSION = 1
+MAX_DIMS = 8
+# magic, header length, version, codec, ndim, flags, frame id, split, reserved, bundle hash (16 bytes),
+# capture and send times (ns, device clock), int8 scale and zero point; then ndim uint32 dims.
+_FIXED = struct.Struct("<4sHBBBBQHH16sqqfi")
+
+
+class ProtocolError(ValueError):
+    """A message that does not follow the protocol, with what is wrong."""
+
+
+@dataclass(frozen=True)
+class Request:
+    frame_id: int
+    split: int
+    bundle_hash: bytes  # the first 16 bytes of the manifest's content hash
+    shape: tuple[int, ...]
+    codec: str = "float32"
+    quant: Quantisation = Quantisation()
+    captured_ns: int = 0
+    sent_ns: int = 0
+
+    @property
+    def header_size(self) -> int:
+        return _FIXED.size + 4 * len(self.shape)
+
+
+def bundle_hash_bytes(content_hash: str) -> bytes:
+    """The 16 bytes of a manifest's hex content hash that travel in every request."""
+    return bytes.fromhex(content_hash[:32])
+
+
+def encode_request(request: Request, payload: bytes) -> bytearray:
+    """Header + payload in one buffer (one copy of the tensor bytes)."""
+    if len(request.shape) > MAX_DIMS:
+        raise ProtocolError(f"tensor has {len(request.shape)} dimensions, at most {MAX_DIMS} travel")
+    if len(request.bundle_hash) != 16:
+        raise ProtocolError("bundle hash must be 16 bytes")
+    if len(payload) != payload_bytes(request.shape, request.codec):
+        raise ProtocolError(f"payload of {len(payload)} bytes does not match {request.codec} shape {request.shape}")
+    buf = bytearray(request.header_size + len(payload))
+    _FIXED.pack_into(buf, 0, MAGIC, request.header_size, VERSION, CODECS.index(request.codec), len(request.shape), 0,
+                     request.frame_id, request.split, 0, request.bundle_hash, request.captured_ns, request.sent_ns,
+                     request.quant.scale, request.quant.zero_point)
+    struct.pack_into(f"<{len(request.shape)}I", buf, _FIXED.size, *request.shape)
+    buf[request.header_size:] = payload
+    return buf
+
+
+def decode_request(message: bytes | bytearray | memoryview, max_bytes: int | None = None) -> tuple[Request, np.ndarray]:
+    """The request and its float32 tensor (a view into ``message`` for float32)."""
+    view = memoryview(message)
+    if max_bytes is not None and len(view) > max_bytes:
+        raise ProtocolError(f"message of {len(view)} bytes exceeds the limit of {max_bytes}")
+    if len(view) < _FIXED.size:
+        raise ProtocolError(f"message of {len(view)} bytes is shorter than the {_FIXED.size}-byte header")
+    (magic, header_size, version, codec_id, ndim, _flags, frame_id, split, _reserved, bundle_hash, captured_ns,
+     sent_ns, scale, zero_point) = _FIXED.unpack_from(view, 0)
+    if magic != MAGIC:
+        raise ProtocolError(f"not an ANS request (magic {bytes(magic)!r})")
+    if version != VERSION:
+        raise ProtocolError(f"request format version {version} is not supported (this side speaks {VERSION})")
+    if codec_id >= len(CODECS):
+        raise ProtocolError(f"unknown codec id {codec_id}")
+    if ndim > MAX_DIMS or header_size != _FIXED.size + 4 * ndim or len(view) < header_size:
+        raise ProtocolError(f"header of {header_size} bytes does not fit {ndim} dimensions in {len(view)} bytes")
+    shape = struct.unpack_from(f"<{ndim}I", view, _FIXED.size)
+    request = Request(frame_id, split, bytes(bundle_hash), tuple(shape), CODECS[codec_id],
+                      Quantisation(float(scale), int(zero_point)), captured_ns, sent_ns)
+    try:
+        tensor = decode(view[header_size:], request.codec, shape, request.quant)
+    except CodecError as exc:
+        raise ProtocolError(f"frame {frame_id}: {exc}") from None
+    return request, tensor
+
+
+@dataclass(frozen=True)
+class Result:
+    """The edge's answer to one request: detections (or an error) and the timing acknowledgement.
+
+    ``wait_s`` is receive-to-start on the edge (queueing, batching), ``compute_s`` the tail's
+    run; together with the device's own send-to-receive time they split the offloading
+    delay into network and edge parts.
+    """
+
+    frame_id: int
+    split: int
+    status: str  # "ok" or "error"
+    detections: list[list[float]] = field(default_factory=list)  # x1, y1, x2, y2, score, class (0..1)
+    error: str = ""
+    wait_s: float = 0.0
+    compute_s: float = 0.0
+    batch_size: int = 1
+    edge: str = ""
+
+
+def encode_result(result: Result) -> bytes:
+    return json.dumps(asdict(result), separators=(",", ":")).encode()
+
+
+def decode_result(message: bytes) -> Result:
+    try:
+        doc = json.loads(message)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ProtocolError(f"result is not JSON: {exc}") from None
+    if not isinstance(doc, dict):
+        raise ProtocolError("result must be a JSON object")
+    try:
+        result = Result(**doc)
+    except TypeError as exc:
+        raise ProtocolError(f"result has unexpected or missing fields: {exc}") from None
+    numbers = (result.wait_s, result.compute_s)
+    if (not isinstance(result.frame_id, int) or not isinstance(result.split, int) or result.status not in ("ok", "error")
+            or not all(isinstance(v, (int, float)) and math.isfinite(v) and v >= 0 for v in numbers)
+            or not isinstance(result.detections, list)
+            or not all(isinstance(d, list) and len(d) == 6 and all(isinstance(v, (int, float)) for v in d)
+                       for d in result.detections)):
+        raise ProtocolError(f"result for frame {doc.get('frame_id')!r} has malformed fields")
+    return result
+
+
+@dataclass(frozen=True)
+class Topics:
+    """The topic tree, versioned under a configurable prefix."""
+
+    prefix: str = "ans"
+
+    def _base(self) -> str:
+        return f"{self.prefix}/v{VERSION}"
+
+    def request(self, device: str) -> str:
+        return f"{self._base()}/device/{_name(device)}/request"
+
+    def result(self, device: str) -> str:
+        return f"{self._base()}/device/{_name(device)}/result"
+
+    def device_status(self, device: str) -> str:
+        return f"{self._base()}/device/{_name(device)}/status"
+
+    def device_stats(self, device: str) -> str:
+        return f"{self._base()}/device/{_name(device)}/stats"
+
+    def edge_status(self, edge: str) -> str:
+        return f"{self._base()}/edge/{_name(edge)}/status"
+
+    def edge_stats(self, edge: str) -> str:
+        return f"{self._base()}/edge/{_name(edge)}/stats"
+
+    def shared_requests(self, group: str = "ans-edges") -> str:
+        """What edges subscribe to: every device's requests, shared among the group (MQTT v5)."""
+        return f"$share/{_name(group)}/{self._base()}/device/+/request"
+
+
+def _name(part: str) -> str:
+    if not part or any(c in part for c in "/+#\0") or len(part.encode()) > 64:
+        raise ProtocolError(f"{part!r} is not a valid topic level (1-64 bytes, no '/', '+', '#')")
+    return part

@@ -1,0 +1,96 @@
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from mqtt.codec import encode
+from mqtt.protocol import (MAX_DIMS, ProtocolError, Request, Result, Topics, bundle_hash_bytes, decode_request,
+                           decode_result, encode_request, encode_result)
+
+HASH = bundle_hash_bytes("ab" * 32)
+
+
+@pytest.mark.parametrize("codec", ["float32", "float16", "int8"])
+def test_request_round_trip(codec):
+    x = np.random.default_rng(0).normal(size=(1, 13, 13, 16)).astype(np.float32)
+    payload, quant = encode(x, codec)
+    req = Request(frame_id=42, split=7, bundle_hash=HASH, shape=x.shape, codec=codec, quant=quant,
+                  captured_ns=123, sent_ns=456)
+    got, tensor = decode_request(bytes(encode_request(req, payload)))
+    assert got == req
+    assert tensor.shape == x.shape and np.allclose(tensor, x, atol=0.05 * np.ptp(x))
+
+
+def test_float32_tensor_is_a_view_of_the_message():
+    x = np.ones((1, 4, 4, 2), np.float32)
+    message = encode_request(Request(1, 1, HASH, x.shape), encode(x, "float32")[0])
+    _, tensor = decode_request(message)
+    assert np.shares_memory(tensor, np.frombuffer(message, np.uint8))
+
+
+def test_bad_requests_say_what_is_wrong():
+    x = np.ones((1, 2, 2, 1), np.float32)
+    good = bytes(encode_request(Request(1, 1, HASH, x.shape), encode(x, "float32")[0]))
+    with pytest.raises(ProtocolError, match="shorter than"):
+        decode_request(good[:10])
+    with pytest.raises(ProtocolError, match="magic"):
+        decode_request(b"XXXX" + good[4:])
+    with pytest.raises(ProtocolError, match="needs 16 bytes"):
+        decode_request(good[:-1])
+    with pytest.raises(ProtocolError, match="exceeds the limit"):
+        decode_request(good, max_bytes=10)
+    with pytest.raises(ProtocolError, match="does not match"):
+        encode_request(Request(1, 1, HASH, (1, 3)), b"\0" * 8)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=200))
+def test_random_bytes_never_crash_the_decoder(blob):
+    try:
+        decode_request(blob)
+    except ProtocolError:
+        pass
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.integers(0, 2**64 - 1), st.integers(0, 65535), st.lists(st.integers(1, 5), max_size=MAX_DIMS),
+       st.sampled_from(["float32", "float16", "int8"]), st.data())
+def test_mutated_headers_never_crash_the_decoder(frame, split, shape, codec, data):
+    payload, quant = encode(np.zeros(shape, np.float32), codec)
+    message = bytearray(encode_request(Request(frame, split, HASH, tuple(shape), codec, quant), payload))
+    for _ in range(data.draw(st.integers(0, 4))):
+        position = data.draw(st.integers(0, len(message) - 1))
+        message[position] = data.draw(st.integers(0, 255))
+    try:
+        req, tensor = decode_request(bytes(message))
+    except ProtocolError:
+        return
+    assert tensor.dtype == np.float32 and tensor.shape == req.shape
+
+
+def test_result_round_trip_and_validation():
+    r = Result(frame_id=9, split=3, status="ok", detections=[[0.1, 0.2, 0.3, 0.4, 0.9, 2]], wait_s=0.001,
+               compute_s=0.004, batch_size=2, edge="edge-a")
+    assert decode_result(encode_result(r)) == r
+    for bad in (b"not json", b"[1]", b'{"frame_id": 1}', b'{"frame_id": 1, "split": 0, "status": "ok", "wait_s": -1}',
+                b'{"frame_id": 1, "split": 0, "status": "maybe"}', b'{"frame_id": 1, "split": 0, "status": "ok", "x": 1}'):
+        with pytest.raises(ProtocolError):
+            decode_result(bad)
+
+
+def test_topics_are_versioned_and_refuse_wildcards():
+    t = Topics("lab")
+    assert t.request("cam-1") == "lab/v1/device/cam-1/request"
+    assert t.shared_requests() == "$share/ans-edges/lab/v1/device/+/request"
+    with pytest.raises(ProtocolError):
+        t.result("a/b")
+    with pytest.raises(ProtocolError):
+        t.device_status("#")
+
+
+def test_huge_claimed_shapes_are_refused_not_allocated():
+    x = np.ones((1, 2), np.float32)
+    message = bytearray(encode_request(Request(1, 1, HASH, x.shape), encode(x, "float32")[0]))
+    message[-8 - 8:-8] = (2**32 - 1).to_bytes(4, "little") * 2  # claim 4e9 x 4e9 elements
+    with pytest.raises(ProtocolError, match="needs"):
+        decode_request(bytes(message))
