@@ -36,18 +36,19 @@ def payload_bytes(shape: list[int] | tuple[int, ...], codec: str) -> int:
     return math.prod(int(d) for d in shape) * _WIRE_DTYPE[_check(codec)].itemsize  # Python ints: no overflow
 
 
-def encode(tensor: np.ndarray, codec: str) -> tuple[bytes, Quantisation]:
+def encode(tensor: np.ndarray, codec: str) -> tuple[memoryview, Quantisation]:
+    """The wire bytes (a view of the tensor itself for float32: no copy) and their quantisation."""
     codec = _check(codec)
     if codec != "int8":
-        return np.ascontiguousarray(tensor, dtype=_WIRE_DTYPE[codec]).tobytes(), Quantisation()
+        return memoryview(np.ascontiguousarray(tensor, dtype=_WIRE_DTYPE[codec])).cast("B"), Quantisation()
     if tensor.size == 0:
-        return b"", Quantisation()
+        return memoryview(b""), Quantisation()
     lo, hi = float(np.min(tensor)), float(np.max(tensor))
     lo, hi = min(lo, 0.0), max(hi, 0.0)  # keep 0 exact: padding and ReLU zeros stay zeros
     scale = float(np.float32((hi - lo) / 255.0)) or 1.0  # float32: what the wire header carries
     zero_point = int(round(-128 - lo / scale))
     q = np.clip(np.rint(tensor / scale) + zero_point, -128, 127).astype(np.int8)
-    return q.tobytes(), Quantisation(scale, zero_point)
+    return memoryview(q).cast("B"), Quantisation(scale, zero_point)
 
 
 def decode(payload: bytes | memoryview, codec: str, shape: list[int] | tuple[int, ...],

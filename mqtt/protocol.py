@@ -50,21 +50,18 @@ def bundle_hash_bytes(content_hash: str) -> bytes:
     return bytes.fromhex(content_hash[:32])
 
 
-def encode_request(request: Request, payload: bytes) -> bytearray:
-    """Header + payload in one buffer (one copy of the tensor bytes)."""
+def encode_request(request: Request, payload: bytes | memoryview) -> bytes:
+    """Header + payload in one buffer: the tensor bytes are copied once, here."""
     if len(request.shape) > MAX_DIMS:
         raise ProtocolError(f"tensor has {len(request.shape)} dimensions, at most {MAX_DIMS} travel")
     if len(request.bundle_hash) != 16:
         raise ProtocolError("bundle hash must be 16 bytes")
     if len(payload) != payload_bytes(request.shape, request.codec):
         raise ProtocolError(f"payload of {len(payload)} bytes does not match {request.codec} shape {request.shape}")
-    buf = bytearray(request.header_size + len(payload))
-    _FIXED.pack_into(buf, 0, MAGIC, request.header_size, VERSION, CODECS.index(request.codec), len(request.shape), 0,
-                     request.frame_id, request.split, 0, request.bundle_hash, request.captured_ns, request.sent_ns,
-                     request.quant.scale, request.quant.zero_point)
-    struct.pack_into(f"<{len(request.shape)}I", buf, _FIXED.size, *request.shape)
-    buf[request.header_size:] = payload
-    return buf
+    header = _FIXED.pack(MAGIC, request.header_size, VERSION, CODECS.index(request.codec), len(request.shape), 0,
+                         request.frame_id, request.split, 0, request.bundle_hash, request.captured_ns, request.sent_ns,
+                         request.quant.scale, request.quant.zero_point)
+    return b"".join((header, struct.pack(f"<{len(request.shape)}I", *request.shape), payload))
 
 
 def decode_request(message: bytes | bytearray | memoryview, max_bytes: int | None = None) -> tuple[Request, np.ndarray]:
