@@ -74,7 +74,8 @@ def cmd_convert(args: argparse.Namespace) -> int:
     try:
         from converter.cli import convert_command
     except ImportError as exc:
-        raise ValueError(f"ans convert needs TensorFlow and pydantic ({exc}); install them with pip install '.[convert]'")
+        raise ValueError(f"ans convert needs TensorFlow and pydantic ({exc}); "
+                         "install them with pip install '.[convert]'") from None
 
     return convert_command(args)
 
