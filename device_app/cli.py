@@ -24,6 +24,14 @@ def _trace(spec: str, frames: int):
 
 def cmd_simulate(args: argparse.Namespace) -> int:
     profile = load_profile(args.profile, args.device_macs_per_s, args.codec)
+    if args.calibrate:
+        from dataclasses import replace
+
+        from device_app.heads import DeviceBundle, HeadRunner, calibrate
+
+        folder = Path(args.profile)
+        bundle = DeviceBundle(folder if folder.is_dir() else folder.parent)
+        profile = replace(profile, front_delay_s=calibrate(HeadRunner(bundle), log=lambda *_: None))
     trace = _trace(args.trace, args.frames)
     world = build_world(profile, trace, args.frames, args.seed, args.noise, args.key_frame_prob,
                         args.edge_rate, args.layer_overhead_ms * 1e-3)
@@ -121,6 +129,8 @@ def build_parser() -> argparse.ArgumentParser:
                      help="device speed, to estimate front-end delays of a manifest (which holds none)")
     sim.add_argument("--codec", default="float32", choices=["float32", "float16", "int8"],
                      help="cut-tensor codec whose payload size is sent (bundle manifests only)")
+    sim.add_argument("--calibrate", action="store_true",
+                     help="bundle profiles: measure every split's front-end delay by running its head here")
     sim.add_argument("--state-in", help="start the learner from this saved state (warm start)")
     sim.add_argument("--state-out", help="save the learner's state here at the end")
     sim.add_argument("--splits", action="store_true", help="include the chosen split of every frame")
@@ -150,7 +160,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (ProfileError, TraceError, StateError, ValueError, OSError) as exc:
+    except (ProfileError, TraceError, StateError, ValueError, OSError) as exc:  # BundleError is a ValueError
         print(f"ans {args.command}: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -1,0 +1,103 @@
+"""The device side of a bundle: checked files, heads under LiteRT, measured front-end delays."""
+
+import json
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+pytest.importorskip("keras")
+
+from converter.bundle import convert  # noqa: E402
+from device_app.heads import BundleError, DeviceBundle, HeadRunner, calibrate  # noqa: E402
+
+from .test_converter import dag_model  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def bundle(tmp_path_factory):
+    model = dag_model()
+    out = tmp_path_factory.mktemp("device") / "dag"
+    convert(model, out, log=lambda *_: None)
+    return model, out
+
+
+def test_heads_compute_the_cut_tensors_and_device_only_the_outputs(bundle):
+    model, out = bundle
+    b = DeviceBundle(out)
+    runner = HeadRunner(b)
+    x = np.random.default_rng(3).random(b.input_shape, dtype=np.float32)
+    for split in b.splits[1:-1]:
+        (cut,) = runner.run(split["index"], x)
+        assert list(cut.shape) == split["cut_shape"]
+    outputs = runner.run(b.device_only, x)
+    want = sorted((np.asarray(o) for o in model(x, training=False)), key=lambda a: a.size)
+    for got, ref in zip(sorted(outputs, key=lambda a: a.size), want):
+        np.testing.assert_allclose(got, ref, atol=1e-4)
+
+
+def test_calibration_measures_every_split_and_is_cached(bundle, tmp_path):
+    _, out = bundle
+    runner = HeadRunner(DeviceBundle(out))
+    cache = tmp_path / "calibration.json"
+    lines = []
+    delays = calibrate(runner, repeats=3, cache=cache, log=lines.append)
+    assert delays.shape == (5,) and delays[0] == 0.0 and np.all(delays[1:] > 0)
+    assert len(lines) == 4
+    again = calibrate(runner, cache=cache, log=lines.append)
+    assert np.array_equal(again, delays) and len(lines) == 4  # from the cache, nothing measured
+    state = json.loads(cache.read_text())
+    state["bundle"] = "another model"
+    cache.write_text(json.dumps(state))
+    calibrate(runner, repeats=1, cache=cache, log=lines.append)
+    assert len(lines) == 8  # another bundle's numbers are not used
+
+
+def test_simulate_with_measured_front_delays(bundle, capsys):
+    from device_app.cli import main
+
+    _, out = bundle
+    assert main(["simulate", "--profile", str(out), "--trace", "steady", "--frames", "200", "--calibrate",
+                 "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["frames"] == 200
+
+
+def test_a_tampered_or_broken_bundle_is_refused(bundle, tmp_path):
+    _, out = bundle
+    copy = tmp_path / "copy"
+    copy.mkdir()
+    for f in out.rglob("*"):
+        if f.is_file():
+            (copy / f.relative_to(out)).parent.mkdir(parents=True, exist_ok=True)
+            (copy / f.relative_to(out)).write_bytes(f.read_bytes())
+    head = next((copy / "heads").iterdir())
+    head.write_bytes(head.read_bytes()[:-4] + b"\0\0\0\0")
+    with pytest.raises(BundleError, match=f"{head.name}: sha256 does not match"):
+        DeviceBundle(copy)
+    (copy / "manifest.json").write_text('{"schema_version": 9}')
+    with pytest.raises(BundleError, match="known schema version"):
+        DeviceBundle(copy)
+    with pytest.raises(BundleError, match="cannot read"):
+        DeviceBundle(tmp_path / "nowhere")
+
+
+def test_the_device_side_runs_with_tensorflow_blocked(bundle):
+    import subprocess
+    import sys
+
+    from .test_device_core_imports import BLOCKER
+
+    _, out = bundle
+    script = BLOCKER.split("import numpy as np")[0] + f"""
+import numpy as np
+from device_app.heads import DeviceBundle, HeadRunner, calibrate
+runner = HeadRunner(DeviceBundle({str(out)!r}))
+delays = calibrate(runner, repeats=1, log=lambda *_: None)
+(cut,) = runner.run(1, np.zeros(runner.bundle.input_shape, np.float32))
+print('ok', len(delays), cut.shape)
+"""
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.startswith("ok 5")
