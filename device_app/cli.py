@@ -88,6 +88,44 @@ def cmd_convert(args: argparse.Namespace) -> int:
     return convert_command(args)
 
 
+def cmd_edge(args: argparse.Namespace) -> int:
+    import logging
+    import signal
+    import threading
+
+    try:
+        from edge_app.server import EdgeServer
+    except ImportError as exc:
+        raise ValueError(f"ans edge needs TensorFlow and paho-mqtt ({exc}); pip install '.[convert,device]'") from None
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    server = EdgeServer(args.bundle, args.broker, args.id)
+    try:
+        server.serve(stop)
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
+def cmd_device(args: argparse.Namespace) -> int:
+    import contextlib
+    import logging
+
+    from device_app.runtime import Device, video_frames
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    device = Device(args.bundle, args.broker, args.id, args.policy, args.deadline_ms / 1e3, args.state_dir)
+    with (open(args.out, "w") if args.out else contextlib.nullcontext()) as out:
+        records = device.run(video_frames(args.source, args.frames), out)
+    offloaded = sum(r["split"] != device.bundle.device_only and not r["fallback"] for r in records)
+    fallbacks = sum(r["fallback"] for r in records)
+    delays = [r["delay_s"] for r in records] or [0.0]
+    print(f"{len(records)} frames: {offloaded} offloaded, {fallbacks} finished on the device after a miss; "
+          f"median delay {sorted(delays)[len(delays) // 2] * 1e3:.1f} ms")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ans", description="Autodidactic Neurosurgeon: online split-point learning "
                                      "for collaborative device-edge inference.")
@@ -108,6 +146,24 @@ def build_parser() -> argparse.ArgumentParser:
     conv.add_argument("--report", action="store_true",
                       help="also measure each cut-tensor codec's effect on the outputs, split by split")
     conv.set_defaults(func=cmd_convert)
+
+    edge = sub.add_parser("edge", help="serve a bundle's tails to the devices on a broker")
+    edge.add_argument("--bundle", required=True)
+    edge.add_argument("--broker", default="mqtt://127.0.0.1:1883")
+    edge.add_argument("--id", default="edge-1", help="this edge's name on the broker")
+    edge.set_defaults(func=cmd_edge)
+
+    dev = sub.add_parser("device", help="run a detector on a video, offloading through the broker as ANS decides")
+    dev.add_argument("--bundle", required=True)
+    dev.add_argument("--source", required=True, help="a video file or camera:N")
+    dev.add_argument("--broker", default="mqtt://127.0.0.1:1883")
+    dev.add_argument("--id", default="device-1", help="this device's name on the broker")
+    dev.add_argument("--policy", default="ans", choices=[p for p in POLICY_NAMES if p not in ("oracle", "neurosurgeon")])
+    dev.add_argument("--frames", type=int, default=None, help="stop after this many frames")
+    dev.add_argument("--deadline-ms", type=float, default=500.0, help="finish on the device if no result by then")
+    dev.add_argument("--state-dir", help="where the calibration (and learner state) are kept")
+    dev.add_argument("--out", help="write one JSON line per frame here")
+    dev.set_defaults(func=cmd_device)
 
     sim = sub.add_parser("simulate", help="play one policy through a trace-driven simulated world")
     sim.add_argument("--profile", required=True,

@@ -163,6 +163,10 @@ class Topics:
     def edge_stats(self, edge: str) -> str:
         return f"{self._base()}/edge/{_name(edge)}/stats"
 
+    def every_edge_status(self) -> str:
+        """What devices subscribe to, to know which edges are online."""
+        return f"{self._base()}/edge/+/status"
+
     def shared_requests(self, group: str = "ans-edges") -> str:
         """What edges subscribe to: every device's requests, shared among the group (MQTT v5)."""
         return f"$share/{_name(group)}/{self._base()}/device/+/request"
