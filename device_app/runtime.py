@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from mqtt.codec import encode
-from mqtt.connection import make_client, parse_broker
+from mqtt.connection import go_offline, make_client, parse_broker
 from mqtt.protocol import ProtocolError, Request, Topics, bundle_hash_bytes, decode_result, encode_request
 
 from .detect import decode_yolov2
@@ -154,9 +154,5 @@ class Device:
                     out.write(json.dumps(record) + "\n")
                     out.flush()
         finally:
-            if self.client.is_connected():
-                self.client.publish(self.topics.device_status(self.device_id), b"offline", qos=1,
-                                    retain=True).wait_for_publish(2)
-            self.client.disconnect()
-            self.client.loop_stop()
+            go_offline(self.client, self.topics.device_status(self.device_id))
         return records

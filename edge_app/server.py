@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from device_app.detect import decode_yolov2
-from mqtt.connection import make_client, parse_broker
+from mqtt.connection import go_offline, make_client, parse_broker
 from mqtt.protocol import ProtocolError, Result, Topics, bundle_hash_bytes, decode_request, encode_result
 
 log = logging.getLogger("ans.edge")
@@ -125,8 +125,4 @@ class EdgeServer:
                 if reply is not None:
                     self.client.publish(reply[0], reply[1], qos=1)
         finally:
-            if self.client.is_connected():
-                self.client.publish(self.topics.edge_status(self.edge_id), b"offline", qos=1,
-                                    retain=True).wait_for_publish(2)
-            self.client.disconnect()
-            self.client.loop_stop()
+            go_offline(self.client, self.topics.edge_status(self.edge_id))

@@ -26,3 +26,11 @@ def make_client(name: str, status_topic: str):
     client.will_set(status_topic, b"offline", qos=1, retain=True)
     client.reconnect_delay_set(min_delay=1, max_delay=30)
     return client
+
+
+def go_offline(client, status_topic: str) -> None:
+    """Say ``offline`` (retained) while still connected, then disconnect and stop the network thread."""
+    if client.is_connected():
+        client.publish(status_topic, b"offline", qos=1, retain=True).wait_for_publish(2)
+    client.disconnect()
+    client.loop_stop()
