@@ -131,8 +131,9 @@ class Device:
             offloaded = self._offload(frame_id, split, image)
         if offloaded is not None and offloaded[0].status == "ok":
             result, offload_s = offloaded
-            edge_s = result.wait_s + result.compute_s
-            self.policy.update(Feedback(split, offload_s, max(offload_s - edge_s, 0.0), edge_s))
+            # The timing ack splits the delay: edge compute, and the rest (network both ways + queueing).
+            edge_s = min(result.compute_s, offload_s)
+            self.policy.update(Feedback(split, offload_s, offload_s - edge_s, edge_s))
             detections, fallback = result.detections, False
         else:  # device-only by choice, no edge online, late or failed result: finish here
             detections = self._detections(self.runner.run(self.bundle.device_only, image))
