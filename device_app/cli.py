@@ -115,7 +115,7 @@ def cmd_device(args: argparse.Namespace) -> int:
     from device_app.runtime import Device, video_frames
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    device = Device(args.bundle, args.broker, args.id, args.policy, args.deadline_ms / 1e3, args.state_dir)
+    device = Device(args.bundle, args.broker, args.id, args.policy, args.deadline_ms / 1e3, args.state_dir, args.codec)
     with (open(args.out, "w") if args.out else contextlib.nullcontext()) as out:
         records = device.run(video_frames(args.source, args.frames), out)
     offloaded = sum(r["split"] != device.bundle.device_only and not r["fallback"] for r in records)
@@ -162,6 +162,8 @@ def build_parser() -> argparse.ArgumentParser:
     dev.add_argument("--frames", type=int, default=None, help="stop after this many frames")
     dev.add_argument("--deadline-ms", type=float, default=500.0, help="finish on the device if no result by then")
     dev.add_argument("--state-dir", help="where the calibration (and learner state) are kept")
+    dev.add_argument("--codec", default="float32", choices=["float32", "float16", "int8"],
+                     help="how the cut tensor travels")
     dev.add_argument("--out", help="write one JSON line per frame here")
     dev.set_defaults(func=cmd_device)
 

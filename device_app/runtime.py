@@ -59,12 +59,15 @@ def preprocess(frame: np.ndarray, size: tuple[int, int], scale: float) -> np.nda
 
 class Device:
     def __init__(self, bundle: str | Path, broker: str, device_id: str, policy: str = "ans",
-                 deadline_s: float = 0.5, state_dir: str | Path | None = None, topics: Topics = Topics()):
+                 deadline_s: float = 0.5, state_dir: str | Path | None = None, codec: str = "float32",
+                 topics: Topics = Topics()):
         self.bundle = DeviceBundle(bundle)
         self.runner = HeadRunner(self.bundle)
         cache = Path(state_dir) / "calibration.json" if state_dir else None
         front = calibrate(self.runner, cache=cache, log=log.info)
-        self.policy = make_policy(policy, replace(load_profile(bundle), front_delay_s=front))
+        # The learner prices each split's transfer with the codec actually used on the wire.
+        self.policy = make_policy(policy, replace(load_profile(bundle, codec=codec), front_delay_s=front))
+        self.codec = codec
         self.device_id, self.topics, self.deadline_s = device_id, topics, deadline_s
         self.hash16 = bundle_hash_bytes(self.bundle.content_hash)
         model = self.bundle.manifest["model"]
@@ -107,9 +110,9 @@ class Device:
     def _offload(self, frame_id: int, split: int, image: np.ndarray):
         """Send the cut tensor; the edge's result and the offloading delay, or None past the deadline."""
         cut = self.runner.run(split, image)[0]
-        payload, quant = encode(cut, "float32")
+        payload, quant = encode(cut, self.codec)
         sent = time.monotonic()
-        request = Request(frame_id, split, self.hash16, cut.shape, "float32", quant, sent_ns=time.time_ns())
+        request = Request(frame_id, split, self.hash16, cut.shape, self.codec, quant, sent_ns=time.time_ns())
         self.client.publish(self.topics.request(self.device_id), encode_request(request, payload), qos=1)
         while True:
             left = sent + self.deadline_s - time.monotonic()

@@ -41,12 +41,12 @@ def setup(tmp_path_factory):
     return tmp, config
 
 
-def run_device(tmp, port, policy, frames, name):
+def run_device(tmp, port, policy, frames, name, codec="float32"):
     out = tmp / f"{name}.jsonl"
     proc = subprocess.run(ANS + ["device", "--bundle", str(tmp / "bundle"), "--source", str(tmp / "clip.avi"),
                                  "--broker", f"mqtt://127.0.0.1:{port}", "--id", name, "--policy", policy,
                                  "--frames", str(frames), "--deadline-ms", "2000", "--state-dir", str(tmp),
-                                 "--out", str(out)], capture_output=True, text=True, timeout=300)
+                                 "--codec", codec, "--out", str(out)], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return [json.loads(line) for line in out.read_text().splitlines()]
 
@@ -76,6 +76,7 @@ def test_every_frame_is_answered_as_on_the_device(setup):
         edge = start_edge(tmp, port)
         try:
             offloaded = run_device(tmp, port, "edge-only", 20, "cam-edge")
+            quantised = run_device(tmp, port, "edge-only", 20, "cam-int8", codec="int8")
         finally:
             edge.send_signal(signal.SIGTERM)
             edge.wait(30)
@@ -85,6 +86,9 @@ def test_every_frame_is_answered_as_on_the_device(setup):
     assert sum(len(r["detections"]) for r in local) > 0
     for o, d in zip(offloaded, local):
         assert same_detections(o["detections"], d["detections"]), (o, d)
+    # int8 on the wire: every frame answered by the edge, the same objects found
+    assert not any(r["fallback"] for r in quantised)
+    assert [len(r["detections"]) for r in quantised] == [len(r["detections"]) for r in local]
 
 
 def test_no_frame_is_lost_when_the_edge_dies(setup):
