@@ -38,6 +38,14 @@ def decode_yolov2(output: np.ndarray, anchors, classes: int, conf: float = 0.25,
     return nms(rows, nms_iou)[:max_detections]
 
 
+def detections(outputs: list[np.ndarray], decoding: dict) -> list[list[float]]:
+    """Detections from a model's raw outputs, as the manifest's ``decoding`` says; none for kinds
+    not decoded yet (``none``, ``yolo``)."""
+    if decoding.get("kind") != "yolov2-region":
+        return []
+    return decode_yolov2(outputs[0], decoding["anchors"], decoding["classes"]).tolist()
+
+
 def iou(box: np.ndarray, boxes: np.ndarray) -> np.ndarray:
     """IoU of one (x1, y1, x2, y2) box with each row of ``boxes``."""
     x1 = np.maximum(box[0], boxes[:, 0])

@@ -22,7 +22,7 @@ from mqtt.codec import encode
 from mqtt.connection import go_offline, make_client, parse_broker
 from mqtt.protocol import ProtocolError, Request, Topics, bundle_hash_bytes, decode_result, encode_request
 
-from .detect import decode_yolov2
+from .detect import detections as decode_detections
 from .heads import DeviceBundle, HeadRunner, calibrate
 from .keyframe import KeyFrameDetector
 from .learner.policy import Feedback
@@ -102,11 +102,6 @@ class Device:
         except ProtocolError as exc:
             log.warning("ignoring a malformed result: %s", exc)
 
-    def _detections(self, outputs: list[np.ndarray]) -> list[list[float]]:
-        if self.decoding["kind"] != "yolov2-region":
-            return []
-        return decode_yolov2(outputs[0], self.decoding["anchors"], self.decoding["classes"]).tolist()
-
     def _offload(self, frame_id: int, split: int, image: np.ndarray):
         """Send the cut tensor; the edge's result and the offloading delay, or None past the deadline."""
         cut = self.runner.run(split, image)[0]
@@ -139,7 +134,7 @@ class Device:
             self.policy.update(Feedback(split, offload_s, offload_s - edge_s, edge_s))
             detections, fallback = result.detections, False
         else:  # device-only by choice, no edge online, late or failed result: finish here
-            detections = self._detections(self.runner.run(self.bundle.device_only, image))
+            detections = decode_detections(self.runner.run(self.bundle.device_only, image), self.decoding)
             fallback = split != self.bundle.device_only
         return {"frame": frame_id, "split": split, "fallback": fallback, "delay_s": time.monotonic() - start,
                 "detections": detections}

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from device_app.detect import decode_yolov2
+from device_app.detect import detections as decode_detections
 from mqtt.connection import go_offline, make_client, parse_broker
 from mqtt.protocol import ProtocolError, Result, Topics, bundle_hash_bytes, decode_request, encode_result
 
@@ -55,10 +55,7 @@ class TailRunner:
         return [np.asarray(o) for o in (outputs if isinstance(outputs, (list, tuple)) else [outputs])]
 
     def detections(self, outputs: list[np.ndarray]) -> list[list[float]]:
-        decoding = self.manifest.model.decoding
-        if decoding.kind != "yolov2-region":
-            return []
-        return decode_yolov2(outputs[0], decoding.anchors, decoding.classes).tolist()
+        return decode_detections(outputs, self.manifest.model.decoding.model_dump())
 
 
 class EdgeServer:

@@ -29,3 +29,13 @@ def test_nms_keeps_the_best_of_overlapping_boxes_per_class():
     kept = nms(rows, 0.5)
     assert kept[:, 4].tolist() == [np.float32(0.9), np.float32(0.7), np.float32(0.6)]
     assert nms(np.zeros((0, 6), np.float32), 0.5).shape == (0, 6)
+
+
+def test_detections_follow_the_manifest_decoding():
+    from device_app.detect import detections
+
+    out = np.full((1, 2, 2, 2 * 8), -8.0, np.float32)
+    assert detections([out], {"kind": "none"}) == []
+    assert detections([out], {"kind": "yolov2-region", "anchors": ANCHORS, "classes": 3}) == []
+    out[0, 0, 0, 4] = 8.0
+    assert len(detections([out], {"kind": "yolov2-region", "anchors": ANCHORS, "classes": 3})) == 1
