@@ -14,22 +14,13 @@ from pathlib import Path
 
 import numpy as np
 
+from device_app.heads import DeviceBundle, HeadRunner
 from mqtt.codec import CODECS, decode, encode
 
 from .bundle import load_keras_model, read_manifest
 from .graph import tail_model
 
 REPORT_FILE = "codec-report.json"
-
-
-def _head_output(path: Path, image: np.ndarray) -> np.ndarray:
-    from ai_edge_litert.interpreter import Interpreter
-
-    interpreter = Interpreter(model_path=str(path))
-    interpreter.allocate_tensors()
-    interpreter.set_tensor(interpreter.get_input_details()[0]["index"], image)
-    interpreter.invoke()
-    return interpreter.get_tensor(interpreter.get_output_details()[0]["index"])
 
 
 def _decisions(output: np.ndarray, anchors: int, threshold: float = 0.5) -> np.ndarray:
@@ -49,6 +40,7 @@ def codec_report(bundle: str | Path, samples: int = 4, seed: int = 0, images: np
     if images is None:
         images = np.random.default_rng(seed).random((samples, *shape[1:]), dtype=np.float32)
     samples = len(images)
+    heads = HeadRunner(DeviceBundle(bundle))  # as the device runs them: LiteRT, interpreters kept
     region = manifest.model.decoding.kind == "yolov2-region"
     anchors = len(manifest.model.decoding.anchors)
     rows = []
@@ -58,7 +50,7 @@ def codec_report(bundle: str | Path, samples: int = 4, seed: int = 0, images: np
             continue
         tail = tail_model(edge, split.cut)
         cuts = images if split.head is None else np.concatenate(
-            [_head_output(bundle / split.head.path, img[None]) for img in images])
+            [heads.run(split.index, img[None])[0] for img in images])
         reference = [np.asarray(o) for o in _as_list(tail(cuts, training=False))]
         for codec in CODECS:
             decoded = np.stack([decode(*_encoded(c, codec)) for c in cuts])
