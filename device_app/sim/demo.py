@@ -15,7 +15,7 @@ import numpy as np
 from device_app.learner.profile import load_profile
 from device_app.learner.registry import make_policy
 
-from .experiment import _plot
+from .experiment import plot_runs
 from .scenarios import bandwidth_drop
 from .simulator import build_world, run
 
@@ -50,7 +50,7 @@ def run_demo(out: Path, frames: int = 4500, pace_s: float = 0.05) -> int:
         print(f"{name:<16} {s['mean_delay_s'] * 1e3:>8.1f} ms {s['p95_delay_s'] * 1e3:>8.1f} ms {s['ratio_to_oracle']:>10.3f}")
     out.mkdir(parents=True, exist_ok=True)
     png = out / "ans-demo.png"
-    _plot(png, PROFILE, "bandwidth-drop",
+    plot_runs(png, PROFILE, "bandwidth-drop",
           {name: [(0, None, r.delay_s, r.oracle_delay_s, r.splits)] for name, r in results.items()})
     print(f"\nplot: {png}")
     return 0

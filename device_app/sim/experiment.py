@@ -89,7 +89,7 @@ def run_experiment(
     (out / "summary.md").write_text(_markdown(table, profiles, scenarios, policies))
     for p in profiles:
         for s in scenarios:
-            _plot(out / f"{_slug(p)}_{s}.png", p, s, {pol: runs[(p, s, pol)] for pol in policies})
+            plot_runs(out / f"{_slug(p)}_{s}.png", p, s, {pol: runs[(p, s, pol)] for pol in policies})
     log(f"wrote {out}/summary.md, results.json and {len(profiles) * len(scenarios)} plots")
     return table
 
@@ -131,7 +131,7 @@ def _markdown(table, profiles, scenarios, policies) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _plot(path: Path, profile: str, scenario: str, runs: dict) -> None:
+def plot_runs(path: Path, profile: str, scenario: str, runs: dict) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
