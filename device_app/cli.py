@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -12,6 +13,7 @@ from device_app.learner.profile import ProfileError, load_profile
 from device_app.learner.registry import POLICY_NAMES, make_policy
 from device_app.sim.scenarios import SCENARIOS
 from device_app.sim.simulator import DEFAULT_EDGE_RATE, DEFAULT_LAYER_OVERHEAD_S, build_world, run
+from device_app.settings import DEVICE_POLICIES
 from device_app.sim.trace import TraceError, load_trace
 
 
@@ -88,41 +90,84 @@ def cmd_convert(args: argparse.Namespace) -> int:
     return convert_command(args)
 
 
+def _logging() -> None:
+    import logging
+
+    # Under systemd the journal adds its own timestamps.
+    fmt = "%(name)s %(levelname)s %(message)s" if os.environ.get("JOURNAL_STREAM") else \
+        "%(asctime)s %(name)s %(levelname)s %(message)s"
+    logging.basicConfig(level=logging.INFO, format=fmt)
+
+
+def _settings(cls, args: argparse.Namespace, env_prefix: str, flags: dict):
+    from device_app.config import load_settings
+
+    overrides = {k: v for k, v in flags.items() if v is not None}
+    if args.broker is not None:
+        overrides["mqtt"] = {"broker": args.broker}
+    return load_settings(cls, args.config, env_prefix, overrides)
+
+
 def cmd_edge(args: argparse.Namespace) -> int:
     import logging
-    import signal
-    import threading
 
+    from device_app.service import stop_on_sigterm
+    from edge_app.settings import EdgeSettings
+    from mqtt.connection import BrokerRefused
+
+    settings = _settings(EdgeSettings, args, "ANS_EDGE_", {"bundle": args.bundle, "id": args.id})
     try:
         from edge_app.server import EdgeServer
     except ImportError as exc:
-        raise ValueError(f"ans edge needs TensorFlow and paho-mqtt ({exc}); pip install '.[convert,device]'") from None
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    server = EdgeServer(args.bundle, args.broker, args.id)
+        raise ValueError(f"ans edge needs TensorFlow and paho-mqtt ({exc}); pip install '.[edge]'") from None
+    _logging()
+    stop = stop_on_sigterm()
+    server = EdgeServer(settings)
     try:
         server.serve(stop)
-    except KeyboardInterrupt:
-        pass
+    except BrokerRefused as exc:
+        logging.getLogger("ans.edge").error("%s", exc)
+        return 3
     return 0
 
 
 def cmd_device(args: argparse.Namespace) -> int:
-    import contextlib
     import logging
 
-    from device_app.runtime import Device, video_frames
+    from device_app.service import stop_on_sigterm
+    from device_app.settings import DeviceSettings
+    from mqtt.connection import BrokerRefused
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    device = Device(args.bundle, args.broker, args.id, args.policy, args.deadline_ms / 1e3, args.state_dir, args.codec)
-    with (open(args.out, "w") if args.out else contextlib.nullcontext()) as out:
-        records = device.run(video_frames(args.source, args.frames), out)
-    offloaded = sum(r["split"] != device.bundle.device_only and not r["fallback"] for r in records)
-    fallbacks = sum(r["fallback"] for r in records)
-    delays = [r["delay_s"] for r in records] or [0.0]
-    print(f"{len(records)} frames: {offloaded} offloaded, {fallbacks} finished on the device after a miss; "
-          f"median delay {sorted(delays)[len(delays) // 2] * 1e3:.1f} ms")
+    settings = _settings(DeviceSettings, args, "ANS_DEVICE_", {
+        "bundle": args.bundle, "source": args.source, "id": args.id, "policy": args.policy, "frames": args.frames,
+        "deadline_ms": args.deadline_ms, "state_dir": args.state_dir, "codec": args.codec, "results_out": args.out,
+        "video_out": args.video_out, "emulate_slowdown": args.emulate_slowdown})
+    _logging()
+    from device_app.app import run_device
+
+    try:
+        summary = run_device(settings, stop_on_sigterm(), live=sys.stderr.isatty())
+    except BrokerRefused as exc:
+        logging.getLogger("ans.device").error("%s", exc)
+        return 3
+    print(summary)
+    return 0
+
+
+def cmd_config(args: argparse.Namespace) -> int:
+    from device_app.config import example, load_settings, reference
+    from device_app.settings import DeviceSettings
+    from edge_app.settings import EdgeSettings
+
+    cls, prefix = (DeviceSettings, "ANS_DEVICE_") if args.role == "device" else (EdgeSettings, "ANS_EDGE_")
+    if args.action == "example":
+        print(example(cls, {"bundle": "/var/lib/ans/bundle"}), end="")
+    elif args.action == "reference":
+        print(reference(cls), end="")
+    else:
+        if not args.file:
+            raise ValueError("ans config check needs the file to check")
+        print(load_settings(cls, args.file, prefix))
     return 0
 
 
@@ -147,25 +192,38 @@ def build_parser() -> argparse.ArgumentParser:
                       help="also measure each cut-tensor codec's effect on the outputs, split by split")
     conv.set_defaults(func=cmd_convert)
 
-    edge = sub.add_parser("edge", help="serve a bundle's tails to the devices on a broker")
-    edge.add_argument("--bundle", required=True)
-    edge.add_argument("--broker", default="mqtt://127.0.0.1:1883")
-    edge.add_argument("--id", default="edge-1", help="this edge's name on the broker")
+    edge = sub.add_parser("edge", help="serve a bundle's tails to the devices on a broker",
+                          description="Settings: --config FILE (TOML; `ans config example edge`), then ANS_EDGE_* "
+                          "variables, then these flags.")
+    edge.add_argument("--config", help="TOML settings file (e.g. /etc/ans/edge.toml)")
+    edge.add_argument("--bundle")
+    edge.add_argument("--broker", help="mqtt://host[:port]")
+    edge.add_argument("--id", help="this edge's name on the broker")
     edge.set_defaults(func=cmd_edge)
 
-    dev = sub.add_parser("device", help="run a detector on a video, offloading through the broker as ANS decides")
-    dev.add_argument("--bundle", required=True)
-    dev.add_argument("--source", required=True, help="a video file or camera:N")
-    dev.add_argument("--broker", default="mqtt://127.0.0.1:1883")
-    dev.add_argument("--id", default="device-1", help="this device's name on the broker")
-    dev.add_argument("--policy", default="ans", choices=[p for p in POLICY_NAMES if p not in ("oracle", "neurosurgeon")])
-    dev.add_argument("--frames", type=int, default=None, help="stop after this many frames")
-    dev.add_argument("--deadline-ms", type=float, default=500.0, help="finish on the device if no result by then")
-    dev.add_argument("--state-dir", help="where the calibration (and learner state) are kept")
-    dev.add_argument("--codec", default="float32", choices=["float32", "float16", "int8"],
-                     help="how the cut tensor travels")
+    dev = sub.add_parser("device", help="run a detector on a video, offloading through the broker as ANS decides",
+                         description="Settings: --config FILE (TOML; `ans config example device`), then "
+                         "ANS_DEVICE_* variables, then these flags.")
+    dev.add_argument("--config", help="TOML settings file (e.g. /etc/ans/device.toml)")
+    dev.add_argument("--bundle")
+    dev.add_argument("--source", help="a video file, camera:N, or demo")
+    dev.add_argument("--broker", help="mqtt://host[:port]")
+    dev.add_argument("--id", help="this device's name on the broker")
+    dev.add_argument("--policy", choices=DEVICE_POLICIES)
+    dev.add_argument("--frames", type=int, help="stop after this many frames")
+    dev.add_argument("--deadline-ms", type=float, help="finish on the device if no result by then")
+    dev.add_argument("--state-dir", help="where the calibration and the learner state are kept")
+    dev.add_argument("--codec", choices=["float32", "float16", "int8"], help="how the cut tensor travels")
     dev.add_argument("--out", help="write one JSON line per frame here")
+    dev.add_argument("--video-out", help="write the frames with their detections drawn here (.avi or .mp4)")
+    dev.add_argument("--emulate-slowdown", type=float, help="lab/demo: run heads this many times slower")
     dev.set_defaults(func=cmd_device)
+
+    config = sub.add_parser("config", help="print an example settings file, the reference, or check a file")
+    config.add_argument("action", choices=["example", "reference", "check"])
+    config.add_argument("role", choices=["device", "edge"])
+    config.add_argument("file", nargs="?", help="check: the TOML file")
+    config.set_defaults(func=cmd_config)
 
     sim = sub.add_parser("simulate", help="play one policy through a trace-driven simulated world")
     sim.add_argument("--profile", required=True,

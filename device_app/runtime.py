@@ -1,9 +1,10 @@
 """The device app: frames in, detections out, the split chosen by the learner frame by frame.
 
 source -> key-frame test -> learner picks p -> head 1..p (TFLite) -> codec -> broker -> edge
--> result + timing acknowledgement -> learner. When no edge is online, or a result misses
-its deadline, the frame is finished on the device with the whole model: every frame gets
-a result. Numpy, paho-mqtt and a TFLite interpreter only.
+-> result + timing acknowledgement -> learner. When no edge is online, the broker is away,
+or a result misses its deadline, the frame is finished on the device with the whole model:
+every frame gets a result, and a miss is reported to the learner as a delay of at least the
+deadline. Numpy, paho-mqtt and a TFLite interpreter only.
 """
 
 from __future__ import annotations
@@ -19,78 +20,124 @@ from pathlib import Path
 import numpy as np
 
 from mqtt.codec import encode
-from mqtt.connection import go_offline, make_client, parse_broker
-from mqtt.protocol import ProtocolError, Request, Topics, bundle_hash_bytes, decode_result, encode_request
+from mqtt.connection import BrokerRefused, go_offline, is_fatal, make_client, max_packet_size, parse_broker
+from mqtt.discovery import discovery_messages
+from mqtt.protocol import (ProtocolError, Request, Topics, bundle_hash_bytes, decode_result, encode_request,
+                           request_size)
 
 from .detect import detections as decode_detections
 from .heads import DeviceBundle, HeadRunner, calibrate
 from .keyframe import KeyFrameDetector
+from .learner.persist import StateError, load_state, save_state
 from .learner.policy import Feedback
 from .learner.profile import load_profile
 from .learner.registry import make_policy
+from .service import Notifier
+from .settings import DeviceSettings
+from .sources import preprocess
+from .telemetry import DeviceStats
 
 log = logging.getLogger("ans.device")
 
-
-def video_frames(source: str, limit: int | None = None):
-    """RGB frames from a video file or ``camera:N`` (OpenCV)."""
-    import cv2
-
-    cap = cv2.VideoCapture(int(source.split(":", 1)[1]) if source.startswith("camera:") else source)
-    if not cap.isOpened():
-        raise ValueError(f"{source}: cannot open the video source")
-    count = 0
-    try:
-        while limit is None or count < limit:
-            ok, frame = cap.read()
-            if not ok:
-                return
-            count += 1
-            yield cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)
-    finally:
-        cap.release()
-
-
-def preprocess(frame: np.ndarray, size: tuple[int, int], scale: float) -> np.ndarray:
-    import cv2
-
-    return (cv2.resize(frame, (size[1], size[0]), interpolation=cv2.INTER_AREA).astype(np.float32) * scale)[None]
+#: Weight of a new head run in the running front-end delay of its split.
+FRONT_EWMA = 0.1
 
 
 class Device:
-    def __init__(self, bundle: str | Path, broker: str, device_id: str, policy: str = "ans",
-                 deadline_s: float = 0.5, state_dir: str | Path | None = None, codec: str = "float32",
-                 topics: Topics = Topics()):
-        self.bundle = DeviceBundle(bundle)
-        self.runner = HeadRunner(self.bundle)
-        cache = Path(state_dir) / "calibration.json" if state_dir else None
-        front = calibrate(self.runner, cache=cache, log=log.info)
+    """One device. ``interpreter``: a TFLite interpreter class the host app supplies (default LiteRT)."""
+
+    def __init__(self, settings: DeviceSettings, interpreter=None, notifier: Notifier | None = None):
+        self.settings = s = settings
+        self.notifier = notifier or Notifier()
+        self.bundle = DeviceBundle(s.bundle)
+        self.runner = HeadRunner(self.bundle, interpreter, s.threads)
+        self.state_dir = Path(s.state_dir) if s.state_dir else None
+        # Calibrated on this device at first start, cached against the bundle hash.
+        self.calibrated = s.emulate_slowdown * calibrate(
+            self.runner, cache=self.state_dir / "calibration.json" if self.state_dir else None, log=log.info)
         # The learner prices each split's transfer with the codec actually used on the wire.
-        self.policy = make_policy(policy, replace(load_profile(bundle, codec=codec), front_delay_s=front))
-        self.codec = codec
-        self.device_id, self.topics, self.deadline_s = device_id, topics, deadline_s
+        self.policy = make_policy(s.policy, replace(load_profile(s.bundle, codec=s.codec),
+                                                             front_delay_s=self.calibrated.copy()))
+        self._load_learner()
+        self.topics = Topics(s.mqtt.prefix)
         self.hash16 = bundle_hash_bytes(self.bundle.content_hash)
         model = self.bundle.manifest["model"]
         self.size = tuple(model["preprocessing"]["size"])
         self.scale = float(model["preprocessing"]["scale"])
         self.decoding = model["decoding"]
+        self.device_only = self.bundle.device_only
+        topic_len = len(self.topics.request(s.id).encode())
+        self.request_bytes = np.array([request_size(sp["cut_shape"], s.codec) + topic_len + 16 if sp.get("cut_shape")
+                                       else 0 for sp in self.bundle.splits])
+        self.too_big = np.zeros(len(self.bundle.splits), dtype=bool)
         self.keyframes = KeyFrameDetector()
+        self.stats = DeviceStats(len(self.bundle.splits))
         self.edges: set[str] = set()
         self.results: queue.Queue = queue.Queue()
-        self.host, self.port = parse_broker(broker)
-        self.client = make_client(device_id, topics.device_status(device_id))
+        self.host, self.port = parse_broker(s.mqtt.broker)
+        self.client = make_client(s.id, self.topics.device_status(s.id), s.mqtt)
         self.client.on_connect = self._on_connect
+        self.client.on_disconnect = self._on_disconnect
         self.client.on_message = self._on_message
         self.connected = threading.Event()
+        self.refused: str | None = None
+
+    # -- learner state: resume after a restart --
+
+    def _learner_path(self) -> Path | None:
+        return self.state_dir / "learner.json" if self.state_dir and hasattr(self.policy, "state") else None
+
+    def _load_learner(self) -> None:
+        path = self._learner_path()
+        if path is None or not path.is_file():
+            return
+        try:
+            self.policy.load_state(load_state(path))
+            log.info("resumed the learner from %s", path)
+        except StateError as exc:
+            log.warning("starting the learner afresh: %s", exc)
+
+    def save_learner(self) -> None:
+        path = self._learner_path()
+        if path is not None:
+            save_state(path, self.policy.state())
+
+    # -- broker --
 
     def _on_connect(self, client, userdata, flags, reason_code, properties) -> None:
         if reason_code.is_failure:
-            log.error("broker refused the connection: %s", reason_code)
+            log.error("broker %s:%d refused the connection: %s", self.host, self.port, reason_code)
+            if is_fatal(reason_code):
+                self.refused = str(reason_code)
+                client.disconnect()  # no retry loop hammering the broker: the service exits
             return
-        client.subscribe(self.topics.result(self.device_id), qos=1)
+        self._limit_packets(max_packet_size(properties))
+        client.subscribe(self.topics.result(self.settings.id), qos=1)
         client.subscribe(self.topics.every_edge_status(), qos=1)
-        client.publish(self.topics.device_status(self.device_id), b"online", qos=1, retain=True)
+        client.publish(self.topics.device_status(self.settings.id), b"online", qos=1, retain=True)
+        if self.settings.home_assistant:
+            for topic, payload in discovery_messages("device", self.settings.id, self.topics.device_stats(
+                    self.settings.id), self.topics.device_status(self.settings.id), self.settings.stats_interval_s):
+                client.publish(topic, payload, qos=1, retain=True)
         self.connected.set()
+
+    def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:
+        # Until the broker is back no edge can answer: finish frames here instead of waiting out deadlines.
+        self.connected.clear()
+        self.edges.clear()
+        if reason_code.is_failure:
+            log.warning("lost the broker (%s); finishing frames on the device until it is back", reason_code)
+
+    def _limit_packets(self, limit: int | None) -> None:
+        """Splits whose request the broker would refuse are never chosen (their front delay is infinite)."""
+        too_big = self.request_bytes > limit if limit else np.zeros_like(self.too_big)
+        for split in np.flatnonzero(too_big & ~self.too_big):
+            log.warning("split %d sends %d bytes, over the broker's maximum packet size %d: never offloaded",
+                        split, self.request_bytes[split], limit)
+        self.policy.front_delay_s[too_big] = np.inf
+        back = self.too_big & ~too_big  # a bigger limit after a reconnect
+        self.policy.front_delay_s[back] = self.calibrated[back]
+        self.too_big = too_big
 
     def _on_message(self, client, userdata, message) -> None:
         if message.topic.endswith("/status"):
@@ -102,15 +149,33 @@ class Device:
         except ProtocolError as exc:
             log.warning("ignoring a malformed result: %s", exc)
 
+    # -- one frame --
+
+    def _head(self, split: int, image: np.ndarray) -> list[np.ndarray]:
+        """Run split p's head (the whole model for device-only), learning its front-end delay as it goes."""
+        start = time.perf_counter()
+        outputs = self.runner.run(split, image)
+        took = time.perf_counter() - start
+        if self.settings.emulate_slowdown > 1:
+            time.sleep(took * (self.settings.emulate_slowdown - 1))
+            took *= self.settings.emulate_slowdown
+        if split and np.isfinite(self.policy.front_delay_s[split]):
+            self.policy.front_delay_s[split] += FRONT_EWMA * (took - self.policy.front_delay_s[split])
+        return outputs
+
     def _offload(self, frame_id: int, split: int, image: np.ndarray):
         """Send the cut tensor; the edge's result and the offloading delay, or None past the deadline."""
-        cut = self.runner.run(split, image)[0]
-        payload, quant = encode(cut, self.codec)
+        cut = self._head(split, image)[0]
+        payload, quant = encode(cut, self.settings.codec)
+        request = Request(frame_id, split, self.hash16, cut.shape, self.settings.codec, quant,
+                          sent_ns=time.time_ns())
         sent = time.monotonic()
-        request = Request(frame_id, split, self.hash16, cut.shape, self.codec, quant, sent_ns=time.time_ns())
-        self.client.publish(self.topics.request(self.device_id), encode_request(request, payload), qos=1)
+        info = self.client.publish(self.topics.request(self.settings.id), encode_request(request, payload), qos=1)
+        if info.rc != 0:  # not connected, or the queue is full: do not wait for an answer that cannot come
+            return None
+        deadline = sent + self.settings.deadline_ms / 1e3
         while True:
-            left = sent + self.deadline_s - time.monotonic()
+            left = deadline - time.monotonic()
             if left <= 0:
                 return None
             try:
@@ -121,37 +186,89 @@ class Device:
                 return result, received - sent
 
     def process(self, frame_id: int, frame: np.ndarray) -> dict:
+        """One frame, start to finish; always returns its detections."""
         start = time.monotonic()
         image = preprocess(frame, self.size, self.scale)
+        estimate = getattr(self.policy, "estimate", None)
+        best = int(np.argmin(estimate())) if estimate else None
         split = self.policy.choose(self.keyframes(frame))
+        if self.too_big[split]:
+            split = self.device_only
         offloaded = None
-        if split != self.bundle.device_only and self.edges:
+        if split != self.device_only and self.edges:
             offloaded = self._offload(frame_id, split, image)
         if offloaded is not None and offloaded[0].status == "ok":
             result, offload_s = offloaded
             # The timing ack splits the delay: edge compute, and the rest (network both ways + queueing).
             edge_s = min(result.compute_s, offload_s)
             self.policy.update(Feedback(split, offload_s, offload_s - edge_s, edge_s))
-            detections, fallback = result.detections, False
+            detections, fallback, answered_by = result.detections, False, result.edge
         else:  # device-only by choice, no edge online, late or failed result: finish here
-            detections = decode_detections(self.runner.run(self.bundle.device_only, image), self.decoding)
-            fallback = split != self.bundle.device_only
-        return {"frame": frame_id, "split": split, "fallback": fallback, "delay_s": time.monotonic() - start,
-                "detections": detections}
+            if split != self.device_only and self.edges:  # a miss: the delay was at least the deadline
+                if offloaded is None:
+                    self.policy.update(Feedback(split, self.settings.deadline_ms / 1e3))
+                else:
+                    log.warning("frame %d: the edge answered: %s", frame_id, offloaded[0].error)
+            detections = decode_detections(self._head(self.device_only, image), self.decoding)
+            fallback, answered_by = split != self.device_only, None
+        record = {"frame": frame_id, "split": split, "fallback": fallback, "delay_s": time.monotonic() - start,
+                  "detections": detections, "edge": answered_by}
+        self.stats.record(record, explored=best is not None and split != best)
+        return record
 
-    def run(self, frames, out=None) -> list[dict]:
-        self.client.connect_async(self.host, self.port, keepalive=10)
+    # -- the loop --
+
+    def connect(self, stop: threading.Event | None = None) -> None:
+        """Connect (in the background; paho reconnects with back-off) and wait up to the connect
+        timeout: without a broker the device still runs, device-only, until it appears."""
+        self.client.connect_async(self.host, self.port, keepalive=self.settings.mqtt.keepalive_s)
         self.client.loop_start()
-        self.connected.wait(5)
-        time.sleep(0.2)  # retained edge status arrives right after subscribing
-        records = []
+        waited = time.monotonic() + self.settings.connect_timeout_s
+        while not self.connected.is_set() and self.refused is None and time.monotonic() < waited:
+            if stop is not None and stop.is_set():
+                break
+            self.notifier.watchdog()
+            self.connected.wait(0.1)
+        if self.refused is not None:
+            raise BrokerRefused(f"broker {self.host}:{self.port} refused {self.settings.id}: {self.refused}")
+        if self.connected.is_set():
+            time.sleep(0.2)  # retained edge status arrives right after subscribing
+        else:
+            log.warning("no broker at %s:%d yet; running device-only until it answers", self.host, self.port)
+
+    def run(self, frames, stop: threading.Event | None = None, sinks=()) -> int:
+        """Process ``frames`` until they end or ``stop`` is set; returns the number of frames done.
+        Each record goes to every sink (callable); stats and the learner state are saved as it goes."""
+        stop = stop or threading.Event()
+        done = 0
         try:
+            self.connect(stop)
+            self.notifier.ready(f"{self.settings.id}: {len(self.edges)} edge(s) online")
+            last_stats = time.monotonic()
             for frame_id, frame in enumerate(frames):
                 record = self.process(frame_id, frame)
-                records.append(record)
-                if out is not None:
-                    out.write(json.dumps(record) + "\n")
-                    out.flush()
+                done += 1
+                self.client.publish(self.topics.detections(self.settings.id), json.dumps(record), qos=0)
+                for sink in sinks:
+                    sink(frame, record)
+                self.notifier.watchdog()
+                if time.monotonic() - last_stats >= self.settings.stats_interval_s:
+                    self.publish_stats()
+                    last_stats = time.monotonic()
+                if self.refused is not None:
+                    raise BrokerRefused(f"broker {self.host}:{self.port} refused {self.settings.id}: {self.refused}")
+                if stop.is_set():
+                    break
         finally:
-            go_offline(self.client, self.topics.device_status(self.device_id))
-        return records
+            self.notifier.stopping()
+            self.save_learner()
+            go_offline(self.client, self.topics.device_status(self.settings.id))
+        return done
+
+    def publish_stats(self) -> dict:
+        message = self.stats.report(self.policy, device=self.settings.id, edges_online=sorted(self.edges))
+        self.client.publish(self.topics.device_stats(self.settings.id), json.dumps(message), qos=0)
+        self.save_learner()
+        self.notifier.status(f"{message['fps']} fps, split {message['split']}, "
+                             f"p95 {message['delay_p95_ms']} ms, {message['fallbacks']} fallbacks")
+        return message

@@ -1,31 +1,41 @@
 """The edge app: answers inference requests from every device with the tail of their split.
 
-One MQTT v5 client on a shared subscription (several edge processes share the load), one
-worker thread running tails in arrival order. A request that cannot be served (another
-bundle, a split out of range, a wrong shape, a malformed or oversized payload) gets an
-error result; nothing a device sends can stop the server.
+One MQTT v5 client on a shared subscription (several edge processes share the load) and one
+worker thread. Requests for the same split that arrive together run as one batch (bounded
+wait). A request that cannot be served (another bundle, a split out of range, a wrong shape,
+a malformed or oversized payload, a full queue) gets an error result; nothing a device sends
+can stop the server.
 """
 
 from __future__ import annotations
 
+import collections
+import json
 import logging
+import os
 import queue
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from device_app.detect import detections as decode_detections
-from mqtt.connection import go_offline, make_client, parse_broker
-from mqtt.protocol import ProtocolError, Result, Topics, bundle_hash_bytes, decode_request, encode_result
+from device_app.service import Notifier
+from mqtt.connection import BrokerRefused, go_offline, is_fatal, make_client, parse_broker
+from mqtt.discovery import discovery_messages
+from mqtt.protocol import (ProtocolError, Request, Result, Topics, bundle_hash_bytes, decode_header, decode_request,
+                           encode_result)
+
+from .settings import EdgeSettings
 
 log = logging.getLogger("ans.edge")
-MAX_REQUEST_BYTES = 32 * 1024 * 1024  # as the shipped broker's max_packet_size
 
 
 class TailRunner:
-    """The edge's side of a bundle: each split's tail, built on first use and kept."""
+    """The edge's side of a bundle: each split's tail, built on first use and kept. TensorFlow
+    places it on the GPU when one is visible."""
 
     def __init__(self, bundle: str | Path):
         from converter.bundle import load_keras_model, read_manifest
@@ -36,90 +46,264 @@ class TailRunner:
         self.model = load_keras_model(self.folder / self.manifest.splits[0].tail.path)
         self._tails: dict[int, object] = {}
 
-    def check(self, request) -> None:
+    def check(self, request: Request) -> None:
         splits = self.manifest.splits
         if request.bundle_hash != self.hash16:
-            raise ProtocolError("request is for another bundle than this edge serves")
+            raise ProtocolError(f"request is for bundle {request.bundle_hash.hex()[:12]}…, this edge serves "
+                                f"{self.manifest.model.name} {self.hash16.hex()[:12]}…: convert and deploy the same "
+                                "bundle on both sides")
         if not 0 <= request.split < len(splits) or splits[request.split].tail is None:
             raise ProtocolError(f"split {request.split} has no tail to run (0..{len(splits) - 2} do)")
         if list(request.shape) != splits[request.split].cut_shape:
             raise ProtocolError(f"split {request.split} sends shape {splits[request.split].cut_shape}, "
                                 f"got {list(request.shape)}")
 
-    def run(self, split: int, tensor: np.ndarray) -> list[np.ndarray]:
+    def run(self, split: int, batch: np.ndarray) -> list[np.ndarray]:
+        """Every model output for a batch of cut tensors (batch on axis 0)."""
         from converter.graph import tail_model
 
         if split not in self._tails:
             self._tails[split] = tail_model(self.model, self.manifest.splits[split].cut)
-        outputs = self._tails[split](tensor, training=False)
+        outputs = self._tails[split](batch, training=False)
         return [np.asarray(o) for o in (outputs if isinstance(outputs, (list, tuple)) else [outputs])]
 
     def detections(self, outputs: list[np.ndarray]) -> list[list[float]]:
         return decode_detections(outputs, self.manifest.model.decoding.model_dump())
 
 
+@dataclass
+class Pending:
+    """A decoded request waiting for its batch."""
+
+    device: str
+    request: Request
+    tensor: np.ndarray
+    received: float
+
+
+class EdgeStats:
+    """Counters and samples since the last stats message."""
+
+    def __init__(self) -> None:
+        self.totals = collections.Counter()
+        self._reset()
+
+    def _reset(self) -> None:
+        self.since, self.cpu_since = time.monotonic(), sum(os.times()[:2])
+        self.window = collections.Counter()
+        self.batches: list[int] = []
+        self.compute: list[float] = []
+        self.waits: list[float] = []
+
+    def count(self, what: str, n: int = 1) -> None:
+        self.window[what] += n
+        self.totals[what] += n
+
+    def batch(self, size: int, compute_s: float, waits: list[float]) -> None:
+        self.count("served", size)
+        self.batches.append(size)
+        self.compute.append(compute_s)
+        self.waits.extend(waits)
+
+    def report(self, **extra) -> dict:
+        now, cpu = time.monotonic(), sum(os.times()[:2])
+        span = max(now - self.since, 1e-9)
+
+        def mean_ms(values):
+            return round(float(np.mean(values)) * 1e3, 2) if values else 0.0
+
+        message = {
+            "window_s": round(span, 3),
+            "requests_per_s": round(self.window["served"] / span, 2),
+            "served": self.window["served"],
+            "errors": self.window["errors"],
+            "rejected_queue_full": self.window["queue_full"],
+            "batches": len(self.batches),
+            "batch_mean": round(float(np.mean(self.batches)), 2) if self.batches else 0.0,
+            "batch_histogram": dict(sorted(collections.Counter(self.batches).items())),
+            "compute_mean_ms": mean_ms(self.compute),
+            "wait_mean_ms": mean_ms(self.waits),
+            "cpu_percent": round(100.0 * (cpu - self.cpu_since) / span, 1),
+            "totals": dict(self.totals),
+            **extra,
+        }
+        self._reset()
+        return message
+
+
 class EdgeServer:
-    def __init__(self, bundle: str | Path, broker: str, edge_id: str = "edge-1", topics: Topics = Topics()):
-        self.tails = TailRunner(bundle)
-        self.host, self.port = parse_broker(broker)
-        self.edge_id, self.topics = edge_id, topics
-        self.requests: queue.Queue = queue.Queue(maxsize=256)
-        self.served = self.errors = 0
-        self.client = make_client(edge_id, topics.edge_status(edge_id))
+    def __init__(self, settings: EdgeSettings, notifier: Notifier | None = None):
+        self.settings = s = settings
+        self.notifier = notifier or Notifier()
+        self.tails = TailRunner(s.bundle)
+        self.host, self.port = parse_broker(s.mqtt.broker)
+        self.topics = Topics(s.mqtt.prefix)
+        self.requests: queue.Queue = queue.Queue(maxsize=s.queue_size)
+        self.pending: collections.deque[Pending] = collections.deque()  # decoded, waiting for their split's turn
+        self.stats = EdgeStats()
+        self.accelerator = _accelerator()
+        self.client = make_client(s.id, self.topics.edge_status(s.id), s.mqtt)
         self.client.on_connect = self._on_connect
         self.client.on_message = self._on_message
+        self.connected = threading.Event()
+        self.refused: str | None = None
+        self._reported: set[str] = set()
 
     def _on_connect(self, client, userdata, flags, reason_code, properties) -> None:
         if reason_code.is_failure:
-            log.error("broker refused the connection: %s", reason_code)
+            log.error("broker %s:%d refused the connection: %s", self.host, self.port, reason_code)
+            if is_fatal(reason_code):
+                self.refused = str(reason_code)
+                client.disconnect()
             return
-        client.subscribe(self.topics.shared_requests(), qos=1)  # here, so a reconnect restores it
-        client.publish(self.topics.edge_status(self.edge_id), b"online", qos=1, retain=True)
-        log.info("connected to %s:%d, serving %s", self.host, self.port, self.tails.manifest.model.name)
+        client.subscribe(self.topics.shared_requests(self.settings.group), qos=1)  # here: a reconnect restores it
+        client.publish(self.topics.edge_status(self.settings.id), b"online", qos=1, retain=True)
+        if self.settings.home_assistant:
+            for topic, payload in discovery_messages("edge", self.settings.id, self.topics.edge_stats(
+                    self.settings.id), self.topics.edge_status(self.settings.id), self.settings.stats_interval_s):
+                client.publish(topic, payload, qos=1, retain=True)
+        self.connected.set()
+        log.info("connected to %s:%d, serving %s on %s", self.host, self.port, self.tails.manifest.model.name,
+                 self.accelerator)
 
     def _on_message(self, client, userdata, message) -> None:
         try:
             self.requests.put_nowait((message.topic, message.payload, time.monotonic()))
-        except queue.Full:
-            log.warning("request queue full: dropping a request on %s", message.topic)
+        except queue.Full:  # answer at once, so the device finishes the frame itself instead of waiting
+            self.stats.count("queue_full")
+            self._reply_error(message.topic, message.payload, "edge overloaded: request queue full")
 
-    def handle(self, topic: str, payload: bytes, received: float) -> tuple[str, bytes] | None:
-        """The reply to one request: (result topic, result bytes), or None if no device can be named."""
+    # -- requests --
+
+    def _device(self, topic: str) -> str | None:
         parts = topic.split("/")
-        if len(parts) < 2:
+        return parts[-2] if len(parts) >= 2 and parts[-1] == "request" else None
+
+    def _reply_error(self, topic: str, payload: bytes, error: str, request: Request | None = None) -> None:
+        device = self._device(topic)
+        if device is None:
+            return
+        if request is None:  # what can be read of the header, for the device to match the answer
+            try:
+                request = decode_header(payload)
+            except ProtocolError:
+                pass
+        self.stats.count("errors")
+        if error not in self._reported:  # one log line per kind of problem, not one per frame
+            self._reported.add(error)
+            log.warning("answering %s with an error: %s", device, error)
+        result = Result(request.frame_id if request else 0, request.split if request else 0, "error", error=error,
+                        edge=self.settings.id)
+        self.client.publish(self.topics.result(device), encode_result(result), qos=1)
+
+    def _decode(self, topic: str, payload: bytes, received: float) -> Pending | None:
+        """The request ready to run, or None after answering it with an error."""
+        device = self._device(topic)
+        if device is None:
             return None
-        device = parts[-2]
-        frame_id, split = -1, -1
+        request = None
         try:
-            request, tensor = decode_request(payload, MAX_REQUEST_BYTES)
-            frame_id, split = request.frame_id, request.split
+            request, tensor = decode_request(payload, int(self.settings.max_request_mb * 2**20))
             self.tails.check(request)
-            start = time.monotonic()
-            outputs = self.tails.run(request.split, tensor)
-            compute = time.monotonic() - start
-            result = Result(frame_id, split, "ok", self.tails.detections(outputs), wait_s=start - received,
-                            compute_s=compute, edge=self.edge_id)
-            self.served += 1
         except ProtocolError as exc:
-            self.errors += 1
-            result = Result(max(frame_id, 0), max(split, 0), "error", error=str(exc), edge=self.edge_id)
+            self._reply_error(topic, payload, str(exc), request)
+            return None
+        return Pending(device, request, tensor, received)
+
+    def next_batch(self, timeout: float = 0.2) -> list[Pending]:
+        """The oldest request and those for the same split that arrive within the batch wait."""
+        first = self.pending.popleft() if self.pending else None
+        if first is None:
+            try:
+                first = self._decode(*self.requests.get(timeout=timeout))
+            except queue.Empty:
+                return []
+            if first is None:
+                return []
+        batch = [first]
+        deadline = first.received + self.settings.batch_wait_ms / 1e3
+        for item in list(self.pending):  # earlier arrivals for this split first
+            if len(batch) < self.settings.max_batch and item.request.split == first.request.split:
+                self.pending.remove(item)
+                batch.append(item)
+        while len(batch) < self.settings.max_batch:
+            left = deadline - time.monotonic()
+            try:
+                raw = self.requests.get(timeout=left) if left > 0 else self.requests.get_nowait()
+            except queue.Empty:
+                break
+            item = self._decode(*raw)
+            if item is None:
+                continue
+            (batch if item.request.split == first.request.split else self.pending).append(item)
+        return batch
+
+    def run_batch(self, batch: list[Pending]) -> list[tuple[str, Result]]:
+        """One tail run for the whole batch; a result per request."""
+        split = batch[0].request.split
+        start = time.monotonic()
+        try:
+            tensors = batch[0].tensor if len(batch) == 1 else np.concatenate([p.tensor for p in batch])
+            outputs = self.tails.run(split, tensors)
+            compute = time.monotonic() - start
+            results = [Result(p.request.frame_id, split, "ok", self.tails.detections([o[i:i + 1] for o in outputs]),
+                              wait_s=start - p.received, compute_s=compute, batch_size=len(batch),
+                              edge=self.settings.id) for i, p in enumerate(batch)]
         except Exception as exc:  # a bug here must not take the edge down: answer, log, go on
-            self.errors += 1
-            log.exception("failed on a request from %s", device)
-            result = Result(max(frame_id, 0), max(split, 0), "error", error=f"edge failure: {exc}", edge=self.edge_id)
-        return self.topics.result(device), encode_result(result)
+            log.exception("tail of split %d failed", split)
+            self.stats.count("errors", len(batch))
+            return [(p.device, Result(p.request.frame_id, split, "error", error=f"edge failure: {exc}",
+                                      edge=self.settings.id)) for p in batch]
+        self.stats.batch(len(batch), compute, [r.wait_s for r in results])
+        return [(p.device, r) for p, r in zip(batch, results)]
+
+    # -- the loop --
 
     def serve(self, stop: threading.Event) -> None:
-        self.client.connect_async(self.host, self.port, keepalive=10)
+        self.client.connect_async(self.host, self.port, keepalive=self.settings.mqtt.keepalive_s)
         self.client.loop_start()
         try:
+            while not self.connected.is_set() and not stop.is_set():
+                if self.refused is not None:
+                    raise BrokerRefused(f"broker {self.host}:{self.port} refused {self.settings.id}: {self.refused}")
+                self.connected.wait(0.1)
+            self.notifier.ready(f"serving {self.tails.manifest.model.name} on {self.accelerator}")
+            last_stats = time.monotonic()
             while not stop.is_set():
-                try:
-                    topic, payload, received = self.requests.get(timeout=0.2)
-                except queue.Empty:
-                    continue
-                reply = self.handle(topic, payload, received)
-                if reply is not None:
-                    self.client.publish(reply[0], reply[1], qos=1)
+                for device, result in self.run_batch(batch) if (batch := self.next_batch()) else ():
+                    self.client.publish(self.topics.result(device), encode_result(result), qos=1)
+                self.notifier.watchdog()
+                if time.monotonic() - last_stats >= self.settings.stats_interval_s:
+                    self.publish_stats()
+                    last_stats = time.monotonic()
+                if self.refused is not None:
+                    raise BrokerRefused(f"broker {self.host}:{self.port} refused {self.settings.id}: {self.refused}")
         finally:
-            go_offline(self.client, self.topics.edge_status(self.edge_id))
+            self.notifier.stopping()
+            go_offline(self.client, self.topics.edge_status(self.settings.id))
+
+    def publish_stats(self) -> dict:
+        message = self.stats.report(edge=self.settings.id, queue_depth=self.requests.qsize() + len(self.pending),
+                                    accelerator=self.accelerator, **_gpu_memory())
+        self.client.publish(self.topics.edge_stats(self.settings.id), json.dumps(message), qos=0)
+        self.notifier.status(f"{message['requests_per_s']} req/s, batch {message['batch_mean']}, "
+                             f"queue {message['queue_depth']}")
+        return message
+
+
+def _accelerator() -> str:
+    import tensorflow as tf
+
+    gpus = tf.config.list_physical_devices("GPU")
+    return f"GPU ({len(gpus)}: {', '.join(g.name for g in gpus)})" if gpus else "CPU"
+
+
+def _gpu_memory() -> dict:
+    import tensorflow as tf
+
+    if not tf.config.list_physical_devices("GPU"):
+        return {}
+    try:
+        return {"gpu_memory_mb": round(tf.config.experimental.get_memory_info("GPU:0")["current"] / 2**20, 1)}
+    except (ValueError, RuntimeError):
+        return {}

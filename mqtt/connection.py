@@ -1,9 +1,49 @@
-"""Broker addresses and paho-mqtt 2.x clients set up the same way on device and edge."""
+"""Broker settings and paho-mqtt 2.x clients set up the same way on device and edge."""
 
 from __future__ import annotations
 
 import uuid
+from dataclasses import dataclass
+from pathlib import Path
 from urllib.parse import urlparse
+
+#: CONNACK reasons that retrying cannot fix: wrong credentials, or not allowed at all.
+FATAL_REFUSALS = ("Bad user name or password", "Not authorized", "Banned", "Client identifier not valid")
+
+
+class BrokerRefused(RuntimeError):
+    """The broker refused this client for a reason retrying will not fix (credentials, ban)."""
+
+
+@dataclass
+class MqttSettings:
+    """How to reach the broker (both apps)."""
+
+    __pydantic_config__ = {"extra": "forbid", "use_attribute_docstrings": True}
+
+    broker: str = "mqtt://127.0.0.1:1883"
+    """Broker address, mqtt://host[:port]."""
+    username: str | None = None
+    """User name for brokers with authentication (the production config expects the device or edge id)."""
+    password_file: str | None = None
+    """File holding the password (kept out of the config file; readable by the service user only)."""
+    prefix: str = "ans"
+    """Topic prefix: every topic lives under <prefix>/v1/."""
+    keepalive_s: int = 10
+    """MQTT keep-alive; the broker announces a vanished client ``offline`` after 1.5 times this."""
+
+    def __post_init__(self) -> None:
+        parse_broker(self.broker)
+        if self.keepalive_s < 1:
+            raise ValueError("keepalive_s must be at least 1")
+
+    def password(self) -> str | None:
+        if self.password_file is None:
+            return None
+        try:
+            return Path(self.password_file).read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            raise ValueError(f"password_file {self.password_file}: cannot read: {exc.strerror}") from None
 
 
 def parse_broker(url: str) -> tuple[str, int]:
@@ -14,18 +54,31 @@ def parse_broker(url: str) -> tuple[str, int]:
     return parsed.hostname, parsed.port or 1883
 
 
-def make_client(name: str, status_topic: str):
-    """An MQTT v5 client with a unique id, bounded queues, and ``offline`` as its retained Last Will."""
+def make_client(name: str, status_topic: str, settings: MqttSettings | None = None):
+    """An MQTT v5 client with a unique id, bounded queues, credentials, and ``offline`` as its
+    retained Last Will."""
     import paho.mqtt.client as mqtt
     from paho.mqtt.enums import CallbackAPIVersion
 
+    settings = settings or MqttSettings()
     client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"{name}-{uuid.uuid4().hex[:8]}",
                          protocol=mqtt.MQTTv5)
     client.max_inflight_messages_set(20)
     client.max_queued_messages_set(100)
     client.will_set(status_topic, b"offline", qos=1, retain=True)
     client.reconnect_delay_set(min_delay=1, max_delay=30)
+    if settings.username is not None:
+        client.username_pw_set(settings.username, settings.password())
     return client
+
+
+def max_packet_size(properties) -> int | None:
+    """The broker's Maximum Packet Size from its CONNACK properties (None: no limit announced)."""
+    return getattr(properties, "MaximumPacketSize", None) if properties is not None else None
+
+
+def is_fatal(reason_code) -> bool:
+    return reason_code.is_failure and str(reason_code) in FATAL_REFUSALS
 
 
 def go_offline(client, status_topic: str) -> None:

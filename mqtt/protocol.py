@@ -50,6 +50,11 @@ def bundle_hash_bytes(content_hash: str) -> bytes:
     return bytes.fromhex(content_hash[:32])
 
 
+def request_size(shape: list[int] | tuple[int, ...], codec: str) -> int:
+    """Bytes of the request message for a cut tensor of ``shape`` sent as ``codec``."""
+    return _FIXED.size + 4 * len(shape) + payload_bytes(shape, codec)
+
+
 def encode_request(request: Request, payload: bytes | memoryview) -> bytes:
     """Header + payload in one buffer: the tensor bytes are copied once, here."""
     if len(request.shape) > MAX_DIMS:
@@ -64,8 +69,8 @@ def encode_request(request: Request, payload: bytes | memoryview) -> bytes:
     return b"".join((header, struct.pack(f"<{len(request.shape)}I", *request.shape), payload))
 
 
-def decode_request(message: bytes | bytearray | memoryview, max_bytes: int | None = None) -> tuple[Request, np.ndarray]:
-    """The request and its float32 tensor (a view into ``message`` for float32)."""
+def decode_header(message: bytes | bytearray | memoryview, max_bytes: int | None = None) -> Request:
+    """The request's header alone (what an error reply needs to name the frame)."""
     view = memoryview(message)
     if max_bytes is not None and len(view) > max_bytes:
         raise ProtocolError(f"message of {len(view)} bytes exceeds the limit of {max_bytes}")
@@ -82,12 +87,17 @@ def decode_request(message: bytes | bytearray | memoryview, max_bytes: int | Non
     if ndim > MAX_DIMS or header_size != _FIXED.size + 4 * ndim or len(view) < header_size:
         raise ProtocolError(f"header of {header_size} bytes does not fit {ndim} dimensions in {len(view)} bytes")
     shape = struct.unpack_from(f"<{ndim}I", view, _FIXED.size)
-    request = Request(frame_id, split, bytes(bundle_hash), tuple(shape), CODECS[codec_id],
-                      Quantisation(float(scale), int(zero_point)), captured_ns, sent_ns)
+    return Request(frame_id, split, bytes(bundle_hash), tuple(shape), CODECS[codec_id],
+                   Quantisation(float(scale), int(zero_point)), captured_ns, sent_ns)
+
+
+def decode_request(message: bytes | bytearray | memoryview, max_bytes: int | None = None) -> tuple[Request, np.ndarray]:
+    """The request and its float32 tensor (a view into ``message`` for float32)."""
+    request = decode_header(message, max_bytes)
     try:
-        tensor = decode(view[header_size:], request.codec, shape, request.quant)
+        tensor = decode(memoryview(message)[request.header_size:], request.codec, request.shape, request.quant)
     except CodecError as exc:
-        raise ProtocolError(f"frame {frame_id}: {exc}") from None
+        raise ProtocolError(f"frame {request.frame_id}: {exc}") from None
     return request, tensor
 
 
@@ -154,6 +164,10 @@ class Topics:
     def device_status(self, device: str) -> str:
         return f"{self._base()}/device/{_name(device)}/status"
 
+    def detections(self, device: str) -> str:
+        """The device's final answer for every frame (JSON), wherever it was computed."""
+        return f"{self._base()}/device/{_name(device)}/detections"
+
     def device_stats(self, device: str) -> str:
         return f"{self._base()}/device/{_name(device)}/stats"
 
@@ -166,6 +180,10 @@ class Topics:
     def every_edge_status(self) -> str:
         """What devices subscribe to, to know which edges are online."""
         return f"{self._base()}/edge/+/status"
+
+    def everything(self, what: str) -> str:
+        """Every device's and edge's ``status`` or ``stats`` (what ``ans monitor`` watches)."""
+        return f"{self._base()}/+/+/{what}"
 
     def shared_requests(self, group: str = "ans-edges") -> str:
         """What edges subscribe to: every device's requests, shared among the group (MQTT v5)."""

@@ -61,6 +61,10 @@ class MuLinUCB(Policy):
         self.alpha = (self.c_theta + self.c_noise * math.sqrt(d * log_term)) / (1.0 - self.key_weight)
         self.forced_every = math.ceil(horizon**self.mu)
 
+    def estimate(self) -> np.ndarray:
+        """Expected total delay of every split under the current model."""
+        return self.model.mean[0] + self.front_delay_s
+
     def indices(self, key_frame: bool) -> np.ndarray:
         """The lower-confidence total delay of every split."""
         weight = self.key_weight if key_frame else self.nonkey_weight

@@ -1,0 +1,85 @@
+"""``ans device`` as a program: a Device, its frame source and its outputs (JSON lines, annotated
+video, a live status line), and the summary at the end."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import sys
+import threading
+import time
+from collections import deque
+
+import numpy as np
+
+from .runtime import Device
+from .service import Notifier
+from .settings import DeviceSettings
+from .sources import open_source
+
+
+class LiveLine:
+    """One refreshing terminal line: frames, fps, split, delays, offloaded share, fallbacks."""
+
+    def __init__(self, total: int | None, stream=sys.stderr, every_s: float = 0.5):
+        self.total, self.stream, self.every_s = total, stream, every_s
+        self.recent: deque = deque(maxlen=60)
+        self.last = 0.0
+
+    def __call__(self, frame: np.ndarray, record: dict) -> None:
+        self.recent.append((time.monotonic(), record))
+        now = time.monotonic()
+        if now - self.last < self.every_s:
+            return
+        self.last = now
+        times = [t for t, _ in self.recent]
+        delays = np.array([r["delay_s"] for _, r in self.recent]) * 1e3
+        fps = (len(times) - 1) / max(times[-1] - times[0], 1e-9) if len(times) > 1 else 0.0
+        off = np.mean([r["edge"] is not None for _, r in self.recent])
+        where = "fallback" if record["fallback"] else f"split {record['split']:>2}"
+        of = f"/{self.total}" if self.total else ""
+        print(f"\rframe {record['frame'] + 1}{of}  {fps:5.1f} fps  {where}  delay {np.median(delays):6.1f} ms "
+              f"(p95 {np.percentile(delays, 95):6.1f})  offloaded {off:4.0%}  ", end="", file=self.stream, flush=True)
+
+    def close(self) -> None:
+        if self.last:
+            print(file=self.stream)
+
+
+def summarise(records: list[dict], device_only: int) -> dict:
+    delays = np.array([r["delay_s"] for r in records]) if records else np.zeros(1)
+    splits = np.bincount([r["split"] for r in records], minlength=device_only + 1) if records else []
+    return {
+        "frames": len(records),
+        "offloaded": sum(r["edge"] is not None for r in records),
+        "fallbacks": sum(r["fallback"] for r in records),
+        "median_delay_ms": round(float(np.median(delays)) * 1e3, 2),
+        "p95_delay_ms": round(float(np.percentile(delays, 95)) * 1e3, 2),
+        "split_histogram": [int(n) for n in splits],
+    }
+
+
+def run_device(settings: DeviceSettings, stop: threading.Event | None = None, live: bool = False,
+               notifier: Notifier | None = None) -> str:
+    device = Device(settings, notifier=notifier)
+    records: list[dict] = []
+    sinks = [lambda frame, record: records.append(record)]
+    with contextlib.ExitStack() as stack:
+        if settings.results_out:
+            out = stack.enter_context(open(settings.results_out, "w", encoding="utf-8"))
+            sinks.append(lambda frame, record: (out.write(json.dumps(record) + "\n"), out.flush()))
+        if settings.video_out:
+            from .annotate import AnnotatedVideo
+
+            video = AnnotatedVideo(settings.video_out, device.bundle.manifest["model"]["decoding"].get("labels"))
+            stack.callback(video.close)
+            sinks.append(video.write)
+        if live:
+            line = LiveLine(settings.frames)
+            stack.callback(line.close)
+            sinks.append(line)
+        device.run(open_source(settings.source, settings.frames), stop, sinks)
+    summary = summarise(records, device.device_only)
+    return (f"{summary['frames']} frames: {summary['offloaded']} answered by the edge, {summary['fallbacks']} "
+            f"finished on the device after a miss; median delay {summary['median_delay_ms']:.1f} ms, "
+            f"p95 {summary['p95_delay_ms']:.1f} ms; splits {summary['split_histogram']}")

@@ -1,0 +1,57 @@
+"""Running under systemd: the notify protocol (READY, WATCHDOG, STATUS, STOPPING) through the
+``sdnotify`` package, and SIGTERM turned into an orderly stop. Outside systemd (no
+NOTIFY_SOCKET, or sdnotify not installed) every call does nothing."""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+
+
+class Notifier:
+    """Tells systemd how the service is doing; the watchdog is fed at half of ``WatchdogSec``."""
+
+    def __init__(self) -> None:
+        self._sd = None
+        if os.environ.get("NOTIFY_SOCKET"):
+            try:
+                import sdnotify
+            except ImportError:
+                sdnotify = None
+            if sdnotify is not None:
+                self._sd = sdnotify.SystemdNotifier()
+        usec = os.environ.get("WATCHDOG_USEC", "")
+        self.watchdog_interval = int(usec) / 2e6 if usec.isdigit() and int(usec) > 0 else None
+        self._last_ping = 0.0
+
+    def _send(self, message: str) -> None:
+        if self._sd is not None:
+            self._sd.notify(message)
+
+    def ready(self, status: str = "") -> None:
+        self._send("READY=1" + (f"\nSTATUS={status}" if status else ""))
+
+    def status(self, status: str) -> None:
+        self._send(f"STATUS={status}")
+
+    def watchdog(self) -> None:
+        """Call from the main loop as often as you like; pings only when due."""
+        if self.watchdog_interval is None:
+            return
+        now = time.monotonic()
+        if now - self._last_ping >= self.watchdog_interval:
+            self._last_ping = now
+            self._send("WATCHDOG=1")
+
+    def stopping(self) -> None:
+        self._send("STOPPING=1")
+
+
+def stop_on_sigterm() -> threading.Event:
+    """An event set by SIGTERM (systemd's stop) or SIGINT, for a main loop to finish cleanly."""
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    return stop

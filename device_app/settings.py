@@ -1,0 +1,70 @@
+"""The device app's settings: a plain dataclass (the core needs no pydantic), documented field
+by field; ``device_app.config`` fills it from /etc/ans/device.toml and ``ANS_DEVICE_*`` variables."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from mqtt.codec import CODECS
+from mqtt.connection import MqttSettings
+
+#: Policies a real device can run (the simulator's oracle and Neurosurgeon need the true delays).
+DEVICE_POLICIES = ("ans", "mu-linucb-paper", "linucb", "device-only", "edge-only")
+
+
+@dataclass
+class DeviceSettings:
+    """One device: where frames come from, how it decides, how it reaches the edge."""
+
+    __pydantic_config__ = {"extra": "forbid", "use_attribute_docstrings": True}
+
+    bundle: str
+    """Bundle folder written by ``ans convert`` (the device reads the manifest and the heads)."""
+    id: str = "device-1"
+    """This device's name on the broker (its topics, and its user name on a production broker)."""
+    source: str = "camera:0"
+    """Frames: a video file, ``camera:N`` (OpenCV), or ``demo`` (the generated demo clip)."""
+    frames: int | None = None
+    """Stop after this many frames (not set: until the source ends, or for ever for a camera)."""
+    policy: str = "ans"
+    """Split-selection policy: ans (default), mu-linucb-paper (the paper's algorithm), linucb, device-only, edge-only."""
+    codec: str = "float32"
+    """How the cut tensor travels: float32, float16 (half the bytes) or int8 (a quarter)."""
+    deadline_ms: float = 500.0
+    """A result later than this after sending: the frame is finished on the device and the learner is told."""
+    connect_timeout_s: float = 30.0
+    """At start, wait this long for the broker; then run device-only until it comes (frames are never held back)."""
+    state_dir: str | None = None
+    """Where the calibration and the learner state are kept, so a restart resumes (systemd: /var/lib/ans)."""
+    stats_interval_s: float = 10.0
+    """Seconds between stats messages (JSON on <prefix>/v1/device/<id>/stats) and learner-state saves."""
+    threads: int | None = None
+    """TFLite interpreter threads (not set: the interpreter's default)."""
+    emulate_slowdown: float = 1.0
+    """Demo/lab only: make every head run this many times slower, to stand in for a slower board on a fast machine."""
+    results_out: str | None = None
+    """Also write one JSON line per frame to this file."""
+    video_out: str | None = None
+    """Also write the frames, with their detections drawn, to this video file (needs OpenCV)."""
+    home_assistant: bool = False
+    """Publish Home Assistant MQTT discovery so this device's sensors appear there by themselves."""
+    mqtt: MqttSettings = field(default_factory=MqttSettings)
+    """The broker."""
+
+    def __post_init__(self) -> None:
+        problems = []
+        if self.policy not in DEVICE_POLICIES:
+            problems.append(f"policy {self.policy!r} is not one of {', '.join(DEVICE_POLICIES)}")
+        if self.codec not in CODECS:
+            problems.append(f"codec {self.codec!r} is not one of {', '.join(CODECS)}")
+        for name in ("deadline_ms", "stats_interval_s", "emulate_slowdown"):
+            if not getattr(self, name) > 0:
+                problems.append(f"{name} must be positive")
+        if self.emulate_slowdown < 1:
+            problems.append("emulate_slowdown must be at least 1")
+        if self.connect_timeout_s < 0:
+            problems.append("connect_timeout_s must not be negative")
+        if self.frames is not None and self.frames < 0:
+            problems.append("frames must not be negative")
+        if problems:
+            raise ValueError("; ".join(problems))

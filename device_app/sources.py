@@ -1,0 +1,67 @@
+"""Where frames come from, and how they become the model's input.
+
+OpenCV reads files and cameras; a host app (Android) hands frames over itself and needs
+neither: ``preprocess`` falls back to numpy when OpenCV is absent.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+
+def open_source(spec: str, limit: int | None = None):
+    """RGB uint8 frames from a video file, ``camera:N``, or ``demo`` (the generated demo clip)."""
+    if spec == "demo":
+        spec = str(demo_clip())
+    return _video_frames(spec, limit)
+
+
+def demo_clip() -> Path:
+    """The demo clip, generated once per machine into the temp folder (no download)."""
+    from converter.synthetic import make_clip
+
+    path = Path(tempfile.gettempdir()) / "ans-demo-clip-v1.avi"
+    if not path.is_file():
+        part = path.with_name(f".{path.stem}-{os.getpid()}.avi")
+        make_clip(part, frames=300)
+        part.with_suffix(".avi.json").unlink(missing_ok=True)
+        part.replace(path)
+    return path
+
+
+def _video_frames(source: str, limit: int | None):
+    import cv2
+
+    cap = cv2.VideoCapture(int(source.split(":", 1)[1]) if source.startswith("camera:") else source)
+    if not cap.isOpened():
+        raise ValueError(f"{source}: cannot open the video source")
+    count = 0
+    try:
+        while limit is None or count < limit:
+            ok, frame = cap.read()
+            if not ok:
+                return
+            count += 1
+            yield cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)
+    finally:
+        cap.release()
+
+
+def preprocess(frame: np.ndarray, size: tuple[int, int], scale: float) -> np.ndarray:
+    """RGB uint8 frame -> the model's float32 input batch of one, resized to ``size`` (h, w)."""
+    if frame.ndim != 3 or frame.shape[2] != 3:
+        raise ValueError(f"expected an RGB frame (h, w, 3), got shape {frame.shape}")
+    if frame.shape[:2] != tuple(size):
+        try:
+            import cv2
+
+            frame = cv2.resize(frame, (size[1], size[0]), interpolation=cv2.INTER_AREA)
+        except ImportError:  # nearest neighbour: hosts without OpenCV usually hand over model-sized frames
+            rows = (np.arange(size[0]) * frame.shape[0] // size[0])
+            cols = (np.arange(size[1]) * frame.shape[1] // size[1])
+            frame = frame[rows[:, None], cols]
+    return (frame.astype(np.float32) * np.float32(scale))[None]

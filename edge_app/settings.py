@@ -1,0 +1,49 @@
+"""The edge app's settings: a documented dataclass that ``device_app.config`` fills from
+/etc/ans/edge.toml and ``ANS_EDGE_*`` variables."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from mqtt.connection import MqttSettings
+
+
+@dataclass
+class EdgeSettings:
+    """One edge process: the bundle it serves and how it batches."""
+
+    __pydantic_config__ = {"extra": "forbid", "use_attribute_docstrings": True}
+
+    bundle: str
+    """Bundle folder written by ``ans convert`` (the edge reads the manifest and tails/model.keras)."""
+    id: str = "edge-1"
+    """This edge's name on the broker (its status and stats topics; its user name on a production broker)."""
+    group: str = "ans-edges"
+    """MQTT v5 shared-subscription group: edges in one group share the requests between them."""
+    max_batch: int = 8
+    """Most requests run together as one batch (same split, arrived together)."""
+    batch_wait_ms: float = 2.0
+    """After the first request of a batch, wait at most this long for more (0: never wait)."""
+    queue_size: int = 256
+    """Requests held while the tail is busy; beyond it, requests are answered with an error at once."""
+    max_request_mb: float = 32.0
+    """Largest request accepted (as the shipped broker's max_packet_size)."""
+    stats_interval_s: float = 10.0
+    """Seconds between stats messages (JSON on <prefix>/v1/edge/<id>/stats)."""
+    home_assistant: bool = False
+    """Publish Home Assistant MQTT discovery for this edge's sensors."""
+    mqtt: MqttSettings = field(default_factory=MqttSettings)
+    """The broker."""
+
+    def __post_init__(self) -> None:
+        problems = []
+        if self.max_batch < 1:
+            problems.append("max_batch must be at least 1")
+        if self.batch_wait_ms < 0:
+            problems.append("batch_wait_ms must not be negative")
+        if self.queue_size < 1:
+            problems.append("queue_size must be at least 1")
+        if not self.max_request_mb > 0 or not self.stats_interval_s > 0:
+            problems.append("max_request_mb and stats_interval_s must be positive")
+        if problems:
+            raise ValueError("; ".join(problems))
