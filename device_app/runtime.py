@@ -81,6 +81,7 @@ class Device:
         self.client.on_message = self._on_message
         self.connected = threading.Event()
         self.refused: str | None = None
+        self._reported: set[str] = set()
 
     # -- learner state: resume after a restart --
 
@@ -194,21 +195,20 @@ class Device:
         split = self.policy.choose(self.keyframes(frame))
         if self.too_big[split]:
             split = self.device_only
-        offloaded = None
-        if split != self.device_only and self.edges:
-            offloaded = self._offload(frame_id, split, image)
+        attempted = split != self.device_only and bool(self.edges)
+        offloaded = self._offload(frame_id, split, image) if attempted else None
         if offloaded is not None and offloaded[0].status == "ok":
             result, offload_s = offloaded
             # The timing ack splits the delay: edge compute, and the rest (network both ways + queueing).
             edge_s = min(result.compute_s, offload_s)
             self.policy.update(Feedback(split, offload_s, offload_s - edge_s, edge_s))
             detections, fallback, answered_by = result.detections, False, result.edge
-        else:  # device-only by choice, no edge online, late or failed result: finish here
-            if split != self.device_only and self.edges:  # a miss: the delay was at least the deadline
-                if offloaded is None:
-                    self.policy.update(Feedback(split, self.settings.deadline_ms / 1e3))
-                else:
-                    log.warning("frame %d: the edge answered: %s", frame_id, offloaded[0].error)
+        else:  # device-only by choice, no edge online, late or refused: finish here
+            if attempted:  # the learner is told: this offload took at least the deadline
+                self.policy.update(Feedback(split, self.settings.deadline_ms / 1e3))
+                if offloaded is not None and offloaded[0].error not in self._reported:
+                    self._reported.add(offloaded[0].error)  # one log line per kind of refusal
+                    log.error("the edge refused frame %d: %s", frame_id, offloaded[0].error)
             detections = decode_detections(self._head(self.device_only, image), self.decoding)
             fallback, answered_by = split != self.device_only, None
         record = {"frame": frame_id, "split": split, "fallback": fallback, "delay_s": time.monotonic() - start,

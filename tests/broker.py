@@ -20,37 +20,62 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-@contextmanager
-def running_broker(config: str, workdir: Path):
-    """Start ``mosquitto -c`` on ``config`` (which must contain LISTENER, replaced by a free port)."""
-    port = free_port()
-    conf = workdir / "mosquitto.conf"
-    config = config.replace("LISTENER", f"listener {port} 127.0.0.1")
-    if os.geteuid() == 0:  # as root mosquitto would drop to its own user, who cannot read pytest's tmp files
-        config += "user root\n"
-    conf.write_text(config)
-    log = open(workdir / "mosquitto.log", "w")
-    proc = subprocess.Popen([MOSQUITTO, "-c", str(conf)], stdout=log, stderr=subprocess.STDOUT)
-    try:
+class Broker:
+    """A mosquitto process on a fixed port, which a test may stop and start again (a broker restart)."""
+
+    def __init__(self, config: str, workdir: Path):
+        self.port = free_port()
+        self.workdir = workdir
+        self.conf = workdir / "mosquitto.conf"
+        config = config.replace("LISTENER", f"listener {self.port} 127.0.0.1")
+        if os.geteuid() == 0:  # as root mosquitto would drop to its own user, who cannot read pytest's tmp files
+            config += "user root\n"
+        self.conf.write_text(config)
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> None:
+        log = open(self.workdir / "mosquitto.log", "a")
+        self.proc = subprocess.Popen([MOSQUITTO, "-c", str(self.conf)], stdout=log, stderr=subprocess.STDOUT)
+        log.close()
         deadline = time.monotonic() + 10
         while True:
-            if proc.poll() is not None:
-                raise RuntimeError(f"mosquitto exited: {(workdir / 'mosquitto.log').read_text()}")
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"mosquitto exited: {(self.workdir / 'mosquitto.log').read_text()}")
             try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-                break
+                socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
+                return
             except OSError:
                 if time.monotonic() > deadline:
                     raise RuntimeError("mosquitto did not start listening in 10 s") from None
                 time.sleep(0.05)
-        yield port
-    finally:
-        proc.terminate()
+
+    def stop(self) -> None:
+        if self.proc is None:
+            return
+        self.proc.terminate()
         try:
-            proc.wait(5)
+            self.proc.wait(5)
         except subprocess.TimeoutExpired:
-            proc.kill()
-        log.close()
+            self.proc.kill()
+            self.proc.wait()
+        self.proc = None
+
+
+@contextmanager
+def running_broker(config: str, workdir: Path):
+    """Start ``mosquitto -c`` on ``config`` (which must contain LISTENER, replaced by a free port)."""
+    with started(config, workdir) as broker:
+        yield broker.port
+
+
+@contextmanager
+def started(config: str, workdir: Path):
+    broker = Broker(config, workdir)
+    broker.start()
+    try:
+        yield broker
+    finally:
+        broker.stop()
 
 
 def production_config(workdir: Path, users: dict[str, str]) -> str:

@@ -20,6 +20,19 @@ def simulate(profile: str, scenario, policy: str, seed: int = 0, frames: int = 4
 
 
 @pytest.fixture(scope="session")
+def demo_bundle(tmp_path_factory):
+    """The demo detector converted into a bundle, and a 150-frame demo clip, in one folder."""
+    pytest.importorskip("keras")
+    pytest.importorskip("paho.mqtt.client")
+    pytest.importorskip("cv2")
+    from .running import make_bundle_and_clip
+
+    tmp = tmp_path_factory.mktemp("running")
+    make_bundle_and_clip(tmp)
+    return tmp
+
+
+@pytest.fixture(scope="session")
 def tiny():
     return load_profile("tiny-yolov2-tx2")
 

@@ -1,7 +1,9 @@
-"""The device core must run where only numpy (and later paho-mqtt and a TFLite interpreter) exist."""
+"""The device core must run where only numpy, paho-mqtt and a TFLite interpreter exist."""
 
 import subprocess
 import sys
+
+import numpy as np
 
 BLOCKER = """
 import sys
@@ -31,3 +33,57 @@ def test_learner_and_key_frames_run_without_heavy_packages():
     proc = subprocess.run([sys.executable, "-c", BLOCKER], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.startswith("ok")
+
+
+LOOP = """
+import sys, json
+class Block:
+    def find_spec(self, name, path=None, target=None):
+        if name.split('.')[0] in {'tensorflow', 'keras', 'cv2', 'matplotlib', 'pydantic', 'torch', 'converter',
+                                  'edge_app'}:
+            raise ImportError(f'{name} must not be imported on the device')
+sys.meta_path.insert(0, Block())
+import numpy as np
+from device_app.runtime import Device
+from device_app.settings import DeviceSettings
+from mqtt.connection import MqttSettings
+bundle, port, frames = sys.argv[1], sys.argv[2], np.load(sys.argv[3])
+device = Device(DeviceSettings(bundle=bundle, id='cam-core', policy=sys.argv[4], deadline_ms=2000,
+                               mqtt=MqttSettings(broker=f'mqtt://127.0.0.1:{port}')))
+records = []
+device.run(iter(frames), sinks=[lambda frame, record: records.append(record)])
+print(json.dumps(records))
+"""
+
+
+def test_a_full_device_loop_runs_without_tensorflow_opencv_or_pydantic(demo_bundle, tmp_path):
+    """Numpy, paho-mqtt and a TFLite interpreter only: the frames come from the host (here a .npy of
+    320x240 frames, resized without OpenCV), the edge answers through a real broker."""
+    import json
+
+    import cv2
+
+    from .broker import started
+    from .running import ENV, dev_config, start_edge
+
+    cap = cv2.VideoCapture(str(demo_bundle / "clip.avi"))
+    frames = [cv2.cvtColor(cap.read()[1], cv2.COLOR_BGR2RGB) for _ in range(12)]
+    cap.release()
+    np.save(tmp_path / "frames.npy", np.stack(frames))
+    with started(dev_config(), tmp_path) as broker:
+        edge = start_edge(demo_bundle, broker.port)
+        try:
+            runs = {}
+            for policy in ("edge-only", "device-only"):
+                proc = subprocess.run([sys.executable, "-c", LOOP, str(demo_bundle / "bundle"), str(broker.port),
+                                       str(tmp_path / "frames.npy"), policy],
+                                      capture_output=True, text=True, timeout=300, env=ENV)
+                assert proc.returncode == 0, proc.stderr[-3000:]
+                runs[policy] = json.loads(proc.stdout.splitlines()[-1])
+        finally:
+            edge.terminate()
+            edge.wait(30)
+    assert all(r["edge"] == "edge-1" for r in runs["edge-only"]) and len(runs["edge-only"]) == 12
+    assert all(r["edge"] is None for r in runs["device-only"])
+    assert [len(r["detections"]) for r in runs["edge-only"]] == [len(r["detections"]) for r in runs["device-only"]]
+    assert sum(len(r["detections"]) for r in runs["device-only"]) > 0

@@ -1,68 +1,17 @@
-"""Device and edge processes through a real Mosquitto: every frame answered, results as on the device,
-and no frame lost when the edge dies mid-stream."""
+"""Device and edge processes through a real Mosquitto: every frame answered, results as on the
+device, no frame lost when the edge dies, offloading back when it returns, a broker restart
+survived, oversized requests never sent, stats and discovery on their topics."""
 
 import json
-import os
 import signal
 import subprocess
-import sys
 import time
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+import numpy as np
+import pytest
 
-import numpy as np  # noqa: E402
-import pytest  # noqa: E402
-
-pytest.importorskip("keras")
-pytest.importorskip("paho.mqtt.client")
-pytest.importorskip("cv2")
-
-from converter.bundle import convert  # noqa: E402
-from converter.synthetic import make_clip  # noqa: E402
-from converter.zoo import demo_model  # noqa: E402
-
-from .broker import REPO, running_broker  # noqa: E402
-
-ANS = [sys.executable, "-m", "device_app.cli"]
-
-
-@pytest.fixture(scope="module")
-def setup(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("e2e")
-    from converter.manifest import Decoding
-    from converter.synthetic import LABELS
-    from converter.zoo import DEMO_ANCHORS
-
-    convert(demo_model(), tmp / "bundle", log=lambda *_: None,
-            decoding=Decoding(kind="yolov2-region", anchors=DEMO_ANCHORS, classes=3, labels=list(LABELS)))
-    make_clip(tmp / "clip.avi", frames=150, width=320, height=240)
-    config = "\n".join("LISTENER" if line.startswith("listener") else line
-                       for line in (REPO / "mqtt" / "mosquitto.conf").read_text().splitlines()) + "\n"
-    return tmp, config
-
-
-def run_device(tmp, port, policy, frames, name, codec="float32"):
-    out = tmp / f"{name}.jsonl"
-    proc = subprocess.run(ANS + ["device", "--bundle", str(tmp / "bundle"), "--source", str(tmp / "clip.avi"),
-                                 "--broker", f"mqtt://127.0.0.1:{port}", "--id", name, "--policy", policy,
-                                 "--frames", str(frames), "--deadline-ms", "2000", "--state-dir", str(tmp),
-                                 "--codec", codec, "--out", str(out)], capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    return [json.loads(line) for line in out.read_text().splitlines()]
-
-
-def start_edge(tmp, port):
-    proc = subprocess.Popen(ANS + ["edge", "--bundle", str(tmp / "bundle"), "--broker", f"mqtt://127.0.0.1:{port}"],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        line = proc.stdout.readline()
-        if "serving" in line:
-            return proc
-        if proc.poll() is not None:
-            break
-    proc.kill()
-    raise RuntimeError("the edge did not come up")
+from .broker import started
+from .running import ENV, Recorder, dev_config, device_args, records, run_device, start_edge, wait_for
 
 
 def same_detections(a, b):
@@ -70,45 +19,131 @@ def same_detections(a, b):
     return a.shape == b.shape and np.allclose(a, b, atol=2e-3)
 
 
-def test_every_frame_is_answered_as_on_the_device(setup):
-    tmp, config = setup
-    with running_broker(config, tmp) as port:
-        edge = start_edge(tmp, port)
+def stop(proc):
+    proc.send_signal(signal.SIGTERM)
+    proc.wait(30)
+
+
+def test_every_frame_is_answered_as_on_the_device(demo_bundle, tmp_path):
+    tmp = demo_bundle
+    with started(dev_config(), tmp_path) as broker:
+        edge = start_edge(tmp, broker.port)
         try:
-            offloaded = run_device(tmp, port, "edge-only", 20, "cam-edge")
-            quantised = run_device(tmp, port, "edge-only", 20, "cam-int8", codec="int8")
+            offloaded = run_device(tmp, broker.port, "cam-edge", "edge-only", "--frames", "20")
+            quantised = run_device(tmp, broker.port, "cam-int8", "edge-only", "--frames", "20", "--codec", "int8")
         finally:
-            edge.send_signal(signal.SIGTERM)
-            edge.wait(30)
-        local = run_device(tmp, port, "device-only", 20, "cam-local")
+            stop(edge)
+        local = run_device(tmp, broker.port, "cam-local", "device-only", "--frames", "20")
     assert [r["frame"] for r in offloaded] == list(range(20))
-    assert not any(r["fallback"] for r in offloaded) and all(r["split"] == 0 for r in offloaded)
+    assert all(r["edge"] == "edge-1" and r["split"] == 0 and not r["fallback"] for r in offloaded)
     assert sum(len(r["detections"]) for r in local) > 0
     for o, d in zip(offloaded, local):
         assert same_detections(o["detections"], d["detections"]), (o, d)
     # int8 on the wire: every frame answered by the edge, the same objects found
-    assert not any(r["fallback"] for r in quantised)
+    assert all(r["edge"] == "edge-1" for r in quantised)
     assert [len(r["detections"]) for r in quantised] == [len(r["detections"]) for r in local]
 
 
-def test_no_frame_is_lost_when_the_edge_dies(setup):
-    tmp, config = setup
-    with running_broker(config, tmp) as port:
-        edge = start_edge(tmp, port)
-        device = subprocess.Popen(ANS + ["device", "--bundle", str(tmp / "bundle"), "--source", str(tmp / "clip.avi"),
-                                         "--broker", f"mqtt://127.0.0.1:{port}", "--id", "cam-x", "--policy",
-                                         "edge-only", "--deadline-ms", "300", "--out", str(tmp / "x.jsonl")],
-                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline and device.poll() is None:
-            if (tmp / "x.jsonl").exists() and len((tmp / "x.jsonl").read_text().splitlines()) >= 10:
-                break
-            time.sleep(0.05)
+def test_no_frame_is_lost_when_the_edge_dies_and_offloading_resumes_when_it_returns(demo_bundle, tmp_path):
+    tmp = demo_bundle
+    with started(dev_config(), tmp_path) as broker:
+        edge = start_edge(tmp, broker.port)
+        # A slow board (25x this machine) so the stream outlasts the replacement edge's start.
+        device = subprocess.Popen(device_args(tmp, broker.port, "cam-x", "edge-only", "--deadline-ms", "300",
+                                              "--emulate-slowdown", "25"),
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV)
+        wait_for(lambda: len(records(tmp, "cam-x")) >= 10, 120, "10 frames", device)
         edge.kill()  # no goodbye: the device must notice by itself
+        died = len(records(tmp, "cam-x"))
+        edge = start_edge(tmp, broker.port, "--id", "edge-2")  # a replacement comes up
         out, err = device.communicate(timeout=300)
+        stop(edge)
         assert device.returncode == 0, err[-3000:]
-    records = [json.loads(line) for line in (tmp / "x.jsonl").read_text().splitlines()]
-    assert [r["frame"] for r in records] == list(range(150))  # zero frames lost
-    assert not any(r["fallback"] for r in records[:10])
-    assert any(r["fallback"] for r in records[10:])  # late results: finished on the device
-    assert sum(len(r["detections"]) for r in records[10:]) > 0
+    got = records(tmp, "cam-x")
+    assert [r["frame"] for r in got] == list(range(150))  # zero frames lost
+    assert all(r["edge"] == "edge-1" for r in got[:10])
+    after = got[died:]
+    missed = [r["frame"] for r in after if r["fallback"]]
+    assert missed, "no frame was finished on the device while the edge was away"
+    assert sum(len(r["detections"]) for r in after if r["fallback"]) > 0
+    resumed = [r["frame"] for r in after if r["edge"] == "edge-2"]
+    assert resumed and resumed[0] > missed[0] and got[-1]["edge"] == "edge-2"  # back by itself
+
+
+def test_a_broker_restart_is_survived_and_stats_are_published(demo_bundle, tmp_path):
+    tmp = demo_bundle
+    env = {**ENV, "ANS_DEVICE_STATS_INTERVAL_S": "0.5", "ANS_DEVICE_HOME_ASSISTANT": "true",
+           "ANS_EDGE_STATS_INTERVAL_S": "0.5"}
+    with started(dev_config(), tmp_path) as broker:
+        edge = start_edge(tmp, broker.port, env=env)
+        monitor = Recorder(broker.port, "ans/v1/#", "homeassistant/#")
+        # A slow board (10x this machine) so the stream outlasts the restart.
+        device = subprocess.Popen(device_args(tmp, broker.port, "cam-r", "edge-only", "--deadline-ms", "300",
+                                              "--emulate-slowdown", "10"),
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+        try:
+            wait_for(lambda: len(records(tmp, "cam-r")) >= 10, 120, "10 frames", device)
+            before = monitor.drain()
+            broker.stop()
+            down = len(records(tmp, "cam-r"))
+            time.sleep(1.5)
+            broker.start()
+            out, err = device.communicate(timeout=300)
+            assert device.returncode == 0, err[-3000:]
+            after = monitor.drain()
+        finally:
+            stop(edge)
+            monitor.close()
+            if device.poll() is None:
+                device.kill()
+    got = records(tmp, "cam-r")
+    assert [r["frame"] for r in got] == list(range(150))
+    assert any(r["edge"] is None for r in got[down:]), "frames went on during the outage, on the device"
+    assert got[-1]["edge"] == "edge-1", "the device and the edge did not both come back"
+    # Both reconnected and re-subscribed: requests answered again after the restart.
+    assert any(t.endswith("/device/cam-r/detections") and json.loads(p)["edge"] for t, p, _ in after)
+    stats = [json.loads(p) for t, p, _ in before if t == "ans/v1/device/cam-r/stats"]
+    assert stats and {"fps", "delay_mean_ms", "delay_p95_ms", "split_histogram", "fallbacks", "exploration_rate",
+                      "learner"} <= set(stats[-1])
+    assert stats[-1]["learner"]["front_ms"][-1] > 0
+    edge_stats = [json.loads(p) for t, p, _ in before + after if t == "ans/v1/edge/edge-1/stats"]
+    assert edge_stats and sum(s["served"] for s in edge_stats) > 0 and "queue_depth" in edge_stats[-1]
+    discovery = {t: json.loads(p) for t, p, retain in before if t.startswith("homeassistant/")}
+    fps = discovery["homeassistant/sensor/ans_cam-r/fps/config"]
+    assert fps["state_topic"] == "ans/v1/device/cam-r/stats" and fps["availability_topic"].endswith("cam-r/status")
+
+
+def test_requests_over_the_brokers_packet_limit_are_never_sent(demo_bundle, tmp_path):
+    tmp = demo_bundle
+    # The input itself (split 0) is 786 kB as float32; every later cut is smaller than 300 kB.
+    config = dev_config().replace("max_packet_size 33554432", "max_packet_size 400000")
+    with started(config, tmp_path) as broker:
+        edge = start_edge(tmp, broker.port)
+        monitor = Recorder(broker.port, "ans/v1/device/+/request")
+        try:
+            proc = subprocess.run(device_args(tmp, broker.port, "cam-big", "edge-only", "--frames", "10"),
+                                  capture_output=True, text=True, timeout=300, env=ENV)
+        finally:
+            stop(edge)
+            sent = monitor.drain()
+            monitor.close()
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "over the broker's maximum packet size 400000" in proc.stderr
+    got = records(tmp, "cam-big")
+    assert len(got) == 10 and all(r["edge"] is None and not r["fallback"] for r in got)
+    assert sent == []
+
+
+@pytest.mark.parametrize("policy", ["ans", "mu-linucb-paper"])
+def test_the_learners_run_for_real(demo_bundle, tmp_path, policy):
+    tmp = demo_bundle
+    state = tmp_path / "state"
+    with started(dev_config(), tmp_path) as broker:
+        edge = start_edge(tmp, broker.port)
+        try:
+            got = run_device(tmp, broker.port, f"cam-{policy}", policy, "--frames", "60", "--state-dir", str(state))
+        finally:
+            stop(edge)
+    assert [r["frame"] for r in got] == list(range(60))
+    assert any(r["edge"] for r in got)  # it tried the edge
+    assert (state / "calibration.json").is_file() and (state / "learner.json").is_file()

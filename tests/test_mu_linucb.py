@@ -58,3 +58,27 @@ def test_device_only_gives_no_feedback(tiny):
     policy = MuLinUCB(tiny)
     policy.update(Feedback(tiny.device_only, 0.0))
     assert policy.model.n[0] == 0
+
+
+def test_state_round_trip_resumes_the_same_choices(tiny, vgg):
+    import json
+
+    import pytest
+
+    from device_app.learner.persist import StateError
+
+    rng = np.random.default_rng(3)
+    trained = MuLinUCB(tiny)
+    for _ in range(300):
+        split = trained.choose(bool(rng.random() < 0.1))
+        if split != tiny.device_only:
+            trained.update(Feedback(split, 0.02 + 0.01 * rng.random()))
+    resumed = MuLinUCB(tiny)
+    resumed.load_state(json.loads(json.dumps(trained.state())))
+    assert resumed.t == trained.t and resumed.horizon == trained.horizon
+    assert np.allclose(resumed.indices(False), trained.indices(False))
+    assert [resumed.choose(False) for _ in range(50)] == [trained.choose(False) for _ in range(50)]
+    with pytest.raises(StateError, match="another model"):
+        MuLinUCB(vgg).load_state(trained.state())
+    with pytest.raises(StateError, match="malformed"):
+        MuLinUCB(tiny).load_state({**trained.state(), "t": 10**9})

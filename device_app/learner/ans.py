@@ -22,17 +22,15 @@ What it changes against the paper's algorithm (``mu_linucb.py``), and why:
 
 from __future__ import annotations
 
-import hashlib
 import math
 
 import numpy as np
 
-from .persist import StateError
+from .persist import StateError, check_header, state_header
 from .policy import Feedback, Policy
 from .profile import BITS_COLUMN, SplitProfile
 from .ridge import ArmRidge
 
-STATE_VERSION = 1
 
 
 class ComponentModel:
@@ -216,7 +214,6 @@ class ANS(Policy):
         self.good_s = math.inf
         self.recheck = False  # the last probe looked off: probe again at once
         self._probe_split: int | None = None
-        self.fingerprint = profile_fingerprint(profile)
         self._refresh()
 
     def _refresh(self) -> None:
@@ -316,28 +313,14 @@ class ANS(Policy):
     def state(self) -> dict:
         """Everything learnt, as plain JSON-able data. Front-end delays are not included:
         they belong to this device, while network and edge models transfer between devices."""
-        return {
-            "version": STATE_VERSION,
-            "policy": self.name,
-            "profile": self.fingerprint,
-            "net": self.net.state(),
-            "edge": self.edge.state(),
-        }
+        return {**state_header(self), "net": self.net.state(), "edge": self.edge.state()}
 
     def load_state(self, state: dict) -> None:
         """Resume from ``state()`` output, this device's or another's on the same model."""
-        if state.get("version") != STATE_VERSION or state.get("policy") != self.name:
-            raise StateError(f"learner state is not version {STATE_VERSION} of policy '{self.name}'")
-        if state.get("profile") != self.fingerprint:
-            raise StateError("learner state was learnt on another model's splits (profile fingerprint differs)")
+        check_header(self, state)
         try:
             self.net.load_state(state["net"])
             self.edge.load_state(state["edge"])
         except (KeyError, TypeError, ValueError) as exc:
             raise StateError(f"learner state is malformed: {exc}") from None
         self._refresh()
-
-
-def profile_fingerprint(profile: SplitProfile) -> str:
-    """Identifies the split contexts a learnt state applies to."""
-    return hashlib.sha256(np.ascontiguousarray(profile.contexts).tobytes()).hexdigest()[:16]

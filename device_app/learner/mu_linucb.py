@@ -10,6 +10,7 @@ import math
 
 import numpy as np
 
+from .persist import StateError, check_header, state_header
 from .policy import Feedback, Policy
 from .profile import SplitProfile
 from .ridge import ArmRidge
@@ -83,6 +84,22 @@ class MuLinUCB(Policy):
     def update(self, feedback: Feedback) -> None:
         if self.offload[feedback.split]:
             self.model.update(feedback.split, [feedback.offload_s])
+
+    def state(self) -> dict:
+        """The ridge model and the clock (the horizon doubling and forced sampling depend on it)."""
+        return {**state_header(self), "ridge": self.model.state(0), "t": self.t, "horizon": self.horizon}
+
+    def load_state(self, state: dict) -> None:
+        check_header(self, state)
+        try:
+            t, horizon = int(state["t"]), int(state["horizon"])
+            if not 0 <= t <= horizon:
+                raise ValueError(f"frame count {t} outside the horizon {horizon}")
+            self.model.load_state(0, state["ridge"])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise StateError(f"learner state is malformed: {exc}") from None
+        self.t = t
+        self._set_horizon(horizon)
 
     def stats(self) -> dict:
         return {**super().stats(), "alpha": self.alpha, "forced_every": self.forced_every, "forced": self.forced}

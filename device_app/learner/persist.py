@@ -6,10 +6,15 @@ and nothing read from elsewhere should be able to run code.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import tempfile
 from pathlib import Path
+
+import numpy as np
+
+STATE_VERSION = 1
 
 
 class StateError(ValueError):
@@ -44,3 +49,21 @@ def load_state(path: str | Path) -> dict:
     if not isinstance(state, dict):
         raise StateError(f"{path}: learner state must be a JSON object")
     return state
+
+
+def profile_fingerprint(contexts: np.ndarray) -> str:
+    """Identifies the split contexts a learnt state applies to."""
+    return hashlib.sha256(np.ascontiguousarray(contexts).tobytes()).hexdigest()[:16]
+
+
+def state_header(policy) -> dict:
+    """What every saved learner state starts with: format, policy and the model's splits."""
+    return {"version": STATE_VERSION, "policy": policy.name, "profile": profile_fingerprint(policy.profile.contexts)}
+
+
+def check_header(policy, state: dict) -> None:
+    """Refuse a state of another format, another policy, or another model's splits."""
+    if state.get("version") != STATE_VERSION or state.get("policy") != policy.name:
+        raise StateError(f"learner state is not version {STATE_VERSION} of policy '{policy.name}'")
+    if state.get("profile") != profile_fingerprint(policy.profile.contexts):
+        raise StateError("learner state was learnt on another model's splits (profile fingerprint differs)")

@@ -1,0 +1,105 @@
+"""Helpers for tests of the running system: the demo bundle and clip, edge and device processes,
+and a subscriber that records what crosses the broker."""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+from .broker import REPO
+
+ANS = [sys.executable, "-m", "device_app.cli"]
+ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONPATH": str(REPO)}
+
+
+def dev_config() -> str:
+    """The shipped development broker config, listener left for the test to fill in."""
+    return "\n".join("LISTENER" if line.startswith("listener") else line
+                     for line in (REPO / "mqtt" / "mosquitto.conf").read_text().splitlines()) + "\n"
+
+
+def make_bundle_and_clip(tmp: Path) -> None:
+    from converter.bundle import convert
+    from converter.manifest import Decoding
+    from converter.synthetic import LABELS, make_clip
+    from converter.zoo import DEMO_ANCHORS, demo_model
+
+    convert(demo_model(), tmp / "bundle", log=lambda *_: None,
+            decoding=Decoding(kind="yolov2-region", anchors=DEMO_ANCHORS, classes=3, labels=list(LABELS)))
+    make_clip(tmp / "clip.avi", frames=150, width=320, height=240)
+
+
+def start_edge(tmp: Path, port: int, *extra: str, env: dict | None = None) -> subprocess.Popen:
+    proc = subprocess.Popen(ANS + ["edge", "--bundle", str(tmp / "bundle"), "--broker", f"mqtt://127.0.0.1:{port}",
+                                   *extra], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            env={**ENV, **(env or {})})
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        if "serving" in line:
+            return proc
+        if proc.poll() is not None:
+            break
+    proc.kill()
+    raise RuntimeError("the edge did not come up")
+
+
+def device_args(tmp: Path, port: int, name: str, policy: str, *extra: str) -> list[str]:
+    return ANS + ["device", "--bundle", str(tmp / "bundle"), "--source", str(tmp / "clip.avi"),
+                  "--broker", f"mqtt://127.0.0.1:{port}", "--id", name, "--policy", policy,
+                  "--out", str(tmp / f"{name}.jsonl"), *extra]
+
+
+def run_device(tmp: Path, port: int, name: str, policy: str, *extra: str) -> list[dict]:
+    proc = subprocess.run(device_args(tmp, port, name, policy, *extra), capture_output=True, text=True,
+                          timeout=300, env=ENV)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return records(tmp, name)
+
+
+def records(tmp: Path, name: str) -> list[dict]:
+    path = tmp / f"{name}.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+
+
+def wait_for(predicate, timeout: float, what: str, proc: subprocess.Popen | None = None) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if proc is not None and proc.poll() is not None:
+            raise AssertionError(f"the process ended while waiting for {what}: {proc.stderr.read()[-3000:]}")
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.05)
+
+
+class Recorder:
+    """An MQTT v5 client that keeps every message on ``topics`` (reconnecting with the broker)."""
+
+    def __init__(self, port: int, *topics: str):
+        import paho.mqtt.client as mqtt
+        from paho.mqtt.enums import CallbackAPIVersion
+
+        self.messages: queue.Queue = queue.Queue()
+        self.c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"rec-{uuid.uuid4().hex[:8]}",
+                             protocol=mqtt.MQTTv5)
+        self.c.on_connect = lambda c, u, f, rc, p: [c.subscribe(t, qos=1) for t in topics]
+        self.c.on_message = lambda c, u, m: self.messages.put((m.topic, m.payload, m.retain))
+        self.c.reconnect_delay_set(1, 2)
+        self.c.connect("127.0.0.1", port)
+        self.c.loop_start()
+
+    def drain(self) -> list[tuple[str, bytes, bool]]:
+        out = []
+        while not self.messages.empty():
+            out.append(self.messages.get())
+        return out
+
+    def close(self) -> None:
+        self.c.loop_stop()
+        self.c.disconnect()

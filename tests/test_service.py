@@ -1,0 +1,96 @@
+"""The apps as systemd services: the notify protocol for real (READY, periodic WATCHDOG, STOPPING on
+SIGTERM, state flushed), and one clear line plus a distinct exit status for what retrying cannot fix."""
+
+import shutil
+import signal
+import socket
+import subprocess
+import time
+
+import pytest
+
+from .broker import MOSQUITTO, production_config, started
+from .running import ANS, ENV, dev_config, device_args
+
+pytest.importorskip("sdnotify")
+
+
+class NotifySocket:
+    """The socket systemd would own: a datagram socket that collects what the service says."""
+
+    def __init__(self, path):
+        self.path = str(path)
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.sock.bind(self.path)
+        self.sock.settimeout(0.2)
+        self.said: list[str] = []
+
+    def collect(self, until, timeout: float) -> list[str]:
+        deadline = time.monotonic() + timeout
+        while not until(self.said):
+            if time.monotonic() > deadline:
+                raise AssertionError(f"timed out; heard {self.said}")
+            try:
+                self.said.extend(self.sock.recv(4096).decode().split("\n"))
+            except TimeoutError:
+                pass
+        return self.said
+
+
+def test_notify_protocol_ready_watchdog_stopping(demo_bundle, tmp_path):
+    tmp = demo_bundle
+    dev_sock, edge_sock = NotifySocket(tmp_path / "dev.sock"), NotifySocket(tmp_path / "edge.sock")
+    state = tmp_path / "state"
+    with started(dev_config(), tmp_path) as broker:
+        edge = subprocess.Popen(ANS + ["edge", "--bundle", str(tmp / "bundle"), "--broker",
+                                       f"mqtt://127.0.0.1:{broker.port}"], stdout=subprocess.DEVNULL,
+                                stderr=subprocess.PIPE, text=True,
+                                env={**ENV, "NOTIFY_SOCKET": edge_sock.path, "WATCHDOG_USEC": "400000"})
+        edge_sock.collect(lambda said: "READY=1" in said, 120)
+        # A slow board, so it is still running when stopped.
+        device = subprocess.Popen(device_args(tmp, broker.port, "cam-sd", "ans", "--state-dir", str(state),
+                                              "--emulate-slowdown", "30"),
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                  env={**ENV, "NOTIFY_SOCKET": dev_sock.path, "WATCHDOG_USEC": "400000"})
+        said = dev_sock.collect(lambda said: "READY=1" in said and said[said.index("READY=1"):].count("WATCHDOG=1") >= 2,
+                                120)
+        device.send_signal(signal.SIGTERM)
+        assert device.wait(30) == 0, device.stderr.read()[-3000:]
+        said = dev_sock.collect(lambda said: "STOPPING=1" in said, 5)
+        assert (state / "learner.json").is_file()  # flushed on the way out
+        assert edge_sock.collect(lambda said: said.count("WATCHDOG=1") >= 2, 10)
+        edge.send_signal(signal.SIGTERM)
+        assert edge.wait(30) == 0, edge.stderr.read()[-3000:]
+        assert "STOPPING=1" in edge_sock.collect(lambda said: "STOPPING=1" in said, 5)
+
+
+@pytest.mark.skipif(not shutil.which("mosquitto_passwd") or not shutil.which(MOSQUITTO), reason="no mosquitto")
+def test_refused_credentials_give_one_clear_line_and_exit_status_3(demo_bundle, tmp_path):
+    tmp = demo_bundle
+    (tmp_path / "pw").write_text("wrong\n")
+    with started(production_config(tmp_path, {"cam-a": "right"}), tmp_path) as broker:
+        start = time.monotonic()
+        proc = subprocess.run(device_args(tmp, broker.port, "cam-a", "ans"), capture_output=True, text=True,
+                              timeout=120, env={**ENV, "ANS_DEVICE_MQTT__USERNAME": "cam-a",
+                                                "ANS_DEVICE_MQTT__PASSWORD_FILE": str(tmp_path / "pw")})
+    assert proc.returncode == 3
+    assert time.monotonic() - start < 25  # it did not sit out the 30 s connect timeout, nor retry for ever
+    lines = [line for line in proc.stderr.splitlines() if "ERROR" in line]
+    assert any("refused cam-a" in line and ("Not authorized" in line or "Bad user name" in line) for line in lines)
+
+
+@pytest.mark.parametrize("config, message", [
+    (None, "cannot read the configuration"),
+    ("bundle = 'b'\ndeadline = 3\n", "deadline: Unexpected keyword argument"),
+    ("bundle = 'b'\n[mqtt]\nbroker = 'http://x'\n", "expected mqtt://host"),
+    ("bundle = 'b'\ndeadline_ms = 'soon'\n", "deadline_ms: Input should be a valid number"),
+    ("bundle = \n", "not valid TOML"),
+])
+def test_a_bad_config_file_is_named_and_exits_2(tmp_path, config, message):
+    path = tmp_path / "device.toml"
+    if config is not None:
+        path.write_text(config)
+    proc = subprocess.run(ANS + ["device", "--config", str(path)], capture_output=True,
+                          text=True, timeout=60, env=ENV)
+    assert proc.returncode == 2
+    assert str(path) in proc.stderr and message in proc.stderr, proc.stderr
