@@ -11,14 +11,11 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's start-up
 def convert_command(args: argparse.Namespace) -> int:
     from .bundle import convert, load_keras_model
     from .manifest import Decoding
-    from .zoo import DEMO_ANCHORS, TINY_YOLOV2_ANCHORS, demo_model, tiny_yolov2
+    from .zoo import TINY_YOLOV2_ANCHORS, demo_decoding, demo_model, tiny_yolov2
 
     if args.zoo == "demo":
-        from .synthetic import LABELS
-
         print("loading the trained demo detector")
-        model = demo_model()
-        decoding = Decoding(kind="yolov2-region", anchors=DEMO_ANCHORS, classes=len(LABELS), labels=list(LABELS))
+        model, decoding = demo_model(), demo_decoding()
     elif args.zoo:
         print(f"building {args.zoo} ({args.classes} classes, {args.size}x{args.size}, width {args.width:g})")
         model = tiny_yolov2(classes=args.classes, size=args.size, width=args.width)

@@ -21,8 +21,10 @@ from .sources import open_source
 class LiveLine:
     """One refreshing terminal line: frames, fps, split, delays, offloaded share, fallbacks."""
 
-    def __init__(self, total: int | None, stream=sys.stderr, every_s: float = 0.5):
-        self.total, self.stream, self.every_s = total, stream, every_s
+    def __init__(self, total: int | None, stream=sys.stderr):
+        # On a terminal the line refreshes in place; in a log, a line every few seconds.
+        self.tty = stream.isatty()
+        self.total, self.stream, self.every_s = total, stream, 0.5 if self.tty else 3.0
         self.recent: deque = deque(maxlen=60)
         self.last = 0.0
 
@@ -38,11 +40,13 @@ class LiveLine:
         off = np.mean([r["edge"] is not None for _, r in self.recent])
         where = "fallback" if record["fallback"] else f"split {record['split']:>2}"
         of = f"/{self.total}" if self.total else ""
-        print(f"\rframe {record['frame'] + 1}{of}  {fps:5.1f} fps  {where}  delay {np.median(delays):6.1f} ms "
-              f"(p95 {np.percentile(delays, 95):6.1f})  offloaded {off:4.0%}  ", end="", file=self.stream, flush=True)
+        lead = "\r" if self.tty else ""
+        print(f"{lead}frame {record['frame'] + 1}{of}  {fps:5.1f} fps  {where}  delay {np.median(delays):6.1f} ms "
+              f"(p95 {np.percentile(delays, 95):6.1f})  offloaded {off:4.0%}  ", end="" if self.tty else "\n",
+              file=self.stream, flush=True)
 
     def close(self) -> None:
-        if self.last:
+        if self.last and self.tty:
             print(file=self.stream)
 
 
@@ -60,10 +64,12 @@ def summarise(records: list[dict], device_only: int) -> dict:
 
 
 def run_device(settings: DeviceSettings, stop: threading.Event | None = None, live: bool = False,
-               notifier: Notifier | None = None) -> str:
+               notifier: Notifier | None = None, on_frame=None) -> str:
     device = Device(settings, notifier=notifier)
     records: list[dict] = []
     sinks = [lambda frame, record: records.append(record)]
+    if on_frame is not None:
+        sinks.append(lambda frame, record: on_frame(record))
     with contextlib.ExitStack() as stack:
         if settings.results_out:
             out = stack.enter_context(open(settings.results_out, "w", encoding="utf-8"))

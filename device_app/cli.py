@@ -74,9 +74,13 @@ def cmd_experiment(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from device_app.sim.demo import run_demo
+    if args.simulated:
+        from device_app.sim.demo import run_demo
 
-    return run_demo(Path(args.out), args.frames)
+        return run_demo(Path(args.out), args.frames or 4500)
+    from device_app.demo import run_system_demo
+
+    return run_system_demo(Path(args.out), args.frames or 300, args.slowdown, not args.no_outage)
 
 
 def cmd_convert(args: argparse.Namespace) -> int:
@@ -265,9 +269,17 @@ def build_parser() -> argparse.ArgumentParser:
     exp.add_argument("--jobs", type=int, default=None, help="worker processes (default: one per core)")
     exp.set_defaults(func=cmd_experiment)
 
-    demo = sub.add_parser("demo", help="watch the learner adapt to a bandwidth drop, live")
-    demo.add_argument("--out", default="demo-output", help="folder for the demo's plot")
-    demo.add_argument("--frames", type=int, default=4500)
+    demo = sub.add_parser("demo", help="the whole system on this machine: broker, edge and a device on the demo clip",
+                          description="Converts the demo detector, starts a private Mosquitto, an edge and a device "
+                          "on the generated demo clip (stopping and restarting the edge half-way), then prints a "
+                          "summary and writes the annotated video and a plot. --simulated instead runs the learner "
+                          "alone in a simulated world (the paper's tiny-YOLOv2 profile, a bandwidth drop).")
+    demo.add_argument("--out", default="demo-output", help="folder for the bundle, video, results and plot")
+    demo.add_argument("--frames", type=int, help="frames to run (default 300; 4500 with --simulated)")
+    demo.add_argument("--slowdown", type=float, default=30.0,
+                      help="run heads this many times slower, standing in for a board slower than this machine")
+    demo.add_argument("--no-outage", action="store_true", help="do not stop and restart the edge half-way")
+    demo.add_argument("--simulated", action="store_true", help="the learner alone, in a simulated world")
     demo.set_defaults(func=cmd_demo)
     return parser
 

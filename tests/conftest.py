@@ -19,6 +19,15 @@ def simulate(profile: str, scenario, policy: str, seed: int = 0, frames: int = 4
     return run(make_policy(policy, prof, w.mean_total_s), w)
 
 
+@pytest.fixture(autouse=True)
+def _no_process_left_behind():
+    """Edge and device processes a test started are killed after it, whatever happened."""
+    yield
+    from .running import kill_leftovers
+
+    kill_leftovers()
+
+
 @pytest.fixture(scope="session")
 def demo_bundle(tmp_path_factory):
     """The demo detector converted into a bundle, and a 150-frame demo clip, in one folder."""

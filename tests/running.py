@@ -12,31 +12,43 @@ import time
 import uuid
 from pathlib import Path
 
+from mqtt.local_broker import dev_config  # noqa: F401  (re-exported for the tests)
+
 from .broker import REPO
 
 ANS = [sys.executable, "-m", "device_app.cli"]
 ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONPATH": str(REPO)}
 
 
-def dev_config() -> str:
-    """The shipped development broker config, listener left for the test to fill in."""
-    return "\n".join("LISTENER" if line.startswith("listener") else line
-                     for line in (REPO / "mqtt" / "mosquitto.conf").read_text().splitlines()) + "\n"
-
-
 def make_bundle_and_clip(tmp: Path) -> None:
     from converter.bundle import convert
-    from converter.manifest import Decoding
-    from converter.synthetic import LABELS, make_clip
-    from converter.zoo import DEMO_ANCHORS, demo_model
+    from converter.synthetic import make_clip
+    from converter.zoo import demo_decoding, demo_model
 
-    convert(demo_model(), tmp / "bundle", log=lambda *_: None,
-            decoding=Decoding(kind="yolov2-region", anchors=DEMO_ANCHORS, classes=3, labels=list(LABELS)))
+    convert(demo_model(), tmp / "bundle", log=lambda *_: None, decoding=demo_decoding())
     make_clip(tmp / "clip.avi", frames=150, width=320, height=240)
 
 
+#: Every process a test started, so that a failing test leaves none behind (see conftest).
+SPAWNED: list[subprocess.Popen] = []
+
+
+def spawn(args: list[str], **kwargs) -> subprocess.Popen:
+    proc = subprocess.Popen(args, **kwargs)
+    SPAWNED.append(proc)
+    return proc
+
+
+def kill_leftovers() -> None:
+    while SPAWNED:
+        proc = SPAWNED.pop()
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
 def start_edge(tmp: Path, port: int, *extra: str, env: dict | None = None) -> subprocess.Popen:
-    proc = subprocess.Popen(ANS + ["edge", "--bundle", str(tmp / "bundle"), "--broker", f"mqtt://127.0.0.1:{port}",
+    proc = spawn(ANS + ["edge", "--bundle", str(tmp / "bundle"), "--broker", f"mqtt://127.0.0.1:{port}",
                                    *extra], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             env={**ENV, **(env or {})})
     deadline = time.monotonic() + 90

@@ -85,11 +85,9 @@ def test_wrong_credentials_are_refused(tmp_path):
 def test_the_development_config_starts_and_lets_anyone_publish(tmp_path):
     """The dev broker config loads as shipped; without the ACL a forged request does get through
     (which is what the production test above proves is blocked)."""
-    from .broker import REPO
+    from .broker import dev_config
 
-    config = "\n".join("LISTENER" if line.startswith("listener") else line
-                       for line in (REPO / "mqtt" / "mosquitto.conf").read_text().splitlines()) + "\n"
-    with running_broker(config, tmp_path) as port:
+    with running_broker(dev_config(), tmp_path) as port:
         edge, b = Client(port, "edge-1", ""), Client(port, "cam-b", "")
         try:
             assert edge.connected() and b.connected()

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from .broker import started
-from .running import ENV, Recorder, dev_config, device_args, records, run_device, start_edge, wait_for
+from .running import ENV, Recorder, dev_config, device_args, records, run_device, spawn, start_edge, wait_for
 
 
 def same_detections(a, b):
@@ -49,7 +49,7 @@ def test_no_frame_is_lost_when_the_edge_dies_and_offloading_resumes_when_it_retu
     with started(dev_config(), tmp_path) as broker:
         edge = start_edge(tmp, broker.port)
         # A slow board (25x this machine) so the stream outlasts the replacement edge's start.
-        device = subprocess.Popen(device_args(tmp, broker.port, "cam-x", "edge-only", "--deadline-ms", "300",
+        device = spawn(device_args(tmp, broker.port, "cam-x", "edge-only", "--deadline-ms", "1000",
                                               "--emulate-slowdown", "25"),
                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV)
         wait_for(lambda: len(records(tmp, "cam-x")) >= 10, 120, "10 frames", device)
@@ -78,7 +78,7 @@ def test_a_broker_restart_is_survived_and_stats_are_published(demo_bundle, tmp_p
         edge = start_edge(tmp, broker.port, env=env)
         monitor = Recorder(broker.port, "ans/v1/#", "homeassistant/#")
         # A slow board (10x this machine) so the stream outlasts the restart.
-        device = subprocess.Popen(device_args(tmp, broker.port, "cam-r", "edge-only", "--deadline-ms", "300",
+        device = spawn(device_args(tmp, broker.port, "cam-r", "edge-only", "--deadline-ms", "1000",
                                               "--emulate-slowdown", "10"),
                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
         try:

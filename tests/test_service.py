@@ -10,7 +10,7 @@ import time
 import pytest
 
 from .broker import MOSQUITTO, production_config, started
-from .running import ANS, ENV, dev_config, device_args
+from .running import ANS, ENV, dev_config, device_args, spawn
 
 pytest.importorskip("sdnotify")
 
@@ -42,21 +42,19 @@ def test_notify_protocol_ready_watchdog_stopping(demo_bundle, tmp_path):
     dev_sock, edge_sock = NotifySocket(tmp_path / "dev.sock"), NotifySocket(tmp_path / "edge.sock")
     state = tmp_path / "state"
     with started(dev_config(), tmp_path) as broker:
-        edge = subprocess.Popen(ANS + ["edge", "--bundle", str(tmp / "bundle"), "--broker",
-                                       f"mqtt://127.0.0.1:{broker.port}"], stdout=subprocess.DEVNULL,
-                                stderr=subprocess.PIPE, text=True,
-                                env={**ENV, "NOTIFY_SOCKET": edge_sock.path, "WATCHDOG_USEC": "400000"})
+        edge = spawn(ANS + ["edge", "--bundle", str(tmp / "bundle"), "--broker", f"mqtt://127.0.0.1:{broker.port}"],
+                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                     env={**ENV, "NOTIFY_SOCKET": edge_sock.path, "WATCHDOG_USEC": "400000"})
         edge_sock.collect(lambda said: "READY=1" in said, 120)
         # A slow board, so it is still running when stopped.
-        device = subprocess.Popen(device_args(tmp, broker.port, "cam-sd", "ans", "--state-dir", str(state),
-                                              "--emulate-slowdown", "30"),
-                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                                  env={**ENV, "NOTIFY_SOCKET": dev_sock.path, "WATCHDOG_USEC": "400000"})
-        said = dev_sock.collect(lambda said: "READY=1" in said and said[said.index("READY=1"):].count("WATCHDOG=1") >= 2,
-                                120)
+        device = spawn(device_args(tmp, broker.port, "cam-sd", "ans", "--state-dir", str(state),
+                                   "--emulate-slowdown", "30"), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                       text=True, env={**ENV, "NOTIFY_SOCKET": dev_sock.path, "WATCHDOG_USEC": "400000"})
+        dev_sock.collect(lambda said: "READY=1" in said and said[said.index("READY=1"):].count("WATCHDOG=1") >= 2,
+                         120)
         device.send_signal(signal.SIGTERM)
         assert device.wait(30) == 0, device.stderr.read()[-3000:]
-        said = dev_sock.collect(lambda said: "STOPPING=1" in said, 5)
+        dev_sock.collect(lambda said: "STOPPING=1" in said, 5)
         assert (state / "learner.json").is_file()  # flushed on the way out
         assert edge_sock.collect(lambda said: said.count("WATCHDOG=1") >= 2, 10)
         edge.send_signal(signal.SIGTERM)

@@ -1,0 +1,128 @@
+"""``ans demo``: the whole system on one machine, on the embedded defaults.
+
+Converts the trained demo detector into a bundle, starts a private Mosquitto, an edge process
+and a device on the generated demo clip. Half-way through, the edge is stopped and started
+again, so the run shows the device finishing frames itself and offloading again on its own.
+Prints a live line and a summary; writes the annotated video, the per-frame results and a plot.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+from mqtt.connection import MqttSettings
+from mqtt.local_broker import Broker, dev_config
+
+from .app import run_device
+from .settings import DeviceSettings
+
+ANS = [sys.executable, "-m", "device_app.cli"]
+
+
+def _step(text: str) -> None:
+    print(f"\n== {text}", flush=True)
+
+
+def _start_edge(bundle: Path, broker: str, log: Path) -> subprocess.Popen:
+    """An edge process; returns once it serves (its log says so)."""
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    with open(log, "w") as out:
+        proc = subprocess.Popen(ANS + ["edge", "--bundle", str(bundle), "--broker", broker], stdout=out,
+                                stderr=subprocess.STDOUT, env=env)
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise OSError(f"the edge exited ({proc.returncode}); see {log}")
+        if "serving" in log.read_text(errors="replace"):
+            return proc
+        time.sleep(0.2)
+    proc.kill()
+    raise OSError(f"the edge did not come up in 180 s; see {log}")
+
+
+def _outage(edge: list, bundle: Path, broker: str, log: Path, at: threading.Event, cancel: threading.Event) -> None:
+    """Stop the edge when ``at`` is set, and start a new one (it takes a few seconds to load)."""
+    at.wait()
+    if cancel.is_set():
+        return
+    print("\n   (demo: stopping the edge; frames finish on the device until it is back)", flush=True)
+    edge[0].terminate()
+    edge[0].wait(30)
+    edge[0] = _start_edge(bundle, broker, log.with_name("edge-restarted.log"))
+    print("\n   (demo: the edge is back)", flush=True)
+
+
+def run_system_demo(out: Path, frames: int = 300, slowdown: float = 30.0, outage: bool = True) -> int:
+    out.mkdir(parents=True, exist_ok=True)
+    bundle = out / "bundle"
+    _step("1/4 converting the trained demo detector into per-split heads and tails (cached after the first run)")
+    subprocess.run(ANS + ["convert", "--zoo", "demo", "--out", str(bundle)], check=True,
+                   env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+    _step("2/4 starting a private Mosquitto (the shipped development config) on a free port")
+    broker = Broker(dev_config(), out / "broker")
+    broker.start()
+    print(f"   {broker.url}")
+    edge: list = []
+    trigger, cancel = threading.Event(), threading.Event()
+    outage_thread = threading.Thread(target=_outage, args=(edge, bundle, broker.url, out / "edge.log", trigger, cancel),
+                                     daemon=True)
+    try:
+        _step("3/4 starting the edge (TensorFlow tails)")
+        edge.append(_start_edge(bundle, broker.url, out / "edge.log"))
+        print(f"   serving; log in {out / 'edge.log'}")
+        _step(f"4/4 the device on the demo clip ({frames} frames; heads slowed {slowdown:g}x to stand in for a "
+              "board slower than this machine)")
+        settings = DeviceSettings(bundle=str(bundle), id="demo-cam", source="demo", frames=frames,
+                                  state_dir=str(out / "state"), results_out=str(out / "results.jsonl"),
+                                  video_out=str(out / "annotated.avi"), emulate_slowdown=slowdown,
+                                  stats_interval_s=2.0, mqtt=MqttSettings(broker=broker.url))
+        if outage:
+            outage_thread.start()
+        summary = run_device(settings, live=True, on_frame=lambda record: record["frame"] == frames // 2
+                             and trigger.set())
+    finally:
+        cancel.set()
+        trigger.set()
+        if outage_thread.is_alive():
+            outage_thread.join()  # a replacement edge still starting is stopped too
+        for proc in edge:
+            proc.terminate()
+            proc.wait(30)
+        broker.stop()
+    print(f"\n{summary}")
+    _plot(out)
+    print(f"annotated video: {out / 'annotated.avi'}\nper-frame results: {out / 'results.jsonl'}\n"
+          f"plot: {out / 'demo.png'}")
+    return 0
+
+
+def _plot(out: Path) -> None:
+    """Chosen split and delay per frame, coloured by where the frame was finished."""
+    import json
+
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return
+    records = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+    frames = [r["frame"] for r in records]
+    colours = ["tab:blue" if r["edge"] else "tab:red" if r["fallback"] else "tab:gray" for r in records]
+    fig, (top, bottom) = plt.subplots(2, 1, figsize=(10, 5.5), sharex=True)
+    top.scatter(frames, [r["split"] for r in records], c=colours, s=8)
+    top.set_ylabel("chosen split")
+    top.set_title("ans demo: blue = answered by the edge, red = finished on the device after a miss, "
+                  "grey = device-only", fontsize=9)
+    bottom.scatter(frames, [r["delay_s"] * 1e3 for r in records], c=colours, s=8)
+    bottom.set_ylabel("end-to-end delay (ms)")
+    bottom.set_xlabel("frame")
+    fig.tight_layout()
+    fig.savefig(out / "demo.png", dpi=110)
+    plt.close(fig)
