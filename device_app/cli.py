@@ -158,6 +158,29 @@ def cmd_device(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_monitor(args: argparse.Namespace) -> int:
+    try:
+        from mqtt.monitor import run_monitor
+    except ImportError as exc:
+        raise ValueError(f"ans monitor needs rich and paho-mqtt ({exc}); pip install '.[monitor]'") from None
+    from mqtt.connection import MqttSettings
+
+    return run_monitor(MqttSettings(broker=args.broker, username=args.username, password_file=args.password_file,
+                                    prefix=args.prefix), args.seconds)
+
+
+def cmd_service(args: argparse.Namespace) -> int:
+    from device_app.install import install, uninstall
+
+    if args.action == "install":
+        if not args.bundle:
+            raise ValueError("ans service install needs --bundle")
+        install(args.role, args.bundle, args.broker, args.root, start=not args.no_start)
+    else:
+        uninstall(args.role, args.root, args.purge)
+    return 0
+
+
 def cmd_config(args: argparse.Namespace) -> int:
     from device_app.config import example, load_settings, reference
     from device_app.settings import DeviceSettings
@@ -222,6 +245,26 @@ def build_parser() -> argparse.ArgumentParser:
     dev.add_argument("--video-out", help="write the frames with their detections drawn here (.avi or .mp4)")
     dev.add_argument("--emulate-slowdown", type=float, help="lab/demo: run heads this many times slower")
     dev.set_defaults(func=cmd_device)
+
+    mon = sub.add_parser("monitor", help="a live table of every device and edge on a broker")
+    mon.add_argument("--broker", default="mqtt://127.0.0.1:1883", help="mqtt://host[:port]")
+    mon.add_argument("--prefix", default="ans", help="topic prefix")
+    mon.add_argument("--username", help="for brokers with authentication (the shipped ACL has a 'monitor' user)")
+    mon.add_argument("--password-file", help="file holding the password")
+    mon.add_argument("--seconds", type=float, help="watch this long, print the table once and exit")
+    mon.set_defaults(func=cmd_monitor)
+
+    svc = sub.add_parser("service", help="install or remove the device or edge app as a systemd service",
+                         description="Writes /etc/ans/ROLE.toml (kept if present), an empty password file and "
+                         "/etc/systemd/system/ans-ROLE.service, then enables and starts it (docs/deploy.md).")
+    svc.add_argument("action", choices=["install", "uninstall"])
+    svc.add_argument("--role", required=True, choices=["device", "edge"])
+    svc.add_argument("--bundle", help="install: the bundle folder the service serves (keep it outside /home)")
+    svc.add_argument("--broker", help="install: mqtt://host[:port] written into the new config")
+    svc.add_argument("--root", default="/", help="write into this tree instead and run no systemctl (packaging)")
+    svc.add_argument("--no-start", action="store_true", help="install: enable, but do not start now")
+    svc.add_argument("--purge", action="store_true", help="uninstall: also remove the config and the state")
+    svc.set_defaults(func=cmd_service)
 
     config = sub.add_parser("config", help="print an example settings file, the reference, or check a file")
     config.add_argument("action", choices=["example", "reference", "check"])
@@ -288,7 +331,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (ProfileError, TraceError, StateError, ValueError, OSError) as exc:  # BundleError is a ValueError
+    except (ProfileError, TraceError, StateError, ValueError, OSError) as exc:  # BundleError, ConfigError: ValueError
         print(f"ans {args.command}: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -54,9 +54,9 @@ def parse_broker(url: str) -> tuple[str, int]:
     return parsed.hostname, parsed.port or 1883
 
 
-def make_client(name: str, status_topic: str, settings: MqttSettings | None = None):
-    """An MQTT v5 client with a unique id, bounded queues, credentials, and ``offline`` as its
-    retained Last Will."""
+def make_client(name: str, status_topic: str | None, settings: MqttSettings | None = None):
+    """An MQTT v5 client with a unique id, bounded queues, credentials, and ``offline`` as the
+    retained Last Will on its status topic (if it has one)."""
     import paho.mqtt.client as mqtt
     from paho.mqtt.enums import CallbackAPIVersion
 
@@ -65,7 +65,8 @@ def make_client(name: str, status_topic: str, settings: MqttSettings | None = No
                          protocol=mqtt.MQTTv5)
     client.max_inflight_messages_set(20)
     client.max_queued_messages_set(100)
-    client.will_set(status_topic, b"offline", qos=1, retain=True)
+    if status_topic is not None:
+        client.will_set(status_topic, b"offline", qos=1, retain=True)
     client.reconnect_delay_set(min_delay=1, max_delay=30)
     if settings.username is not None:
         client.username_pw_set(settings.username, settings.password())
