@@ -203,6 +203,8 @@ class Device:
             edge_s = min(result.compute_s, offload_s)
             self.policy.update(Feedback(split, offload_s, offload_s - edge_s, edge_s))
             detections, fallback, answered_by = result.detections, False, result.edge
+            timing = {"offload_s": offload_s, "edge_compute_s": result.compute_s, "edge_wait_s": result.wait_s,
+                      "batch_size": result.batch_size}
         else:  # device-only by choice, no edge online, late or refused: finish here
             if attempted:  # the learner is told: this offload took at least the deadline
                 self.policy.update(Feedback(split, self.settings.deadline_ms / 1e3))
@@ -210,9 +212,9 @@ class Device:
                     self._reported.add(offloaded[0].error)  # one log line per kind of refusal
                     log.error("the edge refused frame %d: %s", frame_id, offloaded[0].error)
             detections = decode_detections(self._head(self.device_only, image), self.decoding)
-            fallback, answered_by = split != self.device_only, None
+            fallback, answered_by, timing = split != self.device_only, None, {}
         record = {"frame": frame_id, "split": split, "fallback": fallback, "delay_s": time.monotonic() - start,
-                  "detections": detections, "edge": answered_by}
+                  "detections": detections, "edge": answered_by, "timing": timing}
         self.stats.record(record, explored=best is not None and split != best)
         return record
 

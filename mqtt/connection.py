@@ -70,7 +70,17 @@ def make_client(name: str, status_topic: str | None, settings: MqttSettings | No
     client.reconnect_delay_set(min_delay=1, max_delay=30)
     if settings.username is not None:
         client.username_pw_set(settings.username, settings.password())
+    client.on_socket_open = _no_delay
     return client
+
+
+def _no_delay(client, userdata, sock) -> None:
+    """Send each message at once: with Nagle's algorithm a request waits for the broker's delayed
+    ACK (40 ms on Linux), the largest part of the offloading delay on a fast link."""
+    import socket
+
+    if getattr(sock, "family", None) in (socket.AF_INET, socket.AF_INET6):
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
 
 def max_packet_size(properties) -> int | None:

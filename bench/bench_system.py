@@ -1,0 +1,197 @@
+"""The running system on this machine, through a real Mosquitto on loopback:
+
+1. every split of the demo detector, forced, N frames each: end-to-end delay, the device's
+   head, the offloading delay and the edge's tail (from the timing ack), frames per second;
+2. the edge's tail compute per request against the batch size;
+3. a 1 MB message round trip: MQTT (QoS 0 and 1, through the broker) against a plain TCP echo.
+
+    .venv/bin/python bench/bench_system.py [--frames 40] [--out docs/img]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+import numpy as np  # noqa: E402
+
+from mqtt.local_broker import Broker, dev_config  # noqa: E402
+
+
+def ms(values) -> float:
+    return round(statistics.median(values) * 1e3, 2) if values else float("nan")
+
+
+def per_split(bundle: Path, broker: Broker, frames: int) -> list[dict]:
+    from device_app.demo import _start_edge
+    from device_app.learner.policy import FixedSplit
+    from device_app.runtime import Device
+    from device_app.settings import DeviceSettings
+    from device_app.sources import demo_clip, open_source
+    from mqtt.connection import MqttSettings
+
+    clip = [f for f in open_source(str(demo_clip()), frames)]
+    edge = _start_edge(bundle, broker.url, Path(tempfile.gettempdir()) / "bench-edge.log")
+    rows = []
+    try:
+        device = Device(DeviceSettings(bundle=str(bundle), id="bench", deadline_ms=5000,
+                                       mqtt=MqttSettings(broker=broker.url)))
+        device.connect()
+        for split in range(len(device.bundle.splits)):
+            device.policy = FixedSplit(device.policy.profile, split, f"split-{split}")
+            records, start = [], None
+            for k, frame in enumerate(clip * 2):  # the first pass warms up (tail tracing, caches)
+                if k == len(clip):
+                    start = time.perf_counter()
+                    records = []
+                records.append(device.process(k, frame))
+            wall = time.perf_counter() - start
+            t = [r["timing"] for r in records if r["timing"]]
+            sp = device.bundle.splits[split]
+            rows.append({"split": split, "cut": sp.get("cut") or "(device only)",
+                         "sent_kb": round(sp.get("transfer_bytes", 0) / 1024, 1),
+                         "delay_ms": ms([r["delay_s"] for r in records]), "fps": round(len(records) / wall, 1),
+                         "offload_ms": ms([x["offload_s"] for x in t]), "tail_ms": ms([x["edge_compute_s"] for x in t]),
+                         "front_ms": round(float(device.policy.front_delay_s[split]) * 1e3, 2),
+                         "answered": sum(r["edge"] is not None for r in records)})
+            print(f"split {split:>2}: {rows[-1]}", flush=True)
+        device.client.disconnect()
+        device.client.loop_stop()
+    finally:
+        edge.terminate()
+        edge.wait(30)
+    return rows
+
+
+def batching(bundle: Path, splits=(0, 8), repeat: int = 15) -> list[dict]:
+    from edge_app.server import TailRunner
+
+    tails = TailRunner(bundle)
+    rows = []
+    for split in splits:
+        shape = tails.manifest.splits[split].cut_shape
+        for size in (1, 2, 4, 8):
+            x = np.random.default_rng(0).random((size, *shape[1:]), dtype=np.float32)
+            tails.run(split, x)
+            times = []
+            for _ in range(repeat):
+                start = time.perf_counter()
+                tails.run(split, x)
+                times.append(time.perf_counter() - start)
+            rows.append({"split": split, "batch": size, "batch_ms": ms(times), "per_request_ms": ms(times) / size})
+            print(f"batch: {rows[-1]}", flush=True)
+    return rows
+
+
+def echo(broker: Broker, size: int = 1 << 20, repeat: int = 30) -> dict:
+    import paho.mqtt.client as mqtt
+    from paho.mqtt.enums import CallbackAPIVersion
+
+    payload = os.urandom(size)
+    out = {}
+    for qos in (0, 1):
+        got = threading.Event()
+        c = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
+        c.on_message = lambda *_: got.set()
+        c.connect("127.0.0.1", broker.port)
+        c.subscribe("bench/echo", qos=qos)
+        c.loop_start()
+        time.sleep(0.3)
+        times = []
+        for _ in range(repeat):
+            got.clear()
+            start = time.perf_counter()
+            c.publish("bench/echo", payload, qos=qos)
+            got.wait(5)
+            times.append(time.perf_counter() - start)
+        c.loop_stop()
+        c.disconnect()
+        out[f"mqtt_qos{qos}_ms"] = ms(times)
+    server = socket.create_server(("127.0.0.1", 0))
+
+    def serve():
+        conn, _ = server.accept()
+        with conn:
+            while True:
+                buf = bytearray()
+                while len(buf) < size:
+                    chunk = conn.recv(1 << 20)
+                    if not chunk:
+                        return
+                    buf += chunk
+                conn.sendall(buf)
+
+    threading.Thread(target=serve, daemon=True).start()
+    sock = socket.create_connection(server.getsockname())
+    times = []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        sock.sendall(payload)
+        left = size
+        while left:
+            left -= len(sock.recv(min(left, 1 << 20)))
+        times.append(time.perf_counter() - start)
+    sock.close()
+    out["tcp_echo_ms"] = ms(times)
+    print(f"echo: {out}", flush=True)
+    return out
+
+
+def plot(rows: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    splits = [r["split"] for r in rows]
+    fig, ax = plt.subplots(figsize=(9, 4))
+    front = [r["front_ms"] for r in rows]
+    offload = [0 if np.isnan(r["offload_ms"]) else r["offload_ms"] for r in rows]
+    ax.bar(splits, front, label="device head (measured front-end delay)")
+    ax.bar(splits, offload, bottom=front, label="offloading (send, edge tail, result)")
+    ax.plot(splits, [r["delay_ms"] for r in rows], "k.-", label="end-to-end median (incl. preprocessing)")
+    ax.set_xlabel("split (0 = send the input, last = device only)")
+    ax.set_ylabel("ms")
+    ax.set_title("Demo detector through Mosquitto on loopback, per forced split (one 2-core machine)", fontsize=9)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--frames", type=int, default=40)
+    parser.add_argument("--out", default=str(REPO / "docs" / "img"))
+    args = parser.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="ans-bench-"))
+    bundle = work / "bundle"
+    subprocess.run([sys.executable, "-m", "device_app.cli", "convert", "--zoo", "demo", "--out", str(bundle)],
+                   check=True, stdout=subprocess.DEVNULL)
+    broker = Broker(dev_config(), work / "broker")
+    broker.start()
+    try:
+        results = {"echo": echo(broker), "per_split": per_split(bundle, broker, args.frames),
+                   "batching": batching(bundle)}
+    finally:
+        broker.stop()
+    Path(args.out).mkdir(parents=True, exist_ok=True)
+    plot(results["per_split"], Path(args.out) / "system-per-split.png")
+    print(json.dumps(results, indent=1))
+
+
+if __name__ == "__main__":
+    main()
