@@ -64,3 +64,13 @@ except ConfigError as exc:
 """
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.splitlines() == ["mqtt://h:1", "reading x.toml needs pydantic: pip install pydantic"]
+
+
+def test_the_configuration_reference_in_the_docs_is_current():
+    from pathlib import Path
+
+    from device_app.config import reference
+
+    text = (Path(__file__).resolve().parents[1] / "docs" / "configuration.md").read_text()
+    assert reference(DeviceSettings) in text and reference(EdgeSettings) in text, \
+        "docs/configuration.md is stale: paste in `ans config reference device|edge`"
