@@ -36,7 +36,7 @@ def ms(values) -> float:
 
 
 def per_split(bundle: Path, broker: Broker, frames: int) -> list[dict]:
-    from device_app.demo import _start_edge
+    from device_app.demo import start_edge
     from device_app.learner.policy import FixedSplit
     from device_app.runtime import Device
     from device_app.settings import DeviceSettings
@@ -44,7 +44,7 @@ def per_split(bundle: Path, broker: Broker, frames: int) -> list[dict]:
     from mqtt.connection import MqttSettings
 
     clip = [f for f in open_source(str(demo_clip()), frames)]
-    edge = _start_edge(bundle, broker.url, Path(tempfile.gettempdir()) / "bench-edge.log")
+    edge = start_edge(bundle, broker.url, Path(tempfile.gettempdir()) / "bench-edge.log")
     rows = []
     try:
         device = Device(DeviceSettings(bundle=str(bundle), id="bench", deadline_ms=5000,

@@ -28,11 +28,12 @@ def _step(text: str) -> None:
     print(f"\n== {text}", flush=True)
 
 
-def _start_edge(bundle: Path, broker: str, log: Path) -> subprocess.Popen:
-    """An edge process; returns once it serves (its log says so)."""
+def start_edge(bundle: Path, broker: str, log: Path, wrapper: tuple[str, ...] = ()) -> subprocess.Popen:
+    """An edge process (``wrapper``: a command prefix such as ``ip netns exec NS``); returns once it
+    serves (its log says so)."""
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
     with open(log, "w") as out:
-        proc = subprocess.Popen(ANS + ["edge", "--bundle", str(bundle), "--broker", broker], stdout=out,
+        proc = subprocess.Popen([*wrapper, *ANS, "edge", "--bundle", str(bundle), "--broker", broker], stdout=out,
                                 stderr=subprocess.STDOUT, env=env)
     deadline = time.monotonic() + 180
     while time.monotonic() < deadline:
@@ -53,7 +54,7 @@ def _outage(edge: list, bundle: Path, broker: str, log: Path, at: threading.Even
     print("\n   (demo: stopping the edge; frames finish on the device until it is back)", flush=True)
     edge[0].terminate()
     edge[0].wait(30)
-    edge[0] = _start_edge(bundle, broker, log.with_name("edge-restarted.log"))
+    edge[0] = start_edge(bundle, broker, log.with_name("edge-restarted.log"))
     print("\n   (demo: the edge is back)", flush=True)
 
 
@@ -73,7 +74,7 @@ def run_system_demo(out: Path, frames: int = 300, slowdown: float = 30.0, outage
                                      daemon=True)
     try:
         _step("3/4 starting the edge (TensorFlow tails)")
-        edge.append(_start_edge(bundle, broker.url, out / "edge.log"))
+        edge.append(start_edge(bundle, broker.url, out / "edge.log"))
         print(f"   serving; log in {out / 'edge.log'}")
         _step(f"4/4 the device on the demo clip ({frames} frames; heads slowed {slowdown:g}x to stand in for a "
               "board slower than this machine)")

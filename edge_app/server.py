@@ -46,7 +46,7 @@ class TailRunner:
         self.model = load_keras_model(self.folder / self.manifest.splits[0].tail.path)
         self._tails: dict[int, object] = {}
 
-    def check(self, request: Request) -> None:
+    def check(self, request: Request, tensor: np.ndarray) -> None:
         splits = self.manifest.splits
         if request.bundle_hash != self.hash16:
             raise ProtocolError(f"request is for bundle {request.bundle_hash.hex()[:12]}…, this edge serves "
@@ -57,6 +57,8 @@ class TailRunner:
         if list(request.shape) != splits[request.split].cut_shape:
             raise ProtocolError(f"split {request.split} sends shape {splits[request.split].cut_shape}, "
                                 f"got {list(request.shape)}")
+        if not np.isfinite(tensor).all():
+            raise ProtocolError(f"frame {request.frame_id}: the tensor holds NaN or infinite values")
 
     def run(self, split: int, batch: np.ndarray) -> list[np.ndarray]:
         """Every model output for a batch of cut tensors (batch on axis 0)."""
@@ -212,7 +214,7 @@ class EdgeServer:
         request = None
         try:
             request, tensor = decode_request(payload, int(self.settings.max_request_mb * 2**20))
-            self.tails.check(request)
+            self.tails.check(request, tensor)
         except ProtocolError as exc:
             self._reply_error(topic, payload, str(exc), request)
             return None
@@ -246,8 +248,8 @@ class EdgeServer:
             (batch if item.request.split == first.request.split else self.pending).append(item)
         return batch
 
-    def run_batch(self, batch: list[Pending]) -> list[tuple[str, Result]]:
-        """One tail run for the whole batch; a result per request."""
+    def run_batch(self, batch: list[Pending]) -> list[tuple[str, bytes]]:
+        """One tail run for the whole batch; an encoded result per request."""
         split = batch[0].request.split
         start = time.monotonic()
         try:
@@ -257,13 +259,14 @@ class EdgeServer:
             results = [Result(p.request.frame_id, split, "ok", self.tails.detections([o[i:i + 1] for o in outputs]),
                               wait_s=start - p.received, compute_s=compute, batch_size=len(batch),
                               edge=self.settings.id) for i, p in enumerate(batch)]
+            encoded = [encode_result(r) for r in results]
         except Exception as exc:  # a bug here must not take the edge down: answer, log, go on
             log.exception("tail of split %d failed", split)
             self.stats.count("errors", len(batch))
-            return [(p.device, Result(p.request.frame_id, split, "error", error=f"edge failure: {exc}",
-                                      edge=self.settings.id)) for p in batch]
+            return [(p.device, encode_result(Result(p.request.frame_id, split, "error", error=f"edge failure: {exc}",
+                                                    edge=self.settings.id))) for p in batch]
         self.stats.batch(len(batch), compute, [r.wait_s for r in results])
-        return [(p.device, r) for p, r in zip(batch, results)]
+        return [(p.device, e) for p, e in zip(batch, encoded)]
 
     # -- the loop --
 
@@ -279,7 +282,7 @@ class EdgeServer:
             last_stats = time.monotonic()
             while not stop.is_set():
                 for device, result in self.run_batch(batch) if (batch := self.next_batch()) else ():
-                    self.client.publish(self.topics.result(device), encode_result(result), qos=1)
+                    self.client.publish(self.topics.result(device), result, qos=1)
                 self.notifier.watchdog()
                 if time.monotonic() - last_stats >= self.settings.stats_interval_s:
                     self.publish_stats()

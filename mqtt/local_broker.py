@@ -37,12 +37,14 @@ def dev_config() -> str:
 class Broker:
     """A mosquitto process on a fixed port, which may be stopped and started again (a broker restart)."""
 
-    def __init__(self, config: str, workdir: Path):
+    def __init__(self, config: str, workdir: Path, host: str = "127.0.0.1", wrapper: tuple[str, ...] = ()):
+        """``host``: the address to listen on; ``wrapper``: a command prefix, e.g. ``ip netns exec NS``."""
         self.port = free_port()
+        self.host, self.wrapper = host, list(wrapper)
         self.workdir = Path(workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.conf = self.workdir / "mosquitto.conf"
-        config = config.replace("LISTENER", f"listener {self.port} 127.0.0.1")
+        config = config.replace("LISTENER", f"listener {self.port} {host}")
         if os.geteuid() == 0:  # as root mosquitto would drop to its own user, who may not read our files
             config += "user root\n"
         self.conf.write_text(config)
@@ -51,18 +53,18 @@ class Broker:
 
     @property
     def url(self) -> str:
-        return f"mqtt://127.0.0.1:{self.port}"
+        return f"mqtt://{self.host}:{self.port}"
 
     def start(self) -> None:
         with open(self.log, "a") as log:
-            self.proc = subprocess.Popen([mosquitto_binary(), "-c", str(self.conf)], stdout=log,
+            self.proc = subprocess.Popen([*self.wrapper, mosquitto_binary(), "-c", str(self.conf)], stdout=log,
                                          stderr=subprocess.STDOUT)
         deadline = time.monotonic() + 10
         while True:
             if self.proc.poll() is not None:
                 raise OSError(f"mosquitto exited: {self.log.read_text()[-2000:]}")
             try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
+                socket.create_connection((self.host, self.port), timeout=0.2).close()
                 return
             except OSError:
                 if time.monotonic() > deadline:

@@ -122,7 +122,8 @@ class Result:
 
 
 def encode_result(result: Result) -> bytes:
-    return json.dumps(asdict(result), separators=(",", ":")).encode()
+    """Strict JSON (no NaN or Infinity, which other languages' parsers refuse)."""
+    return json.dumps(asdict(result), separators=(",", ":"), allow_nan=False).encode()
 
 
 def decode_result(message: bytes) -> Result:
@@ -140,8 +141,8 @@ def decode_result(message: bytes) -> Result:
     if (not isinstance(result.frame_id, int) or not isinstance(result.split, int) or result.status not in ("ok", "error")
             or not all(isinstance(v, (int, float)) and math.isfinite(v) and v >= 0 for v in numbers)
             or not isinstance(result.detections, list)
-            or not all(isinstance(d, list) and len(d) == 6 and all(isinstance(v, (int, float)) for v in d)
-                       for d in result.detections)):
+            or not all(isinstance(d, list) and len(d) == 6
+                       and all(isinstance(v, (int, float)) and math.isfinite(v) for v in d) for d in result.detections)):
         raise ProtocolError(f"result for frame {doc.get('frame_id')!r} has malformed fields")
     return result
 

@@ -8,6 +8,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
 
 pytest.importorskip("keras")
 pytest.importorskip("paho.mqtt.client")
@@ -45,7 +47,7 @@ def serve_all(srv):
     out = {}
     for topic, result in srv.sent:
         assert topic == "ans/v1/device/cam-1/result"
-        result = decode_result(result) if isinstance(result, bytes) else result
+        result = decode_result(result)
         out[result.frame_id] = result
     return out, batches
 
@@ -110,3 +112,21 @@ def test_bad_requests_get_an_error_result_and_the_edge_keeps_serving(server, man
     result = ask(srv, mangle(manifest, request(manifest)), frame)
     assert result.status == "error" and message in result.error
     assert ask(srv, request(manifest)).status == "ok"
+
+
+@settings(max_examples=120, deadline=None)
+@given(st.integers(1, 3), st.data())
+def test_mutated_requests_always_get_one_answer_and_never_stop_the_edge(server, split, data):
+    """Hypothesis flips bytes of a valid request (header and tensor alike): the edge answers every
+    message it can attribute, with a result or an error, and raises nothing."""
+    srv, manifest = server
+    message = bytearray(request(manifest, split, frame=5))
+    for _ in range(data.draw(st.integers(1, 6))):
+        message[data.draw(st.integers(0, len(message) - 1))] = data.draw(st.integers(0, 255))
+    if data.draw(st.booleans()):
+        message = message[:data.draw(st.integers(0, len(message)))]
+    srv.requests.put((TOPIC, bytes(message), 0.0))
+    results, _ = serve_all(srv)
+    assert len(srv.sent) == 1 and len(results) == 1
+    (result,) = results.values()
+    assert result.status in ("ok", "error")
