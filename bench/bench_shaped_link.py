@@ -86,7 +86,7 @@ def run_policy(policy: str, bundle: Path, broker: str, frames: list, schedule: l
     return records
 
 
-def plot(runs: dict, schedule, path: Path) -> None:
+def plot(runs: dict, schedule, n_splits: int, path: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -101,6 +101,7 @@ def plot(runs: dict, schedule, path: Path) -> None:
         ax.set_ylabel(f"{policy}\ndelay (ms)", fontsize=8)
         twin = ax.twinx()
         twin.plot(frames, [r["split"] for r in records], color="k", lw=0.7)
+        twin.set_ylim(-0.5, n_splits - 0.5)
         twin.set_ylabel("split", fontsize=8)
         for frame, _ in schedule[1:]:
             ax.axvline(frame, color="orange", lw=1)
@@ -139,7 +140,7 @@ def main() -> None:
     with link(args.high):
         broker = Broker(dev_config(), work / "broker", host=NS_IP, wrapper=wrapper)
         broker.start()
-        edge = start_edge(bundle, f"mqtt://127.0.0.1:{broker.port}", work / "edge.log", wrapper)
+        edge = start_edge(bundle, broker.url, work / "edge.log", wrapper)  # local inside the namespace
         try:
             for policy in args.policies:
                 runs[policy] = run_policy(policy, bundle, broker.url, frames, schedule, args.slowdown,
@@ -159,7 +160,8 @@ def main() -> None:
                            "top_split_per_phase": [int(np.bincount([r["split"] for r in records[a:b]]).argmax())
                                                    for a, b in phases]}
     Path(args.out).mkdir(parents=True, exist_ok=True)
-    plot(runs, schedule, Path(args.out) / "shaped-link.png")
+    n_splits = len(json.loads((bundle / "manifest.json").read_text())["splits"])
+    plot(runs, schedule, n_splits, Path(args.out) / f"shaped-link-{args.low:g}mbit.png")
     print(f"link {args.high:g} -> {args.low:g} -> {args.high:g} Mbit/s, {args.frames} frames, heads x{args.slowdown:g}")
     print("| policy | mean | high / low / high (mean) | p95 | fallbacks | usual split per phase |")
     print("|---|---|---|---|---|---|")

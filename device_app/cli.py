@@ -219,23 +219,20 @@ def build_parser() -> argparse.ArgumentParser:
                       help="also measure each cut-tensor codec's effect on the outputs, split by split")
     conv.set_defaults(func=cmd_convert)
 
-    edge = sub.add_parser("edge", help="serve a bundle's tails to the devices on a broker",
-                          description="Settings: --config FILE (TOML; `ans config example edge`), then ANS_EDGE_* "
-                          "variables, then these flags.")
-    edge.add_argument("--config", help="TOML settings file (e.g. /etc/ans/edge.toml)")
-    edge.add_argument("--bundle")
-    edge.add_argument("--broker", help="mqtt://host[:port]")
-    edge.add_argument("--id", help="this edge's name on the broker")
+    def app_parser(role: str, help: str) -> argparse.ArgumentParser:
+        app = sub.add_parser(role, help=help, description=f"Settings: --config FILE (TOML; `ans config example "
+                             f"{role}`), then ANS_{role.upper()}_* variables, then these flags.")
+        app.add_argument("--config", help=f"TOML settings file (e.g. /etc/ans/{role}.toml)")
+        app.add_argument("--bundle", help="bundle folder written by ans convert")
+        app.add_argument("--broker", help="mqtt://host[:port]")
+        app.add_argument("--id", help=f"this {role}'s name on the broker")
+        return app
+
+    edge = app_parser("edge", "serve a bundle's tails to the devices on a broker")
     edge.set_defaults(func=cmd_edge)
 
-    dev = sub.add_parser("device", help="run a detector on a video, offloading through the broker as ANS decides",
-                         description="Settings: --config FILE (TOML; `ans config example device`), then "
-                         "ANS_DEVICE_* variables, then these flags.")
-    dev.add_argument("--config", help="TOML settings file (e.g. /etc/ans/device.toml)")
-    dev.add_argument("--bundle")
+    dev = app_parser("device", "run a detector on a video, offloading through the broker as ANS decides")
     dev.add_argument("--source", help="a video file, camera:N, or demo")
-    dev.add_argument("--broker", help="mqtt://host[:port]")
-    dev.add_argument("--id", help="this device's name on the broker")
     dev.add_argument("--policy", choices=DEVICE_POLICIES)
     dev.add_argument("--frames", type=int, help="stop after this many frames")
     dev.add_argument("--deadline-ms", type=float, help="finish on the device if no result by then")

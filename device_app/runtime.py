@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from mqtt.codec import encode
-from mqtt.connection import BrokerRefused, go_offline, is_fatal, make_client, max_packet_size, parse_broker
+from mqtt.connection import Refusal, go_offline, make_client, max_packet_size, parse_broker
 from mqtt.discovery import discovery_messages
 from mqtt.protocol import (ProtocolError, Request, Topics, bundle_hash_bytes, decode_result, encode_request,
                            request_size)
@@ -32,7 +32,7 @@ from .learner.persist import StateError, load_state, save_state
 from .learner.policy import Feedback
 from .learner.profile import load_profile
 from .learner.registry import make_policy
-from .service import Notifier
+from .service import Heartbeat, Notifier
 from .settings import DeviceSettings
 from .sources import preprocess
 from .telemetry import DeviceStats
@@ -80,7 +80,7 @@ class Device:
         self.client.on_disconnect = self._on_disconnect
         self.client.on_message = self._on_message
         self.connected = threading.Event()
-        self.refused: str | None = None
+        self.refusal = Refusal(self.host, self.port, s.id, log)
         self._reported: set[str] = set()
 
     # -- learner state: resume after a restart --
@@ -106,11 +106,7 @@ class Device:
     # -- broker --
 
     def _on_connect(self, client, userdata, flags, reason_code, properties) -> None:
-        if reason_code.is_failure:
-            log.error("broker %s:%d refused the connection: %s", self.host, self.port, reason_code)
-            if is_fatal(reason_code):
-                self.refused = str(reason_code)
-                client.disconnect()  # no retry loop hammering the broker: the service exits
+        if not self.refusal.accepted(client, reason_code):
             return
         self._limit_packets(max_packet_size(properties))
         client.subscribe(self.topics.result(self.settings.id), qos=1)
@@ -226,13 +222,12 @@ class Device:
         self.client.connect_async(self.host, self.port, keepalive=self.settings.mqtt.keepalive_s)
         self.client.loop_start()
         waited = time.monotonic() + self.settings.connect_timeout_s
-        while not self.connected.is_set() and self.refused is None and time.monotonic() < waited:
+        while not self.connected.is_set() and self.refusal.reason is None and time.monotonic() < waited:
             if stop is not None and stop.is_set():
                 break
             self.notifier.watchdog()
             self.connected.wait(0.1)
-        if self.refused is not None:
-            raise BrokerRefused(f"broker {self.host}:{self.port} refused {self.settings.id}: {self.refused}")
+        self.refusal.check()
         if self.connected.is_set():
             time.sleep(0.2)  # retained edge status arrives right after subscribing
         else:
@@ -246,19 +241,14 @@ class Device:
         try:
             self.connect(stop)
             self.notifier.ready(f"{self.settings.id}: {len(self.edges)} edge(s) online")
-            last_stats = time.monotonic()
+            heartbeat = Heartbeat(self.notifier, self.settings.stats_interval_s, self.publish_stats, self.refusal)
             for frame_id, frame in enumerate(frames):
                 record = self.process(frame_id, frame)
                 done += 1
                 self.client.publish(self.topics.detections(self.settings.id), json.dumps(record), qos=0)
                 for sink in sinks:
                     sink(frame, record)
-                self.notifier.watchdog()
-                if time.monotonic() - last_stats >= self.settings.stats_interval_s:
-                    self.publish_stats()
-                    last_stats = time.monotonic()
-                if self.refused is not None:
-                    raise BrokerRefused(f"broker {self.host}:{self.port} refused {self.settings.id}: {self.refused}")
+                heartbeat()
                 if stop.is_set():
                     break
         finally:

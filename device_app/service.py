@@ -49,6 +49,22 @@ class Notifier:
         self._send("STOPPING=1")
 
 
+class Heartbeat:
+    """What a service's main loop does after each unit of work: feed the watchdog, publish stats
+    when due, and give up if the broker refused us for good."""
+
+    def __init__(self, notifier: Notifier, every_s: float, publish_stats, refusal) -> None:
+        self.notifier, self.every_s, self.publish_stats, self.refusal = notifier, every_s, publish_stats, refusal
+        self.last = time.monotonic()
+
+    def __call__(self) -> None:
+        self.notifier.watchdog()
+        if time.monotonic() - self.last >= self.every_s:
+            self.publish_stats()
+            self.last = time.monotonic()
+        self.refusal.check()
+
+
 def stop_on_sigterm() -> threading.Event:
     """An event set by SIGTERM (systemd's stop) or SIGINT, for a main loop to finish cleanly."""
     stop = threading.Event()

@@ -22,8 +22,8 @@ from pathlib import Path
 import numpy as np
 
 from device_app.detect import detections as decode_detections
-from device_app.service import Notifier
-from mqtt.connection import BrokerRefused, go_offline, is_fatal, make_client, parse_broker
+from device_app.service import Heartbeat, Notifier
+from mqtt.connection import Refusal, go_offline, make_client, parse_broker
 from mqtt.discovery import discovery_messages
 from mqtt.protocol import (ProtocolError, Request, Result, Topics, bundle_hash_bytes, decode_header, decode_request,
                            encode_result)
@@ -156,15 +156,11 @@ class EdgeServer:
         self.client.on_connect = self._on_connect
         self.client.on_message = self._on_message
         self.connected = threading.Event()
-        self.refused: str | None = None
+        self.refusal = Refusal(self.host, self.port, s.id, log)
         self._reported: set[str] = set()
 
     def _on_connect(self, client, userdata, flags, reason_code, properties) -> None:
-        if reason_code.is_failure:
-            log.error("broker %s:%d refused the connection: %s", self.host, self.port, reason_code)
-            if is_fatal(reason_code):
-                self.refused = str(reason_code)
-                client.disconnect()
+        if not self.refusal.accepted(client, reason_code):
             return
         client.subscribe(self.topics.shared_requests(self.settings.group), qos=1)  # here: a reconnect restores it
         client.publish(self.topics.edge_status(self.settings.id), b"online", qos=1, retain=True)
@@ -275,20 +271,14 @@ class EdgeServer:
         self.client.loop_start()
         try:
             while not self.connected.is_set() and not stop.is_set():
-                if self.refused is not None:
-                    raise BrokerRefused(f"broker {self.host}:{self.port} refused {self.settings.id}: {self.refused}")
+                self.refusal.check()
                 self.connected.wait(0.1)
             self.notifier.ready(f"serving {self.tails.manifest.model.name} on {self.accelerator}")
-            last_stats = time.monotonic()
+            heartbeat = Heartbeat(self.notifier, self.settings.stats_interval_s, self.publish_stats, self.refusal)
             while not stop.is_set():
                 for device, result in self.run_batch(batch) if (batch := self.next_batch()) else ():
                     self.client.publish(self.topics.result(device), result, qos=1)
-                self.notifier.watchdog()
-                if time.monotonic() - last_stats >= self.settings.stats_interval_s:
-                    self.publish_stats()
-                    last_stats = time.monotonic()
-                if self.refused is not None:
-                    raise BrokerRefused(f"broker {self.host}:{self.port} refused {self.settings.id}: {self.refused}")
+                heartbeat()
         finally:
             self.notifier.stopping()
             go_offline(self.client, self.topics.edge_status(self.settings.id))

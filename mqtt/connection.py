@@ -88,8 +88,27 @@ def max_packet_size(properties) -> int | None:
     return getattr(properties, "MaximumPacketSize", None) if properties is not None else None
 
 
-def is_fatal(reason_code) -> bool:
-    return reason_code.is_failure and str(reason_code) in FATAL_REFUSALS
+class Refusal:
+    """A client's CONNACK verdicts: logs every refusal, and remembers one that retrying cannot fix
+    (credentials, a ban) while stopping paho's retries, so the service can exit instead of
+    hammering the broker."""
+
+    def __init__(self, host: str, port: int, name: str, log):
+        self.host, self.port, self.name, self.log = host, port, name, log
+        self.reason: str | None = None
+
+    def accepted(self, client, reason_code) -> bool:
+        if not reason_code.is_failure:
+            return True
+        self.log.error("broker %s:%d refused the connection: %s", self.host, self.port, reason_code)
+        if str(reason_code) in FATAL_REFUSALS:
+            self.reason = str(reason_code)
+            client.disconnect()
+        return False
+
+    def check(self) -> None:
+        if self.reason is not None:
+            raise BrokerRefused(f"broker {self.host}:{self.port} refused {self.name}: {self.reason}")
 
 
 def go_offline(client, status_topic: str) -> None:

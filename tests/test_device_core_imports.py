@@ -87,3 +87,14 @@ def test_a_full_device_loop_runs_without_tensorflow_opencv_or_pydantic(demo_bund
     assert all(r["edge"] is None for r in runs["device-only"])
     assert [len(r["detections"]) for r in runs["edge-only"]] == [len(r["detections"]) for r in runs["device-only"]]
     assert sum(len(r["detections"]) for r in runs["device-only"]) > 0
+
+
+def test_the_device_extra_is_numpy_paho_and_a_tflite_interpreter():
+    import tomllib
+    from pathlib import Path
+
+    project = tomllib.loads((Path(__file__).resolve().parents[1] / "pyproject.toml").read_text())["project"]
+    extras = project["optional-dependencies"]
+    names = {dep.split(">")[0].split("<")[0].split("[")[0] for dep in extras["device"] + extras["litert"]}
+    assert project["dependencies"] == ["numpy>=1.24"]
+    assert names - {"ans"} == {"paho-mqtt", "sdnotify", "ai-edge-litert"}  # sdnotify: pure Python, a few kB

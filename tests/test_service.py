@@ -92,3 +92,26 @@ def test_a_bad_config_file_is_named_and_exits_2(tmp_path, config, message):
                           text=True, timeout=60, env=ENV)
     assert proc.returncode == 2
     assert str(path) in proc.stderr and message in proc.stderr, proc.stderr
+
+
+def test_a_bundle_the_edge_does_not_serve_is_one_clear_line_and_no_frame_lost(demo_bundle, tmp_path):
+    """The edge serves another model: every request is refused with an error naming both bundles, the
+    device says so once, finishes every frame itself, and the learner stops sending."""
+    from converter.bundle import convert
+
+    from .running import records, start_edge
+    from .test_converter import dag_model
+
+    other = tmp_path / "other"
+    convert(dag_model(), other / "bundle", log=lambda *_: None)
+    with started(dev_config(), tmp_path) as broker:
+        start_edge(other, broker.port)
+        proc = subprocess.run(device_args(demo_bundle, broker.port, "cam-mismatch", "ans", "--frames", "40"),
+                              capture_output=True, text=True, timeout=300, env=ENV)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    errors = [line for line in proc.stderr.splitlines() if "ERROR" in line]
+    assert len(errors) == 1 and "deploy the same bundle on both sides" in errors[0] and "dag" in errors[0]
+    got = records(demo_bundle, "cam-mismatch")
+    assert [r["frame"] for r in got] == list(range(40)) and not any(r["edge"] for r in got)
+    tried = sum(r["fallback"] for r in got)
+    assert 1 <= tried <= 10  # told "at least the deadline" each time, the learner soon keeps frames local
