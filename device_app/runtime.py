@@ -18,6 +18,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
+from paho.mqtt.enums import MQTTErrorCode
 
 from mqtt.codec import encode
 from mqtt.connection import Refusal, go_offline, make_client, max_packet_size, parse_broker
@@ -56,8 +57,8 @@ class Device:
         self.calibrated = s.emulate_slowdown * calibrate(
             self.runner, cache=self.state_dir / "calibration.json" if self.state_dir else None, log=log.info)
         # The learner prices each split's transfer with the codec actually used on the wire.
-        self.policy = make_policy(s.policy, replace(load_profile(s.bundle, codec=s.codec),
-                                                             front_delay_s=self.calibrated.copy()))
+        profile = load_profile(s.bundle, codec=s.codec)
+        self.policy = make_policy(s.policy, replace(profile, front_delay_s=self.calibrated.copy()))
         self._load_learner()
         self.topics = Topics(s.mqtt.prefix)
         self.hash16 = bundle_hash_bytes(self.bundle.content_hash)
@@ -82,6 +83,7 @@ class Device:
         self.connected = threading.Event()
         self.refusal = Refusal(self.host, self.port, s.id, log)
         self._reported: set[str] = set()
+        self._dropping = False
 
     # -- learner state: resume after a restart --
 
@@ -168,7 +170,7 @@ class Device:
                           sent_ns=time.time_ns())
         sent = time.monotonic()
         info = self.client.publish(self.topics.request(self.settings.id), encode_request(request, payload), qos=1)
-        if info.rc != 0:  # not connected, or the queue is full: do not wait for an answer that cannot come
+        if info.rc != 0:  # not connected (queued for later) or queue full: no answer in time, finish here
             return None
         deadline = sent + self.settings.deadline_ms / 1e3
         while True:
@@ -245,7 +247,7 @@ class Device:
             for frame_id, frame in enumerate(frames):
                 record = self.process(frame_id, frame)
                 done += 1
-                self.client.publish(self.topics.detections(self.settings.id), json.dumps(record), qos=0)
+                self._publish(self.topics.detections(self.settings.id), json.dumps(record))
                 for sink in sinks:
                     sink(frame, record)
                 heartbeat()
@@ -257,9 +259,23 @@ class Device:
             go_offline(self.client, self.topics.device_status(self.settings.id))
         return done
 
+    def _publish(self, topic: str, payload: str) -> None:
+        """QoS 1: paho keeps up to 100 messages through an outage (and sends them on reconnect);
+        beyond that they are counted (``totals.unpublished`` in the stats) and said once per
+        outage, not dropped in silence."""
+        if self.client.publish(topic, payload, qos=1).rc != MQTTErrorCode.MQTT_ERR_QUEUE_SIZE:
+            self._dropping = False
+            return
+        self.stats.totals["unpublished"] += 1
+        if not self._dropping:
+            self._dropping = True
+            log.warning("broker unreachable and the outgoing queue is full: detections and stats are not "
+                        "published until it is back (the frames themselves are all answered)")
+
     def publish_stats(self) -> dict:
-        message = self.stats.report(self.policy, device=self.settings.id, edges_online=sorted(self.edges))
-        self.client.publish(self.topics.device_stats(self.settings.id), json.dumps(message), qos=0)
+        edges = sorted(self.edges.copy())  # a copy: paho's thread changes the set
+        message = self.stats.report(self.policy, device=self.settings.id, edges_online=edges)
+        self._publish(self.topics.device_stats(self.settings.id), json.dumps(message))
         self.save_learner()
         self.notifier.status(f"{message['fps']} fps, split {message['split']}, "
                              f"p95 {message['delay_p95_ms']} ms, {message['fallbacks']} fallbacks")

@@ -147,3 +147,18 @@ def test_the_learners_run_for_real(demo_bundle, tmp_path, policy):
     assert [r["frame"] for r in got] == list(range(60))
     assert any(r["edge"] for r in got)  # it tried the edge
     assert (state / "calibration.json").is_file() and (state / "learner.json").is_file()
+
+
+def test_publishes_beyond_the_outage_queue_are_counted_not_dropped_in_silence(demo_bundle, caplog):
+    from device_app.runtime import Device
+    from device_app.settings import DeviceSettings
+    from mqtt.connection import MqttSettings
+    from mqtt.local_broker import free_port
+
+    # Nobody listens on this port: the client stays disconnected, as in a broker outage.
+    device = Device(DeviceSettings(bundle=str(demo_bundle / "bundle"), id="cam-q", connect_timeout_s=0,
+                                   mqtt=MqttSettings(broker=f"mqtt://127.0.0.1:{free_port()}")))
+    for k in range(105):
+        device._publish(device.topics.detections("cam-q"), json.dumps({"frame": k}))
+    assert device.stats.totals["unpublished"] == 5  # paho holds 100 for the reconnect
+    assert sum("not published until it is back" in r.message for r in caplog.records) == 1
