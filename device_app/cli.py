@@ -148,12 +148,16 @@ def cmd_device(args: argparse.Namespace) -> int:
         "video_out": args.video_out, "emulate_slowdown": args.emulate_slowdown})
     _logging()
     from device_app.app import run_device
+    from device_app.sources import SourceLost
 
     try:
         summary = run_device(settings, stop_on_sigterm(), live=sys.stderr.isatty())
     except BrokerRefused as exc:
         logging.getLogger("ans.device").error("%s", exc)
         return 3
+    except SourceLost as exc:  # worth a restart (systemd does it): the camera may come back
+        logging.getLogger("ans.device").error("%s", exc)
+        return 4
     print(summary)
     return 0
 

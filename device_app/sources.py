@@ -13,6 +13,10 @@ from pathlib import Path
 import numpy as np
 
 
+class SourceLost(RuntimeError):
+    """A camera that stopped delivering frames: the service exits non-zero so that systemd restarts it."""
+
+
 def open_source(spec: str, limit: int | None = None):
     """RGB uint8 frames from a video file, ``camera:N``, or ``demo`` (the generated demo clip)."""
     if spec == "demo":
@@ -33,18 +37,31 @@ def demo_clip() -> Path:
     return path
 
 
-def _video_frames(source: str, limit: int | None):
+def _video_frames(source: str, limit: int | None, camera_patience_s: float = 5.0):
+    """A file ends at its last frame; a camera that fails to deliver for ``camera_patience_s`` is lost."""
+    import time
+
     import cv2
 
-    cap = cv2.VideoCapture(int(source.split(":", 1)[1]) if source.startswith("camera:") else source)
+    camera = source.startswith("camera:")
+    cap = cv2.VideoCapture(int(source.split(":", 1)[1]) if camera else source)
     if not cap.isOpened():
+        if camera:  # not there (yet): worth a restart, it may be enumerating at boot
+            raise SourceLost(f"{source}: cannot open the camera")
         raise ValueError(f"{source}: cannot open the video source")
-    count = 0
+    count, failing_since = 0, None
     try:
         while limit is None or count < limit:
             ok, frame = cap.read()
             if not ok:
-                return
+                if not camera:
+                    return
+                failing_since = failing_since or time.monotonic()
+                if time.monotonic() - failing_since > camera_patience_s:
+                    raise SourceLost(f"{source}: no frame for {camera_patience_s:g} s (unplugged?)")
+                time.sleep(0.1)
+                continue
+            failing_since = None
             count += 1
             yield cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)
     finally:
