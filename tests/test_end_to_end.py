@@ -162,3 +162,15 @@ def test_publishes_beyond_the_outage_queue_are_counted_not_dropped_in_silence(de
         device._publish(device.topics.detections("cam-q"), json.dumps({"frame": k}))
     assert device.stats.totals["unpublished"] == 5  # paho holds 100 for the reconnect
     assert sum("not published until it is back" in r.message for r in caplog.records) == 1
+
+
+def test_two_edges_share_the_requests(demo_bundle, tmp_path):
+    """Both edges sit on one MQTT v5 shared subscription: the broker hands each request to one of them."""
+    tmp = demo_bundle
+    with started(dev_config(), tmp_path) as broker:
+        start_edge(tmp, broker.port, "--id", "edge-a")
+        start_edge(tmp, broker.port, "--id", "edge-b")
+        got = run_device(tmp, broker.port, "cam-shared", "edge-only", "--frames", "30")
+    answered = [r["edge"] for r in got]
+    assert len(got) == 30 and None not in answered
+    assert {"edge-a", "edge-b"} == set(answered)  # each served some
