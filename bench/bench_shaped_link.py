@@ -140,14 +140,16 @@ def main() -> None:
     with link(args.high):
         broker = Broker(dev_config(), work / "broker", host=NS_IP, wrapper=wrapper)
         broker.start()
-        edge = start_edge(bundle, broker.url, work / "edge.log", wrapper)  # local inside the namespace
+        edge = None
         try:
+            edge = start_edge(bundle, broker.url, work / "edge.log", wrapper)  # local inside the namespace
             for policy in args.policies:
                 runs[policy] = run_policy(policy, bundle, broker.url, frames, schedule, args.slowdown,
                                           work / f"state-{policy}")
         finally:
-            edge.terminate()
-            edge.wait(30)
+            if edge is not None:
+                edge.terminate()
+                edge.wait(30)
             broker.stop()
     phases = [(0, third), (third, 2 * third), (2 * third, args.frames)]
     summary = {}

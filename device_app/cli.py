@@ -109,7 +109,7 @@ def _settings(cls, args: argparse.Namespace, env_prefix: str, flags: dict):
     overrides = {k: v for k, v in flags.items() if v is not None}
     if args.broker is not None:
         overrides["mqtt"] = {"broker": args.broker}
-    return load_settings(cls, args.config, env_prefix, overrides)
+    return load_settings(cls, args.config or os.environ.get(f"{env_prefix}CONFIG"), env_prefix, overrides)
 
 
 def cmd_edge(args: argparse.Namespace) -> int:

@@ -115,3 +115,11 @@ def test_a_bundle_the_edge_does_not_serve_is_one_clear_line_and_no_frame_lost(de
     assert [r["frame"] for r in got] == list(range(40)) and not any(r["edge"] for r in got)
     tried = sum(r["fallback"] for r in got)
     assert 1 <= tried <= 10  # told "at least the deadline" each time, the learner soon keeps frames local
+
+
+def test_the_config_file_may_be_named_by_the_environment(tmp_path):
+    path = tmp_path / "edge.toml"
+    path.write_text("bundle = 'b'\nmax_batch = 0\n")
+    proc = subprocess.run(ANS + ["edge"], capture_output=True, text=True, timeout=60,
+                          env={**ENV, "ANS_EDGE_CONFIG": str(path)})
+    assert proc.returncode == 2 and str(path) in proc.stderr and "max_batch must be at least 1" in proc.stderr
