@@ -67,6 +67,15 @@ class TailRunner:
         outputs = self._tails[split](batch)
         return [np.asarray(o) for o in (outputs if isinstance(outputs, (list, tuple)) else [outputs])]
 
+    def warm_next(self) -> bool:
+        """Build and trace one tail not used yet (the worker calls this when idle, so a device's
+        first request for a split does not pay the ~0.5 s trace); False once all are ready."""
+        for split, meta in enumerate(self.manifest.splits):
+            if meta.tail is not None and split not in self._tails:
+                self.run(split, np.zeros([1, *meta.cut_shape[1:]], np.float32))
+                return True
+        return False
+
     def _compile(self, split: int):
         """The tail as one traced graph for any batch size: 3-5x faster than calling Keras eagerly."""
         import tensorflow as tf
@@ -275,9 +284,13 @@ class EdgeServer:
                 self.connected.wait(0.1)
             self.notifier.ready(f"serving {self.tails.manifest.model.name} on {self.accelerator}")
             heartbeat = Heartbeat(self.notifier, self.settings.stats_interval_s, self.publish_stats, self.refusal)
+            warming = True
             while not stop.is_set():
-                for device, result in self.run_batch(batch) if (batch := self.next_batch()) else ():
+                batch = self.next_batch()
+                for device, result in self.run_batch(batch) if batch else ():
                     self.client.publish(self.topics.result(device), result, qos=1)
+                if not batch and warming:
+                    warming = self.tails.warm_next()
                 heartbeat()
         finally:
             self.notifier.stopping()

@@ -130,3 +130,15 @@ def test_mutated_requests_always_get_one_answer_and_never_stop_the_edge(server, 
     assert len(srv.sent) == 1 and len(results) == 1
     (result,) = results.values()
     assert result.status in ("ok", "error")
+
+
+def test_idle_warm_up_traces_every_tail_once(tmp_path):
+    from converter.bundle import convert as convert_bundle
+    from edge_app.server import TailRunner
+
+    manifest = convert_bundle(dag_model(), tmp_path / "dag", log=lambda *_: None)
+    tails = TailRunner(tmp_path / "dag")
+    warmed = 0
+    while tails.warm_next():
+        warmed += 1
+    assert warmed == sum(s.tail is not None for s in manifest.splits) == len(tails._tails)

@@ -102,13 +102,13 @@ def test_a_broker_restart_is_survived_and_stats_are_published(demo_bundle, tmp_p
     assert got[-1]["edge"] == "edge-1", "the device and the edge did not both come back"
     # Both reconnected and re-subscribed: requests answered again after the restart.
     assert any(t.endswith("/device/cam-r/detections") and json.loads(p)["edge"] for t, p, _ in after)
-    stats = [json.loads(p) for t, p, _ in before if t == "ans/v1/device/cam-r/stats"]
+    stats = [json.loads(p) for t, p, _ in before + after if t == "ans/v1/device/cam-r/stats"]
     assert stats and {"fps", "delay_mean_ms", "delay_p95_ms", "split_histogram", "fallbacks", "exploration_rate",
                       "learner"} <= set(stats[-1])
     assert stats[-1]["learner"]["front_ms"][-1] > 0
     edge_stats = [json.loads(p) for t, p, _ in before + after if t == "ans/v1/edge/edge-1/stats"]
     assert edge_stats and sum(s["served"] for s in edge_stats) > 0 and "queue_depth" in edge_stats[-1]
-    discovery = {t: json.loads(p) for t, p, retain in before if t.startswith("homeassistant/")}
+    discovery = {t: json.loads(p) for t, p, retain in before + after if t.startswith("homeassistant/")}
     fps = discovery["homeassistant/sensor/ans_cam-r/fps/config"]
     assert fps["state_topic"] == "ans/v1/device/cam-r/stats" and fps["availability_topic"].endswith("cam-r/status")
 
