@@ -119,7 +119,7 @@ def _plot(out: Path) -> None:
     fig, (top, bottom) = plt.subplots(2, 1, figsize=(10, 5.5), sharex=True)
     top.scatter(frames, [r["split"] for r in records], c=colours, s=8)
     top.set_ylabel("chosen split")
-    top.set_title("ans demo: blue = answered by the edge, red = finished on the device after a miss, "
+    top.set_title("ans demo: blue = answered by the edge, red = meant for the edge but finished on the device, "
                   "grey = device-only", fontsize=9)
     bottom.scatter(frames, [r["delay_s"] * 1e3 for r in records], c=colours, s=8)
     bottom.set_ylabel("end-to-end delay (ms)")
