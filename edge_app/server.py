@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from paho.mqtt.enums import MQTTErrorCode
 
 from device_app.detect import detections as decode_detections
 from device_app.service import Heartbeat, Notifier
@@ -31,6 +32,7 @@ from mqtt.protocol import (ProtocolError, Request, Result, Topics, bundle_hash_b
 from .settings import EdgeSettings
 
 log = logging.getLogger("ans.edge")
+QUEUE_FULL = MQTTErrorCode.MQTT_ERR_QUEUE_SIZE
 
 
 class TailRunner:
@@ -288,7 +290,8 @@ class EdgeServer:
             while not stop.is_set():
                 batch = self.next_batch()
                 for device, result in self.run_batch(batch) if batch else ():
-                    self.client.publish(self.topics.result(device), result, qos=1)
+                    if self.client.publish(self.topics.result(device), result, qos=1).rc == QUEUE_FULL:
+                        self.stats.count("unsent")  # broker away too long: the device has finished the frame itself
                 if not batch and warming:
                     warming = self.tails.warm_next()
                 heartbeat()
@@ -299,7 +302,7 @@ class EdgeServer:
     def publish_stats(self) -> dict:
         message = self.stats.report(edge=self.settings.id, queue_depth=self.requests.qsize() + len(self.pending),
                                     accelerator=self.accelerator, **_gpu_memory())
-        self.client.publish(self.topics.edge_stats(self.settings.id), json.dumps(message), qos=0)
+        self.client.publish(self.topics.edge_stats(self.settings.id), json.dumps(message), qos=1)
         self.notifier.status(f"{message['requests_per_s']} req/s, batch {message['batch_mean']}, "
                              f"queue {message['queue_depth']}")
         return message
