@@ -33,7 +33,7 @@ def render_unit(role: str, ans: Path) -> str:
     template = UNITS / unit_name(role)
     if not template.is_file():
         raise OSError(f"{template}: unit file not found; install ANS from a checkout (see docs/deploy.md)")
-    return template.read_text().replace("@ANS@", str(ans))
+    return template.read_text().replace("@ANS@", str(ans)).replace("@DOCS@", str(UNITS.parent / "docs"))
 
 
 def _config(role: str, bundle: str, broker: str | None) -> str:
