@@ -87,5 +87,6 @@ def run_device(settings: DeviceSettings, stop: threading.Event | None = None, li
         device.run(open_source(settings.source, settings.frames), stop, sinks)
     summary = summarise(records, device.device_only)
     return (f"{summary['frames']} frames: {summary['offloaded']} answered by the edge, {summary['fallbacks']} "
-            f"finished on the device instead (edge away, late or refusing); median delay {summary['median_delay_ms']:.1f} ms, "
-            f"p95 {summary['p95_delay_ms']:.1f} ms; splits {summary['split_histogram']}")
+            f"finished on the device instead (edge away, late or refusing); "
+            f"median delay {summary['median_delay_ms']:.1f} ms, p95 {summary['p95_delay_ms']:.1f} ms; "
+            f"splits {summary['split_histogram']}")

@@ -139,7 +139,7 @@ def reference(cls: type) -> str:
                 continue
             default = "(required)" if name in required else f"`{_toml_value(spec.get('default'))}`".replace(
                 "`None`", "not set")
-            rows.append(f"| `{prefix}{name}` | {default} | {spec.get('description', '')} |")
+            rows.append(f"| `{prefix}{name}` | {default} | {' '.join(spec.get('description', '').split())} |")
 
     walk(schema["properties"], schema.get("required", []), "")
     return "\n".join(rows) + "\n"

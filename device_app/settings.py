@@ -27,7 +27,8 @@ class DeviceSettings:
     frames: int | None = None
     """Stop after this many frames (not set: until the source ends, or for ever for a camera)."""
     policy: str = "ans"
-    """Split-selection policy: ans (default), mu-linucb-paper (the paper's algorithm), linucb, device-only, edge-only."""
+    """Split-selection policy: ans (default), mu-linucb-paper (the paper's algorithm), linucb, device-only or
+    edge-only."""
     codec: str = "float32"
     """How the cut tensor travels: float32, float16 (half the bytes) or int8 (a quarter)."""
     deadline_ms: float = 500.0

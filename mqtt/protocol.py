@@ -137,12 +137,14 @@ def decode_result(message: bytes) -> Result:
         result = Result(**doc)
     except TypeError as exc:
         raise ProtocolError(f"result has unexpected or missing fields: {exc}") from None
-    numbers = (result.wait_s, result.compute_s)
-    if (not isinstance(result.frame_id, int) or not isinstance(result.split, int) or result.status not in ("ok", "error")
-            or not all(isinstance(v, (int, float)) and math.isfinite(v) and v >= 0 for v in numbers)
+    def finite(v) -> bool:
+        return isinstance(v, (int, float)) and math.isfinite(v)
+
+    if (not isinstance(result.frame_id, int) or not isinstance(result.split, int)
+            or result.status not in ("ok", "error")
+            or not all(finite(v) and v >= 0 for v in (result.wait_s, result.compute_s))
             or not isinstance(result.detections, list)
-            or not all(isinstance(d, list) and len(d) == 6
-                       and all(isinstance(v, (int, float)) and math.isfinite(v) for v in d) for d in result.detections)):
+            or not all(isinstance(d, list) and len(d) == 6 and all(finite(v) for v in d) for d in result.detections)):
         raise ProtocolError(f"result for frame {doc.get('frame_id')!r} has malformed fields")
     return result
 

@@ -45,7 +45,8 @@ def test_install_and_uninstall_into_a_tree(tmp_path, demo_bundle):
     assert first.returncode == 0, first.stderr
     unit = root / "etc/systemd/system/ans-device.service"
     config = root / "etc/ans/device.toml"
-    assert "ExecStart=" in unit.read_text() and "@ANS@" not in unit.read_text() and "@DOCS@" not in unit.read_text()
+    text = unit.read_text()
+    assert "ExecStart=" in text and "@ANS@" not in text and "@DOCS@" not in text
     assert stat.S_IMODE((root / "etc/ans/device.password").stat().st_mode) == 0o600
     check = subprocess.run(ANS + ["config", "check", "device", str(config)], capture_output=True, text=True, env=ENV)
     assert check.returncode == 0 and "mqtt://hub.lan:1883" in check.stdout, check.stderr
