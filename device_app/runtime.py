@@ -22,7 +22,7 @@ from paho.mqtt.enums import MQTTErrorCode
 
 from mqtt.codec import encode
 from mqtt.connection import Refusal, go_offline, make_client, max_packet_size, parse_broker
-from mqtt.discovery import discovery_messages
+from mqtt.discovery import announce
 from mqtt.protocol import (ProtocolError, Request, Topics, bundle_hash_bytes, decode_result, encode_request,
                            request_size)
 
@@ -115,9 +115,7 @@ class Device:
         client.subscribe(self.topics.every_edge_status(), qos=1)
         client.publish(self.topics.device_status(self.settings.id), b"online", qos=1, retain=True)
         if self.settings.home_assistant:
-            for topic, payload in discovery_messages("device", self.settings.id, self.topics.device_stats(
-                    self.settings.id), self.topics.device_status(self.settings.id), self.settings.stats_interval_s):
-                client.publish(topic, payload, qos=1, retain=True)
+            announce(client, "device", self.settings.id, self.topics, self.settings.stats_interval_s)
         self.connected.set()
 
     def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:

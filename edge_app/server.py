@@ -25,7 +25,7 @@ from paho.mqtt.enums import MQTTErrorCode
 from device_app.detect import detections as decode_detections
 from device_app.service import Heartbeat, Notifier
 from mqtt.connection import Refusal, go_offline, make_client, parse_broker
-from mqtt.discovery import discovery_messages
+from mqtt.discovery import announce
 from mqtt.protocol import (ProtocolError, Request, Result, Topics, bundle_hash_bytes, decode_header, decode_request,
                            encode_result)
 
@@ -176,9 +176,7 @@ class EdgeServer:
         client.subscribe(self.topics.shared_requests(self.settings.group), qos=1)  # here: a reconnect restores it
         client.publish(self.topics.edge_status(self.settings.id), b"online", qos=1, retain=True)
         if self.settings.home_assistant:
-            for topic, payload in discovery_messages("edge", self.settings.id, self.topics.edge_stats(
-                    self.settings.id), self.topics.edge_status(self.settings.id), self.settings.stats_interval_s):
-                client.publish(topic, payload, qos=1, retain=True)
+            announce(client, "edge", self.settings.id, self.topics, self.settings.stats_interval_s)
         self.connected.set()
         log.info("connected to %s:%d, serving %s on %s", self.host, self.port, self.tails.manifest.model.name,
                  self.accelerator)

@@ -18,6 +18,14 @@ SENSORS = {
 }
 
 
+def announce(client, kind: str, name: str, topics, stats_interval_s: float) -> None:
+    """Publish (retained) the discovery configs of a device's or an edge's sensors."""
+    stats, status = ((topics.device_stats(name), topics.device_status(name)) if kind == "device"
+                     else (topics.edge_stats(name), topics.edge_status(name)))
+    for topic, payload in discovery_messages(kind, name, stats, status, stats_interval_s):
+        client.publish(topic, payload, qos=1, retain=True)
+
+
 def discovery_messages(kind: str, name: str, stats_topic: str, status_topic: str,
                        stats_interval_s: float) -> list[tuple[str, bytes]]:
     """(topic, payload) per sensor; publish them retained."""
