@@ -84,7 +84,7 @@ def run_device(settings: DeviceSettings, stop: threading.Event | None = None, li
             line = LiveLine(settings.frames)
             stack.callback(line.close)
             sinks.append(line)
-        device.run(open_source(settings.source, settings.frames), stop, sinks)
+        device.run(open_source(settings.source, settings.frames, settings.loop), stop, sinks)
     summary = summarise(records, device.device_only)
     return (f"{summary['frames']} frames: {summary['offloaded']} answered by the edge, {summary['fallbacks']} "
             f"finished on the device instead (edge away, late or refusing); "

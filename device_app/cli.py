@@ -132,6 +132,9 @@ def cmd_edge(args: argparse.Namespace) -> int:
     except BrokerRefused as exc:
         logging.getLogger("ans.edge").error("%s", exc)
         return 3
+    except Exception:  # serving, not configuration: exit 1, which systemd restarts (2 and 3 it does not)
+        logging.getLogger("ans.edge").exception("the edge stopped on an unexpected error")
+        return 1
     return 0
 
 
@@ -144,6 +147,7 @@ def cmd_device(args: argparse.Namespace) -> int:
 
     settings = _settings(DeviceSettings, args, "ANS_DEVICE_", {
         "bundle": args.bundle, "source": args.source, "id": args.id, "policy": args.policy, "frames": args.frames,
+        "loop": args.loop or None,
         "deadline_ms": args.deadline_ms, "state_dir": args.state_dir, "codec": args.codec, "results_out": args.out,
         "video_out": args.video_out, "emulate_slowdown": args.emulate_slowdown})
     _logging()
@@ -158,6 +162,11 @@ def cmd_device(args: argparse.Namespace) -> int:
     except SourceLost as exc:  # worth a restart (systemd does it): the camera may come back
         logging.getLogger("ans.device").error("%s", exc)
         return 4
+    except (ValueError, OSError):  # the source or bundle did not open: a configuration problem (exit 2)
+        raise
+    except Exception:  # running, not configuration: exit 1, which systemd restarts
+        logging.getLogger("ans.device").exception("the device stopped on an unexpected error")
+        return 1
     print(summary)
     return 0
 
@@ -239,6 +248,7 @@ def build_parser() -> argparse.ArgumentParser:
     dev.add_argument("--source", help="a video file, camera:N, or demo")
     dev.add_argument("--policy", choices=DEVICE_POLICIES)
     dev.add_argument("--frames", type=int, help="stop after this many frames")
+    dev.add_argument("--loop", action="store_true", help="play a video file (or demo) again when it ends")
     dev.add_argument("--deadline-ms", type=float, help="finish on the device if no result by then")
     dev.add_argument("--state-dir", help="where the calibration and the learner state are kept")
     dev.add_argument("--codec", choices=["float32", "float16", "int8"], help="how the cut tensor travels")

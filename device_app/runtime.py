@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 from paho.mqtt.enums import MQTTErrorCode
 
+from common.logs import RateLimitedLog
 from mqtt.codec import encode
 from mqtt.connection import Refusal, go_offline, make_client, max_packet_size, parse_broker
 from mqtt.discovery import announce
@@ -82,7 +83,7 @@ class Device:
         self.client.on_message = self._on_message
         self.connected = threading.Event()
         self.refusal = Refusal(self.host, self.port, s.id, log)
-        self._reported: set[str] = set()
+        self.logs = RateLimitedLog(log)
         self._dropping = False
 
     # -- learner state: resume after a restart --
@@ -137,14 +138,17 @@ class Device:
         self.too_big = too_big
 
     def _on_message(self, client, userdata, message) -> None:
-        if message.topic.endswith("/status"):
-            edge = message.topic.split("/")[-2]
-            (self.edges.add if message.payload == b"online" else self.edges.discard)(edge)
-            return
+        """Never raises: an exception here would end paho's network thread."""
         try:
+            if message.topic.endswith("/status"):
+                edge = message.topic.split("/")[-2]
+                (self.edges.add if message.payload == b"online" else self.edges.discard)(edge)
+                return
             self.results.put((decode_result(message.payload), time.monotonic()))
         except ProtocolError as exc:
-            log.warning("ignoring a malformed result: %s", exc)
+            self.logs.warning("malformed-result", "ignoring a malformed result: %s", exc)
+        except Exception:
+            self.logs.error("internal", "could not handle a message", exc_info=True)
 
     # -- one frame --
 
@@ -204,9 +208,8 @@ class Device:
         else:  # device-only by choice, no edge online, late or refused: finish here
             if attempted:  # the learner is told: this offload took at least the deadline
                 self.policy.update(Feedback(split, self.settings.deadline_ms / 1e3))
-                if offloaded is not None and offloaded[0].error not in self._reported:
-                    self._reported.add(offloaded[0].error)  # one log line per kind of refusal
-                    log.error("the edge refused frame %d: %s", frame_id, offloaded[0].error)
+                if offloaded is not None:
+                    self.logs.error("refused", "the edge refused frame %d: %s", frame_id, offloaded[0].error[:300])
             detections = decode_detections(self._head(self.device_only, image), self.decoding)
             fallback, answered_by, timing = split != self.device_only, None, {}
         record = {"frame": frame_id, "split": split, "fallback": fallback, "delay_s": time.monotonic() - start,

@@ -26,6 +26,8 @@ class DeviceSettings:
     """Frames: a video file, ``camera:N`` (OpenCV), or ``demo`` (the generated demo clip)."""
     frames: int | None = None
     """Stop after this many frames (not set: until the source ends, or for ever for a camera)."""
+    loop: bool = False
+    """Play a video file (or ``demo``) again from the start when it ends, until ``frames`` or a stop."""
     policy: str = "ans"
     """Split-selection policy: ans (default), mu-linucb-paper (the paper's algorithm), linucb, device-only or
     edge-only."""

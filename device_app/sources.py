@@ -17,11 +17,26 @@ class SourceLost(RuntimeError):
     """A camera that stopped delivering frames: the service exits non-zero so that systemd restarts it."""
 
 
-def open_source(spec: str, limit: int | None = None):
-    """RGB uint8 frames from a video file, ``camera:N``, or ``demo`` (the generated demo clip)."""
+def open_source(spec: str, limit: int | None = None, loop: bool = False):
+    """RGB uint8 frames from a video file, ``camera:N``, or ``demo`` (the generated demo clip);
+    ``loop``: a file starts again from its first frame when it ends, until ``limit``."""
     if spec == "demo":
         spec = str(demo_clip())
-    return _video_frames(spec, limit)
+    if not loop or spec.startswith("camera:"):
+        return _video_frames(spec, limit)
+    return _looped(spec, limit)
+
+
+def _looped(spec: str, limit: int | None):
+    count = 0
+    while limit is None or count < limit:
+        played = 0
+        for frame in _video_frames(spec, None if limit is None else limit - count):
+            played += 1
+            yield frame
+        if not played:  # an empty file would loop for ever
+            raise ValueError(f"{spec}: the video holds no frame")
+        count += played
 
 
 def demo_clip() -> Path:

@@ -3,8 +3,10 @@
 One MQTT v5 client on a shared subscription (several edge processes share the load) and one
 worker thread. Requests for the same split that arrive together run as one batch (bounded
 wait). A request that cannot be served (another bundle, a split out of range, a wrong shape,
-a malformed or oversized payload, a full queue) gets an error result; nothing a device sends
-can stop the server.
+a malformed or oversized payload, a full queue) gets an error result, at a bounded rate per
+device; a message on a topic that names no device is counted and dropped. Requests wait in one
+queue per device, served in turn, so a device that floods the edge delays only itself. Nothing
+a client sends can stop the server.
 """
 
 from __future__ import annotations
@@ -13,7 +15,6 @@ import collections
 import json
 import logging
 import os
-import queue
 import threading
 import time
 from dataclasses import dataclass
@@ -22,6 +23,7 @@ from pathlib import Path
 import numpy as np
 from paho.mqtt.enums import MQTTErrorCode
 
+from common.logs import RateLimitedLog
 from device_app.detect import detections as decode_detections
 from device_app.service import Heartbeat, Notifier
 from mqtt.connection import Refusal, go_offline, make_client, parse_broker
@@ -29,6 +31,7 @@ from mqtt.discovery import announce
 from mqtt.protocol import (ProtocolError, Request, Result, Topics, bundle_hash_bytes, decode_header, decode_request,
                            encode_result)
 
+from .intake import ErrorBudget, FairQueue, TopCounts
 from .settings import EdgeSettings
 
 log = logging.getLogger("ans.edge")
@@ -48,19 +51,18 @@ class TailRunner:
         self.model = load_keras_model(self.folder / self.manifest.splits[0].tail.path)
         self._tails: dict[int, object] = {}
 
-    def check(self, request: Request, tensor: np.ndarray) -> None:
+    def check(self, request: Request) -> None:
+        """What the header alone says about a request: this bundle, a split with a tail, its shape."""
         splits = self.manifest.splits
         if request.bundle_hash != self.hash16:
             raise ProtocolError(f"request is for bundle {request.bundle_hash.hex()[:12]}…, this edge serves "
                                 f"{self.manifest.model.name} {self.hash16.hex()[:12]}…: convert and deploy the same "
-                                "bundle on both sides")
+                                "bundle on both sides", "bundle")
         if not 0 <= request.split < len(splits) or splits[request.split].tail is None:
-            raise ProtocolError(f"split {request.split} has no tail to run (0..{len(splits) - 2} do)")
+            raise ProtocolError(f"split {request.split} has no tail to run (0..{len(splits) - 2} do)", "split")
         if list(request.shape) != splits[request.split].cut_shape:
             raise ProtocolError(f"split {request.split} sends shape {splits[request.split].cut_shape}, "
-                                f"got {list(request.shape)}")
-        if not np.isfinite(tensor).all():
-            raise ProtocolError(f"frame {request.frame_id}: the tensor holds NaN or infinite values")
+                                f"got {list(request.shape)}", "shape")
 
     def run(self, split: int, batch: np.ndarray) -> list[np.ndarray]:
         """Every model output for a batch of cut tensors (batch on axis 0)."""
@@ -94,37 +96,50 @@ class TailRunner:
 
 @dataclass
 class Pending:
-    """A decoded request waiting for its batch."""
+    """A request whose header passed the checks, waiting in its device's queue; the tensor is
+    decoded by the worker, not by the network thread."""
 
     device: str
     request: Request
-    tensor: np.ndarray
+    payload: bytes
     received: float
+    tensor: np.ndarray | None = None
 
 
 class EdgeStats:
-    """Counters and samples since the last stats message."""
+    """Counters and samples since the last stats message (counted from two threads)."""
 
     def __init__(self) -> None:
         self.totals = collections.Counter()
+        self.refused_by = TopCounts()  # which devices were answered with errors or shed, the most first
+        self._lock = threading.Lock()
         self._reset()
 
     def _reset(self) -> None:
         self.since, self.cpu_since = time.monotonic(), sum(os.times()[:2])
         self.window = collections.Counter()
+        self.kinds = collections.Counter()
         self.batches: list[int] = []
         self.compute: list[float] = []
         self.waits: list[float] = []
 
     def count(self, what: str, n: int = 1) -> None:
-        self.window[what] += n
-        self.totals[what] += n
+        with self._lock:
+            self.window[what] += n
+            self.totals[what] += n
+
+    def refused(self, device: str, kind: str) -> None:
+        self.count("errors")
+        self.refused_by.add(device)
+        with self._lock:
+            self.kinds[kind] += 1
 
     def batch(self, size: int, compute_s: float, waits: list[float]) -> None:
         self.count("served", size)
-        self.batches.append(size)
-        self.compute.append(compute_s)
-        self.waits.extend(waits)
+        with self._lock:
+            self.batches.append(size)
+            self.compute.append(compute_s)
+            self.waits.extend(waits)
 
     def report(self, **extra) -> dict:
         now, cpu = time.monotonic(), sum(os.times()[:2])
@@ -133,42 +148,52 @@ class EdgeStats:
         def mean_ms(values):
             return round(float(np.mean(values)) * 1e3, 2) if values else 0.0
 
-        message = {
+        with self._lock:
+            window, kinds, batches, compute, waits = self.window, self.kinds, self.batches, self.compute, self.waits
+            totals = dict(self.totals)
+            self._reset()
+        return {
             "window_s": round(span, 3),
-            "requests_per_s": round(self.window["served"] / span, 2),
-            "served": self.window["served"],
-            "errors": self.window["errors"],
-            "rejected_queue_full": self.window["queue_full"],
-            "batches": len(self.batches),
-            "batch_mean": round(float(np.mean(self.batches)), 2) if self.batches else 0.0,
-            "batch_histogram": dict(sorted(collections.Counter(self.batches).items())),
-            "compute_mean_ms": mean_ms(self.compute),
-            "wait_mean_ms": mean_ms(self.waits),
+            "requests_per_s": round(window["served"] / span, 2),
+            "served": window["served"],
+            "errors": window["errors"],
+            "errors_by_kind": dict(kinds),
+            "errors_unanswered": window["errors_unanswered"],
+            "rejected_queue_full": window["queue_full"],
+            "refused_devices": self.refused_by.report(),
+            "unanswerable": window["unanswerable"],
+            "batches": len(batches),
+            "batch_mean": round(float(np.mean(batches)), 2) if batches else 0.0,
+            "batch_histogram": dict(sorted(collections.Counter(batches).items())),
+            "compute_mean_ms": mean_ms(compute),
+            "wait_mean_ms": mean_ms(waits),
             "cpu_percent": round(100.0 * (cpu - self.cpu_since) / span, 1),
-            "totals": dict(self.totals),
+            "totals": totals,
             **extra,
         }
-        self._reset()
-        return message
 
 
 class EdgeServer:
+    #: Consecutive failing turns of the serving loop after which the edge exits (1) for systemd to restart it.
+    MAX_FAILURES = 100
+
     def __init__(self, settings: EdgeSettings, notifier: Notifier | None = None):
         self.settings = s = settings
         self.notifier = notifier or Notifier()
         self.tails = TailRunner(s.bundle)
         self.host, self.port = parse_broker(s.mqtt.broker)
         self.topics = Topics(s.mqtt.prefix)
-        self.requests: queue.Queue = queue.Queue(maxsize=s.queue_size)
-        self.pending: collections.deque[Pending] = collections.deque()  # decoded, waiting for their split's turn
+        self.queue: FairQueue[Pending] = FairQueue(s.per_device_queue, s.queue_size)
+        self.budget = ErrorBudget(s.error_replies_per_s, 20 * s.error_replies_per_s)
         self.stats = EdgeStats()
+        self.logs = RateLimitedLog(log)
+        self.max_bytes = int(s.max_request_mb * 2**20)
         self.accelerator = _accelerator()
-        self.client = make_client(s.id, self.topics.edge_status(s.id), s.mqtt)
+        self.client = make_client(s.id, self.topics.edge_status(s.id), s.mqtt, queued=1000)
         self.client.on_connect = self._on_connect
         self.client.on_message = self._on_message
         self.connected = threading.Event()
         self.refusal = Refusal(self.host, self.port, s.id, log)
-        self._reported: set[str] = set()
 
     def _on_connect(self, client, userdata, flags, reason_code, properties) -> None:
         if not self.refusal.accepted(client, reason_code):
@@ -181,77 +206,86 @@ class EdgeServer:
         log.info("connected to %s:%d, serving %s on %s", self.host, self.port, self.tails.manifest.model.name,
                  self.accelerator)
 
+    # -- requests in (paho's network thread) --
+
     def _on_message(self, client, userdata, message) -> None:
+        """Never raises: an exception here would end paho's network thread, and the edge would go deaf."""
         try:
-            self.requests.put_nowait((message.topic, message.payload, time.monotonic()))
-        except queue.Full:  # answer at once, so the device finishes the frame itself instead of waiting
+            self._admit(message.topic, message.payload, time.monotonic())
+        except Exception:  # a bug, not bad input: counted and logged, the edge goes on
+            self.stats.count("internal_errors")
+            self.logs.error("internal", "could not handle a message", exc_info=True)
+
+    def _admit(self, topic: str, payload: bytes, received: float) -> None:
+        """Queue a request whose header passes the checks; refuse anything else."""
+        try:
+            device = self.topics.requesting_device(topic)
+        except ProtocolError as exc:  # nobody to answer: count and drop
+            self.stats.count("unanswerable")
+            self.logs.warning("topic", "dropping a message that names no device to answer: %s", exc)
+            return
+        try:
+            request = decode_header(payload, self.max_bytes)
+            self.tails.check(request)
+        except ProtocolError as exc:
+            self._refuse(device, payload, exc.kind, str(exc))
+            return
+        if not self.queue.put(device, Pending(device, request, payload, received)):
             self.stats.count("queue_full")
-            self._reply_error(message.topic, message.payload, "edge overloaded: request queue full")
+            busy = self.queue.depth(device) >= self.settings.per_device_queue
+            self._refuse(device, payload, "queue-full",
+                         f"edge overloaded: request queue full ({device} has {self.settings.per_device_queue} "
+                         "requests waiting, its share)" if busy else "edge overloaded: request queue full", request)
 
-    # -- requests --
-
-    def _device(self, topic: str) -> str | None:
-        parts = topic.split("/")
-        return parts[-2] if len(parts) >= 2 and parts[-1] == "request" else None
-
-    def _reply_error(self, topic: str, payload: bytes, error: str, request: Request | None = None) -> None:
-        device = self._device(topic)
-        if device is None:
+    def _refuse(self, device: str, payload: bytes, kind: str, error: str, request: Request | None = None) -> None:
+        """An error reply, within the device's error budget; past it, counted only."""
+        self.stats.refused(device, kind)
+        self.logs.warning(kind, "answering %s with an error: %s", device, error)
+        if not self.budget.allow(device):
+            self.stats.count("errors_unanswered")
             return
         if request is None:  # what can be read of the header, for the device to match the answer
             try:
                 request = decode_header(payload)
             except ProtocolError:
                 pass
-        self.stats.count("errors")
-        if error not in self._reported:  # one log line per kind of problem, not one per frame
-            self._reported.add(error)
-            log.warning("answering %s with an error: %s", device, error)
         result = Result(request.frame_id if request else 0, request.split if request else 0, "error", error=error,
                         edge=self.settings.id)
-        self.client.publish(self.topics.result(device), encode_result(result), qos=1)
+        self._send(device, encode_result(result))
 
-    def _decode(self, topic: str, payload: bytes, received: float) -> Pending | None:
-        """The request ready to run, or None after answering it with an error."""
-        device = self._device(topic)
-        if device is None:
-            return None
-        request = None
+    def _send(self, device: str, result: bytes) -> None:
+        """Every reply's publish is checked: one the outgoing queue cannot hold is counted and logged."""
+        if self.client.publish(self.topics.result(device), result, qos=1).rc == QUEUE_FULL:
+            self.stats.count("unsent")  # broker away too long: the device has finished the frame itself
+            self.logs.warning("unsent", "the outgoing queue is full (broker away?): a reply to %s was not sent",
+                              device)
+
+    # -- batches (the worker thread) --
+
+    def _decode(self, pending: Pending) -> Pending | None:
+        """The request with its tensor, or None after answering it with an error."""
         try:
-            request, tensor = decode_request(payload, int(self.settings.max_request_mb * 2**20))
-            self.tails.check(request, tensor)
+            _, pending.tensor = decode_request(pending.payload, self.max_bytes)
+            if not np.isfinite(pending.tensor).all():
+                raise ProtocolError(f"frame {pending.request.frame_id}: the tensor holds NaN or infinite values",
+                                    "non-finite")
         except ProtocolError as exc:
-            self._reply_error(topic, payload, str(exc), request)
+            self._refuse(pending.device, pending.payload, exc.kind, str(exc), pending.request)
             return None
-        return Pending(device, request, tensor, received)
+        return pending
 
     def next_batch(self, timeout: float = 0.2) -> list[Pending]:
-        """The oldest request and those for the same split that arrive within the batch wait."""
-        first = self.pending.popleft() if self.pending else None
+        """The next device's oldest request, and the queued requests for the same split from every
+        device in turn (up to ``max_batch``). A batch forms from what queued while the last one ran;
+        it waits for more only if ``batch_wait_ms`` says so."""
+        got = self.queue.get(timeout)
+        first = self._decode(got[1]) if got else None
         if first is None:
-            try:
-                first = self._decode(*self.requests.get(timeout=timeout))
-            except queue.Empty:
-                return []
-            if first is None:
-                return []
-        batch = [first]
-        deadline = first.received + self.settings.batch_wait_ms / 1e3
-        for item in list(self.pending):  # earlier arrivals for this split first
-            if len(batch) < self.settings.max_batch and item.request.split == first.request.split:
-                self.pending.remove(item)
-                batch.append(item)
-        while len(batch) < self.settings.max_batch:
-            left = deadline - time.monotonic()
-            try:
-                raw = self.requests.get(timeout=left) if left > 0 else self.requests.get_nowait()
-            except queue.Empty:
-                break
-            item = self._decode(*raw)
-            if item is None:
-                continue
-            (batch if item.request.split == first.request.split else self.pending).append(item)
-        return batch
+            return []
+        split = first.request.split
+        until = first.received + self.settings.batch_wait_ms / 1e3 if self.settings.batch_wait_ms else None
+        more = self.queue.take_matching(lambda p: p.request.split == split, self.settings.max_batch - 1, until)
+        return [first] + [p for _, item in more if (p := self._decode(item)) is not None]
 
     def run_batch(self, batch: list[Pending]) -> list[tuple[str, bytes]]:
         """One tail run for the whole batch; an encoded result per request."""
@@ -266,7 +300,7 @@ class EdgeServer:
                               edge=self.settings.id) for i, p in enumerate(batch)]
             encoded = [encode_result(r) for r in results]
         except Exception as exc:  # a bug here must not take the edge down: answer, log, go on
-            log.exception("tail of split %d failed", split)
+            self.logs.error("tail", "tail of split %d failed", split, exc_info=True)
             self.stats.count("errors", len(batch))
             return [(p.device, encode_result(Result(p.request.frame_id, split, "error", error=f"edge failure: {exc}",
                                                     edge=self.settings.id))) for p in batch]
@@ -284,23 +318,32 @@ class EdgeServer:
                 self.connected.wait(0.1)
             self.notifier.ready(f"serving {self.tails.manifest.model.name} on {self.accelerator}")
             heartbeat = Heartbeat(self.notifier, self.settings.stats_interval_s, self.publish_stats, self.refusal)
-            warming = True
+            warming, failures = True, 0
             while not stop.is_set():
-                batch = self.next_batch()
-                for device, result in self.run_batch(batch) if batch else ():
-                    if self.client.publish(self.topics.result(device), result, qos=1).rc == QUEUE_FULL:
-                        self.stats.count("unsent")  # broker away too long: the device has finished the frame itself
-                if not batch and warming:
-                    warming = self.tails.warm_next()
+                try:
+                    batch = self.next_batch()
+                    for device, result in self.run_batch(batch) if batch else ():
+                        self._send(device, result)
+                    if not batch and warming:
+                        warming = self.tails.warm_next()
+                    failures = 0
+                except Exception:  # a bug, not a request: the next turn may well work
+                    failures += 1
+                    self.stats.count("internal_errors")
+                    self.logs.error("internal", "the serving loop failed", exc_info=True)
+                    if failures >= self.MAX_FAILURES:
+                        raise
                 heartbeat()
         finally:
             self.notifier.stopping()
             go_offline(self.client, self.topics.edge_status(self.settings.id))
 
     def publish_stats(self) -> dict:
-        message = self.stats.report(edge=self.settings.id, queue_depth=self.requests.qsize() + len(self.pending),
+        message = self.stats.report(edge=self.settings.id, queue_depth=len(self.queue),
                                     accelerator=self.accelerator, **_gpu_memory())
-        self.client.publish(self.topics.edge_stats(self.settings.id), json.dumps(message), qos=1)
+        info = self.client.publish(self.topics.edge_stats(self.settings.id), json.dumps(message), qos=1)
+        if info.rc == QUEUE_FULL:
+            self.stats.count("unsent")
         self.notifier.status(f"{message['requests_per_s']} req/s, batch {message['batch_mean']}, "
                              f"queue {message['queue_depth']}")
         return message

@@ -31,11 +31,16 @@ class MqttSettings:
     """Topic prefix: every topic lives under <prefix>/v1/."""
     keepalive_s: int = 10
     """MQTT keep-alive; the broker announces a vanished client ``offline`` after 1.5 times this."""
+    reconnect_max_s: float = 1.0
+    """After losing the broker, retry after 0.25 s, doubling up to this: offloading resumes within
+    about this long of the broker's return."""
 
     def __post_init__(self) -> None:
         parse_broker(self.broker)
         if self.keepalive_s < 1:
             raise ValueError("keepalive_s must be at least 1")
+        if not 0.25 <= self.reconnect_max_s <= 300:
+            raise ValueError("reconnect_max_s must lie between 0.25 and 300")
 
     def password(self) -> str | None:
         if self.password_file is None:
@@ -54,9 +59,14 @@ def parse_broker(url: str) -> tuple[str, int]:
     return parsed.hostname, parsed.port or 1883
 
 
-def make_client(name: str, status_topic: str | None, settings: MqttSettings | None = None):
-    """An MQTT v5 client with a unique id, bounded queues, credentials, and ``offline`` as the
-    retained Last Will on its status topic (if it has one)."""
+#: First retry after a lost connection; paho doubles it up to ``reconnect_max_s``.
+RECONNECT_MIN_S = 0.25
+
+
+def make_client(name: str, status_topic: str | None, settings: MqttSettings | None = None, queued: int = 100):
+    """An MQTT v5 client with a unique id, bounded queues (``queued`` outgoing messages held while
+    the broker is slow or away), credentials, prompt reconnects, and ``offline`` as the retained
+    Last Will on its status topic (if it has one)."""
     import paho.mqtt.client as mqtt
     from paho.mqtt.enums import CallbackAPIVersion
 
@@ -64,10 +74,10 @@ def make_client(name: str, status_topic: str | None, settings: MqttSettings | No
     client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"{name}-{uuid.uuid4().hex[:8]}",
                          protocol=mqtt.MQTTv5)
     client.max_inflight_messages_set(20)
-    client.max_queued_messages_set(100)
+    client.max_queued_messages_set(queued)
     if status_topic is not None:
         client.will_set(status_topic, b"offline", qos=1, retain=True)
-    client.reconnect_delay_set(min_delay=1, max_delay=30)
+    client.reconnect_delay_set(min_delay=RECONNECT_MIN_S, max_delay=settings.reconnect_max_s)
     if settings.username is not None:
         client.username_pw_set(settings.username, settings.password())
     client.on_socket_open = _no_delay

@@ -26,7 +26,13 @@ _FIXED = struct.Struct("<4sHBBBBQHH16sqqfi")
 
 
 class ProtocolError(ValueError):
-    """A message that does not follow the protocol, with what is wrong."""
+    """A message that does not follow the protocol, with what is wrong. ``kind`` names the problem
+    from a small fixed set (the text carries frame ids and sizes), so that a receiver can count
+    and log per kind without one entry per distinct message."""
+
+    def __init__(self, message: str, kind: str = "malformed"):
+        super().__init__(message)
+        self.kind = kind
 
 
 @dataclass(frozen=True)
@@ -73,7 +79,7 @@ def decode_header(message: bytes | bytearray | memoryview, max_bytes: int | None
     """The request's header alone (what an error reply needs to name the frame)."""
     view = memoryview(message)
     if max_bytes is not None and len(view) > max_bytes:
-        raise ProtocolError(f"message of {len(view)} bytes exceeds the limit of {max_bytes}")
+        raise ProtocolError(f"message of {len(view)} bytes exceeds the limit of {max_bytes}", "too-large")
     if len(view) < _FIXED.size:
         raise ProtocolError(f"message of {len(view)} bytes is shorter than the {_FIXED.size}-byte header")
     (magic, header_size, version, codec_id, ndim, _flags, frame_id, split, _reserved, bundle_hash, captured_ns,
@@ -81,7 +87,8 @@ def decode_header(message: bytes | bytearray | memoryview, max_bytes: int | None
     if magic != MAGIC:
         raise ProtocolError(f"not an ANS request (magic {bytes(magic)!r})")
     if version != VERSION:
-        raise ProtocolError(f"request format version {version} is not supported (this side speaks {VERSION})")
+        raise ProtocolError(f"request format version {version} is not supported (this side speaks {VERSION})",
+                            "version")
     if codec_id >= len(CODECS):
         raise ProtocolError(f"unknown codec id {codec_id}")
     if ndim > MAX_DIMS or header_size != _FIXED.size + 4 * ndim or len(view) < header_size:
@@ -97,7 +104,7 @@ def decode_request(message: bytes | bytearray | memoryview, max_bytes: int | Non
     try:
         tensor = decode(memoryview(message)[request.header_size:], request.codec, request.shape, request.quant)
     except CodecError as exc:
-        raise ProtocolError(f"frame {request.frame_id}: {exc}") from None
+        raise ProtocolError(f"frame {request.frame_id}: {exc}", "payload") from None
     return request, tensor
 
 
@@ -188,6 +195,15 @@ class Topics:
         """Every device's and edge's ``status`` or ``stats`` (what ``ans monitor`` watches)."""
         return f"{self._base()}/+/+/{what}"
 
+    def requesting_device(self, topic: str) -> str:
+        """The device id in a request topic; ProtocolError (kind ``topic``) for any other topic,
+        so that nothing derived from it can fail later, in the reply path."""
+        head, sep, rest = topic.partition(f"{self._base()}/device/")
+        device, _, tail = rest.partition("/")
+        if head or not sep or tail != "request":
+            raise ProtocolError(f"{topic[:120]!r} is not a request topic", "topic")
+        return _name(device)
+
     def shared_requests(self, group: str = "ans-edges") -> str:
         """What edges subscribe to: every device's requests, shared among the group (MQTT v5)."""
         return f"$share/{_name(group)}/{self._base()}/device/+/request"
@@ -195,5 +211,5 @@ class Topics:
 
 def _name(part: str) -> str:
     if not part or any(c in part for c in "/+#\0") or len(part.encode()) > 64:
-        raise ProtocolError(f"{part!r} is not a valid topic level (1-64 bytes, no '/', '+', '#')")
+        raise ProtocolError(f"{part[:80]!r} is not a valid topic level (1-64 bytes, no '/', '+', '#')", "topic")
     return part

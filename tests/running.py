@@ -76,15 +76,18 @@ def run_device(tmp: Path, port: int, name: str, policy: str, *extra: str) -> lis
 
 
 def records(tmp: Path, name: str) -> list[dict]:
+    """The device's per-frame records so far (a line still being written is left for the next look)."""
     path = tmp / f"{name}.jsonl"
-    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+    text = path.read_text() if path.exists() else ""
+    return [json.loads(line) for line in text[:text.rfind("\n") + 1].splitlines()]
 
 
 def wait_for(predicate, timeout: float, what: str, proc: subprocess.Popen | None = None) -> None:
     deadline = time.monotonic() + timeout
     while not predicate():
         if proc is not None and proc.poll() is not None:
-            raise AssertionError(f"the process ended while waiting for {what}: {proc.stderr.read()[-3000:]}")
+            said = proc.stderr.read()[-3000:] if proc.stderr else ""
+            raise AssertionError(f"the process ended while waiting for {what}: {said}")
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out waiting for {what}")
         time.sleep(0.05)

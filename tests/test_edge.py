@@ -18,7 +18,7 @@ from converter.bundle import convert  # noqa: E402
 from edge_app.server import EdgeServer  # noqa: E402
 from edge_app.settings import EdgeSettings  # noqa: E402
 from mqtt.codec import encode  # noqa: E402
-from mqtt.protocol import Request, bundle_hash_bytes, decode_result, encode_request  # noqa: E402
+from mqtt.protocol import ProtocolError, Request, bundle_hash_bytes, decode_result, encode_request  # noqa: E402
 
 from .test_converter import dag_model  # noqa: E402
 
@@ -30,30 +30,46 @@ def server(tmp_path_factory):
     out = tmp_path_factory.mktemp("edge") / "dag"
     manifest = convert(dag_model(), out, log=lambda *_: None)
     # Never connects: what is published is recorded instead.
-    srv = EdgeServer(EdgeSettings(bundle=str(out), max_batch=4, batch_wait_ms=0, queue_size=8))
+    return recording(EdgeServer(EdgeSettings(bundle=str(out), max_batch=4, queue_size=8, per_device_queue=8,
+                                             error_replies_per_s=1e6))), manifest
+
+
+def recording(srv):
+    """The server, never connected: what it publishes is recorded instead."""
     srv.sent = []
-    srv.client.publish = lambda topic, payload, qos=0, retain=False: srv.sent.append((topic, payload))
-    return srv, manifest
+
+    def publish(topic, payload, qos=0, retain=False):
+        srv.sent.append((topic, payload))
+        return SimpleNamespace(rc=0)
+
+    srv.client.publish = publish
+    return srv
 
 
-def serve_all(srv):
-    """Run the worker's loop body until the queue is empty; the results by frame id."""
-    srv.sent.clear()
+def serve_all(srv, device="cam-1"):
+    """Run the worker's loop body until the queue is empty; ``device``'s results by frame id."""
     batches = []
-    while batch := srv.next_batch(timeout=0.01):
-        batches.append(len(batch))
-        for device, result in srv.run_batch(batch):
-            srv.sent.append((srv.topics.result(device), result))
+    while len(srv.queue):
+        batch = srv.next_batch(timeout=0.01)
+        if batch:
+            batches.append(len(batch))
+        for dev, result in srv.run_batch(batch) if batch else ():
+            srv._send(dev, result)
     out = {}
     for topic, result in srv.sent:
-        assert topic == "ans/v1/device/cam-1/result"
-        result = decode_result(result)
-        out[result.frame_id] = result
+        if topic == f"ans/v1/device/{device}/result":
+            result = decode_result(result)
+            out[result.frame_id] = result
     return out, batches
 
 
+def admit(srv, message: bytes, topic: str = TOPIC):
+    srv._on_message(srv.client, None, SimpleNamespace(topic=topic, payload=message))
+
+
 def ask(srv, message: bytes, frame: int = 7):
-    srv.requests.put((TOPIC, message, 0.0))
+    srv.sent.clear()
+    admit(srv, message)
     return serve_all(srv)[0][frame]
 
 
@@ -76,10 +92,11 @@ def test_a_good_request_is_answered_with_timing(server):
 def test_requests_for_one_split_run_as_one_batch_with_the_same_answers(server):
     srv, manifest = server
     alone = {f: ask(srv, request(manifest, 1, frame=f, seed=f), frame=f) for f in range(5)}
+    srv.sent.clear()
     for f in range(5):  # five for split 1 (batches of at most 4), one for split 2 in between
-        srv.requests.put((TOPIC, request(manifest, 1, frame=f, seed=f), 0.0))
+        admit(srv, request(manifest, 1, frame=f, seed=f))
         if f == 1:
-            srv.requests.put((TOPIC, request(manifest, 2, frame=99), 0.0))
+            admit(srv, request(manifest, 2, frame=99))
     results, batches = serve_all(srv)
     assert sorted(batches) == [1, 1, 4] and len(results) == 6
     assert results[99].split == 2 and results[99].status == "ok"
@@ -92,9 +109,10 @@ def test_a_full_queue_is_answered_at_once_not_dropped(server):
     srv, manifest = server
     srv.sent.clear()
     for f in range(srv.settings.queue_size + 2):
-        srv._on_message(srv.client, None, SimpleNamespace(topic=TOPIC, payload=request(manifest, 1, frame=f)))
+        admit(srv, request(manifest, 1, frame=f))
     refused = [decode_result(p) for _, p in srv.sent]
     assert [r.frame_id for r in refused] == [8, 9] and all("queue full" in r.error for r in refused)
+    srv.sent.clear()
     results, _ = serve_all(srv)
     assert sorted(results) == list(range(8)) and all(r.status == "ok" for r in results.values())
 
@@ -125,7 +143,8 @@ def test_mutated_requests_always_get_one_answer_and_never_stop_the_edge(server, 
         message[data.draw(st.integers(0, len(message) - 1))] = data.draw(st.integers(0, 255))
     if data.draw(st.booleans()):
         message = message[:data.draw(st.integers(0, len(message)))]
-    srv.requests.put((TOPIC, bytes(message), 0.0))
+    srv.sent.clear()
+    admit(srv, bytes(message))
     results, _ = serve_all(srv)
     assert len(srv.sent) == 1 and len(results) == 1
     (result,) = results.values()
@@ -142,3 +161,90 @@ def test_idle_warm_up_traces_every_tail_once(tmp_path):
     while tails.warm_next():
         warmed += 1
     assert warmed == sum(s.tail is not None for s in manifest.splits) == len(tails._tails)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.text(min_size=0, max_size=80), min_size=0, max_size=6), st.binary(max_size=64))
+def test_any_topic_and_payload_is_answered_or_counted_never_raised(server, levels, payload):
+    """Hypothesis over topic levels (empty, long, unicode, wildcards, any depth): a message whose
+    topic names a valid device gets exactly one reply on that device's result topic; any other is
+    counted as unanswerable and dropped. Nothing raises (the network thread would die)."""
+    srv, _ = server
+    srv.sent.clear()
+    topic = "/".join(["ans", "v1", "device", *levels, "request"])
+    before = srv.stats.totals["unanswerable"]
+    admit(srv, payload, topic)
+    serve_all(srv)
+    try:
+        device = srv.topics.requesting_device(topic)
+    except ProtocolError:
+        assert srv.sent == [] and srv.stats.totals["unanswerable"] == before + 1
+    else:
+        assert [t for t, _ in srv.sent] == [f"ans/v1/device/{device}/result"]
+
+
+@pytest.mark.parametrize("topic", ["ans/v1/device//request", f"ans/v1/device/{'x' * 65}/request",
+                                   "ans/v1/device/a/b/request", "ans/v1/device/cam+/request"])
+def test_a_request_topic_without_a_valid_device_is_dropped_and_the_edge_serves_on(server, topic):
+    srv, manifest = server
+    srv.sent.clear()
+    admit(srv, request(manifest), topic)
+    assert srv.sent == [] and len(srv.queue) == 0
+    assert ask(srv, request(manifest)).status == "ok"
+
+
+def test_a_flooding_device_delays_only_itself(tmp_path):
+    """One device floods its share of the queue; another device's request is served in the very
+    next batch, the flood beyond the share is shed and counted, and the flooder's error replies
+    stay within its budget."""
+    out = tmp_path / "dag"
+    manifest = convert(dag_model(), out, log=lambda *_: None)
+    srv = recording(EdgeServer(EdgeSettings(bundle=str(out), max_batch=4, queue_size=64, per_device_queue=8,
+                                            error_replies_per_s=5)))
+    for f in range(200):
+        admit(srv, request(manifest, 1, frame=f), "ans/v1/device/flood/request")
+    admit(srv, request(manifest, 2, frame=7), "ans/v1/device/victim/request")
+    first, second = srv.next_batch(0.01), srv.next_batch(0.01)
+    assert [p.device for p in first] == ["flood"] * 4 and [p.device for p in second] == ["victim"]
+    stats = srv.publish_stats()
+    assert stats["rejected_queue_full"] == 192 and stats["refused_devices"] == {"flood": 192}
+    replies = [t for t, _ in srv.sent if t.endswith("/flood/result")]
+    assert len(replies) == 10 and stats["errors_unanswered"] == 182  # a burst of 2 s worth, then counted only
+
+
+def test_a_flood_of_distinct_errors_logs_a_line_per_kind(server, caplog):
+    srv, manifest = server
+    caplog.set_level("WARNING", logger="ans.edge")
+    for f in range(500):  # every message different: frame ids, sizes, splits
+        admit(srv, request(manifest, split=4, shape=[1, 8], frame=f))
+        admit(srv, request(manifest, bundle=bytes([f % 256]) * 16, frame=f))
+        admit(srv, b"x" * (f + 1), f"ans/v1/device/cam-{f}/request")
+        admit(srv, b"", f"ans/v1/device/{'y' * (65 + f)}/request")
+    lines = [r for r in caplog.records if r.name == "ans.edge"]
+    assert len(lines) <= 4, [r.getMessage() for r in lines]
+    assert set(srv.stats.kinds) >= {"split", "bundle", "malformed"}
+
+
+def test_the_serving_loop_survives_a_failing_turn(server):
+    """A bug in one turn of the loop is logged and counted; the loop goes on."""
+    srv, manifest = server
+    import threading
+
+    stop, turns = threading.Event(), []
+
+    def flaky_batch(timeout=0.2):
+        turns.append(1)
+        if len(turns) == 1:
+            raise RuntimeError("boom")
+        stop.set()
+        return []
+
+    original = srv.next_batch
+    srv.next_batch, srv.connected = flaky_batch, threading.Event()
+    srv.connected.set()
+    srv.client.connect_async = srv.client.loop_start = lambda *a, **k: None
+    try:
+        srv.serve(stop)
+    finally:
+        srv.next_batch = original
+    assert len(turns) == 2 and srv.stats.totals["internal_errors"] == 1

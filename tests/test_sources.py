@@ -49,3 +49,14 @@ def test_preprocess_resizes_and_scales():
     assert x.shape == (1, 256, 256, 3) and x.dtype == np.float32 and np.allclose(x, 1.0)
     with pytest.raises(ValueError, match="expected an RGB frame"):
         sources.preprocess(np.zeros((4, 4)), (2, 2), 1.0)
+
+
+def test_a_looped_file_starts_again_until_the_limit(tmp_path):
+    from converter.synthetic import make_clip
+
+    clip = tmp_path / "clip.avi"
+    make_clip(clip, frames=5, width=160, height=120)
+    once = list(sources.open_source(str(clip)))
+    looped = list(sources.open_source(str(clip), limit=12, loop=True))
+    assert len(once) == 5 and len(looped) == 12
+    assert all(np.array_equal(a, b) for a, b in zip(looped[5:10], once))
