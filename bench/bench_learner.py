@@ -24,8 +24,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from device_app.learner.policy import Feedback  # noqa: E402
 from device_app.learner.profile import load_profile  # noqa: E402
 from device_app.learner.registry import make_policy  # noqa: E402
-from device_app.sim.scenarios import steady  # noqa: E402
-from device_app.sim.simulator import build_world  # noqa: E402
+from lab.sim.scenarios import steady  # noqa: E402
+from lab.sim.simulator import build_world  # noqa: E402
 
 POLICIES = ("ans", "mu-linucb-paper", "linucb")
 

@@ -123,13 +123,13 @@ def main() -> None:
     args = parser.parse_args()
     if os.geteuid() != 0:
         sys.exit("needs root (network namespaces and tc)")
-    from device_app.demo import start_edge
+    from lab.demo import start_edge
     from device_app.sources import demo_clip, open_source
-    from mqtt.local_broker import Broker, dev_config
+    from lab.local_broker import Broker, dev_config
 
     work = Path(tempfile.mkdtemp(prefix="ans-shaped-"))
     bundle = work / "bundle"
-    subprocess.run([sys.executable, "-m", "device_app.cli", "convert", "--zoo", "demo", "--out", str(bundle)],
+    subprocess.run([sys.executable, "-m", "ans.cli", "convert", "--zoo", "demo", "--out", str(bundle)],
                    check=True, stdout=subprocess.DEVNULL)
     clip = list(open_source(str(demo_clip())))
     frames = [clip[k % len(clip)] for k in range(args.frames)]

@@ -28,7 +28,7 @@ sys.path.insert(0, str(REPO))
 
 import numpy as np  # noqa: E402
 
-from mqtt.local_broker import Broker, dev_config  # noqa: E402
+from lab.local_broker import Broker, dev_config  # noqa: E402
 
 
 def ms(values) -> float:
@@ -36,7 +36,7 @@ def ms(values) -> float:
 
 
 def per_split(bundle: Path, broker: Broker, frames: int) -> list[dict]:
-    from device_app.demo import start_edge
+    from lab.demo import start_edge
     from device_app.learner.policy import FixedSplit
     from device_app.runtime import Device
     from device_app.settings import DeviceSettings
@@ -61,8 +61,8 @@ def per_split(bundle: Path, broker: Broker, frames: int) -> list[dict]:
             wall = time.perf_counter() - start
             t = [r["timing"] for r in records if r["timing"]]
             sp = device.bundle.splits[split]
-            rows.append({"split": split, "cut": sp.get("cut") or "(device only)",
-                         "sent_kb": round(sp.get("transfer_bytes", 0) / 1024, 1),
+            rows.append({"split": split, "cut": sp.cut or "(device only)",
+                         "sent_kb": round(sp.transfer_bytes / 1024, 1),
                          "delay_ms": ms([r["delay_s"] for r in records]), "fps": round(len(records) / wall, 1),
                          "offload_ms": ms([x["offload_s"] for x in t]), "tail_ms": ms([x["edge_compute_s"] for x in t]),
                          "front_ms": round(float(device.policy.front_delay_s[split]) * 1e3, 2),
@@ -179,7 +179,7 @@ def main() -> None:
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="ans-bench-"))
     bundle = work / "bundle"
-    subprocess.run([sys.executable, "-m", "device_app.cli", "convert", "--zoo", "demo", "--out", str(bundle)],
+    subprocess.run([sys.executable, "-m", "ans.cli", "convert", "--zoo", "demo", "--out", str(bundle)],
                    check=True, stdout=subprocess.DEVNULL)
     broker = Broker(dev_config(), work / "broker")
     broker.start()

@@ -9,8 +9,10 @@ unchanged model with the same settings finds the bundle up to date and rewrites 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import io
+import json
 import os
 import shutil
 import tempfile
@@ -19,31 +21,15 @@ from pathlib import Path
 
 import numpy as np
 
+from common.bundle import (BundleError, Decoding, FileRef, Manifest, ModelInfo, Preprocessing, Split, TensorInfo,
+                           read_manifest, sha256_file)
 from mqtt.codec import CODECS, payload_bytes
 
 from .features import layer_cost, tensor_bytes
 from .graph import ModelError, build_graph, cut_layers
-from .manifest import Decoding, FileRef, Manifest, ModelInfo, Preprocessing, Split, TensorInfo
 
 TAIL_FILE = "tails/model.keras"
 WHOLE_FILE = "model.tflite"
-
-
-def load_keras_model(path: str | Path):
-    """Load a ``.keras`` or ``.h5`` model for conversion, with a clear error when it cannot be."""
-    import keras
-
-    from . import darknet  # noqa: F401  (registers the custom layers Darknet models use)
-
-    path = Path(path)
-    if path.suffix not in (".keras", ".h5"):
-        raise ModelError(f"{path}: expected a Keras model file (.keras or .h5)")
-    if not path.is_file():
-        raise ModelError(f"{path}: no such file")
-    try:
-        return keras.models.load_model(path, compile=False, safe_mode=True)
-    except Exception as exc:  # Keras raises many types for a bad file; name the file and the cause
-        raise ModelError(f"{path}: cannot load the Keras model: {exc}") from None
 
 
 def content_hash(model) -> str:
@@ -67,10 +53,6 @@ def to_tflite(model) -> bytes:
         raise ModelError(f"'{model.name}' does not convert to TFLite built-in ops: {str(exc).splitlines()[0]}") from None
 
 
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
 def _tensor(t, name: str) -> TensorInfo:
     return TensorInfo(name=name, shape=[1, *[int(d) for d in t.shape[1:]]], dtype=str(t.dtype))
 
@@ -78,13 +60,14 @@ def _tensor(t, name: str) -> TensorInfo:
 def _reusable(out: Path, info: ModelInfo, splits_meta: list[dict]) -> Manifest | None:
     """The bundle already in ``out``, if it is this model with these settings and its files are intact."""
     try:
-        old = Manifest.model_validate_json((out / "manifest.json").read_text())
-    except (OSError, ValueError):
+        old = read_manifest(out)
+    except BundleError:
         return None
-    if old.model != info or [s.model_dump(exclude={"head", "tail"}) for s in old.splits] != splits_meta:
+    described = [{k: v for k, v in dataclasses.asdict(s).items() if k not in ("head", "tail")} for s in old.splits]
+    if _plain(old.model) != _plain(info) or _plain(described) != _plain(splits_meta):
         return None
     refs = [old.whole_model] + [r for s in old.splits for r in (s.head, s.tail) if r is not None]
-    intact = all((out / r.path).is_file() and _sha256(out / r.path) == r.sha256 for r in refs)
+    intact = all((out / r.path).is_file() and sha256_file(out / r.path) == r.sha256 for r in refs)
     return old if intact else None
 
 
@@ -156,8 +139,8 @@ def convert(model, out: str | Path, *, name: str | None = None, preprocessing: P
         step(1, f"whole model -> {WHOLE_FILE}")
         model.save(tmp / TAIL_FILE)
         step(2, f"edge model -> {TAIL_FILE}")
-        whole = FileRef(path=WHOLE_FILE, sha256=_sha256(tmp / WHOLE_FILE))
-        tail = FileRef(path=TAIL_FILE, sha256=_sha256(tmp / TAIL_FILE))
+        whole = FileRef(path=WHOLE_FILE, sha256=sha256_file(tmp / WHOLE_FILE))
+        tail = FileRef(path=TAIL_FILE, sha256=sha256_file(tmp / TAIL_FILE))
         splits = []
         for meta in splits_meta:
             i, cut = meta["index"], meta["cut"]
@@ -168,12 +151,12 @@ def convert(model, out: str | Path, *, name: str | None = None, preprocessing: P
                 rel = f"heads/split_{i:03d}.tflite"
                 (tmp / rel).write_bytes(to_tflite(keras.Model(model.input, model.get_layer(cut).output,
                                                               name=f"head_{i}")))
-                head = FileRef(path=rel, sha256=_sha256(tmp / rel))
+                head = FileRef(path=rel, sha256=sha256_file(tmp / rel))
                 step(2 + i, f"head of split {i} (cut after '{cut}', {meta['transfer_bytes']:,} bytes sent)")
             splits.append(Split(head=head, tail=None if cut is None else tail, **meta))
         manifest = Manifest(model=info, whole_model=whole, splits=splits,
                             converter={"tensorflow": tf.__version__, "keras": keras.__version__})
-        (tmp / "manifest.json").write_text(manifest.model_dump_json(indent=1))
+        (tmp / "manifest.json").write_text(manifest.to_json())
         _swap_into_place(tmp, out)
         log(f"wrote {out} ({len(splits)} splits, {time.monotonic() - started:.1f}s)")
         return manifest
@@ -197,11 +180,8 @@ def _swap_into_place(tmp: Path, out: Path) -> None:
         shutil.rmtree(old, ignore_errors=True)
 
 
-def read_manifest(bundle: str | Path) -> Manifest:
-    path = Path(bundle) / "manifest.json"
-    try:
-        return Manifest.model_validate_json(path.read_text())
-    except OSError as exc:
-        raise ModelError(f"{path}: cannot read: {exc.strerror}") from None
-    except ValueError as exc:
-        raise ModelError(f"{path}: not a valid manifest: {exc}") from None
+def _plain(value) -> object:
+    """Dataclasses and tuples as the JSON they are written as, for comparing a plan with a manifest."""
+    if dataclasses.is_dataclass(value):
+        value = dataclasses.asdict(value)
+    return json.loads(json.dumps(value))

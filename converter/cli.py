@@ -9,8 +9,10 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's start-up
 
 
 def convert_command(args: argparse.Namespace) -> int:
-    from .bundle import convert, load_keras_model
-    from .manifest import Decoding
+    from common.keras_model import load_keras_model
+
+    from .bundle import convert
+    from common.bundle import Decoding
     from .zoo import TINY_YOLOV2_ANCHORS, demo_decoding, demo_model, tiny_yolov2
 
     if args.zoo == "demo":
@@ -39,7 +41,7 @@ def convert_command(args: argparse.Namespace) -> int:
         if args.zoo == "demo":
             import numpy as np
 
-            from .synthetic import make_frame
+            from common.scenes import make_frame
 
             rng = np.random.default_rng(99)
             images = np.stack([make_frame(rng, model.input.shape[1])[0] for _ in range(16)]).astype(np.float32) / 255

@@ -18,30 +18,11 @@ import numpy as np
 import keras
 from keras import layers as kl
 
-from .graph import ModelError
-from .manifest import Decoding
+from common.bundle import Decoding
+from common.keras_model import ChannelGroup, ModelError
 
 SUPPORTED = {"net", "network", "convolutional", "maxpool", "route", "shortcut", "upsample", "region", "yolo"}
 ACTIVATIONS = {"leaky", "linear", "relu", "logistic"}
-
-
-@keras.saving.register_keras_serializable(package="ans")
-class ChannelGroup(kl.Layer):
-    """Darknet's grouped route: channel group ``group_id`` of ``groups`` equal groups."""
-
-    def __init__(self, groups: int, group_id: int, **kwargs):
-        super().__init__(**kwargs)
-        self.groups, self.group_id = groups, group_id
-
-    def call(self, x):
-        size = x.shape[-1] // self.groups
-        return x[..., self.group_id * size:(self.group_id + 1) * size]
-
-    def compute_output_shape(self, input_shape):
-        return (*input_shape[:-1], input_shape[-1] // self.groups)
-
-    def get_config(self):
-        return {**super().get_config(), "groups": self.groups, "group_id": self.group_id}
 
 
 @dataclass

@@ -19,6 +19,8 @@ from dataclasses import dataclass
 import keras
 from keras import layers as kl
 
+from common.keras_model import ModelError
+
 #: Layers TFLite folds into the op before them.
 FUSABLE_FOLLOWERS = (kl.BatchNormalization, kl.ReLU, kl.LeakyReLU, kl.Activation, kl.ELU, kl.PReLU, kl.Softmax)
 #: Layers that only move or pad data: a cut after one sends what the cut before it sends, or more.
@@ -27,10 +29,6 @@ DATA_MOVEMENT = (kl.ZeroPadding1D, kl.ZeroPadding2D, kl.ZeroPadding3D, kl.Croppi
 #: Ops that absorb such followers.
 FUSING_OPS = (kl.Conv1D, kl.Conv2D, kl.Conv3D, kl.DepthwiseConv2D, kl.SeparableConv2D, kl.Conv2DTranspose,
               kl.Dense, kl.BatchNormalization)
-
-
-class ModelError(ValueError):
-    """A model this converter cannot split, with the reason."""
 
 
 @dataclass(frozen=True)
@@ -128,11 +126,3 @@ def cut_layers(graph: Graph) -> list:
         if all(c in inside for a in inside - {name} for c in graph.children[a]):
             cuts.append(layer)
     return cuts
-
-
-def tail_model(model: keras.Model, cut: str) -> keras.Model:
-    """What the edge runs for a split: from ``cut``'s output to the model's outputs (weights
-    shared with ``model``). Cutting at the input is the whole model."""
-    if cut == model.input._keras_history.operation.name:
-        return model
-    return keras.Model(model.get_layer(cut).output, model.outputs, name=f"tail_{cut}")

@@ -14,11 +14,10 @@ from pathlib import Path
 
 import numpy as np
 
-from device_app.heads import DeviceBundle, HeadRunner
+from common.bundle import Bundle
+from common.keras_model import load_keras_model, tail_model
+from common.tflite import HeadRunner
 from mqtt.codec import CODECS, decode, encode
-
-from .bundle import load_keras_model, read_manifest
-from .graph import tail_model
 
 REPORT_FILE = "codec-report.json"
 
@@ -34,13 +33,13 @@ def codec_report(bundle: str | Path, samples: int = 4, seed: int = 0, images: np
                  log=print) -> dict:
     """``images`` (preprocessed, NHWC float32) default to ``samples`` random ones."""
     bundle = Path(bundle)
-    manifest = read_manifest(bundle)
+    heads = HeadRunner(Bundle(bundle))  # as the device runs them: LiteRT, interpreters kept
+    manifest = heads.bundle.manifest
     edge = load_keras_model(bundle / manifest.splits[0].tail.path)
     shape = manifest.model.input.shape
     if images is None:
         images = np.random.default_rng(seed).random((samples, *shape[1:]), dtype=np.float32)
     samples = len(images)
-    heads = HeadRunner(DeviceBundle(bundle))  # as the device runs them: LiteRT, interpreters kept
     region = manifest.model.decoding.kind == "yolov2-region"
     anchors = len(manifest.model.decoding.anchors)
     rows = []

@@ -2,7 +2,7 @@
 
     .venv/bin/python -m converter.train_demo [--epochs 20] [--out converter/zoo_weights/demo.weights.h5]
 
-Every batch is freshly generated (``converter.synthetic``), so the model never sees the
+Every batch is freshly generated (``common.scenes``), so the model never sees the
 same image twice; the held-out set comes from another seed. Prints the loss per epoch
 and mAP@0.5 on the held-out set at the end, and writes the weights (about 4 MB).
 """
@@ -21,9 +21,9 @@ import numpy as np  # noqa: E402
 import keras  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from device_app.detect import decode_yolov2, iou  # noqa: E402
+from common.detect import decode_yolov2, iou  # noqa: E402
 
-from .synthetic import LABELS, make_frame  # noqa: E402
+from common.scenes import LABELS, make_frame  # noqa: E402
 from .zoo import DEMO_ANCHORS, DEMO_SIZE, demo_model  # noqa: E402
 
 WEIGHTS = Path(__file__).parent / "zoo_weights" / "demo.weights.h5"

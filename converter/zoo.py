@@ -73,15 +73,15 @@ DEMO_WEIGHTS = Path(__file__).parent / "zoo_weights" / "demo.weights.h5"
 
 def demo_decoding():
     """How the demo detector's output is read: a YOLOv2 region layer over the demo's three classes."""
-    from .manifest import Decoding
-    from .synthetic import LABELS
+    from common.bundle import Decoding
+    from common.scenes import LABELS
 
     return Decoding(kind="yolov2-region", anchors=DEMO_ANCHORS, classes=len(LABELS), labels=list(LABELS))
 
 
 def demo_model(weights: Path | None = DEMO_WEIGHTS) -> keras.Model:
     """The demo detector, with the weights trained by ``converter.train_demo`` unless ``weights`` is None."""
-    from .synthetic import LABELS
+    from common.scenes import LABELS
 
     model = tiny_yolov2(classes=len(LABELS), size=DEMO_SIZE, width=0.25, anchors=DEMO_ANCHORS)
     model.name = "demo-detector"

@@ -12,8 +12,9 @@ from collections import deque
 
 import numpy as np
 
+from common.service import Notifier
+
 from .runtime import Device
-from .service import Notifier
 from .settings import DeviceSettings
 from .sources import open_source
 
@@ -77,7 +78,7 @@ def run_device(settings: DeviceSettings, stop: threading.Event | None = None, li
         if settings.video_out:
             from .annotate import AnnotatedVideo
 
-            video = AnnotatedVideo(settings.video_out, device.bundle.manifest["model"]["decoding"].get("labels"))
+            video = AnnotatedVideo(settings.video_out, device.bundle.manifest.model.decoding.labels)
             stack.callback(video.close)
             sinks.append(video.write)
         if live:

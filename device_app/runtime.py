@@ -20,21 +20,23 @@ from pathlib import Path
 import numpy as np
 from paho.mqtt.enums import MQTTErrorCode
 
+from common.bundle import Bundle
+from common.detect import detections as decode_detections
 from common.logs import RateLimitedLog
+from common.service import Heartbeat, Notifier
+from common.tflite import HeadRunner
 from mqtt.codec import encode
-from mqtt.connection import Refusal, go_offline, make_client, max_packet_size, parse_broker
+from mqtt.connection import Refusal, go_offline, make_client, max_packet_size, parse_broker, start
 from mqtt.discovery import announce
 from mqtt.protocol import (ProtocolError, Request, Topics, bundle_hash_bytes, decode_result, encode_request,
                            request_size)
 
-from .detect import detections as decode_detections
-from .heads import DeviceBundle, HeadRunner, calibrate
+from .heads import calibrate
 from .keyframe import KeyFrameDetector
 from .learner.persist import StateError, load_state, save_state
 from .learner.policy import Feedback
 from .learner.profile import load_profile
 from .learner.registry import make_policy
-from .service import Heartbeat, Notifier
 from .settings import DeviceSettings
 from .sources import preprocess
 from .telemetry import DeviceStats
@@ -51,7 +53,7 @@ class Device:
     def __init__(self, settings: DeviceSettings, interpreter=None, notifier: Notifier | None = None):
         self.settings = s = settings
         self.notifier = notifier or Notifier()
-        self.bundle = DeviceBundle(s.bundle)
+        self.bundle = Bundle(s.bundle)
         self.runner = HeadRunner(self.bundle, interpreter, s.threads)
         self.state_dir = Path(s.state_dir) if s.state_dir else None
         # Calibrated on this device at first start, cached against the bundle hash.
@@ -63,13 +65,13 @@ class Device:
         self._load_learner()
         self.topics = Topics(s.mqtt.prefix)
         self.hash16 = bundle_hash_bytes(self.bundle.content_hash)
-        model = self.bundle.manifest["model"]
-        self.size = tuple(model["preprocessing"]["size"])
-        self.scale = float(model["preprocessing"]["scale"])
-        self.decoding = model["decoding"]
+        model = self.bundle.manifest.model
+        self.size = tuple(model.preprocessing.size)
+        self.scale = float(model.preprocessing.scale)
+        self.decoding = model.decoding
         self.device_only = self.bundle.device_only
         topic_len = len(self.topics.request(s.id).encode())
-        self.request_bytes = np.array([request_size(sp["cut_shape"], s.codec) + topic_len + 16 if sp.get("cut_shape")
+        self.request_bytes = np.array([request_size(sp.cut_shape, s.codec) + topic_len + 16 if sp.cut_shape
                                        else 0 for sp in self.bundle.splits])
         self.too_big = np.zeros(len(self.bundle.splits), dtype=bool)
         self.keyframes = KeyFrameDetector()
@@ -222,8 +224,7 @@ class Device:
     def connect(self, stop: threading.Event | None = None) -> None:
         """Connect (in the background; paho reconnects with back-off) and wait up to the connect
         timeout: without a broker the device still runs, device-only, until it appears."""
-        self.client.connect_async(self.host, self.port, keepalive=self.settings.mqtt.keepalive_s)
-        self.client.loop_start()
+        start(self.client, self.settings.mqtt)
         waited = time.monotonic() + self.settings.connect_timeout_s
         while not self.connected.is_set() and self.refusal.reason is None and time.monotonic() < waited:
             if stop is not None and stop.is_set():

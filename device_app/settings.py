@@ -1,5 +1,5 @@
 """The device app's settings: a plain dataclass (the core needs no pydantic), documented field
-by field; ``device_app.config`` fills it from /etc/ans/device.toml and ``ANS_DEVICE_*`` variables."""
+by field; ``common.config`` fills it from /etc/ans/device.toml and ``ANS_DEVICE_*`` variables."""
 
 from __future__ import annotations
 

@@ -41,7 +41,7 @@ def _looped(spec: str, limit: int | None):
 
 def demo_clip() -> Path:
     """The demo clip, generated once per machine into the temp folder (no download)."""
-    from converter.synthetic import make_clip
+    from common.scenes import make_clip
 
     path = Path(tempfile.gettempdir()) / "ans-demo-clip-v1.avi"
     if not path.is_file():

@@ -23,10 +23,11 @@ from pathlib import Path
 import numpy as np
 from paho.mqtt.enums import MQTTErrorCode
 
+from common.bundle import read_manifest
+from common.detect import detections as decode_detections
 from common.logs import RateLimitedLog
-from device_app.detect import detections as decode_detections
-from device_app.service import Heartbeat, Notifier
-from mqtt.connection import Refusal, go_offline, make_client, parse_broker
+from common.service import Heartbeat, Notifier
+from mqtt.connection import Refusal, go_offline, make_client, parse_broker, start
 from mqtt.discovery import announce
 from mqtt.protocol import (ProtocolError, Request, Result, Topics, bundle_hash_bytes, decode_header, decode_request,
                            encode_result)
@@ -43,7 +44,7 @@ class TailRunner:
     places it on the GPU when one is visible."""
 
     def __init__(self, bundle: str | Path):
-        from converter.bundle import load_keras_model, read_manifest
+        from common.keras_model import load_keras_model
 
         self.folder = Path(bundle)
         self.manifest = read_manifest(self.folder)
@@ -84,14 +85,14 @@ class TailRunner:
         """The tail as one traced graph for any batch size: 3-5x faster than calling Keras eagerly."""
         import tensorflow as tf
 
-        from converter.graph import tail_model
+        from common.keras_model import tail_model
 
         tail = tail_model(self.model, self.manifest.splits[split].cut)
         spec = tf.TensorSpec([None, *self.manifest.splits[split].cut_shape[1:]], tf.float32)
         return tf.function(lambda x: tail(x, training=False), input_signature=[spec])
 
     def detections(self, outputs: list[np.ndarray]) -> list[list[float]]:
-        return decode_detections(outputs, self.manifest.model.decoding.model_dump())
+        return decode_detections(outputs, self.manifest.model.decoding)
 
 
 @dataclass
@@ -310,8 +311,7 @@ class EdgeServer:
     # -- the loop --
 
     def serve(self, stop: threading.Event) -> None:
-        self.client.connect_async(self.host, self.port, keepalive=self.settings.mqtt.keepalive_s)
-        self.client.loop_start()
+        start(self.client, self.settings.mqtt)
         try:
             while not self.connected.is_set() and not stop.is_set():
                 self.refusal.check()

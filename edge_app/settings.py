@@ -1,4 +1,4 @@
-"""The edge app's settings: a documented dataclass that ``device_app.config`` fills from
+"""The edge app's settings: a documented dataclass that ``common.config`` fills from
 /etc/ans/edge.toml and ``ANS_EDGE_*`` variables."""
 
 from __future__ import annotations

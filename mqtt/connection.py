@@ -22,13 +22,19 @@ class MqttSettings:
     __pydantic_config__ = {"extra": "forbid", "use_attribute_docstrings": True}
 
     broker: str = "mqtt://127.0.0.1:1883"
-    """Broker address, mqtt://host[:port]."""
+    """Broker address: mqtt://host[:port] (port 1883), or mqtts://host[:port] for TLS (port 8883)."""
     username: str | None = None
     """User name for brokers with authentication (the production config expects the device or edge id)."""
     password_file: str | None = None
     """File holding the password (kept out of the config file; readable by the service user only)."""
     prefix: str = "ans"
     """Topic prefix: every topic lives under <prefix>/v1/."""
+    ca_file: str | None = None
+    """mqtts: the CA certificate that signed the broker's certificate (not set: the system's CAs)."""
+    cert_file: str | None = None
+    """mqtts: this client's certificate, for brokers that require one (its CN is then the user name)."""
+    key_file: str | None = None
+    """mqtts: the private key of ``cert_file``."""
     keepalive_s: int = 10
     """MQTT keep-alive; the broker announces a vanished client ``offline`` after 1.5 times this."""
     reconnect_max_s: float = 1.0
@@ -41,6 +47,14 @@ class MqttSettings:
             raise ValueError("keepalive_s must be at least 1")
         if not 0.25 <= self.reconnect_max_s <= 300:
             raise ValueError("reconnect_max_s must lie between 0.25 and 300")
+        if (self.cert_file is None) != (self.key_file is None):
+            raise ValueError("cert_file and key_file go together")
+        if not self.tls and (self.ca_file or self.cert_file):
+            raise ValueError("ca_file, cert_file and key_file need an mqtts:// broker")
+
+    @property
+    def tls(self) -> bool:
+        return self.broker.startswith("mqtts://")
 
     def password(self) -> str | None:
         if self.password_file is None:
@@ -52,11 +66,11 @@ class MqttSettings:
 
 
 def parse_broker(url: str) -> tuple[str, int]:
-    """``mqtt://host:port`` (or ``host:port``, or ``host``) -> (host, port)."""
+    """``mqtt://host:port`` or ``mqtts://host:port`` (or ``host:port``, or ``host``) -> (host, port)."""
     parsed = urlparse(url if "://" in url else f"mqtt://{url}")
-    if parsed.scheme != "mqtt" or not parsed.hostname:
-        raise ValueError(f"broker {url!r}: expected mqtt://host[:port]")
-    return parsed.hostname, parsed.port or 1883
+    if parsed.scheme not in ("mqtt", "mqtts") or not parsed.hostname:
+        raise ValueError(f"broker {url!r}: expected mqtt://host[:port] or mqtts://host[:port]")
+    return parsed.hostname, parsed.port or (8883 if parsed.scheme == "mqtts" else 1883)
 
 
 #: First retry after a lost connection; paho doubles it up to ``reconnect_max_s``.
@@ -80,8 +94,34 @@ def make_client(name: str, status_topic: str | None, settings: MqttSettings | No
     client.reconnect_delay_set(min_delay=RECONNECT_MIN_S, max_delay=settings.reconnect_max_s)
     if settings.username is not None:
         client.username_pw_set(settings.username, settings.password())
+    if settings.tls:
+        for name in ("ca_file", "cert_file", "key_file"):
+            if getattr(settings, name) is not None and not Path(getattr(settings, name)).is_file():
+                raise ValueError(f"{name} {getattr(settings, name)}: no such file")
+        client.tls_set(ca_certs=settings.ca_file, certfile=settings.cert_file, keyfile=settings.key_file)
     client.on_socket_open = _no_delay
     return client
+
+
+def start(client, settings: MqttSettings) -> None:
+    """Connect and start the network thread. A broker that is not there yet is retried by paho
+    (with back-off); a TLS handshake that fails (a wrong CA, a refused certificate) is not worth
+    retrying: BrokerRefused says what failed, once."""
+    import ssl
+
+    host, port = parse_broker(settings.broker)
+    try:
+        client.connect(host, port, keepalive=settings.keepalive_s)
+    except ssl.SSLError as exc:
+        if isinstance(exc, ssl.SSLCertVerificationError):
+            why = f"certificate verify failed: {exc.verify_message} (check ca_file: it must be the CA that signed " \
+                  "the broker's certificate, and the broker's name must be in it)"
+        else:
+            why = f"{exc.reason or exc} (the broker refused this client's certificate, or the TLS settings do not match)"
+        raise BrokerRefused(f"TLS with broker {host}:{port} failed: {why}") from None
+    except OSError:  # not there yet (or a name that does not resolve yet): paho keeps trying
+        client.connect_async(host, port, keepalive=settings.keepalive_s)
+    client.loop_start()
 
 
 def _no_delay(client, userdata, sock) -> None:

@@ -7,8 +7,8 @@ import pytest
 
 from device_app.learner.profile import load_profile
 from device_app.learner.registry import make_policy
-from device_app.sim.scenarios import SCENARIOS
-from device_app.sim.simulator import RunResult, build_world, run
+from lab.sim.scenarios import SCENARIOS
+from lab.sim.simulator import RunResult, build_world, run
 
 
 def simulate(profile: str, scenario, policy: str, seed: int = 0, frames: int = 4500, **world) -> RunResult:

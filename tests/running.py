@@ -12,17 +12,17 @@ import time
 import uuid
 from pathlib import Path
 
-from mqtt.local_broker import dev_config  # noqa: F401  (re-exported for the tests)
+from lab.local_broker import dev_config  # noqa: F401  (re-exported for the tests)
 
 from .broker import REPO
 
-ANS = [sys.executable, "-m", "device_app.cli"]
+ANS = [sys.executable, "-m", "ans.cli"]
 ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONPATH": str(REPO)}
 
 
 def make_bundle_and_clip(tmp: Path) -> None:
     from converter.bundle import convert
-    from converter.synthetic import make_clip
+    from common.scenes import make_clip
     from converter.zoo import demo_decoding, demo_model
 
     convert(demo_model(), tmp / "bundle", log=lambda *_: None, decoding=demo_decoding())

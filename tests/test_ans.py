@@ -8,9 +8,9 @@ import pytest
 from device_app.learner.ans import ANS
 from device_app.learner.persist import StateError, load_state, save_state
 from device_app.learner.policy import Feedback
-from device_app.sim.scenarios import SCENARIOS
-from device_app.sim.simulator import build_world, run
-from device_app.sim.trace import make_trace
+from lab.sim.scenarios import SCENARIOS
+from lab.sim.simulator import build_world, run
+from lab.sim.trace import make_trace
 
 from .conftest import per_frame_regret, simulate
 

@@ -3,7 +3,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from device_app.cli import main
+from ans.cli import main
 
 
 def test_simulate_prints_one_json_object(capsys):
@@ -37,7 +37,7 @@ def test_state_out_then_in(tmp_path, capsys):
 def test_bad_input_exits_non_zero_with_the_file_and_line(tmp_path):
     trace = tmp_path / "bad.csv"
     trace.write_text("frame,bandwidth_mbps,rtt_ms,edge_slowdown\n0,100,10,1\n10,-5,10,1\n")
-    proc = subprocess.run([sys.executable, "-m", "device_app.cli", "simulate", "--profile", "tiny-yolov2-tx2",
+    proc = subprocess.run([sys.executable, "-m", "ans.cli", "simulate", "--profile", "tiny-yolov2-tx2",
                            "--trace", str(trace)], capture_output=True, text=True)
     assert proc.returncode == 2
     assert f"{trace}:3: bandwidth_mbps must be positive" in proc.stderr

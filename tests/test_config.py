@@ -7,7 +7,7 @@ import pytest
 
 pytest.importorskip("pydantic")
 
-from device_app.config import ConfigError, example, load_settings  # noqa: E402
+from common.config import ConfigError, example, load_settings  # noqa: E402
 from device_app.settings import DeviceSettings  # noqa: E402
 from edge_app.settings import EdgeSettings  # noqa: E402
 
@@ -53,7 +53,7 @@ class Block:
         if name.split('.')[0] == 'pydantic':
             raise ImportError('no pydantic here')
 sys.meta_path.insert(0, Block())
-from device_app.config import ConfigError, load_settings
+from common.config import ConfigError, load_settings
 from device_app.settings import DeviceSettings
 s = load_settings(DeviceSettings, None, 'ANS_DEVICE_', {'bundle': 'b', 'mqtt': {'broker': 'mqtt://h:1'}}, environ={})
 print(s.mqtt.broker)
@@ -69,7 +69,7 @@ except ConfigError as exc:
 def test_the_configuration_reference_in_the_docs_is_current():
     from pathlib import Path
 
-    from device_app.config import reference
+    from common.config import reference
 
     text = (Path(__file__).resolve().parents[1] / "docs" / "configuration.md").read_text()
     assert reference(DeviceSettings) in text and reference(EdgeSettings) in text, \

@@ -201,7 +201,7 @@ def test_a_darknet_model_becomes_a_bundle(toy, tmp_path):
     assert manifest.model.decoding.kind == "yolo"
     # a fresh process (the edge) loads the edge model, custom layer included
     script = ("import os; os.environ['TF_CPP_MIN_LOG_LEVEL'] = '3'\n"
-              "from converter.bundle import load_keras_model\n"
+              "from common.keras_model import load_keras_model\n"
               f"m = load_keras_model({str(tmp_path / 'bundle' / manifest.splits[0].tail.path)!r})\n"
               "print(len(m.outputs))")
     proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
@@ -209,7 +209,7 @@ def test_a_darknet_model_becomes_a_bundle(toy, tmp_path):
 
 
 def test_ans_convert_takes_a_darknet_pair(toy, tmp_path, capsys):
-    from device_app.cli import main
+    from ans.cli import main
 
     tmp, _, _, floats = toy
     cfg, weights = write(tmp_path, floats)

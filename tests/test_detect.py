@@ -1,6 +1,6 @@
 import numpy as np
 
-from device_app.detect import decode_yolov2, nms
+from common.detect import decode_yolov2, nms
 
 ANCHORS = [(1.0, 1.0), (2.0, 2.0)]
 
@@ -32,10 +32,12 @@ def test_nms_keeps_the_best_of_overlapping_boxes_per_class():
 
 
 def test_detections_follow_the_manifest_decoding():
-    from device_app.detect import detections
+    from common.bundle import Decoding
+    from common.detect import detections
 
     out = np.full((1, 2, 2, 2 * 8), -8.0, np.float32)
-    assert detections([out], {"kind": "none"}) == []
-    assert detections([out], {"kind": "yolov2-region", "anchors": ANCHORS, "classes": 3}) == []
+    region = Decoding(kind="yolov2-region", anchors=ANCHORS, classes=3)
+    assert detections([out], Decoding(kind="none")) == []
+    assert detections([out], region) == []
     out[0, 0, 0, 4] = 8.0
-    assert len(detections([out], {"kind": "yolov2-region", "anchors": ANCHORS, "classes": 3})) == 1
+    assert len(detections([out], region)) == 1

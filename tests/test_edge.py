@@ -242,7 +242,7 @@ def test_the_serving_loop_survives_a_failing_turn(server):
     original = srv.next_batch
     srv.next_batch, srv.connected = flaky_batch, threading.Event()
     srv.connected.set()
-    srv.client.connect_async = srv.client.loop_start = lambda *a, **k: None
+    srv.client.connect = srv.client.loop_start = lambda *a, **k: None
     try:
         srv.serve(stop)
     finally:

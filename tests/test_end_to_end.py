@@ -5,7 +5,6 @@ survived, oversized requests never sent, stats and discovery on their topics."""
 import json
 import signal
 import subprocess
-import time
 
 import numpy as np
 import pytest
@@ -94,8 +93,13 @@ def test_a_broker_restart_is_survived_and_stats_are_published(demo_bundle, tmp_p
             up = len(records(tmp, "cam-r"))
             wait_for(lambda: any(r["edge"] == "edge-1" for r in records(tmp, "cam-r")[up:]), 120,
                      "the edge answering again after the restart", device)
-            wait_for(lambda: any(t == "ans/v1/device/cam-r/stats" for t, _, _ in list(monitor.messages.queue)),
-                     60, "device stats after the restart", device)
+
+            def stats_after_restart():
+                seen = list(monitor.messages.queue)
+                return any(t == "ans/v1/device/cam-r/stats" for t, _, _ in seen) and any(
+                    t == "ans/v1/edge/edge-1/stats" and json.loads(p)["served"] for t, p, _ in seen)
+            wait_for(stats_after_restart, 60, "device stats, and edge stats of served requests, after the restart",
+                     device)
             stop(device)
             assert device.returncode == 0, (tmp_path / "device.log").read_text()[-3000:]
             after = monitor.drain()
@@ -158,7 +162,7 @@ def test_publishes_beyond_the_outage_queue_are_counted_not_dropped_in_silence(de
     from device_app.runtime import Device
     from device_app.settings import DeviceSettings
     from mqtt.connection import MqttSettings
-    from mqtt.local_broker import free_port
+    from lab.local_broker import free_port
 
     # Nobody listens on this port: the client stays disconnected, as in a broker outage.
     device = Device(DeviceSettings(bundle=str(demo_bundle / "bundle"), id="cam-q", connect_timeout_s=0,

@@ -1,6 +1,6 @@
 import json
 
-from device_app.sim.experiment import run_experiment
+from lab.sim.experiment import run_experiment
 
 
 def test_experiment_writes_table_json_traces_and_plots(tmp_path):

@@ -11,7 +11,9 @@ import pytest  # noqa: E402
 pytest.importorskip("keras")
 
 from converter.bundle import convert  # noqa: E402
-from device_app.heads import BundleError, DeviceBundle, HeadRunner, calibrate  # noqa: E402
+from common.bundle import Bundle, BundleError  # noqa: E402
+from common.tflite import HeadRunner  # noqa: E402
+from device_app.heads import calibrate  # noqa: E402
 
 from .test_converter import dag_model  # noqa: E402
 
@@ -26,12 +28,12 @@ def bundle(tmp_path_factory):
 
 def test_heads_compute_the_cut_tensors_and_device_only_the_outputs(bundle):
     model, out = bundle
-    b = DeviceBundle(out)
+    b = Bundle(out)
     runner = HeadRunner(b)
     x = np.random.default_rng(3).random(b.input_shape, dtype=np.float32)
     for split in b.splits[1:-1]:
-        (cut,) = runner.run(split["index"], x)
-        assert list(cut.shape) == split["cut_shape"]
+        (cut,) = runner.run(split.index, x)
+        assert list(cut.shape) == split.cut_shape
     outputs = runner.run(b.device_only, x)
     want = sorted((np.asarray(o) for o in model(x, training=False)), key=lambda a: a.size)
     for got, ref in zip(sorted(outputs, key=lambda a: a.size), want):
@@ -71,7 +73,7 @@ class HostInterpreter:
 
 def test_a_host_supplied_interpreter_runs_the_heads_alike(bundle):
     _, out = bundle
-    b = DeviceBundle(out)
+    b = Bundle(out)
     default, hosted = HeadRunner(b), HeadRunner(b, interpreter=HostInterpreter, threads=1)
     x = np.random.default_rng(4).random(b.input_shape, dtype=np.float32)
     for split in range(1, len(b.splits)):
@@ -83,7 +85,7 @@ def test_a_host_supplied_interpreter_runs_the_heads_alike(bundle):
 
 def test_calibration_measures_every_split_and_is_cached(bundle, tmp_path):
     _, out = bundle
-    runner = HeadRunner(DeviceBundle(out))
+    runner = HeadRunner(Bundle(out))
     cache = tmp_path / "calibration.json"
     lines = []
     delays = calibrate(runner, repeats=3, cache=cache, log=lines.append)
@@ -99,7 +101,7 @@ def test_calibration_measures_every_split_and_is_cached(bundle, tmp_path):
 
 
 def test_simulate_with_measured_front_delays(bundle, capsys):
-    from device_app.cli import main
+    from ans.cli import main
 
     _, out = bundle
     assert main(["simulate", "--profile", str(out), "--trace", "steady", "--frames", "200", "--calibrate",
@@ -118,12 +120,12 @@ def test_a_tampered_or_broken_bundle_is_refused(bundle, tmp_path):
     head = next((copy / "heads").iterdir())
     head.write_bytes(head.read_bytes()[:-4] + b"\0\0\0\0")
     with pytest.raises(BundleError, match=f"{head.name}: sha256 does not match"):
-        DeviceBundle(copy)
+        Bundle(copy)
     (copy / "manifest.json").write_text('{"schema_version": 9}')
-    with pytest.raises(BundleError, match="known schema version"):
-        DeviceBundle(copy)
+    with pytest.raises(BundleError, match="schema_version 9 is not supported"):
+        Bundle(copy)
     with pytest.raises(BundleError, match="cannot read"):
-        DeviceBundle(tmp_path / "nowhere")
+        Bundle(tmp_path / "nowhere")
 
 
 def test_the_device_side_runs_with_tensorflow_blocked(bundle):
@@ -135,8 +137,10 @@ def test_the_device_side_runs_with_tensorflow_blocked(bundle):
     _, out = bundle
     script = BLOCKER.split("import numpy as np")[0] + f"""
 import numpy as np
-from device_app.heads import DeviceBundle, HeadRunner, calibrate
-runner = HeadRunner(DeviceBundle({str(out)!r}))
+from common.bundle import Bundle
+from common.tflite import HeadRunner
+from device_app.heads import calibrate
+runner = HeadRunner(Bundle({str(out)!r}))
 delays = calibrate(runner, repeats=1, log=lambda *_: None)
 (cut,) = runner.run(1, np.zeros(runner.bundle.input_shape, np.float32))
 print('ok', len(delays), cut.shape)

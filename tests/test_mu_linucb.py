@@ -4,7 +4,7 @@ import numpy as np
 
 from device_app.learner.mu_linucb import MuLinUCB, plain_linucb
 from device_app.learner.policy import Feedback
-from device_app.sim.trace import make_trace
+from lab.sim.trace import make_trace
 
 from .conftest import simulate
 

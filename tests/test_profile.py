@@ -17,11 +17,19 @@ def test_builtin_profiles_load_in_paper_order(tiny, vgg):
 
 
 def _manifest(splits, version=1):
-    return {"schema_version": version, "model": {"name": "toy"}, "splits": splits}
+    """A complete manifest (the reader is strict), with these splits."""
+    tensor = {"name": "x", "shape": [1, 4, 4, 3], "dtype": "float32"}
+    ref = {"path": "model.tflite", "sha256": "0" * 64}
+    return {"schema_version": version, "splits": splits, "whole_model": ref, "converter": {},
+            "model": {"name": "toy", "input": tensor, "outputs": [tensor], "content_hash": "ab" * 32,
+                      "preprocessing": {"size": [4, 4]}, "decoding": {"kind": "none"}}}
 
 
 def _split(i, ctx, front_macs):
-    return {"index": i, "context": ctx, "front_macs": front_macs, "transfer_bytes": ctx[6] // 8}
+    nbytes = ctx[6] // 8
+    return {"index": i, "context": ctx, "front_macs": front_macs, "transfer_bytes": nbytes, "cut": f"l{i}",
+            "head": None, "tail": None, "cut_shape": [1, nbytes // 4] if nbytes else [], "cut_dtype": "float32",
+            "codec_bytes": {"float32": nbytes, "float16": nbytes // 2, "int8": nbytes // 4}}
 
 
 def test_manifest_loads_and_estimates_front_delay(tmp_path):
@@ -42,9 +50,12 @@ def test_manifest_loads_and_estimates_front_delay(tmp_path):
         (json.dumps({"splits": [{"index": 1}, {"index": 0}]}), "splits must be ordered"),
         (json.dumps(_manifest([_split(0, [1, 1, 0, 0, 0, 0, 8], 0), _split(1, [1, 0, 0, 0, 0, 0, 0], 1)])),
          "device-only) must leave nothing"),
-        (json.dumps(_manifest([_split(0, [1, 1, 0, 0, 0, 0, -8], 0), _split(1, [0] * 7, 1)])),
+        (json.dumps(_manifest([{**_split(0, [1, 1, 0, 0, 0, 0, -8], 0), "transfer_bytes": 1}, _split(1, [0] * 7, 1)])),
          "context[6]: must not be negative"),
-        (json.dumps(_manifest([{"index": 0, "front_macs": 0}, _split(1, [0] * 7, 1)])), "missing field 'context'"),
+        (json.dumps(_manifest([{k: v for k, v in _split(0, [0] * 7, 0).items() if k != "context"},
+                               _split(1, [0] * 7, 1)])), ": splits[0]: missing key 'context'"),
+        (json.dumps(_manifest([{**_split(0, [0] * 7, 0), "extra": 1}, _split(1, [0] * 7, 1)])),
+         ": splits[0]: unknown key 'extra'"),
     ],
 )
 def test_bad_profiles_name_file_and_problem(tmp_path, doc, message):

@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from .broker import MOSQUITTO, production_config, started
+from .broker import MOSQUITTO, PLUGIN, production_config, started
 from .running import ANS, ENV, dev_config, device_args, spawn
 
 pytest.importorskip("sdnotify")
@@ -62,11 +62,11 @@ def test_notify_protocol_ready_watchdog_stopping(demo_bundle, tmp_path):
         assert "STOPPING=1" in edge_sock.collect(lambda said: "STOPPING=1" in said, 5)
 
 
-@pytest.mark.skipif(not shutil.which("mosquitto_passwd") or not shutil.which(MOSQUITTO), reason="no mosquitto")
+@pytest.mark.skipif(not shutil.which(MOSQUITTO) or PLUGIN is None, reason="no mosquitto with dynamic security")
 def test_refused_credentials_give_one_clear_line_and_exit_status_3(demo_bundle, tmp_path):
     tmp = demo_bundle
     (tmp_path / "pw").write_text("wrong\n")
-    with started(production_config(tmp_path, {"cam-a": "right"}), tmp_path) as broker:
+    with started(production_config(tmp_path, [("device", "cam-a", "right")]).config, tmp_path) as broker:
         start = time.monotonic()
         proc = subprocess.run(device_args(tmp, broker.port, "cam-a", "ans"), capture_output=True, text=True,
                               timeout=120, env={**ENV, "ANS_DEVICE_MQTT__USERNAME": "cam-a",

@@ -1,8 +1,8 @@
 import numpy as np
 import pytest
 
-from device_app.sim.simulator import build_world
-from device_app.sim.trace import make_trace
+from lab.sim.simulator import build_world
+from lab.sim.trace import make_trace
 
 from .conftest import simulate
 

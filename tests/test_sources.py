@@ -52,7 +52,7 @@ def test_preprocess_resizes_and_scales():
 
 
 def test_a_looped_file_starts_again_until_the_limit(tmp_path):
-    from converter.synthetic import make_clip
+    from common.scenes import make_clip
 
     clip = tmp_path / "clip.avi"
     make_clip(clip, frames=5, width=160, height=120)

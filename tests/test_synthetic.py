@@ -5,7 +5,7 @@ import pytest
 
 cv2 = pytest.importorskip("cv2")
 
-from converter.synthetic import LABELS, make_clip, make_frame  # noqa: E402
+from common.scenes import LABELS, make_clip, make_frame  # noqa: E402
 
 
 def test_frames_have_boxes_inside_the_image_and_are_reproducible():

@@ -8,7 +8,7 @@ import subprocess
 
 import pytest
 
-from device_app.install import render_unit
+from ans.install import render_unit
 
 from .running import ANS, ENV
 

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from device_app.sim.trace import TraceError, load_trace
+from lab.sim.trace import TraceError, load_trace
 
 
 def write(tmp_path, text):

@@ -6,11 +6,11 @@ of the part left to the edge, in the paper's order:
 
     [conv MACs, conv layers, fc MACs, fc layers, activation MACs, activation layers, transfer bits]
 
-Two files describe splits: a converter bundle's ``manifest.json`` and the schema
-of the paper's measured profiles (``device_app/profiles/*.json``). This module
-reads both with the standard library only (no pydantic: the device core must
-install on Android), and reports any problem as one ``ProfileError`` naming the
-file and the offending entry.
+Two files describe splits: a converter bundle's ``manifest.json`` (read by
+``common.bundle``, the one manifest reader) and the schema of the paper's measured
+profiles (``device_app/profiles/*.json``). Both are read with the standard library
+only (no pydantic: the device core must install on Android), and any problem is one
+``ProfileError`` naming the file and the offending entry.
 """
 
 from __future__ import annotations
@@ -22,6 +22,8 @@ from importlib import resources
 from pathlib import Path
 
 import numpy as np
+
+from common.bundle import BundleError, parse_manifest
 
 CONTEXT_FIELDS = (
     "conv_macs",
@@ -36,9 +38,6 @@ CONTEXT_FIELDS = (
 MAC_COLUMNS = (0, 2, 4)
 LAYER_COLUMNS = (1, 3, 5)
 BITS_COLUMN = 6
-
-#: Manifest schema versions this reader understands.
-MANIFEST_SCHEMA_VERSIONS = (1,)
 
 #: Built-in profiles measured by the paper's authors on a Jetson TX2.
 BUILTIN_PROFILES = {
@@ -177,28 +176,21 @@ def _parse_paper(doc: dict, where: str) -> SplitProfile:
 
 
 def _parse_manifest(doc: dict, where: str, device_macs_per_s: float, codec: str) -> SplitProfile:
-    version = doc["schema_version"]
-    if version not in MANIFEST_SCHEMA_VERSIONS:
-        raise ProfileError(
-            f"{where}: manifest schema_version {version!r} is not supported "
-            f"(this reader knows {', '.join(map(str, MANIFEST_SCHEMA_VERSIONS))})"
-        )
+    """A bundle manifest, read by the one reader every role uses (``common.bundle``)."""
+    try:
+        manifest = parse_manifest(doc, where)
+    except BundleError as exc:
+        raise ProfileError(str(exc)) from None
     if device_macs_per_s <= 0:
         raise ProfileError(f"{where}: device MAC rate must be positive, got {device_macs_per_s}")
-
-    def read(s: dict, w: str) -> tuple[list, float]:
-        ctx = _field(s, "context", w)
-        if not isinstance(ctx, list) or len(ctx) != len(CONTEXT_FIELDS):
-            raise ProfileError(f"{w}.context: expected {len(CONTEXT_FIELDS)} numbers {CONTEXT_FIELDS}")
-        row = [_number(v, f"{w}.context[{j}]") for j, v in enumerate(ctx)]
+    contexts, front = [], []
+    for s in manifest.splits:
+        w = f"{where}: splits[{s.index}]"
+        row = [_number(v, f"{w}.context[{j}]") for j, v in enumerate(s.context)]
         if codec != "float32":
-            sizes = _field(s, "codec_bytes", w)
-            if not isinstance(sizes, dict) or codec not in sizes:
+            if codec not in s.codec_bytes:
                 raise ProfileError(f"{w}.codec_bytes: no size for codec {codec!r}")
-            row[BITS_COLUMN] = 8 * _number(sizes[codec], f"{w}.codec_bytes.{codec}")
-        return row, _number(_field(s, "front_macs", w), f"{w}.front_macs") / device_macs_per_s
-
-    contexts, front = _read_splits(doc["splits"], where, read)
-    model = doc.get("model")
-    name = model.get("name") if isinstance(model, dict) else None
-    return _finish(str(name or Path(where).parent.name), contexts, front, where)
+            row[BITS_COLUMN] = 8 * _number(s.codec_bytes[codec], f"{w}.codec_bytes.{codec}")
+        contexts.append(row)
+        front.append(s.front_macs / device_macs_per_s)
+    return _finish(manifest.model.name or Path(where).parent.name, contexts, front, where)

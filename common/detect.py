@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from .bundle import Decoding
+
 
 def _sigmoid(x: np.ndarray) -> np.ndarray:
     return 1.0 / (1.0 + np.exp(-x))
@@ -38,12 +40,12 @@ def decode_yolov2(output: np.ndarray, anchors, classes: int, conf: float = 0.25,
     return nms(rows, nms_iou)[:max_detections]
 
 
-def detections(outputs: list[np.ndarray], decoding: dict) -> list[list[float]]:
+def detections(outputs: list[np.ndarray], decoding: Decoding) -> list[list[float]]:
     """Detections from a model's raw outputs, as the manifest's ``decoding`` says; none for kinds
     not decoded yet (``none``, ``yolo``)."""
-    if decoding.get("kind") != "yolov2-region":
+    if decoding.kind != "yolov2-region":
         return []
-    return decode_yolov2(outputs[0], decoding["anchors"], decoding["classes"]).tolist()
+    return decode_yolov2(outputs[0], decoding.anchors, decoding.classes).tolist()
 
 
 def iou(box: np.ndarray, boxes: np.ndarray) -> np.ndarray:

@@ -37,8 +37,8 @@ def render_unit(role: str, ans: Path) -> str:
 
 
 def _config(role: str, bundle: str, broker: str | None) -> str:
-    from .config import example
-    from .settings import DeviceSettings
+    from common.config import example
+    from device_app.settings import DeviceSettings
 
     if role == "device":
         cls = DeviceSettings

@@ -10,9 +10,10 @@ import socket
 import subprocess
 import time
 from contextlib import contextmanager
+from importlib import resources
 from pathlib import Path
 
-DEV_CONFIG = Path(__file__).parent / "mosquitto.conf"
+DEV_CONFIG = Path(str(resources.files("mqtt") / "mosquitto.conf"))
 
 
 def mosquitto_binary() -> str:

@@ -15,13 +15,13 @@ import threading
 import time
 from pathlib import Path
 
+from device_app.app import run_device
+from device_app.settings import DeviceSettings
 from mqtt.connection import MqttSettings
-from mqtt.local_broker import Broker, dev_config
 
-from .app import run_device
-from .settings import DeviceSettings
+from .local_broker import Broker, dev_config
 
-ANS = [sys.executable, "-m", "device_app.cli"]
+ANS = [sys.executable, "-m", "ans.cli"]
 
 
 def _step(text: str) -> None:

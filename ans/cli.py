@@ -11,10 +11,10 @@ from pathlib import Path
 from device_app.learner.persist import StateError, load_state, save_state
 from device_app.learner.profile import ProfileError, load_profile
 from device_app.learner.registry import POLICY_NAMES, make_policy
-from device_app.sim.scenarios import SCENARIOS
-from device_app.sim.simulator import DEFAULT_EDGE_RATE, DEFAULT_LAYER_OVERHEAD_S, build_world, run
+from lab.sim.scenarios import SCENARIOS
+from lab.sim.simulator import DEFAULT_EDGE_RATE, DEFAULT_LAYER_OVERHEAD_S, build_world, run
 from device_app.settings import DEVICE_POLICIES
-from device_app.sim.trace import TraceError, load_trace
+from lab.sim.trace import TraceError, load_trace
 
 
 def _trace(spec: str, frames: int):
@@ -29,10 +29,12 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     if args.calibrate:
         from dataclasses import replace
 
-        from device_app.heads import DeviceBundle, HeadRunner, calibrate
+        from common.bundle import Bundle
+        from common.tflite import HeadRunner
+        from device_app.heads import calibrate
 
         folder = Path(args.profile)
-        bundle = DeviceBundle(folder if folder.is_dir() else folder.parent)
+        bundle = Bundle(folder if folder.is_dir() else folder.parent)
         profile = replace(profile, front_delay_s=calibrate(HeadRunner(bundle), log=lambda *_: None))
     trace = _trace(args.trace, args.frames)
     world = build_world(profile, trace, args.frames, args.seed, args.noise, args.key_frame_prob,
@@ -65,7 +67,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
 
 
 def cmd_experiment(args: argparse.Namespace) -> int:
-    from device_app.sim.experiment import run_experiment
+    from lab.sim.experiment import run_experiment
 
     run_experiment(Path(args.out), tuple(args.profiles), tuple(args.scenarios), tuple(args.policies),
                    args.seeds, args.frames, args.noise, args.key_frame_prob, args.jobs)
@@ -75,10 +77,10 @@ def cmd_experiment(args: argparse.Namespace) -> int:
 
 def cmd_demo(args: argparse.Namespace) -> int:
     if args.simulated:
-        from device_app.sim.demo import run_demo
+        from lab.sim.demo import run_demo
 
         return run_demo(Path(args.out), args.frames or 4500)
-    from device_app.demo import run_system_demo
+    from lab.demo import run_system_demo
 
     return run_system_demo(Path(args.out), args.frames or 300, args.slowdown, not args.no_outage)
 
@@ -104,7 +106,7 @@ def _logging() -> None:
 
 
 def _settings(cls, args: argparse.Namespace, env_prefix: str, flags: dict):
-    from device_app.config import load_settings
+    from common.config import load_settings
 
     overrides = {k: v for k, v in flags.items() if v is not None}
     if args.broker is not None:
@@ -115,7 +117,7 @@ def _settings(cls, args: argparse.Namespace, env_prefix: str, flags: dict):
 def cmd_edge(args: argparse.Namespace) -> int:
     import logging
 
-    from device_app.service import stop_on_sigterm
+    from common.service import stop_on_sigterm
     from edge_app.settings import EdgeSettings
     from mqtt.connection import BrokerRefused
 
@@ -141,7 +143,7 @@ def cmd_edge(args: argparse.Namespace) -> int:
 def cmd_device(args: argparse.Namespace) -> int:
     import logging
 
-    from device_app.service import stop_on_sigterm
+    from common.service import stop_on_sigterm
     from device_app.settings import DeviceSettings
     from mqtt.connection import BrokerRefused
 
@@ -173,7 +175,7 @@ def cmd_device(args: argparse.Namespace) -> int:
 
 def cmd_monitor(args: argparse.Namespace) -> int:
     try:
-        from mqtt.monitor import run_monitor
+        from ans.monitor import run_monitor
     except ImportError as exc:
         raise ValueError(f"ans monitor needs rich and paho-mqtt ({exc}); pip install '.[monitor]'") from None
     from mqtt.connection import MqttSettings
@@ -183,7 +185,7 @@ def cmd_monitor(args: argparse.Namespace) -> int:
 
 
 def cmd_service(args: argparse.Namespace) -> int:
-    from device_app.install import install, uninstall
+    from ans.install import install, uninstall
 
     if args.action == "install":
         if not args.bundle:
@@ -194,8 +196,32 @@ def cmd_service(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_broker(args: argparse.Namespace) -> int:
+    from mqtt.access import ControlError
+
+    from .broker import add, init, remove
+
+    tls = {k: v for k, v in (("ca_file", args.ca_file), ("cert_file", args.cert_file),
+                             ("key_file", args.key_file)) if v is not None}
+    try:
+        if args.action == "init":
+            print(init(args.out, args.admin, args.admin_password_file, args.prefix, args.group))
+            return 0
+        if not args.kind or not args.name or not args.admin_password_file:
+            raise ValueError(f"ans broker {args.action} needs KIND NAME and --admin-password-file")
+        if args.action == "add":
+            print(add(args.kind, args.name, args.password_file, args.broker, args.admin, args.admin_password_file,
+                      args.prefix, tls))
+        else:
+            print(remove(args.kind, args.name, args.broker, args.admin, args.admin_password_file, tls))
+    except ControlError as exc:
+        print(f"ans broker {args.action}: {exc}", file=sys.stderr)
+        return 3
+    return 0
+
+
 def cmd_config(args: argparse.Namespace) -> int:
-    from device_app.config import example, load_settings, reference
+    from common.config import example, load_settings, reference
     from device_app.settings import DeviceSettings
     from edge_app.settings import EdgeSettings
 
@@ -276,6 +302,31 @@ def build_parser() -> argparse.ArgumentParser:
     svc.add_argument("--no-start", action="store_true", help="install: enable, but do not start now")
     svc.add_argument("--purge", action="store_true", help="uninstall: also remove the config and the state")
     svc.set_defaults(func=cmd_service)
+
+    from mqtt.access import KINDS
+
+    brk = sub.add_parser("broker", help="the production broker's access control: roles, devices, edges",
+                         description="init writes the dynamic security plugin's file (roles and an administrator) "
+                         "before the broker's first start; add and remove change a running broker "
+                         "(docs/deploy.md, 'The broker').")
+    brk.add_argument("action", choices=["init", "add", "remove"])
+    brk.add_argument("kind", nargs="?", choices=KINDS, help="add/remove: what the client is")
+    brk.add_argument("name", nargs="?", help="add/remove: its user name (a device's or edge's id)")
+    brk.add_argument("--out", default="/var/lib/mosquitto", help="init: folder for dynamic-security.json")
+    brk.add_argument("--admin", default="ans-admin", help="the administrator's user name")
+    brk.add_argument("--admin-password-file",
+                     help="the administrator's password (init: created with a new one when missing; "
+                          "default OUT/admin.password)")
+    brk.add_argument("--password-file",
+                     help="add: the client's password, created with a new one when missing; "
+                          "without it the client logs in by certificate only")
+    brk.add_argument("--broker", default="mqtt://127.0.0.1:1883", help="add/remove: the running broker")
+    brk.add_argument("--ca-file", help="mqtts: the broker's CA certificate")
+    brk.add_argument("--cert-file", help="mqtts: a client certificate")
+    brk.add_argument("--key-file", help="mqtts: its key")
+    brk.add_argument("--prefix", default="ans", help="topic prefix")
+    brk.add_argument("--group", default="ans-edges", help="init: the edges' shared-subscription group")
+    brk.set_defaults(func=cmd_broker)
 
     config = sub.add_parser("config", help="print an example settings file, the reference, or check a file")
     config.add_argument("action", choices=["example", "reference", "check"])

@@ -11,8 +11,8 @@ import sys
 import threading
 import time
 
-from .connection import MqttSettings, make_client, parse_broker
-from .protocol import Topics
+from mqtt.connection import MqttSettings, make_client, parse_broker, start
+from mqtt.protocol import Topics
 
 
 class Board:
@@ -90,8 +90,7 @@ def run_monitor(settings: MqttSettings, duration_s: float | None = None) -> int:
 
     client.on_connect = on_connect
     client.on_message = lambda c, u, m: board.take(m.topic, m.payload)
-    client.connect_async(host, port, keepalive=settings.keepalive_s)
-    client.loop_start()
+    start(client, settings)
     console = Console()
     end = time.monotonic() + duration_s if duration_s else None
     try:

@@ -1,0 +1,385 @@
+"""Faults and hostile clients against the real system (Mosquitto, edge and device processes on
+this machine, loopback only; every loop bounded in count and time):
+
+* load: N devices offloading every frame at once, nothing lost, delays per device;
+* edge killed (-9) mid-stream and replaced;
+* broker killed (-9) for 2 s and for 10 s: how soon offloading resumes after it is back;
+* a flood from one client (junk, and valid requests) while a victim device runs;
+* 200,000 distinct malformed requests: the edge's memory and log lines;
+* 100,000 fuzzed topics and payloads: the edge never exits, every message answered or counted.
+
+    .venv/bin/python bench/bench_faults.py [--out bench-faults] [--quick]
+
+Prints a table, writes OUT/faults.json and OUT/faults.png; docs/reliability.md quotes it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+import numpy as np  # noqa: E402
+
+from lab.local_broker import Broker, dev_config  # noqa: E402
+
+ANS = [sys.executable, "-m", "ans.cli"]
+ENV = {**os.environ, "PYTHONPATH": str(REPO), "ANS_EDGE_STATS_INTERVAL_S": "1"}
+# The broker holds a flood for the edge instead of dropping it, so that what the edge does with
+# every message can be counted (the shipped 100 drops part of a flood before the edge).
+CONFIG = dev_config().replace("max_queued_messages 100", "max_queued_messages 1000000")
+
+
+def rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+class Edge:
+    def __init__(self, bundle: Path, port: int, work: Path, name: str = "edge-1"):
+        self.log = work / f"{name}.log"
+        self.proc = subprocess.Popen(ANS + ["edge", "--bundle", str(bundle), "--broker", f"mqtt://127.0.0.1:{port}",
+                                            "--id", name], stdout=open(self.log, "w"), stderr=subprocess.STDOUT,
+                                     env=ENV)
+        deadline = time.monotonic() + 120
+        while "serving" not in self.log.read_text():
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"the edge did not come up: {self.log.read_text()[-2000:]}")
+            time.sleep(0.05)
+
+    def lines(self) -> list[str]:
+        return [x for x in self.log.read_text().splitlines() if " WARNING " in x or " ERROR " in x]
+
+    def stop(self) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            self.proc.wait(30)
+        return self.proc.returncode
+
+
+class Device:
+    """A device process whose per-frame records are timestamped (wall clock) as they appear."""
+
+    def __init__(self, bundle: Path, clip: Path, port: int, work: Path, name: str, *extra: str):
+        self.out = work / f"{name}.jsonl"
+        self.seen: list[tuple[float, dict]] = []
+        self.proc = subprocess.Popen(ANS + ["device", "--bundle", str(bundle), "--source", str(clip), "--broker",
+                                            f"mqtt://127.0.0.1:{port}", "--id", name, "--out", str(self.out),
+                                            "--state-dir", str(work / f"state-{name}"), *extra],
+                                     stdout=subprocess.DEVNULL, stderr=open(work / f"{name}.log", "w"), env=ENV)
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._watch, daemon=True)
+        self._thread.start()
+
+    def _watch(self) -> None:
+        offset = 0
+        while not self._done.is_set():
+            if self.out.exists():
+                text = self.out.read_text()
+                complete = text[:text.rfind("\n") + 1]
+                now = time.monotonic()
+                for line in complete[offset:].splitlines():
+                    self.seen.append((now, json.loads(line)))
+                offset = len(complete)
+            if self.proc.poll() is not None and offset == len(self.out.read_text() if self.out.exists() else ""):
+                break
+            time.sleep(0.01)
+
+    def wait_frames(self, n: int, timeout: float = 300) -> None:
+        deadline = time.monotonic() + timeout
+        while len(self.seen) < n:
+            if time.monotonic() > deadline or (self.proc.poll() is not None and len(self.seen) < n):
+                raise RuntimeError(f"device stopped at {len(self.seen)} of {n} frames")
+            time.sleep(0.02)
+
+    def stop(self) -> list[dict]:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        self.proc.wait(60)
+        time.sleep(0.1)
+        self._done.set()
+        self._thread.join(10)
+        return [r for _, r in self.seen]
+
+
+def summary(records: list[dict]) -> dict:
+    delays = np.array([r["delay_s"] for r in records]) * 1e3 if records else np.zeros(1)
+    return {"frames": len(records), "contiguous": [r["frame"] for r in records] == list(range(len(records))),
+            "by_edge": sum(r["edge"] is not None for r in records), "fallbacks": sum(r["fallback"] for r in records),
+            "p50_ms": round(float(np.median(delays)), 1), "p99_ms": round(float(np.percentile(delays, 99)), 1)}
+
+
+def publisher(port: int):
+    import paho.mqtt.client as mqtt
+    from paho.mqtt.enums import CallbackAPIVersion
+
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"bench-{uuid.uuid4().hex[:8]}", protocol=mqtt.MQTTv5)
+    client.max_queued_messages_set(0)
+    client.connect("127.0.0.1", port)
+    client.loop_start()
+    return client
+
+
+def edge_totals(edge: Edge, port: int, timeout: float = 5) -> dict:
+    """The edge's latest cumulative counters (its stats topic)."""
+    got = {}
+    client = publisher(port)
+    client.on_message = lambda c, u, m: got.update(json.loads(m.payload)["totals"])
+    client.subscribe("ans/v1/edge/edge-1/stats")
+    deadline = time.monotonic() + timeout
+    while not got and time.monotonic() < deadline:
+        time.sleep(0.05)
+    client.loop_stop()
+    client.disconnect()
+    return got
+
+
+# -- scenarios --
+
+def load(ctx, devices: int, frames: int) -> dict:
+    with ctx.broker() as port:
+        edge = Edge(ctx.bundle, port, ctx.work)
+        runs = [Device(ctx.bundle, ctx.clip, port, ctx.work, f"load-{k}", "--policy", "edge-only", "--frames",
+                       str(frames), "--loop", "--emulate-slowdown", "5") for k in range(devices)]
+        for d in runs:
+            d.proc.wait(600)
+        results = [d.stop() for d in runs]
+        edge.stop()
+    per = [summary(r) for r in results]
+    return {"devices": devices, "frames_expected": devices * frames, "frames_answered": sum(p["frames"] for p in per),
+            "by_edge": sum(p["by_edge"] for p in per), "lost": devices * frames - sum(p["frames"] for p in per),
+            "p50_ms": [p["p50_ms"] for p in per], "p99_ms": [p["p99_ms"] for p in per]}
+
+
+def edge_kill(ctx) -> dict:
+    with ctx.broker() as port:
+        edge = Edge(ctx.bundle, port, ctx.work)
+        dev = Device(ctx.bundle, ctx.clip, port, ctx.work, "kill", "--policy", "edge-only", "--loop",
+                     "--emulate-slowdown", "10", "--deadline-ms", "1000")
+        dev.wait_frames(30)
+        edge.proc.kill()
+        killed = time.monotonic()
+        edge = Edge(ctx.bundle, port, ctx.work, "edge-2")
+        back = time.monotonic()
+        resumed = _first_after(dev, back, "edge-2", 120)
+        records = dev.stop()
+        edge.stop()
+    return {**summary(records), "edge_restart_s": round(back - killed, 2), "resumed_after_edge_up_s": resumed}
+
+
+def _first_after(dev: Device, since: float, edge: str | None, timeout: float) -> float | None:
+    """Seconds from ``since`` to the first frame answered by ``edge`` (any edge for None)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for t, r in list(dev.seen):
+            if t >= since and r["edge"] and (edge is None or r["edge"] == edge):
+                return round(t - since, 2)
+        time.sleep(0.02)
+    return None
+
+
+def broker_outage(ctx, seconds: float) -> dict:
+    broker = Broker(CONFIG, ctx.work / f"outage-{seconds}")
+    broker.start()
+    try:
+        edge = Edge(ctx.bundle, broker.port, ctx.work)
+        dev = Device(ctx.bundle, ctx.clip, broker.port, ctx.work, f"outage-{seconds:g}", "--policy", "edge-only",
+                     "--loop", "--emulate-slowdown", "10", "--deadline-ms", "1000")
+        dev.wait_frames(20)
+        broker.proc.kill()
+        broker.proc.wait()
+        time.sleep(seconds)
+        broker.start()
+        resumed = _first_after(dev, time.monotonic(), None, 60)
+        dev.wait_frames(len(dev.seen) + 10)
+        records = dev.stop()
+        edge.stop()
+    finally:
+        broker.stop()
+    return {**summary(records), "outage_s": seconds, "resumed_after_broker_back_s": resumed}
+
+
+def flood(ctx, kind: str, frames: int) -> dict:
+    """A victim's delays alone, then with one client flooding its own request topic."""
+    from common.bundle import read_manifest
+    from mqtt.codec import encode
+    from mqtt.protocol import Request, bundle_hash_bytes, encode_request
+
+    manifest = read_manifest(ctx.bundle)
+    split = manifest.splits[len(manifest.splits) // 2]
+    x = np.zeros(split.cut_shape, np.float32)
+    valid = encode_request(Request(1, split.index, bundle_hash_bytes(manifest.model.content_hash), tuple(x.shape)),
+                           encode(x, "float32")[0])
+    out = {"kind": kind}
+    with ctx.broker() as port:
+        edge = Edge(ctx.bundle, port, ctx.work)
+        for phase in ("alone", "flooded"):
+            stop, sent = threading.Event(), [0]
+            if phase == "flooded":
+                client = publisher(port)
+
+                def spam():
+                    while not stop.is_set():
+                        payload = valid if kind == "valid" else os.urandom(random.randint(1, 200))
+                        client.publish("ans/v1/device/flooder/request", payload, qos=0)
+                        sent[0] += 1
+                        if sent[0] % 200 == 0:
+                            time.sleep(0.001)  # bounded rate: about 100k messages/s at most
+                threading.Thread(target=spam, daemon=True).start()
+            dev = Device(ctx.bundle, ctx.clip, port, ctx.work, f"victim-{kind}-{phase}", "--policy", "edge-only",
+                         "--frames", str(frames), "--emulate-slowdown", "5", "--deadline-ms", "1000")
+            dev.proc.wait(600)
+            stop.set()
+            out[phase] = summary(dev.stop())
+            if phase == "flooded":
+                client.loop_stop()
+                client.disconnect()
+                out["flood_messages"] = sent[0]
+        out["edge_exit"] = edge.stop()
+        out["edge_warning_lines"] = len(edge.lines())
+    out["p99_ratio"] = round(out["flooded"]["p99_ms"] / out["alone"]["p99_ms"], 2)
+    return out
+
+
+def malformed(ctx, count: int) -> dict:
+    with ctx.broker() as port:
+        edge = Edge(ctx.bundle, port, ctx.work)
+        client = publisher(port)
+        time.sleep(2)  # the edge's idle warm-up (tracing tails) is over
+        before = rss_mb(edge.proc.pid)
+        for k in range(count):  # every message different: length and content
+            client.publish(f"ans/v1/device/junk-{k % 1000}/request", b"ANS1" + k.to_bytes(8, "little") * (1 + k % 7),
+                           qos=0)
+            if k % 500 == 0:
+                time.sleep(0.002)
+        deadline = time.monotonic() + 120
+        totals = {}
+        while time.monotonic() < deadline and totals.get("errors", 0) < count:
+            totals = edge_totals(edge, port)
+        after = rss_mb(edge.proc.pid)
+        lines = edge.lines()
+        client.loop_stop()
+        client.disconnect()
+        code = edge.stop()
+    return {"messages": count, "counted_errors": totals.get("errors", 0), "rss_before_mb": round(before, 1),
+            "rss_after_mb": round(after, 1), "rss_growth_mb": round(after - before, 1), "log_lines": len(lines),
+            "edge_exit": code}
+
+
+def fuzz(ctx, count: int, seed: int = 0) -> dict:
+    rng = random.Random(seed)
+    alphabet = "abcXYZ019-_ é漢🙂\t+#/"
+    with ctx.broker() as port:
+        edge = Edge(ctx.bundle, port, ctx.work)
+        client = publisher(port)
+        matching = 0
+        for k in range(count):
+            level = "".join(rng.choice(alphabet) for _ in range(rng.choice((0, 1, 8, 64, 65, 200))))
+            topic = f"ans/v1/device/{level}/request"
+            if "+" in level or "#" in level:  # not a valid PUBLISH topic: the client library refuses it
+                level = level.replace("+", "p").replace("#", "h")
+                topic = f"ans/v1/device/{level}/request"
+            matching += "/" not in level
+            client.publish(topic, rng.randbytes(rng.choice((0, 4, 60, 300))), qos=0)
+            if k % 500 == 0:
+                time.sleep(0.002)
+        deadline = time.monotonic() + 120
+        totals = {}
+        while time.monotonic() < deadline and totals.get("errors", 0) + totals.get("unanswerable", 0) < matching:
+            totals = edge_totals(edge, port)
+        alive = edge.proc.poll() is None
+        client.loop_stop()
+        client.disconnect()
+        code = edge.stop()
+    return {"messages": count, "reaching_the_edge": matching, "errors": totals.get("errors", 0),
+            "unanswerable": totals.get("unanswerable", 0), "alive_after": alive, "edge_exit": code,
+            "log_lines": len(edge.lines())}
+
+
+class Context:
+    def __init__(self, work: Path):
+        from common.scenes import make_clip
+        from converter.bundle import convert
+        from converter.zoo import demo_decoding, demo_model
+
+        self.work = work
+        self.bundle, self.clip = work / "bundle", work / "clip.avi"
+        convert(demo_model(), self.bundle, log=lambda *_: None, decoding=demo_decoding())
+        make_clip(self.clip, frames=150, width=320, height=240)
+
+    def broker(self):
+        from lab.local_broker import started
+
+        return started(CONFIG, self.work / f"broker-{uuid.uuid4().hex[:6]}")
+
+
+def plot(results: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    names = [k for k in results if k.startswith("flood")]
+    for i, name in enumerate(names):
+        r = results[name]
+        axes[0].bar([i * 3, i * 3 + 1], [r["alone"]["p99_ms"], r["flooded"]["p99_ms"]], color=["tab:blue", "tab:red"])
+    axes[0].set_xticks([i * 3 + 0.5 for i in range(len(names))], [f"{n}\n(alone | flooded)" for n in names])
+    axes[0].set_ylabel("victim p99 delay (ms)")
+    axes[0].set_title("a flooding client and a victim device")
+    outages = [k for k in results if k.startswith("broker")]
+    axes[1].bar(range(len(outages)), [results[k]["resumed_after_broker_back_s"] or 0 for k in outages])
+    axes[1].set_xticks(range(len(outages)), outages)
+    axes[1].set_ylabel("s from the broker's return to the first offloaded frame")
+    axes[1].set_title("broker killed (-9) and restarted")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", default="bench-faults")
+    parser.add_argument("--quick", action="store_true", help="smaller counts (a smoke run)")
+    args = parser.parse_args()
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    scale = 10 if args.quick else 1
+    results = {}
+    with tempfile.TemporaryDirectory(prefix="ans-faults-") as tmp:
+        ctx = Context(Path(tmp))
+        steps = [("load", lambda: load(ctx, 4, 150 // scale)),
+                 ("edge killed", lambda: edge_kill(ctx)),
+                 ("broker 2 s", lambda: broker_outage(ctx, 2)),
+                 ("broker 10 s", lambda: broker_outage(ctx, 10)),
+                 ("flood junk", lambda: flood(ctx, "junk", 150 // scale)),
+                 ("flood valid", lambda: flood(ctx, "valid", 150 // scale)),
+                 ("malformed", lambda: malformed(ctx, 200_000 // scale)),
+                 ("fuzz", lambda: fuzz(ctx, 100_000 // scale))]
+        for k, (name, step) in enumerate(steps, 1):
+            started = time.monotonic()
+            print(f"[{k}/{len(steps)}] {name} ...", file=sys.stderr, flush=True)
+            results[name] = step()
+            print(f"    {time.monotonic() - started:.0f} s: {json.dumps(results[name])}", file=sys.stderr, flush=True)
+    (out / "faults.json").write_text(json.dumps(results, indent=1))
+    plot(results, out / "faults.png")
+    for name, r in results.items():
+        print(f"{name:12s} {json.dumps(r)}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,269 @@
+"""The shipped production broker config, for real: the dynamic security plugin (roles made by
+``mqtt.access``) and TLS with certificates made in the test. A device reaches only its own
+topics, cannot join the edges' shared subscription, the monitor writes nothing, a wrong CA is
+refused, and a device's certificate opens only that device's topics."""
+
+import queue
+import shutil
+import socket
+import ssl
+import subprocess
+import time
+import uuid
+
+import pytest
+
+mqtt = pytest.importorskip("paho.mqtt.client")
+pytest.importorskip("trustme")
+from paho.mqtt.enums import CallbackAPIVersion  # noqa: E402
+
+from .broker import ADMIN, MOSQUITTO, PLUGIN, Certificates, production_config, running_broker, started  # noqa: E402
+from .running import ENV, device_args, records, start_edge  # noqa: E402
+
+pytestmark = pytest.mark.skipif(not shutil.which(MOSQUITTO) or PLUGIN is None,
+                                reason="mosquitto with its dynamic security plugin is not installed")
+
+CLIENTS = [("device", "cam-a", "pw-a"), ("device", "cam-b", "pw-b"), ("edge", "edge-1", "pw-e"),
+           ("monitor", "monitor", "pw-m"), ("homeassistant", "hass", "pw-h")]
+PASSWORDS = {name: pw for _, name, pw in CLIENTS}
+
+
+class Client:
+    """A paho 2.x MQTT v5 client that records what it receives and how the broker answered."""
+
+    def __init__(self, port: int, user: str | None, password: str | None = None, tls: tuple | None = None):
+        self.messages: queue.Queue = queue.Queue()
+        self.connack: queue.Queue = queue.Queue()
+        self.subacks: queue.Queue = queue.Queue()
+        self.c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"{user}-{uuid.uuid4().hex[:8]}",
+                             protocol=mqtt.MQTTv5)
+        if user is not None:
+            self.c.username_pw_set(user, password if password is not None else PASSWORDS.get(user))
+        if tls is not None:
+            ca, cert, key = tls
+            self.c.tls_set(ca_certs=str(ca), certfile=cert and str(cert), keyfile=key and str(key))
+        self.c.on_connect = lambda c, u, f, rc, p: self.connack.put(rc)
+        self.c.on_message = lambda c, u, m: self.messages.put((m.topic, m.payload))
+        self.c.on_subscribe = lambda c, u, mid, rcs, p: self.subacks.put(rcs)
+        self.c.on_disconnect = lambda c, u, f, rc, p: self.connack.put(rc)
+        self.refused_at_connect = False
+        try:
+            self.c.connect("127.0.0.1", port)
+        except (ssl.SSLError, OSError):  # a TLS handshake the broker refused
+            self.refused_at_connect = True
+        self.c.loop_start()
+
+    def connected(self) -> bool:
+        """The broker's verdict: True for a CONNACK that accepts; False for one that refuses, or a
+        connection that the broker closes before any CONNACK (a refused certificate)."""
+        return not self.refused_at_connect and not self.connack.get(timeout=10).is_failure
+
+    def subscribe(self, topic: str):
+        self.c.subscribe(topic, qos=1)
+        return self.subacks.get(timeout=5)[0]
+
+    def publish(self, topic: str, payload: bytes, retain: bool = False) -> None:
+        self.c.publish(topic, payload, qos=1, retain=retain).wait_for_publish(5)
+
+    def close(self) -> None:
+        self.c.loop_stop()
+        self.c.disconnect()
+
+
+def wait_listening(port: int) -> None:
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            return
+        except OSError:
+            assert time.monotonic() < deadline, f"nothing listens on {port}"
+            time.sleep(0.05)
+
+
+def test_devices_reach_only_their_own_topics_and_subscriptions_are_refused_at_subscribe(tmp_path):
+    with running_broker(production_config(tmp_path, CLIENTS).config, tmp_path) as port:
+        clients = {u: Client(port, u) for u in ("edge-1", "cam-a", "cam-b")}
+        try:
+            assert all(c.connected() for c in clients.values())
+            edge, a, b = clients["edge-1"], clients["cam-a"], clients["cam-b"]
+            assert not edge.subscribe("$share/ans-edges/ans/v1/device/+/request").is_failure
+            assert not a.subscribe("ans/v1/device/cam-a/result").is_failure
+            assert not a.subscribe("ans/v1/edge/+/status").is_failure
+            # Refused at SUBSCRIBE, not filtered at delivery: another device's results, every request.
+            assert str(b.subscribe("ans/v1/device/cam-a/result")) == "Not authorized"
+            assert str(b.subscribe("ans/v1/device/+/request")) == "Not authorized"
+            assert str(b.subscribe("#")) == "Not authorized"
+
+            b.publish("ans/v1/device/cam-a/request", b"forged by cam-b")  # dropped: not cam-b's topic
+            a.publish("ans/v1/device/cam-a/request", b"from cam-a")
+            assert edge.messages.get(timeout=5) == ("ans/v1/device/cam-a/request", b"from cam-a")
+            edge.publish("ans/v1/device/cam-a/result", b"result")
+            assert a.messages.get(timeout=5) == ("ans/v1/device/cam-a/result", b"result")
+            a.publish("ans/v1/device/cam-a/request", b"second")  # ordered after the forged one
+            assert edge.messages.get(timeout=5) == ("ans/v1/device/cam-a/request", b"second")
+            assert edge.messages.empty() and b.messages.empty()
+        finally:
+            for c in clients.values():
+                c.close()
+
+
+def test_a_device_cannot_join_the_edges_shared_subscription_and_black_hole_requests(tmp_path):
+    with running_broker(production_config(tmp_path, CLIENTS).config, tmp_path) as port:
+        edge, victim, attacker = Client(port, "edge-1"), Client(port, "cam-a"), Client(port, "cam-b")
+        try:
+            assert edge.connected() and victim.connected() and attacker.connected()
+            assert not edge.subscribe("$share/ans-edges/ans/v1/device/+/request").is_failure
+            assert str(attacker.subscribe("$share/ans-edges/ans/v1/device/+/request")) == "Not authorized"
+            for k in range(50):
+                victim.publish("ans/v1/device/cam-a/request", b"%d" % k)
+            got = [edge.messages.get(timeout=5)[1] for _ in range(50)]
+            assert got == [b"%d" % k for k in range(50)]  # every request reached the edge, none the attacker
+            assert attacker.messages.empty()
+        finally:
+            for c in (edge, victim, attacker):
+                c.close()
+
+
+def test_the_monitor_reads_everything_and_writes_nothing_home_assistant_reads_discovery(tmp_path):
+    with running_broker(production_config(tmp_path, CLIENTS).config, tmp_path) as port:
+        monitor, hass, device = Client(port, "monitor"), Client(port, "hass"), Client(port, "cam-a")
+        try:
+            assert monitor.connected() and hass.connected() and device.connected()
+            assert not monitor.subscribe("ans/v1/+/+/status").is_failure
+            assert not hass.subscribe("homeassistant/#").is_failure
+            assert not hass.subscribe("ans/v1/device/+/stats").is_failure
+            monitor.publish("homeassistant/sensor/ans_monitor/x/config", b"{}", retain=True)  # refused
+            monitor.publish("ans/v1/device/cam-a/request", b"forged by the monitor")  # refused
+            device.publish("homeassistant/sensor/ans_cam-a/fps/config", b'{"name": "fps"}', retain=True)
+            device.publish("ans/v1/device/cam-a/status", b"online", retain=True)
+            device.publish("ans/v1/device/cam-a/stats", b"{}")
+            assert monitor.messages.get(timeout=5) == ("ans/v1/device/cam-a/status", b"online")
+            heard = {hass.messages.get(timeout=5) for _ in range(2)}
+            assert heard == {("homeassistant/sensor/ans_cam-a/fps/config", b'{"name": "fps"}'),
+                             ("ans/v1/device/cam-a/stats", b"{}")}
+            assert hass.messages.empty() and str(monitor.subscribe("homeassistant/#")) == "Not authorized"
+        finally:
+            for c in (monitor, hass, device):
+                c.close()
+
+
+def test_wrong_credentials_are_refused(tmp_path):
+    with running_broker(production_config(tmp_path, CLIENTS).config, tmp_path) as port:
+        intruder, nobody = Client(port, "cam-a", "wrong"), Client(port, None)
+        try:
+            assert not intruder.connected() and not nobody.connected()
+        finally:
+            intruder.close()
+            nobody.close()
+
+
+def test_devices_are_added_and_removed_on_a_running_broker(tmp_path):
+    """``ans broker add`` / ``remove`` through the plugin's control API, as its administrator."""
+    from ans.cli import main
+
+    with running_broker(production_config(tmp_path, CLIENTS).config, tmp_path) as port:
+        admin_pw = tmp_path / "admin.password"
+        admin_pw.write_text(ADMIN[1])
+        new_pw = tmp_path / "cam-new.password"
+        common = ["--broker", f"mqtt://127.0.0.1:{port}", "--admin", ADMIN[0], "--admin-password-file", str(admin_pw)]
+        assert main(["broker", "add", "device", "cam-new", "--password-file", str(new_pw), *common]) == 0
+        assert new_pw.stat().st_mode & 0o077 == 0  # a generated password, readable by its owner only
+        edge, new = Client(port, "edge-1"), Client(port, "cam-new", new_pw.read_text().strip())
+        try:
+            assert edge.connected() and new.connected()
+            edge.subscribe("$share/ans-edges/ans/v1/device/+/request")
+            assert str(new.subscribe("ans/v1/device/cam-a/result")) == "Not authorized"
+            new.publish("ans/v1/device/cam-new/request", b"hello")
+            assert edge.messages.get(timeout=5) == ("ans/v1/device/cam-new/request", b"hello")
+        finally:
+            new.close()
+            edge.close()
+        assert main(["broker", "remove", "device", "cam-new", *common]) == 0
+        gone = Client(port, "cam-new", new_pw.read_text().strip())
+        try:
+            assert not gone.connected()
+        finally:
+            gone.close()
+
+
+def test_the_development_config_starts_and_lets_anyone_publish(tmp_path):
+    """The dev broker config loads as shipped; without the plugin a forged request does get through
+    (which is what the production tests above prove is blocked)."""
+    from .broker import dev_config
+
+    with running_broker(dev_config(), tmp_path) as port:
+        edge, b = Client(port, "edge-1", ""), Client(port, "cam-b", "")
+        try:
+            assert edge.connected() and b.connected()
+            edge.subscribe("ans/v1/device/+/request")
+            b.publish("ans/v1/device/cam-a/request", b"forged by cam-b")
+            assert edge.messages.get(timeout=5) == ("ans/v1/device/cam-a/request", b"forged by cam-b")
+        finally:
+            edge.close()
+            b.close()
+
+
+# -- TLS --
+
+def test_a_device_certificate_opens_only_that_devices_topics(tmp_path):
+    certs = Certificates(tmp_path / "certs", ["cam-a", "cam-b"])
+    clients = [("device", "cam-a", None), ("device", "cam-b", None), ("edge", "edge-1", "pw-e")]
+    prod = production_config(tmp_path, clients, certs, by_certificate=True)
+    with running_broker(prod.config, tmp_path) as port:
+        wait_listening(prod.tls_port)
+        edge = Client(port, "edge-1", "pw-e")
+        a = Client(prod.tls_port, None, tls=(certs.ca, certs.folder / "cam-a.crt", certs.folder / "cam-a.key"))
+        # Whoever holds cam-b's certificate is cam-b, whatever user name it claims.
+        b = Client(prod.tls_port, "cam-a", "anything",
+                   tls=(certs.ca, certs.folder / "cam-b.crt", certs.folder / "cam-b.key"))
+        try:
+            assert edge.connected() and a.connected() and b.connected()
+            edge.subscribe("$share/ans-edges/ans/v1/device/+/request")
+            assert not a.subscribe("ans/v1/device/cam-a/result").is_failure
+            assert str(b.subscribe("ans/v1/device/cam-a/result")) == "Not authorized"
+            b.publish("ans/v1/device/cam-a/request", b"forged with cam-b's certificate")
+            a.publish("ans/v1/device/cam-a/request", b"from cam-a over TLS")
+            assert edge.messages.get(timeout=5) == ("ans/v1/device/cam-a/request", b"from cam-a over TLS")
+            edge.publish("ans/v1/device/cam-a/result", b"result")
+            assert a.messages.get(timeout=5) == ("ans/v1/device/cam-a/result", b"result")
+            assert b.messages.empty() and edge.messages.empty()
+        finally:
+            for c in (edge, a, b):
+                c.close()
+        no_cert = Client(prod.tls_port, "cam-a", "pw", tls=(certs.ca, None, None))
+        try:  # the listener requires a certificate: a password alone does not get in
+            assert not no_cert.connected()
+        finally:
+            no_cert.close()
+
+
+def test_tls_end_to_end_and_a_wrong_ca_refused_with_one_clear_line(demo_bundle, tmp_path):
+    tmp = demo_bundle
+    certs = Certificates(tmp_path / "certs", ["cam-tls"])
+    other = Certificates(tmp_path / "other-ca")
+    clients = [("device", "cam-tls", None), ("edge", "edge-1", "pw-e")]
+    prod = production_config(tmp_path, clients, certs, by_certificate=True)
+    edge_pw = tmp_path / "edge.password"
+    edge_pw.write_text("pw-e\n")
+    with started(prod.config, tmp_path) as broker:
+        wait_listening(prod.tls_port)
+        edge = start_edge(tmp, broker.port, env={"ANS_EDGE_MQTT__USERNAME": "edge-1",
+                                                 "ANS_EDGE_MQTT__PASSWORD_FILE": str(edge_pw)})
+        tls = {"ANS_DEVICE_MQTT__CA_FILE": str(certs.ca), "ANS_DEVICE_MQTT__CERT_FILE": str(certs.folder / "cam-tls.crt"),
+               "ANS_DEVICE_MQTT__KEY_FILE": str(certs.folder / "cam-tls.key")}
+        args = device_args(tmp, broker.port, "cam-tls", "edge-only", "--frames", "10")
+        args[args.index("--broker") + 1] = f"mqtts://127.0.0.1:{prod.tls_port}"
+        try:
+            ok = subprocess.run(args, capture_output=True, text=True, timeout=300, env={**ENV, **tls})
+            answered = [r["edge"] for r in records(tmp, "cam-tls")]
+            wrong = subprocess.run(args, capture_output=True, text=True, timeout=300,
+                                   env={**ENV, **tls, "ANS_DEVICE_MQTT__CA_FILE": str(other.ca)})
+        finally:
+            edge.terminate()
+            edge.wait(30)
+    assert ok.returncode == 0, ok.stderr[-3000:]
+    assert answered == ["edge-1"] * 10
+    assert wrong.returncode == 3, wrong.stderr[-3000:]
+    failures = [line for line in wrong.stderr.splitlines() if "TLS with broker" in line]
+    assert len(failures) == 1 and "certificate verify failed" in failures[0] and "ca_file" in failures[0]
