@@ -11,7 +11,7 @@ import json
 import os
 from pathlib import Path
 
-from mqtt.access import Control, client_commands, new_password, remove_commands, security_document
+from mqtt.access import Control, client_commands, new_password, remove_commands, security_document, switch_commands
 from mqtt.connection import MqttSettings
 
 SECURITY_FILE = "dynamic-security.json"
@@ -65,10 +65,12 @@ def add(kind: str, name: str, password_file: str | None, broker: str, admin: str
     return f"added {kind} {name} ({how})"
 
 
-def remove(kind: str, name: str, broker: str, admin: str, admin_password_file: str, tls: dict) -> str:
+def change(action: str, kind: str, name: str, broker: str, admin: str, admin_password_file: str, tls: dict) -> str:
+    """``remove``, ``disable`` (disconnect and refuse until enabled) or ``enable`` a client."""
+    commands = remove_commands(kind, name) if action == "remove" else switch_commands(name, action == "enable")
     control = _control(broker, admin, admin_password_file, tls)
     try:
-        control.run(remove_commands(kind, name))
+        control.run(commands)
     finally:
         control.close()
-    return f"removed {kind} {name}"
+    return f"{action}d {kind} {name}"

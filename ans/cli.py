@@ -199,7 +199,7 @@ def cmd_service(args: argparse.Namespace) -> int:
 def cmd_broker(args: argparse.Namespace) -> int:
     from mqtt.access import ControlError
 
-    from .broker import add, init, remove
+    from .broker import add, change, init
 
     tls = {k: v for k, v in (("ca_file", args.ca_file), ("cert_file", args.cert_file),
                              ("key_file", args.key_file)) if v is not None}
@@ -213,7 +213,7 @@ def cmd_broker(args: argparse.Namespace) -> int:
             print(add(args.kind, args.name, args.password_file, args.broker, args.admin, args.admin_password_file,
                       args.prefix, tls))
         else:
-            print(remove(args.kind, args.name, args.broker, args.admin, args.admin_password_file, tls))
+            print(change(args.action, args.kind, args.name, args.broker, args.admin, args.admin_password_file, tls))
     except ControlError as exc:
         print(f"ans broker {args.action}: {exc}", file=sys.stderr)
         return 3
@@ -307,11 +307,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     brk = sub.add_parser("broker", help="the production broker's access control: roles, devices, edges",
                          description="init writes the dynamic security plugin's file (roles and an administrator) "
-                         "before the broker's first start; add and remove change a running broker "
+                         "before the broker's first start; add, remove, disable and enable change a running broker "
                          "(docs/deploy.md, 'The broker').")
-    brk.add_argument("action", choices=["init", "add", "remove"])
-    brk.add_argument("kind", nargs="?", choices=KINDS, help="add/remove: what the client is")
-    brk.add_argument("name", nargs="?", help="add/remove: its user name (a device's or edge's id)")
+    brk.add_argument("action", choices=["init", "add", "remove", "disable", "enable"],
+                     help="disable: disconnect a client and refuse it until enabled (a device flooding the broker)")
+    brk.add_argument("kind", nargs="?", choices=KINDS, help="what the client is")
+    brk.add_argument("name", nargs="?", help="its user name (a device's or edge's id)")
     brk.add_argument("--out", default="/var/lib/mosquitto", help="init: folder for dynamic-security.json")
     brk.add_argument("--admin", default="ans-admin", help="the administrator's user name")
     brk.add_argument("--admin-password-file",
@@ -320,7 +321,7 @@ def build_parser() -> argparse.ArgumentParser:
     brk.add_argument("--password-file",
                      help="add: the client's password, created with a new one when missing; "
                           "without it the client logs in by certificate only")
-    brk.add_argument("--broker", default="mqtt://127.0.0.1:1883", help="add/remove: the running broker")
+    brk.add_argument("--broker", default="mqtt://127.0.0.1:1883", help="the running broker (all but init)")
     brk.add_argument("--ca-file", help="mqtts: the broker's CA certificate")
     brk.add_argument("--cert-file", help="mqtts: a client certificate")
     brk.add_argument("--key-file", help="mqtts: its key")

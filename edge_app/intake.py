@@ -47,23 +47,30 @@ class FairQueue(Generic[T]):
             item = self._take(device, waiting)
             return device, item
 
-    def take_matching(self, match: Callable[[T], bool], most: int, until: float | None = None) -> list[tuple[str, T]]:
-        """Up to ``most`` queued items that ``match``: each device's first such item in turn, round
-        after round (each device's order kept), waiting for more until the monotonic time ``until``
-        if given. The rest of a batch."""
+    def take_matching(self, match: Callable[[T], bool], most: int, until: float | None = None,
+                      had_turn: str | None = None) -> list[tuple[str, T]]:
+        """The rest of a batch whose first item came from ``had_turn``: up to ``most`` queued items
+        that ``match``, each device's first such item in turn (its order kept), waiting for more
+        until the monotonic time ``until`` if given. While any device waits with another split, a
+        device that already had its turn in this batch gets no more: a batch is one turn each, not
+        a burst of one device's requests."""
         taken: list[tuple[str, T]] = []
+        served = {had_turn}
         with self._ready:
             while True:
-                progress = True
-                while progress and len(taken) < most:
-                    progress = False
+                while len(taken) < most:
+                    contested = any(not any(match(item) for item in waiting) for waiting in self._queues.values())
+                    picked = False
                     for device, waiting in list(self._queues.items()):
-                        if len(taken) >= most:
-                            break
+                        if len(taken) >= most or (contested and device in served):
+                            continue
                         index = next((i for i, item in enumerate(waiting) if match(item)), None)
                         if index is not None:
                             taken.append((device, self._take(device, waiting, index)))
-                            progress = True
+                            served.add(device)
+                            picked = True
+                    if not picked:
+                        break
                 left = until - time.monotonic() if until is not None else 0.0
                 if len(taken) >= most or left <= 0 or not self._ready.wait(left):
                     return taken

@@ -37,6 +37,8 @@ from .settings import EdgeSettings
 
 log = logging.getLogger("ans.edge")
 QUEUE_FULL = MQTTErrorCode.MQTT_ERR_QUEUE_SIZE
+#: Refused requests per second from one device above which the log names it as a flood.
+FLOOD_PER_S = 100
 
 
 class TailRunner:
@@ -82,8 +84,12 @@ class TailRunner:
         return False
 
     def _compile(self, split: int):
-        """The tail as one traced graph for any batch size: 3-5x faster than calling Keras eagerly."""
+        """The tail as one traced graph for any batch size: 3-5x faster than calling Keras eagerly.
+        Each tail is traced once (its input signature leaves the batch open); TensorFlow's
+        "retracing" warning counts first traces of distinct functions too, so it is filtered."""
         import tensorflow as tf
+
+        tf.get_logger().addFilter(NOT_RETRACING)  # the same object each time: added once
 
         from common.keras_model import tail_model
 
@@ -93,6 +99,14 @@ class TailRunner:
 
     def detections(self, outputs: list[np.ndarray]) -> list[list[float]]:
         return decode_detections(outputs, self.manifest.model.decoding)
+
+
+class _NotRetracing(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "triggered tf.function retracing" not in record.getMessage()
+
+
+NOT_RETRACING = _NotRetracing()
 
 
 @dataclass
@@ -277,7 +291,7 @@ class EdgeServer:
 
     def next_batch(self, timeout: float = 0.2) -> list[Pending]:
         """The next device's oldest request, and the queued requests for the same split from every
-        device in turn (up to ``max_batch``). A batch forms from what queued while the last one ran;
+        device in turn (up to ``max_batch``; one per device while others wait with other splits). A batch forms from what queued while the last one ran;
         it waits for more only if ``batch_wait_ms`` says so."""
         got = self.queue.get(timeout)
         first = self._decode(got[1]) if got else None
@@ -285,7 +299,8 @@ class EdgeServer:
             return []
         split = first.request.split
         until = first.received + self.settings.batch_wait_ms / 1e3 if self.settings.batch_wait_ms else None
-        more = self.queue.take_matching(lambda p: p.request.split == split, self.settings.max_batch - 1, until)
+        more = self.queue.take_matching(lambda p: p.request.split == split, self.settings.max_batch - 1, until,
+                                        had_turn=first.device)
         return [first] + [p for _, item in more if (p := self._decode(item)) is not None]
 
     def run_batch(self, batch: list[Pending]) -> list[tuple[str, bytes]]:
@@ -341,6 +356,10 @@ class EdgeServer:
     def publish_stats(self) -> dict:
         message = self.stats.report(edge=self.settings.id, queue_depth=len(self.queue),
                                     accelerator=self.accelerator, **_gpu_memory())
+        for device, refused in message["refused_devices"].items():
+            if refused / message["window_s"] >= FLOOD_PER_S and device != "(others)":
+                self.logs.warning("flood", "%s sent %d requests that were refused in %.0f s: if it floods the broker, "
+                                  "`ans broker disable device %s` stops it", device, refused, message["window_s"], device)
         info = self.client.publish(self.topics.edge_stats(self.settings.id), json.dumps(message), qos=1)
         if info.rc == QUEUE_FULL:
             self.stats.count("unsent")

@@ -108,6 +108,13 @@ def remove_commands(kind: str, name: str) -> list[dict]:
     return commands
 
 
+def switch_commands(name: str, enabled: bool) -> list[dict]:
+    """Let a client log in again, or stop it: a disabled client is disconnected at once and refused
+    until enabled (for a device that floods the broker, which no edge can throttle)."""
+    Topics().request(name)
+    return [{"command": "enableClient" if enabled else "disableClient", "username": name}]
+
+
 def hashed(password: str, iterations: int = 101) -> dict:
     """The plugin's stored form of a password: PBKDF2-SHA512 over a random 12-byte salt."""
     salt = os.urandom(12)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -162,8 +163,18 @@ class Refusal:
 
 
 def go_offline(client, status_topic: str) -> None:
-    """Say ``offline`` (retained) while still connected, then disconnect and stop the network thread."""
+    """Say ``offline`` (retained) while still connected, then disconnect and stop the network
+    thread. When the outgoing queue cannot take it, disconnect asking the broker to publish the
+    Last Will (which says the same) instead."""
+    from paho.mqtt.packettypes import PacketTypes
+    from paho.mqtt.reasoncodes import ReasonCode
+
+    said = False
     if client.is_connected():
-        client.publish(status_topic, b"offline", qos=1, retain=True).wait_for_publish(2)
-    client.disconnect()
+        info = client.publish(status_topic, b"offline", qos=1, retain=True)
+        if info.rc == 0:
+            with contextlib.suppress(RuntimeError, ValueError):
+                info.wait_for_publish(2)
+            said = info.is_published()
+    client.disconnect(reasoncode=None if said else ReasonCode(PacketTypes.DISCONNECT, "Disconnect with will message"))
     client.loop_stop()

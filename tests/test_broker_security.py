@@ -158,8 +158,9 @@ def test_wrong_credentials_are_refused(tmp_path):
             nobody.close()
 
 
-def test_devices_are_added_and_removed_on_a_running_broker(tmp_path):
-    """``ans broker add`` / ``remove`` through the plugin's control API, as its administrator."""
+def test_devices_are_added_disabled_and_removed_on_a_running_broker(tmp_path):
+    """``ans broker add``, ``disable``, ``enable``, ``remove`` through the plugin's control API, as its
+    administrator."""
     from ans.cli import main
 
     with running_broker(production_config(tmp_path, CLIENTS).config, tmp_path) as port:
@@ -179,12 +180,14 @@ def test_devices_are_added_and_removed_on_a_running_broker(tmp_path):
         finally:
             new.close()
             edge.close()
-        assert main(["broker", "remove", "device", "cam-new", *common]) == 0
-        gone = Client(port, "cam-new", new_pw.read_text().strip())
-        try:
-            assert not gone.connected()
-        finally:
-            gone.close()
+        password = new_pw.read_text().strip()
+        for action, admitted in (("disable", False), ("enable", True), ("remove", False)):
+            assert main(["broker", action, "device", "cam-new", *common]) == 0
+            client = Client(port, "cam-new", password)
+            try:
+                assert client.connected() == admitted, action
+            finally:
+                client.close()
 
 
 def test_the_development_config_starts_and_lets_anyone_publish(tmp_path):

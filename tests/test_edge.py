@@ -193,9 +193,9 @@ def test_a_request_topic_without_a_valid_device_is_dropped_and_the_edge_serves_o
     assert ask(srv, request(manifest)).status == "ok"
 
 
-def test_a_flooding_device_delays_only_itself(tmp_path):
+def test_a_flooding_device_delays_only_itself(tmp_path, caplog):
     """One device floods its share of the queue; another device's request is served in the very
-    next batch, the flood beyond the share is shed and counted, and the flooder's error replies
+    next batch (the flooder's batch is one request while the victim waits), the flood beyond the share is shed and counted, and the flooder's error replies
     stay within its budget."""
     out = tmp_path / "dag"
     manifest = convert(dag_model(), out, log=lambda *_: None)
@@ -204,12 +204,15 @@ def test_a_flooding_device_delays_only_itself(tmp_path):
     for f in range(200):
         admit(srv, request(manifest, 1, frame=f), "ans/v1/device/flood/request")
     admit(srv, request(manifest, 2, frame=7), "ans/v1/device/victim/request")
-    first, second = srv.next_batch(0.01), srv.next_batch(0.01)
-    assert [p.device for p in first] == ["flood"] * 4 and [p.device for p in second] == ["victim"]
+    first, second, third = srv.next_batch(0.01), srv.next_batch(0.01), srv.next_batch(0.01)
+    # One turn each while the victim waits; once it is served, the flooder's requests batch again.
+    assert [p.device for p in first] == ["flood"] and [p.device for p in second] == ["victim"]
+    assert [p.device for p in third] == ["flood"] * 4
     stats = srv.publish_stats()
     assert stats["rejected_queue_full"] == 192 and stats["refused_devices"] == {"flood": 192}
     replies = [t for t, _ in srv.sent if t.endswith("/flood/result")]
     assert len(replies) == 10 and stats["errors_unanswered"] == 182  # a burst of 2 s worth, then counted only
+    assert any("`ans broker disable device flood` stops it" in r.getMessage() for r in caplog.records)
 
 
 def test_a_flood_of_distinct_errors_logs_a_line_per_kind(server, caplog):
