@@ -77,6 +77,10 @@ class Device:
         self.keyframes = KeyFrameDetector()
         self.stats = DeviceStats(len(self.bundle.splits))
         self.edges: set[str] = set()
+        # Bumped whenever an edge leaves (or the broker does): a request in flight then is not a
+        # measure of offloading, and must not be taught to the learner as a slow answer.
+        self.edge_epoch = 0
+        self.edge_back = threading.Event()  # set by paho's thread when an edge comes online with none before
         self.results: queue.Queue = queue.Queue()
         self.host, self.port = parse_broker(s.mqtt.broker)
         self.client = make_client(s.id, self.topics.device_status(s.id), s.mqtt)
@@ -125,6 +129,7 @@ class Device:
         # Until the broker is back no edge can answer: finish frames here instead of waiting out deadlines.
         self.connected.clear()
         self.edges.clear()
+        self.edge_epoch += 1
         if reason_code.is_failure:
             log.warning("lost the broker (%s); finishing frames on the device until it is back", reason_code)
 
@@ -144,7 +149,13 @@ class Device:
         try:
             if message.topic.endswith("/status"):
                 edge = message.topic.split("/")[-2]
-                (self.edges.add if message.payload == b"online" else self.edges.discard)(edge)
+                if message.payload == b"online":
+                    if not self.edges:
+                        self.edge_back.set()
+                    self.edges.add(edge)
+                elif edge in self.edges:
+                    self.edges.discard(edge)
+                    self.edge_epoch += 1
                 return
             self.results.put((decode_result(message.payload), time.monotonic()))
         except ProtocolError as exc:
@@ -194,10 +205,14 @@ class Device:
         image = preprocess(frame, self.size, self.scale)
         estimate = getattr(self.policy, "estimate", None)
         best = int(np.argmin(estimate())) if estimate else None
+        if self.edge_back.is_set():  # an edge is there again: the learner re-checks offloading now
+            self.edge_back.clear()
+            getattr(self.policy, "edge_online", lambda: None)()
         split = self.policy.choose(self.keyframes(frame))
         if self.too_big[split]:
             split = self.device_only
         attempted = split != self.device_only and bool(self.edges)
+        epoch = self.edge_epoch
         offloaded = self._offload(frame_id, split, image) if attempted else None
         if offloaded is not None and offloaded[0].status == "ok":
             result, offload_s = offloaded
@@ -208,7 +223,7 @@ class Device:
             timing = {"offload_s": offload_s, "edge_compute_s": result.compute_s, "edge_wait_s": result.wait_s,
                       "batch_size": result.batch_size}
         else:  # device-only by choice, no edge online, late or refused: finish here
-            if attempted:  # the learner is told: this offload took at least the deadline
+            if attempted and epoch == self.edge_epoch:  # the learner is told: this took at least the deadline
                 self.policy.update(Feedback(split, self.settings.deadline_ms / 1e3))
                 if offloaded is not None:
                     self.logs.error("refused", "the edge refused frame %d: %s", frame_id, offloaded[0].error[:300])

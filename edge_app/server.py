@@ -1,8 +1,9 @@
 """The edge app: answers inference requests from every device with the tail of their split.
 
 One MQTT v5 client on a shared subscription (several edge processes share the load) and one
-worker thread. Requests for the same split that arrive together run as one batch (bounded
-wait). A request that cannot be served (another bundle, a split out of range, a wrong shape,
+worker thread. Every tail is traced and run before the edge announces itself online, so no
+device ever meets a cold edge. Requests for the same split that queued together run as one
+batch. A request that cannot be served (another bundle, a split out of range, a wrong shape,
 a malformed or oversized payload, a full queue) gets an error result, at a bounded rate per
 device; a message on a topic that names no device is counted and dropped. Requests wait in one
 queue per device, served in turn, so a device that floods the edge delays only itself. Nothing
@@ -74,14 +75,15 @@ class TailRunner:
         outputs = self._tails[split](batch)
         return [np.asarray(o) for o in (outputs if isinstance(outputs, (list, tuple)) else [outputs])]
 
-    def warm_next(self) -> bool:
-        """Build and trace one tail not used yet (the worker calls this when idle, so a device's
-        first request for a split does not pay the ~0.5 s trace); False once all are ready."""
-        for split, meta in enumerate(self.manifest.splits):
-            if meta.tail is not None and split not in self._tails:
+    def warm_up(self, progress=lambda done, total: None) -> None:
+        """Build, trace and run every tail twice before the edge says it is online, so that a
+        device's first request for a split is served at steady speed: a cold tail answers 10-100 ms
+        late, which a learner would take for the edge's speed."""
+        todo = [(split, meta) for split, meta in enumerate(self.manifest.splits) if meta.tail is not None]
+        for done, (split, meta) in enumerate(todo, 1):
+            for _ in range(2):
                 self.run(split, np.zeros([1, *meta.cut_shape[1:]], np.float32))
-                return True
-        return False
+            progress(done, len(todo))
 
     def _compile(self, split: int):
         """The tail as one traced graph for any batch size: 3-5x faster than calling Keras eagerly.
@@ -326,6 +328,14 @@ class EdgeServer:
     # -- the loop --
 
     def serve(self, stop: threading.Event) -> None:
+        started = time.monotonic()
+
+        def warming(done: int, total: int) -> None:
+            self.notifier.watchdog()
+            self.notifier.status(f"warming tails {done}/{total}")
+
+        self.tails.warm_up(warming)
+        log.info("%d tails warm in %.1f s", len(self.tails._tails), time.monotonic() - started)
         start(self.client, self.settings.mqtt)
         try:
             while not self.connected.is_set() and not stop.is_set():
@@ -333,14 +343,12 @@ class EdgeServer:
                 self.connected.wait(0.1)
             self.notifier.ready(f"serving {self.tails.manifest.model.name} on {self.accelerator}")
             heartbeat = Heartbeat(self.notifier, self.settings.stats_interval_s, self.publish_stats, self.refusal)
-            warming, failures = True, 0
+            failures = 0
             while not stop.is_set():
                 try:
                     batch = self.next_batch()
                     for device, result in self.run_batch(batch) if batch else ():
                         self._send(device, result)
-                    if not batch and warming:
-                        warming = self.tails.warm_next()
                     failures = 0
                 except Exception:  # a bug, not a request: the next turn may well work
                     failures += 1

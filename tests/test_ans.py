@@ -125,3 +125,17 @@ def test_rejects_nonsense_settings(tiny):
     with pytest.raises(ValueError):
         ANS(tiny, nonkey_weight=1.5)
     assert math.isfinite(ANS(tiny).probe_interval(20))
+
+
+def test_an_edge_coming_back_is_re_checked_at_once(tiny):
+    """While device-only wins, probes wait out their interval; an edge coming (back) online
+    makes the very next non-key frame a probe of offloading."""
+    policy = ANS(tiny)
+    for split in range(tiny.device_only):  # offloading was slow everywhere: device-only wins
+        for _ in range(3):
+            policy.update(Feedback(split, 5.0, 4.9, 0.1))
+    assert policy.choose(False) == tiny.device_only and policy.probe_interval(0) > 1
+    policy.edge_online()
+    probe = policy.choose(False)
+    assert probe != tiny.device_only and policy.probes == 1
+    assert policy.choose(False) == tiny.device_only  # then back to the interval

@@ -151,16 +151,22 @@ def test_mutated_requests_always_get_one_answer_and_never_stop_the_edge(server, 
     assert result.status in ("ok", "error")
 
 
-def test_idle_warm_up_traces_every_tail_once(tmp_path):
+def test_every_tail_is_warm_before_the_edge_connects(tmp_path):
+    """The edge traces and runs every tail before it connects (and so before it says online): a
+    device's first request for any split meets a warm tail."""
+    import threading
+
     from converter.bundle import convert as convert_bundle
-    from edge_app.server import TailRunner
 
     manifest = convert_bundle(dag_model(), tmp_path / "dag", log=lambda *_: None)
-    tails = TailRunner(tmp_path / "dag")
-    warmed = 0
-    while tails.warm_next():
-        warmed += 1
-    assert warmed == sum(s.tail is not None for s in manifest.splits) == len(tails._tails)
+    srv = recording(EdgeServer(EdgeSettings(bundle=str(tmp_path / "dag"))))
+    warm_at_connect = []
+    srv.client.connect = lambda *a, **k: warm_at_connect.append(len(srv.tails._tails))
+    srv.client.loop_start = lambda: None
+    stop = threading.Event()
+    stop.set()
+    srv.serve(stop)
+    assert warm_at_connect == [sum(s.tail is not None for s in manifest.splits)]
 
 
 @settings(max_examples=300, deadline=None)

@@ -173,6 +173,35 @@ def test_publishes_beyond_the_outage_queue_are_counted_not_dropped_in_silence(de
     assert sum("not published until it is back" in r.message for r in caplog.records) == 1
 
 
+def test_a_miss_while_the_edge_left_is_not_taught_but_a_slow_edge_is(demo_bundle):
+    """While no edge is there nothing about offloading is learnt: a request that was in flight
+    when its edge went offline (or the broker went away) is finished on the device and not fed
+    to the learner; a miss with the edge still online is ("at least the deadline")."""
+    import numpy as np
+
+    from device_app.runtime import Device
+    from device_app.settings import DeviceSettings
+    from lab.local_broker import free_port
+    from mqtt.connection import MqttSettings
+
+    device = Device(DeviceSettings(bundle=str(demo_bundle / "bundle"), id="cam-m", connect_timeout_s=0,
+                                   policy="edge-only", mqtt=MqttSettings(broker=f"mqtt://127.0.0.1:{free_port()}")))
+    taught = []
+    device.policy.update = taught.append
+    frame = np.zeros((240, 320, 3), np.uint8)
+    for edge_left in (True, False):
+        device.edges = {"edge-1"}
+
+        def no_answer(frame_id, split, image, edge_left=edge_left):
+            if edge_left:
+                device.edge_epoch += 1  # what paho's thread does when the edge's status turns offline
+            return None
+        device._offload = no_answer
+        record = device.process(0, frame)
+        assert record["fallback"] and record["edge"] is None and record["detections"] is not None
+    assert [f.offload_s for f in taught] == [device.settings.deadline_ms / 1e3]
+
+
 def test_two_edges_share_the_requests(demo_bundle, tmp_path):
     """Both edges sit on one MQTT v5 shared subscription: the broker hands each request to one of them."""
     tmp = demo_bundle

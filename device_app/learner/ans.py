@@ -299,6 +299,12 @@ class ANS(Policy):
             self._probe_split = None
             self.recheck = verdicts != {"ok"}
 
+    def edge_online(self) -> None:
+        """An edge came (back) online after none was: what offloading costs may have changed
+        while none was there. Re-check at once: the next frame that device-only would win
+        probes the best offloading split seen, instead of waiting out the probe interval."""
+        self.recheck = True
+
     def stats(self) -> dict:
         return {
             **super().stats(),
