@@ -100,6 +100,10 @@ def test_state_round_trip_and_warm_start(tiny, vgg, tmp_path):
     resumed = ANS(tiny)
     resumed.load_state(load_state(tmp_path / "state.json"))
     np.testing.assert_allclose(resumed.estimate(), trained.estimate())
+    # a prior, not the truth: the same belief, held with less confidence (each old sample weighs 1/4),
+    # most of all where the old samples were (the split it had settled on)
+    wider = resumed._width_s[:-1] / trained._width_s[:-1]
+    assert wider.min() >= 1.0 and wider.max() > 1.5
 
     fresh_world = build_world(tiny, SCENARIOS["steady"](300), 300, seed=11)
     cold = run(ANS(tiny), fresh_world).regret_s

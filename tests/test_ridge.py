@@ -29,3 +29,16 @@ def test_one_model_updates_alone_and_resets_to_its_prior():
     np.testing.assert_allclose(bank.theta[1, :, 0], [3.0, -1.0])
     np.testing.assert_allclose(bank.mean[1], [2.0, 2.0, 2.0])
     assert bank.n[1] == 0
+
+
+def test_soften_keeps_the_estimate_and_weighs_old_observations_less():
+    rng = np.random.default_rng(2)
+    arms = rng.normal(size=(1, 5, 3))
+    bank = ArmRidge(arms, lam=1.0)
+    for k in rng.integers(0, 5, 200):
+        bank.update(int(k), [float(arms[0, k] @ [1.0, 2.0, 3.0])])
+    mean, width = bank.mean.copy(), bank.width.copy()
+    bank.soften(4.0)
+    np.testing.assert_allclose(bank.mean, mean, rtol=1e-9)
+    assert np.all(bank.width > 1.5 * width) and np.all(bank.width < 2.0 * width)  # up to sqrt(4): λ stays
+    np.testing.assert_allclose(bank.a_inv[0], np.linalg.inv(bank.gram[0]), rtol=1e-9)

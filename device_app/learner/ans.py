@@ -176,12 +176,16 @@ class ANS(Policy):
         probe_max: int = 128,
         change_prior_frames: float = 1000.0,
         intercept_scale: float = 0.1,
+        resume_weight: float = 0.25,
     ) -> None:
         super().__init__(profile)
         if not (0 <= nonkey_weight <= 1 and 0 <= key_weight <= 1):
             raise ValueError("frame weights must lie in [0, 1]")
         if not 1 <= probe_min <= probe_max:
             raise ValueError("need 1 <= probe_min <= probe_max")
+        if not 0 < resume_weight <= 1:
+            raise ValueError("need 0 < resume_weight <= 1")
+        self.resume_weight = resume_weight
         x = profile.contexts
         self.offload = np.arange(profile.n_splits) != profile.device_only
         # The intercept (RTT, fixed edge overhead) gets a small feature scale, i.e. a tight
@@ -329,4 +333,8 @@ class ANS(Policy):
             self.edge.load_state(state["edge"])
         except (KeyError, TypeError, ValueError) as exc:
             raise StateError(f"learner state is malformed: {exc}") from None
+        # A saved state is a prior, not the truth: the edge, the network or the load may have
+        # changed since. Each of its observations counts ``resume_weight`` of a fresh one, so
+        # a few fresh ones outweigh a stale belief.
+        self.bank.soften(1.0 / self.resume_weight)
         self._refresh()

@@ -76,6 +76,17 @@ class ArmRidge:
         q = ((self.arms @ self.a_inv) * self.arms).sum(axis=2)
         self.width = np.sqrt(np.maximum(q, 0.0))
 
+    def soften(self, factor: float) -> None:
+        """Keep every model's estimate but weigh the observations behind it ``factor`` times less
+        (a prior, not the truth): the data part of each A is divided by it, b is set so that θ
+        stays, widths grow, and the next observations move the estimates as much as ``1/factor``
+        of the old ones did."""
+        eye = np.eye(self.dim) * self.lam
+        self.gram = eye + (self.gram - eye) / factor
+        self.a_inv = np.linalg.inv(self.gram)
+        self.b = self.gram @ self.theta
+        self._refresh()
+
     def state(self, model: int) -> dict:
         return {"a_inv": self.a_inv[model].tolist(), "b": self.b[model, :, 0].tolist(), "n": int(self.n[model])}
 
