@@ -14,6 +14,7 @@ import logging
 import queue
 import threading
 import time
+from collections import deque
 from dataclasses import replace
 from pathlib import Path
 
@@ -82,6 +83,7 @@ class Device:
         self.edge_epoch = 0
         self.edge_back = threading.Event()  # set by paho's thread when an edge comes online with none before
         self.results: queue.Queue = queue.Queue()
+        self.sent_ids: deque[int] = deque(maxlen=256)  # recent requests: a result for any other frame is bogus
         self.host, self.port = parse_broker(s.mqtt.broker)
         self.client = make_client(s.id, self.topics.device_status(s.id), s.mqtt)
         self.client.on_connect = self._on_connect
@@ -187,6 +189,7 @@ class Device:
         info = self.client.publish(self.topics.request(self.settings.id), encode_request(request, payload), qos=1)
         if info.rc != 0:  # not connected (queued for later) or queue full: no answer in time, finish here
             return None
+        self.sent_ids.append(frame_id)
         deadline = sent + self.settings.deadline_ms / 1e3
         while True:
             left = deadline - time.monotonic()
@@ -198,6 +201,9 @@ class Device:
                 return None
             if result.frame_id == frame_id:
                 return result, received - sent
+            if result.frame_id not in self.sent_ids:
+                self.logs.warning("never-sent", "ignoring a result for frame %d, which this device never sent "
+                                  "(from edge %r)", result.frame_id, result.edge[:64])
 
     def process(self, frame_id: int, frame: np.ndarray) -> dict:
         """One frame, start to finish; always returns its detections."""
@@ -217,14 +223,19 @@ class Device:
         if offloaded is not None and offloaded[0].status == "ok":
             result, offload_s = offloaded
             # The timing ack splits the delay: edge compute, and the rest (network both ways + queueing).
-            edge_s = min(result.compute_s, offload_s)
-            self.policy.update(Feedback(split, offload_s, offload_s - edge_s, edge_s))
+            if result.compute_s + result.wait_s <= offload_s * 1.05 + 2e-3:
+                edge_s = min(result.compute_s, offload_s)
+                self.policy.update(Feedback(split, offload_s, offload_s - edge_s, edge_s))
+            else:  # the edge claims more time than the whole round trip took: its timing is not taught
+                self.logs.warning("timing", "edge %r reports compute %.3f s + wait %.3f s within a %.3f s round trip: "
+                                  "its detections are used, its timing is not learnt from", result.edge[:64],
+                                  result.compute_s, result.wait_s, offload_s)
             detections, fallback, answered_by = result.detections, False, result.edge
             timing = {"offload_s": offload_s, "edge_compute_s": result.compute_s, "edge_wait_s": result.wait_s,
                       "batch_size": result.batch_size}
         else:  # device-only by choice, no edge online, late or refused: finish here
             if attempted and epoch == self.edge_epoch:  # the learner is told: this took at least the deadline
-                self.policy.update(Feedback(split, self.settings.deadline_ms / 1e3))
+                self.policy.update(Feedback(split, self.settings.deadline_ms / 1e3, censored=True))
                 if offloaded is not None:
                     self.logs.error("refused", "the edge refused frame %d: %s", frame_id, offloaded[0].error[:300])
             detections = decode_detections(self._head(self.device_only, image), self.decoding)

@@ -143,3 +143,22 @@ def test_an_edge_coming_back_is_re_checked_at_once(tiny):
     probe = policy.choose(False)
     assert probe != tiny.device_only and policy.probes == 1
     assert policy.choose(False) == tiny.device_only  # then back to the interval
+
+
+def test_a_missed_deadline_is_a_lower_bound_that_leaves_the_shared_models_alone(tiny):
+    """Censored: the split is held at least that slow (so the learner looks elsewhere) for a
+    while, and the network and edge models, which price every split, do not move."""
+    world = build_world(tiny, SCENARIOS["steady"](600), 600, seed=3)
+    policy = ANS(tiny)
+    run(policy, world)
+    best = int(np.argmin(policy.estimate()))
+    theta, estimate = policy.bank.theta.copy(), policy.estimate().copy()
+    policy.update(Feedback(best, 0.5, censored=True))
+    np.testing.assert_array_equal(policy.bank.theta, theta)
+    assert policy.estimate()[best] >= 0.5 + policy.front_delay_s[best] - 1e-12
+    others = np.arange(tiny.n_splits) != best
+    np.testing.assert_allclose(policy.estimate()[others], estimate[others])
+    assert policy.choose(True) != best
+    for _ in range(policy.probe_max):
+        policy.choose(True)
+    assert policy.estimate()[best] == pytest.approx(estimate[best])  # expired: observed again, or not

@@ -5,6 +5,7 @@ survived, oversized requests never sent, stats and discovery on their topics."""
 import json
 import signal
 import subprocess
+import time
 
 import numpy as np
 import pytest
@@ -199,7 +200,38 @@ def test_a_miss_while_the_edge_left_is_not_taught_but_a_slow_edge_is(demo_bundle
         device._offload = no_answer
         record = device.process(0, frame)
         assert record["fallback"] and record["edge"] is None and record["detections"] is not None
-    assert [f.offload_s for f in taught] == [device.settings.deadline_ms / 1e3]
+    assert [(f.offload_s, f.censored) for f in taught] == [(device.settings.deadline_ms / 1e3, True)]
+
+
+def test_garbage_timings_and_results_for_frames_never_sent_are_not_learnt(demo_bundle, caplog):
+    """An edge that answers with timings longer than the round trip, or a result for a frame this
+    device never sent: the frame is answered, one warning each, and nothing reaches the learner."""
+    from types import SimpleNamespace
+
+    import numpy as np
+
+    from device_app.runtime import Device
+    from device_app.settings import DeviceSettings
+    from lab.local_broker import free_port
+    from mqtt.connection import MqttSettings
+    from mqtt.protocol import Result
+
+    device = Device(DeviceSettings(bundle=str(demo_bundle / "bundle"), id="cam-g", connect_timeout_s=0,
+                                   policy="edge-only", mqtt=MqttSettings(broker=f"mqtt://127.0.0.1:{free_port()}")))
+    taught = []
+    device.policy.update = taught.append
+    device.client.publish = lambda *a, **k: SimpleNamespace(rc=0)
+    device.edges = {"edge-x"}
+    frame = np.zeros((240, 320, 3), np.uint8)
+    for k in range(3):
+        device.results.put((Result(777 + k, 0, "ok", edge="edge-x"), time.monotonic()))  # never sent
+        device.results.put((Result(k, 0, "ok", [[0.1, 0.1, 0.2, 0.2, 0.9, 1.0]], compute_s=1e6, edge="edge-x"),
+                            time.monotonic()))
+        record = device.process(k, frame)
+        assert record["edge"] == "edge-x" and record["detections"] == [[0.1, 0.1, 0.2, 0.2, 0.9, 1.0]]
+    assert taught == []
+    said = [r.getMessage() for r in caplog.records if r.name == "ans.device"]
+    assert sum("never sent" in m for m in said) == 1 and sum("within a" in m for m in said) == 1
 
 
 def test_two_edges_share_the_requests(demo_bundle, tmp_path):

@@ -218,6 +218,10 @@ class ANS(Policy):
         self.good_s = math.inf
         self.recheck = False  # the last probe looked off: probe again at once
         self._probe_split: int | None = None
+        # Censored observations (no answer in time): a split is held at least that slow until it
+        # is observed again or ``probe_max`` frames have passed, without touching the models.
+        self.censored_s = np.zeros(profile.n_splits)
+        self.censored_until = np.zeros(profile.n_splits)
         self._refresh()
 
     def _refresh(self) -> None:
@@ -229,8 +233,10 @@ class ANS(Policy):
                                  self.beta * self.edge.width_scale() * width[1])
 
     def estimate(self) -> np.ndarray:
-        """Expected total delay of every split under the current models."""
-        return self.front_delay_s + self._offload_s
+        """Expected total delay of every split under the current models, and at least what a
+        recent missed deadline said."""
+        return self.front_delay_s + np.maximum(self._offload_s, np.where(self.t < self.censored_until,
+                                                                          self.censored_s, 0.0))
 
     def indices(self, key_frame: bool) -> np.ndarray:
         """Lower-confidence total delay of every split (the plain estimate on key frames)."""
@@ -280,6 +286,16 @@ class ANS(Policy):
         p = feedback.split
         if not self.offload[p]:
             return
+        if feedback.censored:
+            # A lower bound, not a measurement: it says nothing about what bits or MACs cost, so
+            # it must not move the shared network and edge models (it would re-price every split).
+            self.censored_s[p] = max(self.censored_s[p] if self.t < self.censored_until[p] else 0.0,
+                                     feedback.offload_s)
+            self.censored_until[p] = self.t + self.probe_max
+            if p == self._probe_split:  # a probe that missed: the next one waits its interval
+                self._probe_split = None
+            return
+        self.censored_until[p] = 0.0
         if feedback.edge_s is None or feedback.transfer_s is None:
             # An edge that sends no timing: attribute to it what the edge model expects.
             edge = max(float(self.edge.pred[p]), 0.0)

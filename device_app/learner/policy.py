@@ -16,13 +16,16 @@ class Feedback:
     ``offload_s`` is the whole offloading delay (head output sent → result back).
     The edge's timing acknowledgement splits it: ``edge_s`` is the tail's compute
     time on the edge, ``transfer_s`` the rest (network both ways and queueing).
-    Either may be ``None`` when the edge did not report it.
+    Either may be ``None`` when the edge did not report it. ``censored``: no answer came
+    in time (a missed deadline, an error reply), so ``offload_s`` is a lower bound, not a
+    measurement.
     """
 
     split: int
     offload_s: float
     transfer_s: float | None = None
     edge_s: float | None = None
+    censored: bool = False
 
 
 class Policy:
