@@ -52,13 +52,13 @@ def _control(broker: str, admin: str, admin_password_file: str, tls: dict) -> Co
 
 
 def add(kind: str, name: str, password_file: str | None, broker: str, admin: str, admin_password_file: str,
-        prefix: str, tls: dict) -> str:
+        prefix: str, tls: dict, discovery_prefix: str = "homeassistant") -> str:
     """A client of ``kind``; with ``password_file`` its password (generated into it when missing),
     without one it logs in by certificate only."""
     password = _secret(Path(password_file), True) if password_file else None
     control = _control(broker, admin, admin_password_file, tls)
     try:
-        control.run(client_commands(kind, name, password, prefix))
+        control.run(client_commands(kind, name, password, prefix, discovery_prefix))
     finally:
         control.close()
     how = f"password in {password_file}" if password_file else "certificate only (CN = name)"

@@ -211,7 +211,7 @@ def cmd_broker(args: argparse.Namespace) -> int:
             raise ValueError(f"ans broker {args.action} needs KIND NAME and --admin-password-file")
         if args.action == "add":
             print(add(args.kind, args.name, args.password_file, args.broker, args.admin, args.admin_password_file,
-                      args.prefix, tls))
+                      args.prefix, tls, args.discovery_prefix))
         else:
             print(change(args.action, args.kind, args.name, args.broker, args.admin, args.admin_password_file, tls))
     except ControlError as exc:
@@ -327,6 +327,8 @@ def build_parser() -> argparse.ArgumentParser:
     brk.add_argument("--key-file", help="mqtts: its key")
     brk.add_argument("--prefix", default="ans", help="topic prefix")
     brk.add_argument("--group", default="ans-edges", help="init: the edges' shared-subscription group")
+    brk.add_argument("--discovery-prefix", default="homeassistant",
+                     help="add: Home Assistant's discovery prefix, where the client may announce its entities")
     brk.set_defaults(func=cmd_broker)
 
     config = sub.add_parser("config", help="print an example settings file, the reference, or check a file")

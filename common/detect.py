@@ -48,6 +48,26 @@ def detections(outputs: list[np.ndarray], decoding: Decoding) -> list[list[float
     return decode_yolov2(outputs[0], decoding.anchors, decoding.classes).tolist()
 
 
+def objects(rows: list[list[float]], labels: list[str], width: int, height: int) -> list[dict]:
+    """Detections as users read them: label, score, and the box in pixels of the source frame
+    (``rows`` are the protocol's relative (x1, y1, x2, y2, score, class))."""
+    out = []
+    for x1, y1, x2, y2, score, cls in rows:
+        k = int(cls)
+        out.append({"label": labels[k] if 0 <= k < len(labels) else str(k), "score": round(float(score), 3),
+                    "box": [round(float(x1) * width), round(float(y1) * height), round(float(x2) * width),
+                            round(float(y2) * height)]})
+    return out
+
+
+def counts(found: list[dict], labels: list[str]) -> dict[str, int]:
+    """Objects per label, every label present (zero when none is seen)."""
+    tally = dict.fromkeys(labels, 0)
+    for thing in found:
+        tally[thing["label"]] = tally.get(thing["label"], 0) + 1
+    return tally
+
+
 def iou(box: np.ndarray, boxes: np.ndarray) -> np.ndarray:
     """IoU of one (x1, y1, x2, y2) box with each row of ``boxes``."""
     x1 = np.maximum(box[0], boxes[:, 0])

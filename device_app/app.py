@@ -87,7 +87,8 @@ def run_device(settings: DeviceSettings, stop: threading.Event | None = None, li
             sinks.append(line)
         device.run(open_source(settings.source, settings.frames, settings.loop), stop, sinks)
     summary = summarise(records, device.device_only)
+    local = summary["frames"] - summary["offloaded"] - summary["fallbacks"]
     return (f"{summary['frames']} frames: {summary['offloaded']} answered by the edge, {summary['fallbacks']} "
-            f"finished on the device instead (edge away, late or refusing); "
-            f"median delay {summary['median_delay_ms']:.1f} ms, p95 {summary['p95_delay_ms']:.1f} ms; "
+            f"finished on the device after trying the edge (edge away, late or refusing), {local} on the device "
+            f"by choice; median delay {summary['median_delay_ms']:.1f} ms, p95 {summary['p95_delay_ms']:.1f} ms; "
             f"splits {summary['split_histogram']}")

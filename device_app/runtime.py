@@ -22,6 +22,7 @@ import numpy as np
 from paho.mqtt.enums import MQTTErrorCode
 
 from common.bundle import Bundle
+from common.detect import counts, objects
 from common.detect import detections as decode_detections
 from common.logs import RateLimitedLog
 from common.service import Heartbeat, Notifier
@@ -70,6 +71,8 @@ class Device:
         self.size = tuple(model.preprocessing.size)
         self.scale = float(model.preprocessing.scale)
         self.decoding = model.decoding
+        self.labels = list(model.decoding.labels) or [str(k) for k in range(model.decoding.classes)]
+        self._last_counts: dict | None = None  # objects per label last published (None: publish again)
         self.device_only = self.bundle.device_only
         topic_len = len(self.topics.request(s.id).encode())
         self.request_bytes = np.array([request_size(sp.cut_shape, s.codec) + topic_len + 16 if sp.cut_shape
@@ -124,7 +127,9 @@ class Device:
         client.subscribe(self.topics.every_edge_status(), qos=1)
         client.publish(self.topics.device_status(self.settings.id), b"online", qos=1, retain=True)
         if self.settings.home_assistant:
-            announce(client, "device", self.settings.id, self.topics, self.settings.stats_interval_s)
+            announce(client, "device", self.settings.id, self.topics, self.settings.stats_interval_s,
+                     self.settings.discovery_prefix, self.labels)
+        self._last_counts = None  # the broker may have lost the retained counts: say them again
         self.connected.set()
 
     def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:
@@ -238,10 +243,13 @@ class Device:
                 self.policy.update(Feedback(split, self.settings.deadline_ms / 1e3, censored=True))
                 if offloaded is not None:
                     self.logs.error("refused", "the edge refused frame %d: %s", frame_id, offloaded[0].error[:300])
+                    if offloaded[0].error_kind == "bundle":  # it serves another model: no split will do
+                        self.edges.discard(offloaded[0].edge)  # until it comes online again (redeployed)
             detections = decode_detections(self._head(self.device_only, image), self.decoding)
             fallback, answered_by, timing = split != self.device_only, None, {}
         record = {"frame": frame_id, "split": split, "fallback": fallback, "delay_s": time.monotonic() - start,
-                  "detections": detections, "edge": answered_by, "timing": timing}
+                  "detections": detections, "objects": objects(detections, self.labels, frame.shape[1], frame.shape[0]),
+                  "edge": answered_by, "timing": timing}
         self.stats.record(record, explored=best is not None and split != best)
         return record
 
@@ -276,6 +284,10 @@ class Device:
                 record = self.process(frame_id, frame)
                 done += 1
                 self._publish(self.topics.detections(self.settings.id), json.dumps(record))
+                tally = counts(record["objects"], self.labels)
+                if tally != self._last_counts:  # retained, on change: what Home Assistant's sensors read
+                    self._last_counts = tally
+                    self._publish(self.topics.objects(self.settings.id), json.dumps(tally), retain=True)
                 for sink in sinks:
                     sink(frame, record)
                 heartbeat()
@@ -287,11 +299,11 @@ class Device:
             go_offline(self.client, self.topics.device_status(self.settings.id))
         return done
 
-    def _publish(self, topic: str, payload: str) -> None:
+    def _publish(self, topic: str, payload: str, retain: bool = False) -> None:
         """QoS 1: paho keeps up to 100 messages through an outage (and sends them on reconnect);
         beyond that they are counted (``totals.unpublished`` in the stats) and said once per
         outage, not dropped in silence."""
-        if self.client.publish(topic, payload, qos=1).rc != MQTTErrorCode.MQTT_ERR_QUEUE_SIZE:
+        if self.client.publish(topic, payload, qos=1, retain=retain).rc != MQTTErrorCode.MQTT_ERR_QUEUE_SIZE:
             self._dropping = False
             return
         self.stats.totals["unpublished"] += 1

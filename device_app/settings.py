@@ -50,7 +50,10 @@ class DeviceSettings:
     video_out: str | None = None
     """Also write the frames, with their detections drawn, to this video file (needs OpenCV)."""
     home_assistant: bool = False
-    """Publish Home Assistant MQTT discovery so this device's sensors appear there by themselves."""
+    """Publish Home Assistant MQTT discovery so this device's sensors (stats, and per label an object count
+    and an "object present" binary sensor) appear there by themselves."""
+    discovery_prefix: str = "homeassistant"
+    """Home Assistant's MQTT discovery prefix (its ``discovery_prefix``)."""
     mqtt: MqttSettings = field(default_factory=MqttSettings)
     """The broker."""
 

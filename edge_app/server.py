@@ -218,7 +218,8 @@ class EdgeServer:
         client.subscribe(self.topics.shared_requests(self.settings.group), qos=1)  # here: a reconnect restores it
         client.publish(self.topics.edge_status(self.settings.id), b"online", qos=1, retain=True)
         if self.settings.home_assistant:
-            announce(client, "edge", self.settings.id, self.topics, self.settings.stats_interval_s)
+            announce(client, "edge", self.settings.id, self.topics, self.settings.stats_interval_s,
+                     self.settings.discovery_prefix)
         self.connected.set()
         log.info("connected to %s:%d, serving %s on %s", self.host, self.port, self.tails.manifest.model.name,
                  self.accelerator)
@@ -267,7 +268,7 @@ class EdgeServer:
             except ProtocolError:
                 pass
         result = Result(request.frame_id if request else 0, request.split if request else 0, "error", error=error,
-                        edge=self.settings.id)
+                        error_kind=kind, edge=self.settings.id)
         self._send(device, encode_result(result))
 
     def _send(self, device: str, result: bytes) -> None:

@@ -40,6 +40,8 @@ class EdgeSettings:
     """Seconds between stats messages (JSON on <prefix>/v1/edge/<id>/stats)."""
     home_assistant: bool = False
     """Publish Home Assistant MQTT discovery for this edge's sensors."""
+    discovery_prefix: str = "homeassistant"
+    """Home Assistant's MQTT discovery prefix (its ``discovery_prefix``)."""
     mqtt: MqttSettings = field(default_factory=MqttSettings)
     """The broker."""
 

@@ -113,12 +113,28 @@ def _plot(out: Path) -> None:
         import matplotlib.pyplot as plt
     except ImportError:
         return
+    from common.bundle import read_manifest
+
     records = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+    device_only = read_manifest(out / "bundle").device_only
     frames = [r["frame"] for r in records]
     colours = ["tab:blue" if r["edge"] else "tab:red" if r["fallback"] else "tab:gray" for r in records]
     fig, (top, bottom) = plt.subplots(2, 1, figsize=(10, 5.5), sharex=True)
     top.scatter(frames, [r["split"] for r in records], c=colours, s=8)
     top.set_ylabel("chosen split")
+    step = max(1, device_only // 6)
+    ticks = [t for t in range(0, device_only, step) if device_only - t > step // 2] + [device_only]
+    top.set_yticks(ticks, [str(t) if t != device_only else "device" for t in ticks])
+    top.set_ylim(-0.5, device_only + 0.5)
+    # The edge outage (stopped half-way): from the first frame without an edge after the middle
+    # to the first one answered again.
+    half = len(records) // 2
+    gone = next((i for i in range(half, len(records)) if records[i]["edge"] is None), None)
+    back = next((i for i in range(gone, len(records)) if records[i]["edge"]), len(records)) if gone else None
+    if gone is not None:
+        for axis in (top, bottom):
+            axis.axvspan(frames[gone] - 0.5, frames[back - 1] + 0.5, color="0.9", zorder=0)
+        top.text(frames[gone], device_only * 0.5, " edge stopped", fontsize=8, color="0.4")
     top.set_title("ans demo: blue = answered by the edge, red = meant for the edge but finished on the device, "
                   "grey = device-only", fontsize=9)
     bottom.scatter(frames, [r["delay_s"] * 1e3 for r in records], c=colours, s=8)

@@ -64,12 +64,13 @@ def kind_roles(prefix: str = "ans", group: str = "ans-edges") -> list[dict]:
     ]
 
 
-def own_role(kind: str, name: str, prefix: str = "ans") -> dict | None:
+def own_role(kind: str, name: str, prefix: str = "ans", discovery_prefix: str = DISCOVERY) -> dict | None:
     """The role naming a device's or an edge's own topics (None for kinds that have none)."""
     t = Topics(prefix)
-    discovery = f"{DISCOVERY}/+/ans_{name}/#"
+    discovery = f"{discovery_prefix}/+/ans_{name}/#"
     if kind == "device":
-        acls = _writes(t.request(name), t.device_status(name), t.device_stats(name), t.detections(name), discovery) \
+        acls = _writes(t.request(name), t.device_status(name), t.device_stats(name), t.detections(name),
+                       t.objects(name), discovery) \
             + _reads(t.result(name))
     elif kind == "edge":
         acls = _writes(t.edge_status(name), t.edge_stats(name), discovery)
@@ -84,13 +85,14 @@ def _check(kind: str, name: str) -> None:
     Topics().request(name)  # a valid topic level: 1-64 bytes, no '/', '+', '#'
 
 
-def client_commands(kind: str, name: str, password: str | None, prefix: str = "ans") -> list[dict]:
+def client_commands(kind: str, name: str, password: str | None, prefix: str = "ans",
+                    discovery_prefix: str = DISCOVERY) -> list[dict]:
     """Control-API commands that add client ``name`` of ``kind`` to a running broker. Without a
     password the client can only log in with a certificate (``use_identity_as_username``)."""
     _check(kind, name)
     roles = [{"rolename": f"ans-{kind}"}]
     commands = []
-    own = own_role(kind, name, prefix)
+    own = own_role(kind, name, prefix, discovery_prefix)
     if own is not None:
         commands.append({"command": "createRole", **own})
         roles.append({"rolename": own["rolename"]})

@@ -122,6 +122,7 @@ class Result:
     status: str  # "ok" or "error"
     detections: list[list[float]] = field(default_factory=list)  # x1, y1, x2, y2, score, class (0..1)
     error: str = ""
+    error_kind: str = ""  # what kind of refusal (ProtocolError.kind): "bundle" means no split of this device's will do
     wait_s: float = 0.0
     compute_s: float = 0.0
     batch_size: int = 1
@@ -149,6 +150,8 @@ def decode_result(message: bytes) -> Result:
 
     if (not isinstance(result.frame_id, int) or not isinstance(result.split, int)
             or result.status not in ("ok", "error")
+            or not all(isinstance(v, str) for v in (result.error, result.error_kind, result.edge))
+            or not isinstance(result.batch_size, int) or result.batch_size < 1
             or not all(finite(v) and v >= 0 for v in (result.wait_s, result.compute_s))
             or not isinstance(result.detections, list)
             or not all(isinstance(d, list) and len(d) == 6 and all(finite(v) for v in d) for d in result.detections)):
@@ -177,6 +180,10 @@ class Topics:
     def detections(self, device: str) -> str:
         """The device's final answer for every frame (JSON), wherever it was computed."""
         return f"{self._base()}/device/{_name(device)}/detections"
+
+    def objects(self, device: str) -> str:
+        """Objects per label in the device's latest frame (JSON, retained, published on change)."""
+        return f"{self._base()}/device/{_name(device)}/objects"
 
     def device_stats(self, device: str) -> str:
         return f"{self._base()}/device/{_name(device)}/stats"

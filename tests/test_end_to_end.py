@@ -39,6 +39,12 @@ def test_every_frame_is_answered_as_on_the_device(demo_bundle, tmp_path):
     assert sum(len(r["detections"]) for r in local) > 0
     for o, d in zip(offloaded, local):
         assert same_detections(o["detections"], d["detections"]), (o, d)
+    # what users read: the label, the score, the box in pixels of the 320x240 source frame
+    for r in local:
+        assert len(r["objects"]) == len(r["detections"])
+        for thing, (x1, y1, x2, y2, score, cls) in zip(r["objects"], r["detections"]):
+            assert thing["label"] == ["disc", "square", "triangle"][int(cls)] and thing["score"] == round(score, 3)
+            assert thing["box"] == [round(x1 * 320), round(y1 * 240), round(x2 * 320), round(y2 * 240)]
     # int8 on the wire: every frame answered by the edge, the same objects found
     assert all(r["edge"] == "edge-1" for r in quantised)
     assert [len(r["detections"]) for r in quantised] == [len(r["detections"]) for r in local]
@@ -121,6 +127,11 @@ def test_a_broker_restart_is_survived_and_stats_are_published(demo_bundle, tmp_p
     discovery = {t: json.loads(p) for t, p, retain in before + after if t.startswith("homeassistant/")}
     fps = discovery["homeassistant/sensor/ans_cam-r/fps/config"]
     assert fps["state_topic"] == "ans/v1/device/cam-r/stats" and fps["availability_topic"].endswith("cam-r/status")
+    present = discovery["homeassistant/binary_sensor/ans_cam-r/disc_present/config"]
+    assert present["state_topic"] == "ans/v1/device/cam-r/objects"
+    tallies = [json.loads(p) for t, p, _ in before + after if t == "ans/v1/device/cam-r/objects"]
+    assert tallies and all(set(c) == {"disc", "square", "triangle"} for c in tallies)
+    assert len(tallies) < len(got)  # on change (and after each reconnect), not every frame
 
 
 def test_requests_over_the_brokers_packet_limit_are_never_sent(demo_bundle, tmp_path):

@@ -73,7 +73,10 @@ def test_result_round_trip_and_validation():
                compute_s=0.004, batch_size=2, edge="edge-a")
     assert decode_result(encode_result(r)) == r
     for bad in (b"not json", b"[1]", b'{"frame_id": 1}', b'{"frame_id": 1, "split": 0, "status": "ok", "wait_s": -1}',
-                b'{"frame_id": 1, "split": 0, "status": "maybe"}', b'{"frame_id": 1, "split": 0, "status": "ok", "x": 1}'):
+                b'{"frame_id": 1, "split": 0, "status": "maybe"}', b'{"frame_id": 1, "split": 0, "status": "ok", "x": 1}',
+                b'{"frame_id": 1, "split": 0, "status": "ok", "edge": ["a"]}',
+                b'{"frame_id": 1, "split": 0, "status": "error", "error_kind": 3}',
+                b'{"frame_id": 1, "split": 0, "status": "ok", "batch_size": 0}'):
         with pytest.raises(ProtocolError):
             decode_result(bad)
 

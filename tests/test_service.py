@@ -99,22 +99,29 @@ def test_a_bundle_the_edge_does_not_serve_is_one_clear_line_and_no_frame_lost(de
     device says so once, finishes every frame itself, and the learner stops sending."""
     from converter.bundle import convert
 
-    from .running import records, start_edge
+    from .running import Recorder, records, start_edge, wait_for
     from .test_converter import dag_model
 
     other = tmp_path / "other"
     convert(dag_model(), other / "bundle", log=lambda *_: None)
     with started(dev_config(), tmp_path) as broker:
         start_edge(other, broker.port)
-        proc = subprocess.run(device_args(demo_bundle, broker.port, "cam-mismatch", "ans", "--frames", "40"),
-                              capture_output=True, text=True, timeout=300, env=ENV)
+        sent = Recorder(broker.port, "ans/v1/device/cam-mismatch/request")
+        wait_for(lambda: sent.c.publish("ans/v1/device/cam-mismatch/request", b"subscribed?").rc == 0
+                 and sent.messages.qsize() > 0, 30, "the recorder's subscription")  # then every request is seen
+        sent.drain()
+        try:
+            proc = subprocess.run(device_args(demo_bundle, broker.port, "cam-mismatch", "ans", "--frames", "40"),
+                                  capture_output=True, text=True, timeout=300, env=ENV)
+        finally:
+            requests = [m for m in sent.drain() if m[1].startswith(b"ANS1")]  # not the probes
+            sent.close()
     assert proc.returncode == 0, proc.stderr[-3000:]
     errors = [line for line in proc.stderr.splitlines() if "ERROR" in line]
     assert len(errors) == 1 and "deploy the same bundle on both sides" in errors[0] and "dag" in errors[0]
     got = records(demo_bundle, "cam-mismatch")
     assert [r["frame"] for r in got] == list(range(40)) and not any(r["edge"] for r in got)
-    tried = sum(r["fallback"] for r in got)
-    assert 1 <= tried <= 10  # told "at least the deadline" each time, the learner soon keeps frames local
+    assert len(requests) == 1  # that edge serves another model: nothing more is sent to it
 
 
 def test_the_config_file_may_be_named_by_the_environment(tmp_path):
