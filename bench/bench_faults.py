@@ -356,7 +356,8 @@ def plot(results: dict, path: Path) -> None:
     axes[0].set_xticks([i * 3 + 0.5 for i in range(len(names))], [n.replace("flood ", "").replace(" ", "\n")
                                                                     for n in names], fontsize=8)
     axes[0].set_yscale("log")
-    axes[0].legend(handles=[plt.Rectangle((0, 0), 1, 1, color="tab:blue"), plt.Rectangle((0, 0), 1, 1, color="tab:red")],
+    swatches = [plt.Rectangle((0, 0), 1, 1, color=c) for c in ("tab:blue", "tab:red")]
+    axes[0].legend(handles=swatches,
                    labels=["victim alone", "while one client floods"], fontsize=8)
     axes[0].set_ylabel("victim p99 delay (ms)")
     axes[0].set_title("a flooding client and a victim device")

@@ -294,8 +294,9 @@ class EdgeServer:
 
     def next_batch(self, timeout: float = 0.2) -> list[Pending]:
         """The next device's oldest request, and the queued requests for the same split from every
-        device in turn (up to ``max_batch``; one per device while others wait with other splits). A batch forms from what queued while the last one ran;
-        it waits for more only if ``batch_wait_ms`` says so."""
+        device in turn (up to ``max_batch``; one per device while others wait with other splits).
+        A batch forms from what queued while the last one ran; it waits for more only if
+        ``batch_wait_ms`` says so."""
         got = self.queue.get(timeout)
         first = self._decode(got[1]) if got else None
         if first is None:
@@ -367,8 +368,9 @@ class EdgeServer:
                                     accelerator=self.accelerator, **_gpu_memory())
         for device, refused in message["refused_devices"].items():
             if refused / message["window_s"] >= FLOOD_PER_S and device != "(others)":
-                self.logs.warning("flood", "%s sent %d requests that were refused in %.0f s: if it floods the broker, "
-                                  "`ans broker disable device %s` stops it", device, refused, message["window_s"], device)
+                self.logs.warning("flood", "%s sent %d requests that were refused in %.0f s: if it floods the "
+                                  "broker, `ans broker disable device %s` stops it", device, refused,
+                                  message["window_s"], device)
         info = self.client.publish(self.topics.edge_stats(self.settings.id), json.dumps(message), qos=1)
         if info.rc == QUEUE_FULL:
             self.stats.count("unsent")

@@ -270,3 +270,31 @@ def test_tls_end_to_end_and_a_wrong_ca_refused_with_one_clear_line(demo_bundle, 
     assert wrong.returncode == 3, wrong.stderr[-3000:]
     failures = [line for line in wrong.stderr.splitlines() if "TLS with broker" in line]
     assert len(failures) == 1 and "certificate verify failed" in failures[0] and "ca_file" in failures[0]
+
+
+def test_ans_broker_init_writes_a_file_the_broker_starts_from(tmp_path):
+    """The administrator and roles that ``ans broker init`` writes before the first start: the broker
+    loads them, the administrator adds an edge and a device, they reach each other."""
+    from ans.cli import main
+
+    state = tmp_path / "state"
+    assert main(["broker", "init", "--out", str(state)]) == 0
+    assert (state / "dynamic-security.json").stat().st_mode & 0o077 == 0
+    assert (state / "admin.password").stat().st_mode & 0o077 == 0
+    assert main(["broker", "init", "--out", str(state)]) == 2  # never overwrites the broker's own file
+    config = production_config(tmp_path, []).config.replace(str(tmp_path / "dynamic-security.json"),
+                                                           str(state / "dynamic-security.json"))
+    with running_broker(config, tmp_path) as port:
+        common = ["--broker", f"mqtt://127.0.0.1:{port}", "--admin-password-file", str(state / "admin.password")]
+        for kind, name in (("edge", "edge-9"), ("device", "cam-9")):
+            assert main(["broker", "add", kind, name, "--password-file", str(tmp_path / f"{name}.pw"), *common]) == 0
+        edge = Client(port, "edge-9", (tmp_path / "edge-9.pw").read_text().strip())
+        cam = Client(port, "cam-9", (tmp_path / "cam-9.pw").read_text().strip())
+        try:
+            assert edge.connected() and cam.connected()
+            assert not edge.subscribe("$share/ans-edges/ans/v1/device/+/request").is_failure
+            cam.publish("ans/v1/device/cam-9/request", b"hi")
+            assert edge.messages.get(timeout=5) == ("ans/v1/device/cam-9/request", b"hi")
+        finally:
+            edge.close()
+            cam.close()
