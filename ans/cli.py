@@ -86,6 +86,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_convert(args: argparse.Namespace) -> int:
+    # Inputs first: a missing file is one line, before TensorFlow's start-up noise.
+    for path in ([args.model] if args.model else []) + list(args.darknet or []):
+        if not Path(path).is_file():
+            raise ValueError(f"{path}: no such file")
     # TensorFlow lives on the converting machine only: imported here, never by the device core.
     try:
         from converter.cli import convert_command
@@ -122,6 +126,9 @@ def cmd_edge(args: argparse.Namespace) -> int:
     from mqtt.connection import BrokerRefused
 
     settings = _settings(EdgeSettings, args, "ANS_EDGE_", {"bundle": args.bundle, "id": args.id})
+    from common.bundle import read_manifest
+
+    read_manifest(settings.bundle)  # a missing or broken bundle is one line, before TensorFlow's start-up noise
     try:
         from edge_app.server import EdgeServer
     except ImportError as exc:

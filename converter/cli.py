@@ -9,10 +9,10 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's start-up
 
 
 def convert_command(args: argparse.Namespace) -> int:
+    from common.bundle import Decoding
     from common.keras_model import load_keras_model
 
     from .bundle import convert
-    from common.bundle import Decoding
     from .zoo import TINY_YOLOV2_ANCHORS, demo_decoding, demo_model, tiny_yolov2
 
     if args.zoo == "demo":

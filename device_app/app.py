@@ -9,6 +9,7 @@ import sys
 import threading
 import time
 from collections import deque
+from pathlib import Path
 
 import numpy as np
 
@@ -66,6 +67,9 @@ def summarise(records: list[dict], device_only: int) -> dict:
 
 def run_device(settings: DeviceSettings, stop: threading.Event | None = None, live: bool = False,
                notifier: Notifier | None = None, on_frame=None) -> str:
+    source = settings.source
+    if source != "demo" and not source.startswith("camera:") and not Path(source).is_file():
+        raise ValueError(f"{source}: no such video file")  # now, not after calibrating and connecting
     device = Device(settings, notifier=notifier)
     records: list[dict] = []
     sinks = [lambda frame, record: records.append(record)]

@@ -340,9 +340,14 @@ class EdgeServer:
         log.info("%d tails warm in %.1f s", len(self.tails._tails), time.monotonic() - started)
         start(self.client, self.settings.mqtt)
         try:
+            waiting_since = time.monotonic()
             while not self.connected.is_set() and not stop.is_set():
                 self.refusal.check()
                 self.connected.wait(0.1)
+                if waiting_since and time.monotonic() - waiting_since > 5:
+                    log.warning("no broker at %s:%d yet; still trying (every %g s at most)", self.host, self.port,
+                                self.settings.mqtt.reconnect_max_s)
+                    waiting_since = 0.0
             self.notifier.ready(f"serving {self.tails.manifest.model.name} on {self.accelerator}")
             heartbeat = Heartbeat(self.notifier, self.settings.stats_interval_s, self.publish_stats, self.refusal)
             failures = 0

@@ -130,3 +130,23 @@ def test_the_config_file_may_be_named_by_the_environment(tmp_path):
     proc = subprocess.run(ANS + ["edge"], capture_output=True, text=True, timeout=60,
                           env={**ENV, "ANS_EDGE_CONFIG": str(path)})
     assert proc.returncode == 2 and str(path) in proc.stderr and "max_batch must be at least 1" in proc.stderr
+
+
+@pytest.mark.parametrize("args, message", [
+    (["edge", "--bundle", "/nonexistent"], "/nonexistent/manifest.json: cannot read: No such file or directory"),
+    (["convert", "--model", "/nonexistent.keras", "--out", "/tmp/x"], "/nonexistent.keras: no such file"),
+    (["convert", "--darknet", "/nope.cfg", "/nope.weights", "--out", "/tmp/x"], "/nope.cfg: no such file"),
+])
+def test_a_missing_input_is_one_line_before_tensorflow_starts(args, message):
+    proc = subprocess.run(ANS + args, capture_output=True, text=True, timeout=120, env=ENV)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == [f"ans {args[0]}: error: {message}"]
+
+
+def test_a_missing_video_is_refused_before_calibrating_or_connecting(demo_bundle, tmp_path):
+    state = tmp_path / "state"
+    proc = subprocess.run(ANS + ["device", "--bundle", str(demo_bundle / "bundle"), "--source", "/no/clip.avi",
+                                 "--state-dir", str(state), "--broker", "mqtt://127.0.0.1:1"],
+                          capture_output=True, text=True, timeout=120, env=ENV)
+    assert proc.returncode == 2 and "/no/clip.avi: no such video file" in proc.stderr
+    assert not (state / "calibration.json").exists()  # it stopped before measuring anything
