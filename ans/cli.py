@@ -279,7 +279,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     dev = app_parser("device", "run a detector on a video, offloading through the broker as ANS decides")
     dev.add_argument("--source", help="a video file, camera:N, or demo")
-    dev.add_argument("--policy", choices=DEVICE_POLICIES)
+    dev.add_argument("--policy", choices=DEVICE_POLICIES,
+                     help="how the split is chosen: ans (default), mu-linucb-paper (the paper's algorithm), linucb, "
+                          "device-only, edge-only")
     dev.add_argument("--frames", type=int, help="stop after this many frames")
     dev.add_argument("--loop", action="store_true", help="play a video file (or demo) again when it ends")
     dev.add_argument("--deadline-ms", type=float, help="finish on the device if no result by then")
@@ -301,8 +303,8 @@ def build_parser() -> argparse.ArgumentParser:
     svc = sub.add_parser("service", help="install or remove the device or edge app as a systemd service",
                          description="Writes /etc/ans/ROLE.toml (kept if present), an empty password file and "
                          "/etc/systemd/system/ans-ROLE.service, then enables and starts it (docs/deploy.md).")
-    svc.add_argument("action", choices=["install", "uninstall"])
-    svc.add_argument("--role", required=True, choices=["device", "edge"])
+    svc.add_argument("action", choices=["install", "uninstall"], help="install or remove the service")
+    svc.add_argument("--role", required=True, choices=["device", "edge"], help="which app the service runs")
     svc.add_argument("--bundle", help="install: the bundle folder the service serves (keep it outside /home)")
     svc.add_argument("--broker", help="install: mqtt://host[:port] written into the new config")
     svc.add_argument("--root", default="/", help="write into this tree instead and run no systemctl (packaging)")
@@ -339,8 +341,10 @@ def build_parser() -> argparse.ArgumentParser:
     brk.set_defaults(func=cmd_broker)
 
     config = sub.add_parser("config", help="print an example settings file, the reference, or check a file")
-    config.add_argument("action", choices=["example", "reference", "check"])
-    config.add_argument("role", choices=["device", "edge"])
+    config.add_argument("action", choices=["example", "reference", "check"],
+                        help="example: a complete documented file; reference: the keys as a table; "
+                             "check: what the app would run with")
+    config.add_argument("role", choices=["device", "edge"], help="whose settings")
     config.add_argument("file", nargs="?", help="check: the TOML file")
     config.set_defaults(func=cmd_config)
 
@@ -351,9 +355,9 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--trace", required=True,
                      help="CSV frame,bandwidth_mbps,rtt_ms,edge_slowdown[,key_frame], "
                           f"or a built-in scenario: {', '.join(SCENARIOS)}")
-    sim.add_argument("--policy", default="ans", choices=POLICY_NAMES)
-    sim.add_argument("--frames", type=int, default=4500)
-    sim.add_argument("--seed", type=int, default=0)
+    sim.add_argument("--policy", default="ans", choices=POLICY_NAMES, help="the policy to play (default ans)")
+    sim.add_argument("--frames", type=int, default=4500, help="frames to simulate")
+    sim.add_argument("--seed", type=int, default=0, help="seed of the noise and key frames")
     sim.add_argument("--noise", type=float, default=0.1, help="relative std of the offloading-delay noise")
     sim.add_argument("--key-frame-prob", type=float, default=0.1,
                      help="chance that a frame is a key frame (ignored when the trace has a key_frame column)")
@@ -374,13 +378,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     exp = sub.add_parser("experiment", help="every policy on every scenario and profile; table and plots")
     exp.add_argument("--out", default="results", help="folder for the table, JSON and plots")
-    exp.add_argument("--profiles", nargs="+", default=["tiny-yolov2-tx2", "vgg16-tx2"])
-    exp.add_argument("--scenarios", nargs="+", default=list(SCENARIOS), choices=list(SCENARIOS))
-    exp.add_argument("--policies", nargs="+", default=list(POLICY_NAMES), choices=POLICY_NAMES)
-    exp.add_argument("--seeds", type=int, default=5)
-    exp.add_argument("--frames", type=int, default=4500)
-    exp.add_argument("--noise", type=float, default=0.1)
-    exp.add_argument("--key-frame-prob", type=float, default=0.1)
+    exp.add_argument("--profiles", nargs="+", default=["tiny-yolov2-tx2", "vgg16-tx2"],
+                     help="built-in profiles, paper-schema JSON files or bundles")
+    exp.add_argument("--scenarios", nargs="+", default=list(SCENARIOS), choices=list(SCENARIOS),
+                     help="built-in scenarios to run")
+    exp.add_argument("--policies", nargs="+", default=list(POLICY_NAMES), choices=POLICY_NAMES,
+                     help="policies to compare")
+    exp.add_argument("--seeds", type=int, default=5, help="runs per policy, scenario and profile")
+    exp.add_argument("--frames", type=int, default=4500, help="frames per run")
+    exp.add_argument("--noise", type=float, default=0.1, help="relative std of the offloading-delay noise")
+    exp.add_argument("--key-frame-prob", type=float, default=0.1, help="chance that a frame is a key frame")
     exp.add_argument("--jobs", type=int, default=None, help="worker processes (default: one per core)")
     exp.set_defaults(func=cmd_experiment)
 

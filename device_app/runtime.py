@@ -295,7 +295,10 @@ class Device:
                     break
         finally:
             self.notifier.stopping()
-            self.save_learner()
+            if self.client.is_connected():  # the last window's stats, so monitors do not show a stale one
+                self.publish_stats()
+            else:
+                self.save_learner()
             go_offline(self.client, self.topics.device_status(self.settings.id))
         return done
 

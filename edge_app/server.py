@@ -366,6 +366,8 @@ class EdgeServer:
                 heartbeat()
         finally:
             self.notifier.stopping()
+            if self.client.is_connected():  # the last window's stats, so monitors do not show a stale one
+                self.publish_stats()
             go_offline(self.client, self.topics.edge_status(self.settings.id))
 
     def publish_stats(self) -> dict:

@@ -48,3 +48,15 @@ def test_console_script_is_installed():
     ans = Path(sys.executable).parent / "ans"
     proc = subprocess.run([str(ans), "--help"], capture_output=True, text=True)
     assert proc.returncode == 0 and "simulate" in proc.stdout and "experiment" in proc.stdout
+
+
+def test_every_option_of_every_subcommand_says_what_it_does():
+    import argparse
+
+    from ans.cli import build_parser
+
+    parser = build_parser()
+    (commands,) = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    silent = [f"{name} {a.option_strings or a.dest}" for name, sub in commands.choices.items() for a in sub._actions
+              if not a.help and not isinstance(a, argparse._HelpAction)]
+    assert not silent, silent
