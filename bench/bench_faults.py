@@ -1,5 +1,5 @@
 """Faults and hostile clients against the real system (Mosquitto, edge and device processes on
-this machine, loopback only; every loop bounded in count and time):
+one machine, loopback only; every loop bounded in count and time):
 
 * load: N devices offloading every frame at once, nothing lost, delays per device;
 * edge killed (-9) mid-stream and replaced;
