@@ -222,6 +222,7 @@ class ANS(Policy):
         # is observed again or ``probe_max`` frames have passed, without touching the models.
         self.censored_s = np.zeros(profile.n_splits)
         self.censored_until = np.zeros(profile.n_splits)
+        self._censor_end = 0.0  # the latest of censored_until: no array work per frame when none is active
         self._refresh()
 
     def _refresh(self) -> None:
@@ -235,6 +236,8 @@ class ANS(Policy):
     def estimate(self) -> np.ndarray:
         """Expected total delay of every split under the current models, and at least what a
         recent missed deadline said."""
+        if self.t >= self._censor_end:
+            return self.front_delay_s + self._offload_s
         return self.front_delay_s + np.maximum(self._offload_s, np.where(self.t < self.censored_until,
                                                                           self.censored_s, 0.0))
 
@@ -292,6 +295,7 @@ class ANS(Policy):
             self.censored_s[p] = max(self.censored_s[p] if self.t < self.censored_until[p] else 0.0,
                                      feedback.offload_s)
             self.censored_until[p] = self.t + self.probe_max
+            self._censor_end = self.t + self.probe_max
             if p == self._probe_split:  # a probe that missed: the next one waits its interval
                 self._probe_split = None
             return
