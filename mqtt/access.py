@@ -56,8 +56,9 @@ def kind_roles(prefix: str = "ans", group: str = "ans-edges") -> list[dict]:
     t, base = Topics(prefix), f"{prefix}/v1"
     return [
         {"rolename": "ans-device", "acls": _reads(t.every_edge_status(), f"{base}/edge/+/stats")},
-        {"rolename": "ans-edge", "acls": _reads(t.shared_requests(group)) + [
-            _acl("publishClientReceive", f"{base}/device/+/request")] + _writes(f"{base}/device/+/result")},
+        {"rolename": "ans-edge", "acls": [_acl("subscribeLiteral", t.shared_requests(group)),
+                                          _acl("publishClientReceive", f"{base}/device/+/request")]
+         + _writes(f"{base}/device/+/result")},
         {"rolename": "ans-monitor", "acls": _reads(f"{base}/#", pattern=True)},
         {"rolename": "ans-homeassistant", "acls": _reads(f"{base}/#", f"{DISCOVERY}/#", pattern=True)
          + _writes(f"{DISCOVERY}/status")},
