@@ -93,6 +93,6 @@ def run_device(settings: DeviceSettings, stop: threading.Event | None = None, li
     summary = summarise(records, device.device_only)
     local = summary["frames"] - summary["offloaded"] - summary["fallbacks"]
     return (f"{summary['frames']} frames: {summary['offloaded']} answered by the edge, {summary['fallbacks']} "
-            f"finished on the device after trying the edge (edge away, late or refusing), {local} on the device "
-            f"by choice; median delay {summary['median_delay_ms']:.1f} ms, p95 {summary['p95_delay_ms']:.1f} ms; "
+            f"meant for the edge but finished on the device (edge away, late or refusing), {local} on the "
+            f"device by choice; median delay {summary['median_delay_ms']:.1f} ms, p95 {summary['p95_delay_ms']:.1f} ms; "
             f"splits {summary['split_histogram']}")
