@@ -10,6 +10,7 @@ import ssl
 import subprocess
 import time
 import uuid
+from contextlib import contextmanager
 
 import pytest
 
@@ -81,71 +82,66 @@ def wait_listening(port: int) -> None:
             time.sleep(0.05)
 
 
-def test_devices_reach_only_their_own_topics_and_subscriptions_are_refused_at_subscribe(tmp_path):
+@contextmanager
+def logged_in(tmp_path, *users: str):
+    """The shipped production config with CLIENTS in a real Mosquitto, and ``users`` logged in (each
+    checked accepted), closed afterwards."""
     with running_broker(production_config(tmp_path, CLIENTS).config, tmp_path) as port:
-        clients = {u: Client(port, u) for u in ("edge-1", "cam-a", "cam-b")}
+        clients = [Client(port, user) for user in users]
         try:
-            assert all(c.connected() for c in clients.values())
-            edge, a, b = clients["edge-1"], clients["cam-a"], clients["cam-b"]
-            assert not edge.subscribe("$share/ans-edges/ans/v1/device/+/request").is_failure
-            assert not a.subscribe("ans/v1/device/cam-a/result").is_failure
-            assert not a.subscribe("ans/v1/edge/+/status").is_failure
-            # Refused at SUBSCRIBE, not filtered at delivery: another device's results, every request.
-            assert str(b.subscribe("ans/v1/device/cam-a/result")) == "Not authorized"
-            assert str(b.subscribe("ans/v1/device/+/request")) == "Not authorized"
-            assert str(b.subscribe("#")) == "Not authorized"
-
-            b.publish("ans/v1/device/cam-a/request", b"forged by cam-b")  # dropped: not cam-b's topic
-            a.publish("ans/v1/device/cam-a/request", b"from cam-a")
-            assert edge.messages.get(timeout=5) == ("ans/v1/device/cam-a/request", b"from cam-a")
-            edge.publish("ans/v1/device/cam-a/result", b"result")
-            assert a.messages.get(timeout=5) == ("ans/v1/device/cam-a/result", b"result")
-            a.publish("ans/v1/device/cam-a/request", b"second")  # ordered after the forged one
-            assert edge.messages.get(timeout=5) == ("ans/v1/device/cam-a/request", b"second")
-            assert edge.messages.empty() and b.messages.empty()
+            assert all(c.connected() for c in clients)
+            yield clients
         finally:
-            for c in clients.values():
+            for c in clients:
                 c.close()
+
+
+def test_devices_reach_only_their_own_topics_and_subscriptions_are_refused_at_subscribe(tmp_path):
+    with logged_in(tmp_path, "edge-1", "cam-a", "cam-b") as (edge, a, b):
+        assert not edge.subscribe("$share/ans-edges/ans/v1/device/+/request").is_failure
+        assert not a.subscribe("ans/v1/device/cam-a/result").is_failure
+        assert not a.subscribe("ans/v1/edge/+/status").is_failure
+        # Refused at SUBSCRIBE, not filtered at delivery: another device's results, every request.
+        assert str(b.subscribe("ans/v1/device/cam-a/result")) == "Not authorized"
+        assert str(b.subscribe("ans/v1/device/+/request")) == "Not authorized"
+        assert str(b.subscribe("#")) == "Not authorized"
+
+        b.publish("ans/v1/device/cam-a/request", b"forged by cam-b")  # dropped: not cam-b's topic
+        a.publish("ans/v1/device/cam-a/request", b"from cam-a")
+        assert edge.messages.get(timeout=5) == ("ans/v1/device/cam-a/request", b"from cam-a")
+        edge.publish("ans/v1/device/cam-a/result", b"result")
+        assert a.messages.get(timeout=5) == ("ans/v1/device/cam-a/result", b"result")
+        a.publish("ans/v1/device/cam-a/request", b"second")  # ordered after the forged one
+        assert edge.messages.get(timeout=5) == ("ans/v1/device/cam-a/request", b"second")
+        assert edge.messages.empty() and b.messages.empty()
 
 
 def test_a_device_cannot_join_the_edges_shared_subscription_and_black_hole_requests(tmp_path):
-    with running_broker(production_config(tmp_path, CLIENTS).config, tmp_path) as port:
-        edge, victim, attacker = Client(port, "edge-1"), Client(port, "cam-a"), Client(port, "cam-b")
-        try:
-            assert edge.connected() and victim.connected() and attacker.connected()
-            assert not edge.subscribe("$share/ans-edges/ans/v1/device/+/request").is_failure
-            assert str(attacker.subscribe("$share/ans-edges/ans/v1/device/+/request")) == "Not authorized"
-            for k in range(50):
-                victim.publish("ans/v1/device/cam-a/request", b"%d" % k)
-            got = [edge.messages.get(timeout=5)[1] for _ in range(50)]
-            assert got == [b"%d" % k for k in range(50)]  # every request reached the edge, none the attacker
-            assert attacker.messages.empty()
-        finally:
-            for c in (edge, victim, attacker):
-                c.close()
+    with logged_in(tmp_path, "edge-1", "cam-a", "cam-b") as (edge, victim, attacker):
+        assert not edge.subscribe("$share/ans-edges/ans/v1/device/+/request").is_failure
+        assert str(attacker.subscribe("$share/ans-edges/ans/v1/device/+/request")) == "Not authorized"
+        for k in range(50):
+            victim.publish("ans/v1/device/cam-a/request", b"%d" % k)
+        got = [edge.messages.get(timeout=5)[1] for _ in range(50)]
+        assert got == [b"%d" % k for k in range(50)]  # every request reached the edge, none the attacker
+        assert attacker.messages.empty()
 
 
 def test_the_monitor_reads_everything_and_writes_nothing_home_assistant_reads_discovery(tmp_path):
-    with running_broker(production_config(tmp_path, CLIENTS).config, tmp_path) as port:
-        monitor, hass, device = Client(port, "monitor"), Client(port, "hass"), Client(port, "cam-a")
-        try:
-            assert monitor.connected() and hass.connected() and device.connected()
-            assert not monitor.subscribe("ans/v1/+/+/status").is_failure
-            assert not hass.subscribe("homeassistant/#").is_failure
-            assert not hass.subscribe("ans/v1/device/+/stats").is_failure
-            monitor.publish("homeassistant/sensor/ans_monitor/x/config", b"{}", retain=True)  # refused
-            monitor.publish("ans/v1/device/cam-a/request", b"forged by the monitor")  # refused
-            device.publish("homeassistant/sensor/ans_cam-a/fps/config", b'{"name": "fps"}', retain=True)
-            device.publish("ans/v1/device/cam-a/status", b"online", retain=True)
-            device.publish("ans/v1/device/cam-a/stats", b"{}")
-            assert monitor.messages.get(timeout=5) == ("ans/v1/device/cam-a/status", b"online")
-            heard = {hass.messages.get(timeout=5) for _ in range(2)}
-            assert heard == {("homeassistant/sensor/ans_cam-a/fps/config", b'{"name": "fps"}'),
-                             ("ans/v1/device/cam-a/stats", b"{}")}
-            assert hass.messages.empty() and str(monitor.subscribe("homeassistant/#")) == "Not authorized"
-        finally:
-            for c in (monitor, hass, device):
-                c.close()
+    with logged_in(tmp_path, "monitor", "hass", "cam-a") as (monitor, hass, device):
+        assert not monitor.subscribe("ans/v1/+/+/status").is_failure
+        assert not hass.subscribe("homeassistant/#").is_failure
+        assert not hass.subscribe("ans/v1/device/+/stats").is_failure
+        monitor.publish("homeassistant/sensor/ans_monitor/x/config", b"{}", retain=True)  # refused
+        monitor.publish("ans/v1/device/cam-a/request", b"forged by the monitor")  # refused
+        device.publish("homeassistant/sensor/ans_cam-a/fps/config", b'{"name": "fps"}', retain=True)
+        device.publish("ans/v1/device/cam-a/status", b"online", retain=True)
+        device.publish("ans/v1/device/cam-a/stats", b"{}")
+        assert monitor.messages.get(timeout=5) == ("ans/v1/device/cam-a/status", b"online")
+        heard = {hass.messages.get(timeout=5) for _ in range(2)}
+        assert heard == {("homeassistant/sensor/ans_cam-a/fps/config", b'{"name": "fps"}'),
+                         ("ans/v1/device/cam-a/stats", b"{}")}
+        assert hass.messages.empty() and str(monitor.subscribe("homeassistant/#")) == "Not authorized"
 
 
 def test_wrong_credentials_are_refused(tmp_path):
