@@ -86,8 +86,13 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_convert(args: argparse.Namespace) -> int:
-    # Inputs first: a missing file is one line, before TensorFlow's start-up noise.
-    for path in ([args.model] if args.model else []) + list(args.darknet or []):
+    # Inputs first: a missing or corrupt file is one line, before TensorFlow's start-up noise.
+    from common.model_files import model_file_problem
+
+    problem = model_file_problem(args.model) if args.model else None
+    if problem:
+        raise ValueError(problem)
+    for path in args.darknet or []:
         if not Path(path).is_file():
             raise ValueError(f"{path}: no such file")
     # TensorFlow lives on the converting machine only: imported here, never by the device core.
@@ -115,7 +120,8 @@ def _settings(cls, args: argparse.Namespace, env_prefix: str, flags: dict):
     overrides = {k: v for k, v in flags.items() if v is not None}
     if args.broker is not None:
         overrides["mqtt"] = {"broker": args.broker}
-    return load_settings(cls, args.config or os.environ.get(f"{env_prefix}CONFIG"), env_prefix, overrides)
+    return load_settings(cls, args.config or os.environ.get(f"{env_prefix}CONFIG"), env_prefix, overrides,
+                         flag_names={"mqtt.broker": "--broker", "results_out": "--out"})
 
 
 def cmd_edge(args: argparse.Namespace) -> int:
@@ -188,7 +194,7 @@ def cmd_monitor(args: argparse.Namespace) -> int:
     from mqtt.connection import MqttSettings
 
     return run_monitor(MqttSettings(broker=args.broker, username=args.username, password_file=args.password_file,
-                                    prefix=args.prefix), args.seconds)
+                                    prefix=args.prefix), args.seconds, args.forget_after or None)
 
 
 def cmd_service(args: argparse.Namespace) -> int:
@@ -228,7 +234,7 @@ def cmd_broker(args: argparse.Namespace) -> int:
 
 
 def cmd_config(args: argparse.Namespace) -> int:
-    from common.config import example, load_settings, reference
+    from common.config import as_toml, example, load_settings, reference
     from device_app.settings import DeviceSettings
     from edge_app.settings import EdgeSettings
 
@@ -240,7 +246,9 @@ def cmd_config(args: argparse.Namespace) -> int:
     else:
         if not args.file:
             raise ValueError("ans config check needs the file to check")
-        print(load_settings(cls, args.file, prefix))
+        settings = load_settings(cls, args.file, prefix)
+        print(f"# {args.file}: valid; the {args.role}'s settings with {prefix}* variables applied:\n")
+        print(as_toml(settings), end="")
     return 0
 
 
@@ -295,9 +303,12 @@ def build_parser() -> argparse.ArgumentParser:
     mon = sub.add_parser("monitor", help="a live table of every device and edge on a broker")
     mon.add_argument("--broker", default="mqtt://127.0.0.1:1883", help="mqtt://host[:port]")
     mon.add_argument("--prefix", default="ans", help="topic prefix")
-    mon.add_argument("--username", help="for brokers with authentication (the shipped ACL has a 'monitor' user)")
+    mon.add_argument("--username", help="for brokers with authentication (a user with the ans-monitor role: "
+                     "'ans broker add monitor NAME')")
     mon.add_argument("--password-file", help="file holding the password")
     mon.add_argument("--seconds", type=float, help="watch this long, print the table once and exit")
+    mon.add_argument("--forget-after", type=float, default=600.0, metavar="SECONDS",
+                     help="drop a device or edge that is offline and silent this long (0: keep every one)")
     mon.set_defaults(func=cmd_monitor)
 
     svc = sub.add_parser("service", help="install or remove the device or edge app as a systemd service",

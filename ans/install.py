@@ -1,8 +1,11 @@
 """``ans service install|uninstall``: put the device or edge app under systemd, once.
 
-Writes /etc/ans/<role>.toml (kept if it exists: it is the user's), an empty password file for
-brokers without authentication, and /etc/systemd/system/ans-<role>.service with ExecStart
-pointing at this installation's ``ans``; then enables and starts it. The service user is
+Checks before it writes anything: the bundle, the unit template (shipped under
+<prefix>/share/ans/systemd by every pip install, or the checkout's systemd/), and that the
+hardened unit can see the paths it needs. Writes /etc/ans/<role>.toml (kept if it exists: it is
+the user's), an empty password file for brokers without authentication, and
+/etc/systemd/system/ans-<role>.service with ExecStart pointing at this installation's ``ans``;
+then enables and starts it (a device whose camera is not there yet is enabled, not started). The service user is
 systemd's DynamicUser (made up at start, nothing to create or delete); the state directory
 /var/lib/ans/<role> is systemd's too. ``--root`` writes into another tree and runs nothing
 (packaging, tests).
@@ -16,8 +19,10 @@ import subprocess
 import sys
 from pathlib import Path
 
-UNITS = Path(__file__).resolve().parents[1] / "systemd"
+CHECKOUT = Path(__file__).resolve().parents[1]
 ROLES = ("device", "edge")
+#: Folders the hardened units cannot see: ProtectHome=yes hides the first three, PrivateTmp=yes the rest.
+HIDDEN = ("/home", "/root", "/run/user", "/tmp", "/var/tmp")
 
 
 def unit_name(role: str) -> str:
@@ -29,11 +34,31 @@ def ans_command() -> Path:
     return Path(sys.executable).parent / "ans"
 
 
+def _shipped(installed: str, in_checkout: str) -> Path | None:
+    """A file shipped with ANS: under <prefix> (any pip install) or in the checkout (editable)."""
+    for path in (Path(sys.prefix) / installed, CHECKOUT / in_checkout):
+        if path.is_file():
+            return path
+    return None
+
+
 def render_unit(role: str, ans: Path) -> str:
-    template = UNITS / unit_name(role)
-    if not template.is_file():
-        raise OSError(f"{template}: unit file not found; install ANS from a checkout (see docs/deploy.md)")
-    return template.read_text().replace("@ANS@", str(ans)).replace("@DOCS@", str(UNITS.parent / "docs"))
+    template = _shipped(f"share/ans/systemd/{unit_name(role)}", f"systemd/{unit_name(role)}")
+    if template is None:
+        raise OSError(f"{unit_name(role)}: unit template not found in {Path(sys.prefix) / 'share/ans/systemd'} "
+                      "or in a checkout; reinstall ANS (pip install '.[board]')")
+    deploy = _shipped("share/doc/ans/deploy.md", "docs/deploy.md") or CHECKOUT / "docs" / "deploy.md"
+    return template.read_text().replace("@ANS@", str(ans)).replace("@DOCS@", str(deploy.parent))
+
+
+def hidden_from_units(path: str | Path) -> str | None:
+    """Why the hardened unit would not see ``path``, or None."""
+    resolved = Path(path).resolve()
+    for folder in HIDDEN:
+        if resolved == Path(folder) or Path(folder) in resolved.parents:
+            return (f"{resolved} is under {folder}, which the hardened unit cannot see "
+                    f"({'PrivateTmp' if 'tmp' in folder else 'ProtectHome'}=yes)")
+    return None
 
 
 def _config(role: str, bundle: str, broker: str | None) -> str:
@@ -52,36 +77,52 @@ def _config(role: str, bundle: str, broker: str | None) -> str:
 
 def install(role: str, bundle: str, broker: str | None = None, root: str = "/", start: bool = True,
             log=print) -> None:
+    """Checks everything first (paths the unit can see, a bundle, the unit template), then writes."""
     if role not in ROLES:
         raise ValueError(f"role must be one of {', '.join(ROLES)}")
     live = Path(root) == Path("/")
     if live and os.geteuid() != 0:
         raise PermissionError("installing a service needs root: sudo .venv/bin/ans service install ...")
     ans = ans_command()
-    if live and any(str(ans).startswith(p) for p in ("/home/", "/root/", "/run/user/")):
-        raise ValueError(f"{ans} is under a home directory, which the hardened unit cannot see (ProtectHome=yes); "
-                         "install ANS under /opt/ans (see docs/deploy.md)")
     bundle = str(Path(bundle).resolve())
     if not (Path(bundle) / "manifest.json").is_file():
         raise ValueError(f"{bundle}: not a bundle (no manifest.json); make one with ans convert")
+    for what, path in (("ANS", ans), ("the bundle", bundle)):
+        why = hidden_from_units(path)
+        if why and live:
+            raise ValueError(f"{why}: put {what} under /opt/ans (see docs/deploy.md)")
+        if why:  # another tree: its paths are the target's, only worth a warning
+            log(f"warning: {why}")
+    unit_text = render_unit(role, ans)
     base = Path(root)
     etc = base / "etc" / "ans"
-    etc.mkdir(parents=True, exist_ok=True)
     config = etc / f"{role}.toml"
-    if config.exists():
-        log(f"kept {config} (already there)")
-    else:
+    etc.mkdir(parents=True, exist_ok=True)
+    fresh = not config.exists()
+    if fresh:
         config.write_text(_config(role, bundle, broker))
         config.chmod(0o644)
         log(f"wrote {config}")
+    else:
+        log(f"kept {config} (already there)")
+        if broker:
+            log(f"warning: --broker {broker} not written: {config} is kept as it is; edit its broker line")
     password = etc / f"{role}.password"
     if not password.exists():
         password.touch(mode=0o600)
         log(f"wrote {password} (empty: put the broker password here if it asks for one)")
     unit = base / "etc" / "systemd" / "system" / unit_name(role)
     unit.parent.mkdir(parents=True, exist_ok=True)
-    unit.write_text(render_unit(role, ans))
+    unit.write_text(unit_text)
     log(f"wrote {unit}")
+    if role == "device" and fresh:
+        camera = Path(root) / "dev" / "video0"
+        log(f"the new config reads camera:0 ({'present' if camera.exists() else 'not there now'}); "
+            f"set source in {config} to a video file or another camera if needed")
+        if start and live and not camera.exists():
+            start = False
+            log(f"not starting {unit_name(role)} before its source is there: edit {config}, "
+                f"then systemctl start {unit_name(role)}")
     if live:
         _systemctl("daemon-reload")
         _systemctl("enable", *(["--now"] if start else []), unit_name(role))
@@ -97,20 +138,30 @@ def uninstall(role: str, root: str = "/", purge: bool = False, log=print) -> Non
     unit = Path(root) / "etc" / "systemd" / "system" / unit_name(role)
     if live and unit.exists():
         _systemctl("disable", "--now", unit_name(role))
-    unit.unlink(missing_ok=True)
-    log(f"removed {unit}")
+    removed = _remove(unit, log)
     if live:
         _systemctl("daemon-reload")
+    config = Path(root) / "etc" / "ans" / f"{role}.toml"
     if purge:
-        for path in (Path(root) / "etc" / "ans" / f"{role}.toml", Path(root) / "etc" / "ans" / f"{role}.password"):
-            path.unlink(missing_ok=True)
-            log(f"removed {path}")
+        for path in (config, Path(root) / "etc" / "ans" / f"{role}.password"):
+            removed |= _remove(path, log)
         state = Path(root) / "var" / "lib" / "ans" / role
         if state.exists():
             shutil.rmtree(state)
             log(f"removed {state}")
-    else:
-        log(f"kept /etc/ans/{role}.toml and the learner state (--purge removes them)")
+            removed = True
+    elif config.exists():
+        log(f"kept {config} and the learner state (--purge removes them)")
+    if not removed:
+        log(f"nothing to remove: {unit_name(role)} is not installed under {root}")
+
+
+def _remove(path: Path, log) -> bool:
+    if not path.exists():
+        return False
+    path.unlink()
+    log(f"removed {path}")
+    return True
 
 
 def _systemctl(*args: str) -> None:

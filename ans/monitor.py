@@ -16,10 +16,13 @@ from mqtt.protocol import Topics
 
 
 class Board:
-    """What is known of every client, from its status and stats messages."""
+    """What is known of every client, from its status and stats messages.
 
-    def __init__(self, topics: Topics):
-        self.topics = topics
+    A client that went offline and has said nothing for ``forget_after_s`` is dropped (a
+    device that was renamed or retired does not stay on the board for ever)."""
+
+    def __init__(self, topics: Topics, forget_after_s: float | None = 600.0):
+        self.topics, self.forget_after_s = topics, forget_after_s
         self.rows: dict[tuple[str, str], dict] = {}
         self.lock = threading.Lock()
 
@@ -30,6 +33,7 @@ class Board:
         kind, name, what = parts[2], parts[3], parts[4]
         with self.lock:
             row = self.rows.setdefault((kind, name), {"status": "?", "stats": {}, "seen": None})
+            row["heard"] = time.monotonic()
             if what == "status":
                 row["status"] = payload.decode(errors="replace")[:16]
                 return
@@ -38,46 +42,72 @@ class Board:
             except ValueError:
                 stats = None
             row["stats"] = stats if isinstance(stats, dict) else {"bad": True}
-            row["seen"] = time.monotonic()
+            row["seen"] = row["heard"]
 
-    def table(self):
+    def _current(self) -> list:
+        now = time.monotonic()
+        with self.lock:
+            if self.forget_after_s is not None:
+                for key in [k for k, r in self.rows.items()
+                            if r["status"] != "online" and now - r["heard"] > self.forget_after_s]:
+                    del self.rows[key]
+            return sorted(self.rows.items())
+
+    def tables(self):
+        """Two tables, devices and edges, each fitting an 80-column terminal."""
+        from rich import box
+        from rich.console import Group
         from rich.table import Table
 
-        table = Table(title=f"ANS on the broker ({self.topics.prefix}/v1)", expand=False)
-        for column in ("kind", "name", "status", "rate", "split", "delay mean / p95 (ms)", "fallbacks",
-                       "explore", "queue", "batch", "cpu", "stats age"):
-            table.add_column(column, justify="left" if column in ("kind", "name", "status") else "right")
-        with self.lock:
-            rows = sorted(self.rows.items())
-        for (kind, name), row in rows:
+        def table(title: str, columns: tuple[str, ...]) -> Table:
+            t = Table(title=title, box=box.SIMPLE_HEAD, padding=(0, 1, 0, 1), collapse_padding=True, pad_edge=False,
+                      show_edge=False, expand=False)
+            for k, column in enumerate(columns):
+                t.add_column(column, justify="left" if k < 2 else "right", no_wrap=True)
+            return t
+
+        prefix = f"{self.topics.prefix}/v1"
+        devices = table(f"devices on {prefix}",
+                        ("device", "status", "fps", "split", "ms mean/p95", "fallbacks", "explore", "age"))
+        edges = table(f"edges on {prefix}", ("edge", "status", "req/s", "tail ms", "errors", "queue", "batch", "cpu",
+                                             "age"))
+        now = time.monotonic()
+        for (kind, name), row in self._current():
             s = row["stats"]
-            age = f"{time.monotonic() - row['seen']:.0f} s" if row["seen"] else "-"
-            status = {"online": "[green]online[/]", "offline": "[red]offline[/]"}.get(row["status"], row["status"])
+            cells = [name if len(name) <= 16 else name[:15] + "…",
+                     {"online": "[green]online[/]", "offline": "[red]offline[/]"}.get(row["status"], row["status"])]
+            age = f"{now - row['seen']:.0f} s" if row["seen"] else "-"
             if s.get("bad"):
-                table.add_row(kind, name, status, "[red]unreadable stats[/]", *[""] * 7, age)
+                cells += ["[red]bad stats[/]", *[""] * (4 if kind == "device" else 5)]
             elif kind == "device":
-                table.add_row(kind, name, status, _num(s.get("fps"), " fps"), _num(s.get("split")),
-                              f"{_num(s.get('delay_mean_ms'))} / {_num(s.get('delay_p95_ms'))}",
-                              _num(s.get("fallbacks")), _num(s.get("exploration_rate")), "", "", "", age)
+                cells += [_num(s.get("fps"), ".1f"), _num(s.get("split")),
+                          f"{_num(s.get('delay_mean_ms'), '.0f')}/{_num(s.get('delay_p95_ms'), '.0f')}",
+                          _num(s.get("fallbacks")), _num(s.get("exploration_rate"), ".3f")]
             else:
-                table.add_row(kind, name, status, _num(s.get("requests_per_s"), " req/s"), "",
-                              _num(s.get("compute_mean_ms"), " ms tail"), _num(s.get("errors")), "",
-                              _num(s.get("queue_depth")), _num(s.get("batch_mean")), _num(s.get("cpu_percent"), "%"),
-                              age)
-        return table
+                cells += [_num(s.get("requests_per_s"), ".1f"), _num(s.get("compute_mean_ms"), ".1f"),
+                          _num(s.get("errors")), _num(s.get("queue_depth")), _num(s.get("batch_mean"), ".1f"),
+                          _num(s.get("cpu_percent"), ".0f") + "%"]
+            (devices if kind == "device" else edges).add_row(*cells, age)
+        return Group(devices, edges)
 
 
-def _num(value, unit: str = "") -> str:
-    return "-" if value is None else f"{value}{unit}"
+def _num(value, spec: str = "") -> str:
+    """A stats value as the table shows it; "-" when missing, as sent when it is not a number."""
+    if value is None:
+        return "-"
+    try:
+        return format(value, spec)
+    except (TypeError, ValueError):
+        return str(value)[:8]
 
 
-def run_monitor(settings: MqttSettings, duration_s: float | None = None) -> int:
+def run_monitor(settings: MqttSettings, duration_s: float | None = None, forget_after_s: float | None = 600.0) -> int:
     """Watch until interrupted (or for ``duration_s``, then print the table once)."""
     from rich.console import Console
     from rich.live import Live
 
     topics = Topics(settings.prefix)
-    board = Board(topics)
+    board = Board(topics, forget_after_s)
     host, port = parse_broker(settings.broker)
     client = make_client("monitor", None, settings)  # read-only: no status of its own
     refused: list[str] = []
@@ -99,12 +129,12 @@ def run_monitor(settings: MqttSettings, duration_s: float | None = None) -> int:
                 time.sleep(0.1)
                 if refused:
                     break
-            console.print(board.table())
+            console.print(board.tables())
         else:
-            with Live(board.table(), console=console, refresh_per_second=2) as live:
+            with Live(board.tables(), console=console, refresh_per_second=2) as live:
                 while not refused:
                     time.sleep(0.5)
-                    live.update(board.table())
+                    live.update(board.tables())
     except KeyboardInterrupt:
         pass
     finally:

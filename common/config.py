@@ -10,6 +10,7 @@ Unknown keys, in the file or in a variable, are errors: a typo never passes sile
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import os
 import tomllib
 import typing
@@ -45,8 +46,12 @@ def env_overrides(prefix: str, environ: dict[str, str] | None = None) -> dict:
 
 
 def load_settings(cls: type[T], path: str | Path | None, env_prefix: str, overrides: dict | None = None,
-                  environ: dict[str, str] | None = None) -> T:
-    """``cls`` filled from the TOML file at ``path`` (optional), the environment and ``overrides``."""
+                  environ: dict[str, str] | None = None, flag_names: dict[str, str] | None = None) -> T:
+    """``cls`` filled from the TOML file at ``path`` (optional), the environment and ``overrides``
+    (command-line flags; ``flag_names`` maps a dotted key to its flag where it is not ``--the-key``).
+
+    Every problem names the key, where its value came from (the file, the variable or the flag)
+    and, for an unknown key, the nearest known one."""
     env = env_overrides(env_prefix, environ)
     flags = {k: v for k, v in (overrides or {}).items() if v is not None}
     try:
@@ -59,22 +64,88 @@ def load_settings(cls: type[T], path: str | Path | None, env_prefix: str, overri
         except (TypeError, ValueError) as exc:
             raise ConfigError(str(exc)) from None
     doc: dict = {}
-    source = "defaults"
     if path is not None:
-        source = str(path)
         try:
             doc = tomllib.loads(Path(path).read_text(encoding="utf-8"))
         except OSError as exc:
             raise ConfigError(f"{path}: cannot read the configuration: {exc.strerror}") from None
         except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
             raise ConfigError(f"{path}: not valid TOML: {exc}") from None
-    doc = _merge(_merge(doc, env), flags)
     try:
-        return TypeAdapter(cls).validate_python(doc)
+        return TypeAdapter(cls).validate_python(_merge(_merge(doc, env), flags))
     except ValidationError as exc:
-        problems = "; ".join(f"{'.'.join(str(p) for p in err['loc']) or '(top)'}: {err['msg']}"
-                             for err in exc.errors())
-        raise ConfigError(f"{source} (with {env_prefix}* variables): {problems}") from None
+        sources = _Sources(path, doc, env_prefix, env, flags, flag_names or {})
+        raise ConfigError("; ".join(sources.explain(cls, err) for err in exc.errors())) from None
+
+
+class _Sources:
+    """Where each key's value came from, to say so in an error."""
+
+    def __init__(self, path, doc: dict, env_prefix: str, env: dict, flags: dict, flag_names: dict[str, str]):
+        self.path, self.doc, self.env_prefix, self.env, self.flags = path, doc, env_prefix, env, flags
+        self.flag_names = flag_names
+
+    def _flag(self, keys: list[str]) -> str:
+        return self.flag_names.get(".".join(keys), "--" + keys[-1].replace("_", "-"))
+
+    def _variable(self, keys: list[str]) -> str:
+        return self.env_prefix + "__".join(k.upper() for k in keys)
+
+    def origin(self, keys: list[str]) -> str:
+        if _has(self.flags, keys):
+            return self._flag(keys)
+        if _has(self.env, keys):
+            return self._variable(keys)
+        return str(self.path) if self.path is not None and _has(self.doc, keys) else "the defaults"
+
+    def explain(self, cls: type, err: dict) -> str:
+        keys = [str(p) for p in err["loc"] if isinstance(p, str)]
+        if not keys:  # a check across fields (the settings' own __post_init__): its message names the key
+            message = err["msg"].removeprefix("Value error, ")
+            named = message.split()[0].split(".") if message else []
+            known = named and named[-1] in _field_names(cls, named[:-1])
+            return f"{message} (from {self.origin(named)})" if known else message
+        dotted = ".".join(keys)
+        if err["type"] == "missing":
+            where = f"the configuration file, {self._variable(keys)} or {self._flag(keys)}"
+            return f"{dotted}: {err['msg']} (set it in {where})"
+        text = f"{dotted}: {err['msg']} (from {self.origin(keys)})"
+        if err["type"] == "unexpected_keyword_argument" and keys:
+            nearest = difflib.get_close_matches(keys[-1], _field_names(cls, keys[:-1]), n=1, cutoff=0.6)
+            if nearest:
+                text += f"; did you mean {'.'.join([*keys[:-1], nearest[0]])}?"
+        return text
+
+
+def _has(doc: dict, keys: list[str]) -> bool:
+    node: Any = doc
+    for key in keys:
+        if not isinstance(node, dict) or key not in node:
+            return False
+        node = node[key]
+    return True
+
+
+def _field_names(cls: type, parents: list[str]) -> list[str]:
+    """The known keys of the section ``parents`` of ``cls``."""
+    for name in parents:
+        hint = typing.get_type_hints(cls).get(name) if dataclasses.is_dataclass(cls) else None
+        if hint is None or not dataclasses.is_dataclass(hint):
+            return []
+        cls = hint
+    return [f.name for f in dataclasses.fields(cls)] if dataclasses.is_dataclass(cls) else []
+
+
+def as_toml(settings: Any) -> str:
+    """Settings as the TOML that would give them: what ``ans config check`` prints."""
+    top, sections = [], []
+    for field in dataclasses.fields(settings):
+        value = getattr(settings, field.name)
+        if dataclasses.is_dataclass(value):
+            sections.append(f"\n[{field.name}]\n" + as_toml(value).rstrip("\n"))
+        else:
+            top.append(f"# {field.name} =   (not set)" if value is None else f"{field.name} = {_toml_value(value)}")
+    return "\n".join(top + sections) + "\n"
 
 
 def _build(cls: type[T], doc: dict) -> T:

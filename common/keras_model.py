@@ -10,6 +10,8 @@ from pathlib import Path
 import keras
 from keras import layers as kl
 
+from .model_files import model_file_problem
+
 
 class ModelError(ValueError):
     """A model that cannot be loaded or split, with the reason."""
@@ -38,10 +40,9 @@ def load_keras_model(path: str | Path):
     """Load a ``.keras`` or ``.h5`` model (a user's, or a bundle's edge model), with a clear error when it
     cannot be. Only the layers registered here may appear beyond Keras' own (``safe_mode``)."""
     path = Path(path)
-    if path.suffix not in (".keras", ".h5"):
-        raise ModelError(f"{path}: expected a Keras model file (.keras or .h5)")
-    if not path.is_file():
-        raise ModelError(f"{path}: no such file")
+    problem = model_file_problem(path)
+    if problem:
+        raise ModelError(problem)
     try:
         return keras.models.load_model(path, compile=False, safe_mode=True)
     except Exception as exc:  # Keras raises many types for a bad file; name the file and the cause

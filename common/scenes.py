@@ -97,6 +97,30 @@ def make_frame(rng: np.random.Generator, size: int = 256, sizes: tuple[float, fl
     return _render(rng, _background(rng, size, size), things), _boxes(things)
 
 
+def make_camera_frame(rng: np.random.Generator, size: int = 256):
+    """A scene as the device sees a camera frame: captured at another aspect ratio (as the demo
+    clip's 320x240), often JPEG-compressed (as MJPG video), with elongated ellipses in the
+    objects' colours as distractors, then stretched to the model's square input. Returns the
+    ``size`` x ``size`` RGB frame and its boxes in its pixels."""
+    w, h = int(rng.integers(size, size * 7 // 5)), int(rng.integers(size * 4 // 5, size * 23 // 20))
+    background = _background(rng, h, w)
+    for _ in range(int(rng.integers(0, 4))):
+        short = rng.uniform(4, 10)
+        long = rng.uniform(3 * short, 50)
+        colour = tuple(int(c) for c in np.clip(np.array(_COLOURS[int(rng.integers(0, 3))]) + rng.normal(0, 20, 3), 0, 255))
+        cv2.ellipse(background, (int(rng.integers(0, w)), int(rng.integers(0, h))), (int(long), int(short)),
+                    float(rng.uniform(0, 180)), 0, 360, colour, -1, cv2.LINE_AA)
+    things = _place(rng, h, w, (28, 70))
+    frame = _render(rng, background, things)
+    if rng.random() < 0.7:
+        quality = int(rng.integers(60, 96))
+        frame = cv2.imdecode(cv2.imencode(".jpg", frame, [cv2.IMWRITE_JPEG_QUALITY, quality])[1], cv2.IMREAD_UNCHANGED)
+    frame = cv2.resize(frame, (size, size), interpolation=cv2.INTER_AREA)
+    boxes = _boxes(things)
+    boxes[:, 1:] *= np.array([size / w, size / h, size / w, size / h], np.float32)
+    return frame, boxes
+
+
 def make_clip(path: str | Path, frames: int = 300, seed: int = 7, width: int = 320, height: int = 240,
               fps: int = 15) -> Path:
     """Write the demo clip (MJPG .avi, BGR as video files are) and its boxes as ``<path>.json``."""

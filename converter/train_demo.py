@@ -10,12 +10,15 @@ and mAP@0.5 on the held-out set at the end, and writes the weights (about 4 MB).
 from __future__ import annotations
 
 import argparse
+import json
 import os
+import tempfile
 import time
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 
 import keras  # noqa: E402
@@ -23,7 +26,7 @@ import tensorflow as tf  # noqa: E402
 
 from common.detect import decode_yolov2, iou  # noqa: E402
 
-from common.scenes import LABELS, make_frame  # noqa: E402
+from common.scenes import LABELS, make_camera_frame, make_clip, make_frame  # noqa: E402
 from .zoo import DEMO_ANCHORS, DEMO_SIZE, demo_model  # noqa: E402
 
 WEIGHTS = Path(__file__).parent / "zoo_weights" / "demo.weights.h5"
@@ -69,8 +72,8 @@ class Scenes(keras.utils.PyDataset):
     def __getitem__(self, k: int):
         rng = np.random.default_rng((self.seed, self.epoch, k))
         images, targets = [], []
-        for _ in range(self.batch_size):
-            img, boxes = make_frame(rng, DEMO_SIZE)
+        for k in range(self.batch_size):  # half plain scenes, half as a camera delivers them
+            img, boxes = (make_frame if k % 2 else make_camera_frame)(rng, DEMO_SIZE)
             images.append(img.astype(np.float32) / 255.0)
             targets.append(encode_targets(boxes))
         return np.stack(images), np.stack(targets)
@@ -116,6 +119,30 @@ def evaluate(model, images: int = 400, seed: int = 12345, conf: float = 0.05) ->
     return {"map50": float(np.mean(list(aps.values()))), "ap50": aps, "images": images}
 
 
+def evaluate_clip(model, frames: int = 300, conf: float = 0.05) -> dict:
+    """mAP@0.5 on the demo clip itself, as the device sees it: the MJPG video decoded, each
+    320x240 frame stretched to the model's input (``INTER_AREA``, as the device's preprocessing)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        clip = make_clip(Path(tmp) / "demo.avi", frames=frames)
+        truth = json.loads(clip.with_suffix(".avi.json").read_text())["boxes"]
+        cap = cv2.VideoCapture(str(clip))
+        images = []
+        while len(images) < frames:
+            ok, frame = cap.read()
+            if not ok:
+                break
+            images.append(cv2.resize(cv2.cvtColor(frame, cv2.COLOR_BGR2RGB), (DEMO_SIZE, DEMO_SIZE),
+                                     interpolation=cv2.INTER_AREA))
+            height, width = frame.shape[:2]
+        cap.release()
+    outputs = model.predict(np.stack(images).astype(np.float32) / 255.0, batch_size=32, verbose=0)
+    detections = [decode_yolov2(o, DEMO_ANCHORS, len(LABELS), conf=conf) for o in outputs]
+    scale = np.array([1, width, height, width, height], np.float32)
+    relative = [np.asarray(t, np.float32).reshape(-1, 5) / scale for t in truth[:len(images)]]
+    aps = {LABELS[c]: average_precision(detections, relative, c) for c in range(len(LABELS))}
+    return {"map50": float(np.mean(list(aps.values()))), "ap50": aps, "images": len(images)}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description="train the demo detector on generated scenes")
     parser.add_argument("--epochs", type=int, default=20)
@@ -123,22 +150,41 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--out", type=Path, default=WEIGHTS)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--start-from", type=Path, help="fine-tune these weights instead of starting afresh")
+    parser.add_argument("--learning-rate", type=float, default=2e-3, help="initial rate of the cosine schedule")
+    parser.add_argument("--evaluate", action="store_true",
+                        help="only print the mAP of --start-from (default: the committed weights)")
     args = parser.parse_args()
     keras.utils.set_random_seed(args.seed)
-    model = demo_model(weights=None)
-    schedule = keras.optimizers.schedules.CosineDecay(2e-3, args.epochs * args.batches, alpha=0.05)
+    if args.evaluate:
+        model = demo_model(weights=args.start_from or WEIGHTS)
+        print(_accuracy(model))
+        return
+    model = demo_model(weights=args.start_from)
+    schedule = keras.optimizers.schedules.CosineDecay(args.learning_rate, args.epochs * args.batches, alpha=0.05)
     model.compile(optimizer=keras.optimizers.Adam(schedule), loss=yolo_loss)
     started = time.monotonic()
     model.fit(Scenes(args.batches, args.batch_size, args.seed), epochs=args.epochs, verbose=2)
     trained = time.monotonic() - started
-    result = evaluate(model)
+    accuracy = _accuracy(model)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     bare = demo_model(weights=None)  # uncompiled: the file holds the model's weights, no optimizer state
     bare.set_weights(model.get_weights())
     bare.save_weights(args.out)
     size = args.out.stat().st_size
     print(f"trained {args.epochs} epochs x {args.batches * args.batch_size} images in {trained / 60:.1f} min; "
-          f"held-out mAP@0.5 {result['map50']:.3f} {result['ap50']}; weights {size / 1e6:.1f} MB -> {args.out}")
+          f"weights {size / 1e6:.1f} MB -> {args.out}")
+    print(accuracy)
+
+
+def _accuracy(model) -> str:
+    held_out, clip = evaluate(model), evaluate_clip(model)
+
+    def line(name: str, result: dict) -> str:
+        per_class = ", ".join(f"{k} {v:.3f}" for k, v in result["ap50"].items())
+        return f"mAP@0.5 {result['map50']:.3f} ({per_class}) on {result['images']} {name}"
+
+    return line("held-out generated scenes", held_out) + "\n" + line("frames of the demo clip", clip)
 
 
 if __name__ == "__main__":

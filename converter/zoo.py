@@ -1,10 +1,10 @@
 """Built-in detectors, built in Keras: the paper's tiny-YOLOv2.
 
-No weights can be downloaded here, so the zoo builds the architecture with seeded
-weights and calibrated batch-norm statistics: enough for the split contexts (which only
-depend on shapes), for timing, and for checking that every split computes the same as
-the whole model. A model that detects for real is trained by the repository (``demo``,
-a later step of the converter issue).
+The zoo ships no downloaded weights: it builds the architecture with seeded weights and
+calibrated batch-norm statistics, enough for the split contexts (which only depend on
+shapes), for timing, and for checking that every split computes the same as the whole
+model. The one model that detects for real, ``demo``, is trained by ``converter.train_demo``
+on generated scenes and its weights ship with ANS.
 """
 
 from __future__ import annotations

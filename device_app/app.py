@@ -82,7 +82,7 @@ def run_device(settings: DeviceSettings, stop: threading.Event | None = None, li
         if settings.video_out:
             from .annotate import AnnotatedVideo
 
-            video = AnnotatedVideo(settings.video_out, device.bundle.manifest.model.decoding.labels)
+            video = AnnotatedVideo(settings.video_out, device.bundle.manifest.model.decoding.labels, device.device_only)
             stack.callback(video.close)
             sinks.append(video.write)
         if live:

@@ -249,7 +249,7 @@ class Device:
             fallback, answered_by, timing = split != self.device_only, None, {}
         record = {"frame": frame_id, "split": split, "fallback": fallback, "delay_s": time.monotonic() - start,
                   "detections": detections, "objects": objects(detections, self.labels, frame.shape[1], frame.shape[0]),
-                  "edge": answered_by, "timing": timing}
+                  "edge": answered_by, "edge_online": bool(self.edges), "timing": timing}
         self.stats.record(record, explored=best is not None and split != best)
         return record
 

@@ -27,7 +27,9 @@ class MqttSettings:
     username: str | None = None
     """User name for brokers with authentication (the production config expects the device or edge id)."""
     password_file: str | None = None
-    """File holding the password (kept out of the config file; readable by the service user only)."""
+    """File holding the password, kept out of the config file. Under the shipped systemd units this
+    is set for you to the credential systemd passes in (a copy of /etc/ans/<role>.password, which
+    stays root's, mode 600): the service user never reads /etc/ans directly."""
     prefix: str = "ans"
     """Topic prefix: every topic lives under <prefix>/v1/."""
     ca_file: str | None = None

@@ -74,3 +74,42 @@ def test_the_configuration_reference_in_the_docs_is_current():
     text = (Path(__file__).resolve().parents[1] / "docs" / "configuration.md").read_text()
     assert reference(DeviceSettings) in text and reference(EdgeSettings) in text, \
         "docs/configuration.md is stale: paste in `ans config reference device|edge`"
+
+
+def test_errors_name_where_the_value_came_from_and_the_nearest_key(tmp_path):
+    path = tmp_path / "device.toml"
+    path.write_text("bundle = '/b'\ndeadline_ms = 'soon'\n[mqtt]\nbrokr = 'mqtt://hub'\n")
+    with pytest.raises(ConfigError) as raised:
+        load_settings(DeviceSettings, path, "ANS_DEVICE_", {"codec": "float32"},
+                      environ={"ANS_DEVICE_STATS_INTERVAL": "3"})
+    text = str(raised.value)
+    assert f"deadline_ms: Input should be a valid number, unable to parse string as a number (from {path})" in text
+    assert f"mqtt.brokr: Unexpected keyword argument (from {path}); did you mean mqtt.broker?" in text
+    assert "stats_interval: Unexpected keyword argument (from ANS_DEVICE_STATS_INTERVAL); " \
+           "did you mean stats_interval_s?" in text
+    with pytest.raises(ConfigError, match=r"^deadline_ms must be positive \(from --deadline-ms\)$"):
+        load_settings(DeviceSettings, None, "ANS_DEVICE_",
+                      {"bundle": "b", "deadline_ms": -1}, environ={})
+    with pytest.raises(ConfigError, match=r"^mqtt.broker: .* \(from --broker\)$"):
+        load_settings(DeviceSettings, None, "ANS_DEVICE_", {"bundle": "b", "mqtt": {"broker": 5}}, environ={},
+                      flag_names={"mqtt.broker": "--broker"})
+    with pytest.raises(ConfigError, match=r"bundle: Field required \(set it in the configuration file, "
+                                          r"ANS_EDGE_BUNDLE or --bundle\)"):
+        load_settings(EdgeSettings, None, "ANS_EDGE_", {}, environ={})
+
+
+def test_config_check_prints_the_settings_as_toml_that_loads_back(tmp_path):
+    import tomllib
+
+    from .running import ANS, ENV
+
+    path = tmp_path / "edge.toml"
+    path.write_text("bundle = '/b'\nmax_batch = 4\n[mqtt]\nbroker = 'mqtt://hub:1883'\n")
+    out = subprocess.run(ANS + ["config", "check", "edge", str(path)], capture_output=True, text=True, env=ENV)
+    assert out.returncode == 0, out.stderr
+    assert "EdgeSettings(" not in out.stdout  # no Python repr
+    again = tmp_path / "again.toml"
+    again.write_text(out.stdout)
+    assert tomllib.loads(out.stdout)["mqtt"]["broker"] == "mqtt://hub:1883"
+    assert load_settings(EdgeSettings, again, "ANS_EDGE_", environ={}) == load_settings(EdgeSettings, path,
+                                                                                        "ANS_EDGE_", environ={})

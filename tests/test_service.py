@@ -143,6 +143,23 @@ def test_a_missing_input_is_one_line_before_tensorflow_starts(args, message):
     assert proc.stderr.strip().splitlines() == [f"ans {args[0]}: error: {message}"]
 
 
+def test_a_corrupt_model_file_is_named_as_corrupt_before_tensorflow_starts(tmp_path):
+    import zipfile
+
+    (tmp_path / "junk.keras").write_bytes(b"\x00garbage" * 100)
+    with zipfile.ZipFile(tmp_path / "other.keras", "w") as archive:
+        archive.writestr("readme.txt", "not a model")
+    (tmp_path / "junk.h5").write_bytes(b"PK\x03\x04 not hdf5")
+    for name, message in [("junk.keras", "not a .keras archive (corrupt or truncated"),
+                          ("other.keras", "a zip without config.json, not a .keras model"),
+                          ("junk.h5", "not an HDF5 file")]:
+        proc = subprocess.run(ANS + ["convert", "--model", str(tmp_path / name), "--out", str(tmp_path / "b")],
+                              capture_output=True, text=True, timeout=120, env=ENV)
+        assert proc.returncode == 2
+        lines = proc.stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith(f"ans convert: error: {tmp_path / name}: {message}"), lines
+
+
 def test_a_missing_video_is_refused_before_calibrating_or_connecting(demo_bundle, tmp_path):
     state = tmp_path / "state"
     proc = subprocess.run(ANS + ["device", "--bundle", str(demo_bundle / "bundle"), "--source", "/no/clip.avi",
