@@ -99,18 +99,29 @@ def make_frame(rng: np.random.Generator, size: int = 256, sizes: tuple[float, fl
 
 def make_camera_frame(rng: np.random.Generator, size: int = 256):
     """A scene as the device sees a camera frame: captured at another aspect ratio (as the demo
-    clip's 320x240), often JPEG-compressed (as MJPG video), with elongated ellipses in the
-    objects' colours as distractors, then stretched to the model's square input. Returns the
-    ``size`` x ``size`` RGB frame and its boxes in its pixels."""
+    clip's 320x240), often JPEG-compressed (as MJPG video), objects that may pass in front of one
+    another (as they do in the clip), and distractors in the objects' colours (blue and green
+    blobs of any shape, elongated red ones: none is a disc, a square or a triangle), then
+    stretched to the model's square input. Returns the ``size`` x ``size`` RGB frame and its
+    boxes in its pixels (an occluded object keeps its whole box, as in the clip's ground truth)."""
     w, h = int(rng.integers(size, size * 7 // 5)), int(rng.integers(size * 4 // 5, size * 23 // 20))
     background = _background(rng, h, w)
-    for _ in range(int(rng.integers(0, 4))):
-        short = rng.uniform(4, 10)
-        long = rng.uniform(3 * short, 50)
-        colour = tuple(int(c) for c in np.clip(np.array(_COLOURS[int(rng.integers(0, 3))]) + rng.normal(0, 20, 3), 0, 255))
-        cv2.ellipse(background, (int(rng.integers(0, w)), int(rng.integers(0, h))), (int(long), int(short)),
+    for _ in range(int(rng.integers(0, 5))):
+        cls = int(rng.integers(0, 3))
+        a = rng.uniform(6, 45)
+        b = a / rng.uniform(2.5, 6) if cls == 0 else rng.uniform(6, 45)
+        colour = tuple(int(c) for c in np.clip(np.array(_COLOURS[cls]) + rng.normal(0, 25, 3), 0, 255))
+        cv2.ellipse(background, (int(rng.integers(0, w)), int(rng.integers(0, h))), (int(a), int(b)),
                     float(rng.uniform(0, 180)), 0, 360, colour, -1, cv2.LINE_AA)
     things = _place(rng, h, w, (28, 70))
+    if things and rng.random() < 0.4:  # one more object, partly in front of or behind another
+        other = things[int(rng.integers(0, len(things)))]
+        size_new = float(rng.uniform(28, 70))
+        shift = rng.uniform(0.45, 0.85) * (other.size + size_new) / 2 * np.sign(rng.uniform(-1, 1, 2))
+        x = float(np.clip(other.x + shift[0], size_new / 2, w - size_new / 2))
+        y = float(np.clip(other.y + shift[1], size_new / 2, h - size_new / 2))
+        cls = (other.cls + int(rng.integers(1, len(LABELS)))) % len(LABELS)  # same colour would merge into one
+        things.insert(int(rng.integers(0, len(things) + 1)), Thing(cls, x, y, size_new))
     frame = _render(rng, background, things)
     if rng.random() < 0.7:
         quality = int(rng.integers(60, 96))
