@@ -1,4 +1,4 @@
-"""Detections drawn on the frames, written to a video file (OpenCV; optional on the device)."""
+"""Detections drawn on the frames, for a video file and for snapshots (OpenCV; optional on the device)."""
 
 from __future__ import annotations
 
@@ -29,28 +29,19 @@ def _label(cv2, image: np.ndarray, text: str, x: int, y: int, background: tuple,
     cv2.putText(image, text, (x + 2, top + th + 1), _FONT, scale, ink, 1, cv2.LINE_AA)
 
 
-class AnnotatedVideo:
-    """Opens the writer on the first frame (its size is the frame's); boxes are relative (0..1).
+class Overlay:
+    """Draws a frame's objects (label and score on a filled tag) and a status bar: frame number,
+    frames per second, where the frame was cut ("device" for the device-only split), the delay,
+    and whether an edge was online. Boxes are relative (0..1)."""
 
-    Each frame shows its objects (label and score on a filled tag) and a status bar: frame
-    number, frames per second, where the frame was cut ("device" for the device-only split),
-    the delay, and whether an edge was online."""
-
-    def __init__(self, path: str | Path, labels: list[str] | None = None, device_only: int | None = None,
-                 fps: float = 15.0):
-        self.path, self.labels, self.device_only, self.fps = Path(path), labels or [], device_only, fps
-        self.writer = None
+    def __init__(self, labels: list[str] | None = None, device_only: int | None = None):
+        self.labels, self.device_only = labels or [], device_only
         self.times: deque = deque(maxlen=30)
 
-    def write(self, frame: np.ndarray, record: dict) -> None:
+    def draw(self, frame: np.ndarray, record: dict) -> np.ndarray:
+        """The RGB ``frame`` annotated, as a new BGR image (what OpenCV writes)."""
         import cv2
 
-        if self.writer is None:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            fourcc = cv2.VideoWriter_fourcc(*("mp4v" if self.path.suffix == ".mp4" else "MJPG"))
-            self.writer = cv2.VideoWriter(str(self.path), fourcc, self.fps, (frame.shape[1], frame.shape[0]))
-            if not self.writer.isOpened():
-                raise OSError(f"{self.path}: cannot open a video writer")
         self.times.append(time.monotonic())
         image = cv2.cvtColor(frame, cv2.COLOR_RGB2BGR)
         h, w = image.shape[:2]
@@ -60,7 +51,7 @@ class AnnotatedVideo:
             name = self.labels[int(cls)] if 0 <= int(cls) < len(self.labels) else str(int(cls))
             _label(cv2, image, f"{name} {score:.2f}", int(x1 * w) - 1, int(y1 * h), colour)
         _label(cv2, image, self.status(record), 0, h, (32, 32, 32))
-        self.writer.write(image)
+        return image
 
     def status(self, record: dict) -> str:
         """The status bar's text for one frame."""
@@ -75,6 +66,49 @@ class AnnotatedVideo:
         edge = "edge online" if record.get("edge_online", record["edge"] is not None) else "edge offline"
         return f"#{record['frame']}  {fps}  {where}  {record['delay_s'] * 1e3:.0f} ms  {edge}"
 
+
+class AnnotatedVideo:
+    """Annotated frames to a video file; opens the writer on the first frame (its size is the frame's)."""
+
+    def __init__(self, path: str | Path, overlay: Overlay, fps: float = 15.0):
+        self.path, self.overlay, self.fps = Path(path), overlay, fps
+        self.writer = None
+
+    def write(self, frame: np.ndarray, record: dict) -> None:
+        import cv2
+
+        if self.writer is None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            fourcc = cv2.VideoWriter_fourcc(*("mp4v" if self.path.suffix == ".mp4" else "MJPG"))
+            self.writer = cv2.VideoWriter(str(self.path), fourcc, self.fps, (frame.shape[1], frame.shape[0]))
+            if not self.writer.isOpened():
+                raise OSError(f"{self.path}: cannot open a video writer")
+        self.writer.write(self.overlay.draw(frame, record))
+
     def close(self) -> None:
         if self.writer is not None:
             self.writer.release()
+
+
+class Snapshots:
+    """The latest annotated frame as a JPEG, handed to ``publish`` at most every ``interval_s``
+    (a Home Assistant camera refreshes from it; a video stream would flood the broker)."""
+
+    def __init__(self, publish, overlay: Overlay, interval_s: float, quality: int = 80):
+        try:
+            import cv2  # noqa: F401
+        except ImportError:
+            raise ValueError("snapshot_interval_s needs OpenCV: pip install opencv-python-headless") from None
+        self.publish, self.overlay, self.interval_s, self.quality = publish, overlay, interval_s, quality
+        self.last = -float("inf")
+
+    def __call__(self, frame: np.ndarray, record: dict) -> None:
+        import cv2
+
+        now = time.monotonic()
+        if now - self.last < self.interval_s:
+            return
+        self.last = now
+        ok, jpeg = cv2.imencode(".jpg", self.overlay.draw(frame, record), [cv2.IMWRITE_JPEG_QUALITY, self.quality])
+        if ok:
+            self.publish(jpeg.tobytes())

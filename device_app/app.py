@@ -80,11 +80,16 @@ def run_device(settings: DeviceSettings, stop: threading.Event | None = None, li
             out = stack.enter_context(open(settings.results_out, "w", encoding="utf-8"))
             sinks.append(lambda frame, record: (out.write(json.dumps(record) + "\n"), out.flush()))
         if settings.video_out:
-            from .annotate import AnnotatedVideo
+            from .annotate import AnnotatedVideo, Overlay
 
-            video = AnnotatedVideo(settings.video_out, device.bundle.manifest.model.decoding.labels, device.device_only)
+            video = AnnotatedVideo(settings.video_out, Overlay(device.labels, device.device_only))
             stack.callback(video.close)
             sinks.append(video.write)
+        if settings.snapshot_interval_s > 0:
+            from .annotate import Overlay, Snapshots
+
+            sinks.append(Snapshots(device.publish_snapshot, Overlay(device.labels, device.device_only),
+                                   settings.snapshot_interval_s))
         if live:
             line = LiveLine(settings.frames)
             stack.callback(line.close)

@@ -128,7 +128,7 @@ class Device:
         client.publish(self.topics.device_status(self.settings.id), b"online", qos=1, retain=True)
         if self.settings.home_assistant:
             announce(client, "device", self.settings.id, self.topics, self.settings.stats_interval_s,
-                     self.settings.discovery_prefix, self.labels)
+                     self.settings.discovery_prefix, self.labels, snapshot=self.settings.snapshot_interval_s > 0)
         self._last_counts = None  # the broker may have lost the retained counts: say them again
         self.connected.set()
 
@@ -302,7 +302,10 @@ class Device:
             go_offline(self.client, self.topics.device_status(self.settings.id))
         return done
 
-    def _publish(self, topic: str, payload: str, retain: bool = False) -> None:
+    def publish_snapshot(self, jpeg: bytes) -> None:
+        self._publish(self.topics.snapshot(self.settings.id), jpeg, retain=True)
+
+    def _publish(self, topic: str, payload: str | bytes, retain: bool = False) -> None:
         """QoS 1: paho keeps up to 100 messages through an outage (and sends them on reconnect);
         beyond that they are counted (``totals.unpublished`` in the stats) and said once per
         outage, not dropped in silence."""

@@ -49,6 +49,10 @@ class DeviceSettings:
     """Also write one JSON line per frame to this file."""
     video_out: str | None = None
     """Also write the frames, with their detections drawn, to this video file (needs OpenCV)."""
+    snapshot_interval_s: float = 0.0
+    """Publish the latest frame, detections drawn, as a JPEG (retained) on the device's snapshot topic
+    at most this often, for a Home Assistant camera entity; 0: never (frames stay on the device).
+    Needs OpenCV."""
     home_assistant: bool = False
     """Publish Home Assistant MQTT discovery so this device's sensors (stats, and per label an object count
     and an "object present" binary sensor) appear there by themselves."""
@@ -68,6 +72,8 @@ class DeviceSettings:
                 problems.append(f"{name} must be positive")
         if self.emulate_slowdown < 1:
             problems.append("emulate_slowdown must be at least 1")
+        if self.snapshot_interval_s < 0:
+            problems.append("snapshot_interval_s must not be negative")
         if self.connect_timeout_s < 0:
             problems.append("connect_timeout_s must not be negative")
         if self.frames is not None and self.frames < 0:

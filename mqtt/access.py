@@ -71,7 +71,7 @@ def own_role(kind: str, name: str, prefix: str = "ans", discovery_prefix: str = 
     discovery = f"{discovery_prefix}/+/ans_{name}/#"
     if kind == "device":
         acls = _writes(t.request(name), t.device_status(name), t.device_stats(name), t.detections(name),
-                       t.objects(name), discovery) \
+                       t.objects(name), t.snapshot(name), discovery) \
             + _reads(t.result(name))
     elif kind == "edge":
         acls = _writes(t.edge_status(name), t.edge_stats(name), discovery)

@@ -21,18 +21,18 @@ SENSORS = {
 
 
 def announce(client, kind: str, name: str, topics, stats_interval_s: float, prefix: str = PREFIX,
-             labels: list[str] = ()) -> None:
+             labels: list[str] = (), snapshot: bool = False) -> None:
     """Publish (retained) the discovery configs of a device's or an edge's sensors."""
-    for topic, payload in discovery_messages(kind, name, topics, stats_interval_s, prefix, labels):
+    for topic, payload in discovery_messages(kind, name, topics, stats_interval_s, prefix, labels, snapshot):
         client.publish(topic, payload, qos=1, retain=True)
 
 
 def discovery_messages(kind: str, name: str, topics, stats_interval_s: float, prefix: str = PREFIX,
-                       labels: list[str] = ()) -> list[tuple[str, bytes]]:
+                       labels: list[str] = (), snapshot: bool = False) -> list[tuple[str, bytes]]:
     """(topic, payload) per entity; publish them retained. Every entity is available while the
     client's status topic says ``online``. A device also gets, per label of its detector, an
     object count and an "object present" binary sensor (Frigate's shape), read from its retained
-    objects topic."""
+    objects topic, and with ``snapshot`` a camera showing its latest annotated frame."""
     stats, status = ((topics.device_stats(name), topics.device_status(name)) if kind == "device"
                      else (topics.edge_stats(name), topics.edge_status(name)))
     node = f"ans_{name}"
@@ -56,6 +56,9 @@ def discovery_messages(kind: str, name: str, topics, stats_interval_s: float, pr
                    "payload_on": "ON", "payload_off": "OFF", "device_class": "occupancy", **common}
         messages.append((f"{prefix}/sensor/{node}/{key}_count/config", json.dumps(count).encode()))
         messages.append((f"{prefix}/binary_sensor/{node}/{key}_present/config", json.dumps(present).encode()))
+    if snapshot and kind == "device":
+        camera = {"name": "Snapshot", "unique_id": f"{node}_snapshot", "topic": topics.snapshot(name), **common}
+        messages.append((f"{prefix}/camera/{node}/snapshot/config", json.dumps(camera).encode()))
     return messages
 
 

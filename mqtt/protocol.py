@@ -185,6 +185,10 @@ class Topics:
         """Objects per label in the device's latest frame (JSON, retained, published on change)."""
         return f"{self._base()}/device/{_name(device)}/objects"
 
+    def snapshot(self, device: str) -> str:
+        """The device's latest frame with its detections drawn (JPEG, retained, rate-limited; opt-in)."""
+        return f"{self._base()}/device/{_name(device)}/snapshot"
+
     def device_stats(self, device: str) -> str:
         return f"{self._base()}/device/{_name(device)}/stats"
 

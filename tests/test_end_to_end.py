@@ -82,7 +82,7 @@ def test_a_broker_restart_is_survived_and_stats_are_published(demo_bundle, tmp_p
     has answered again after the restart."""
     tmp = demo_bundle
     env = {**ENV, "ANS_DEVICE_STATS_INTERVAL_S": "0.5", "ANS_DEVICE_HOME_ASSISTANT": "true",
-           "ANS_EDGE_STATS_INTERVAL_S": "0.5"}
+           "ANS_DEVICE_SNAPSHOT_INTERVAL_S": "0.5", "ANS_EDGE_STATS_INTERVAL_S": "0.5"}
     with started(dev_config(), tmp_path) as broker:
         edge = start_edge(tmp, broker.port, env=env)
         monitor = Recorder(broker.port, "ans/v1/#", "homeassistant/#")
@@ -132,6 +132,9 @@ def test_a_broker_restart_is_survived_and_stats_are_published(demo_bundle, tmp_p
     tallies = [json.loads(p) for t, p, _ in before + after if t == "ans/v1/device/cam-r/objects"]
     assert tallies and all(set(c) == {"disc", "square", "triangle"} for c in tallies)
     assert len(tallies) < len(got)  # on change (and after each reconnect), not every frame
+    camera = discovery["homeassistant/camera/ans_cam-r/snapshot/config"]
+    snapshots = [p for t, p, retain in before + after if t == camera["topic"]]
+    assert snapshots and len(snapshots) < len(got) and all(p[:2] == b"\xff\xd8" for p in snapshots)  # JPEGs
 
 
 def test_requests_over_the_brokers_packet_limit_are_never_sent(demo_bundle, tmp_path):
