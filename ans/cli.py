@@ -97,6 +97,9 @@ def cmd_convert(args: argparse.Namespace) -> int:
             raise ValueError(f"{path}: no such file")
     # TensorFlow lives on the converting machine only: imported here, never by the device core.
     try:
+        from ans.quiet_tensorflow import import_tensorflow
+
+        import_tensorflow()
         from converter.cli import convert_command
     except ImportError as exc:
         raise ValueError(f"ans convert needs TensorFlow and pydantic ({exc}); "
@@ -134,8 +137,11 @@ def cmd_edge(args: argparse.Namespace) -> int:
     settings = _settings(EdgeSettings, args, "ANS_EDGE_", {"bundle": args.bundle, "id": args.id})
     from common.bundle import read_manifest
 
-    read_manifest(settings.bundle)  # a missing or broken bundle is one line, before TensorFlow's start-up noise
+    read_manifest(settings.bundle)  # a missing or broken bundle is one line, before TensorFlow starts
     try:
+        from ans.quiet_tensorflow import import_tensorflow
+
+        import_tensorflow()
         from edge_app.server import EdgeServer
     except ImportError as exc:
         raise ValueError(f"ans edge needs TensorFlow and paho-mqtt ({exc}); pip install '.[edge]'") from None

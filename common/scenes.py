@@ -53,7 +53,10 @@ def _background(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
 
 
 def _draw(canvas: np.ndarray, thing: Thing, rng: np.random.Generator) -> None:
-    colour = tuple(int(c) for c in np.clip(np.array(_COLOURS[thing.cls]) + rng.normal(0, 12, 3), 0, 255))
+    _paint(canvas, thing, tuple(int(c) for c in np.clip(np.array(_COLOURS[thing.cls]) + rng.normal(0, 12, 3), 0, 255)))
+
+
+def _paint(canvas: np.ndarray, thing: Thing, colour) -> None:
     x1, y1, x2, y2 = (int(round(v)) for v in thing.box())
     if thing.cls == 0:
         cv2.circle(canvas, (int(round(thing.x)), int(round(thing.y))), int(round(thing.size / 2)), colour, -1,
@@ -86,6 +89,22 @@ def _render(rng: np.random.Generator, background: np.ndarray, things: list[Thing
     return np.clip(frame + noise, 0, 255).astype(np.uint8)
 
 
+def _visible(things: list[Thing], h: int, w: int) -> list[float]:
+    """The share of each object's pixels that the objects drawn after it leave visible."""
+    masks = []
+    for t in things:
+        mask = np.zeros((h, w), np.uint8)
+        _paint(mask, t, 1)
+        masks.append(mask.astype(bool))
+    shares = []
+    for k, mask in enumerate(masks):
+        cover = np.zeros((h, w), bool)
+        for later in masks[k + 1:]:
+            cover |= later
+        shares.append(round(float((mask & ~cover).sum() / max(mask.sum(), 1)), 3))
+    return shares
+
+
 def _boxes(things: list[Thing]) -> np.ndarray:
     """(n, 5) rows of class, x1, y1, x2, y2 in pixels."""
     return np.array([[t.cls, *t.box()] for t in things], np.float32).reshape(-1, 5)
@@ -100,8 +119,9 @@ def make_frame(rng: np.random.Generator, size: int = 256, sizes: tuple[float, fl
 def make_camera_frame(rng: np.random.Generator, size: int = 256):
     """A scene as the device sees a camera frame: captured at another aspect ratio (as the demo
     clip's 320x240), often JPEG-compressed (as MJPG video), objects that may pass in front of one
-    another (as they do in the clip), and distractors in the objects' colours (blue and green
-    blobs of any shape, elongated red ones: none is a disc, a square or a triangle), then
+    another (as they do in the clip) or sit on a blob of nearly their colour, and distractors in
+    the objects' colours (blue and green blobs of any shape, elongated red ones: none is a disc,
+    a square or a triangle), then
     stretched to the model's square input. Returns the ``size`` x ``size`` RGB frame and its
     boxes in its pixels (an occluded object keeps its whole box, as in the clip's ground truth)."""
     w, h = int(rng.integers(size, size * 7 // 5)), int(rng.integers(size * 4 // 5, size * 23 // 20))
@@ -114,6 +134,12 @@ def make_camera_frame(rng: np.random.Generator, size: int = 256):
         cv2.ellipse(background, (int(rng.integers(0, w)), int(rng.integers(0, h))), (int(a), int(b)),
                     float(rng.uniform(0, 180)), 0, 360, colour, -1, cv2.LINE_AA)
     things = _place(rng, h, w, (28, 70))
+    for t in things:  # now and then an object sits on a blob of nearly its own colour: low contrast
+        if rng.random() < 0.25:
+            colour = tuple(int(c) for c in np.clip(np.array(_COLOURS[t.cls]) + rng.normal(0, 40, 3), 0, 255))
+            axes = (int(t.size * rng.uniform(0.6, 1.5)), int(t.size * rng.uniform(0.6, 1.5)))
+            centre = (int(t.x + rng.uniform(-0.5, 0.5) * t.size), int(t.y + rng.uniform(-0.5, 0.5) * t.size))
+            cv2.ellipse(background, centre, axes, float(rng.uniform(0, 180)), 0, 360, colour, -1, cv2.LINE_AA)
     if things and rng.random() < 0.4:  # one more object, partly in front of or behind another
         other = things[int(rng.integers(0, len(things)))]
         size_new = float(rng.uniform(28, 70))
@@ -134,7 +160,10 @@ def make_camera_frame(rng: np.random.Generator, size: int = 256):
 
 def make_clip(path: str | Path, frames: int = 300, seed: int = 7, width: int = 320, height: int = 240,
               fps: int = 15) -> Path:
-    """Write the demo clip (MJPG .avi, BGR as video files are) and its boxes as ``<path>.json``."""
+    """Write the demo clip (MJPG .avi, BGR as video files are) and its ground truth as ``<path>.json``:
+    per frame the boxes (class, x1, y1, x2, y2 in pixels) and the share of each object left visible
+    by those passing in front of it (evaluations treat objects less than half visible as VOC's
+    "difficult": neither found nor missed)."""
     path = Path(path)
     rng = np.random.default_rng(seed)
     background = _background(rng, height, width)
@@ -144,7 +173,7 @@ def make_clip(path: str | Path, frames: int = 300, seed: int = 7, width: int = 3
     writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), fps, (width, height))
     if not writer.isOpened():
         raise OSError(f"{path}: cannot open a video writer")
-    truth = []
+    truth, visible = [], []
     try:
         for k in range(frames):
             if k and k % 100 == 0:  # a scene cut now and then: a new background and new objects
@@ -155,6 +184,7 @@ def make_clip(path: str | Path, frames: int = 300, seed: int = 7, width: int = 3
             frame = _render(rng, background, things)
             writer.write(cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
             truth.append(_boxes(things).tolist())
+            visible.append(_visible(things, height, width))
             for t in things:
                 t.x += t.vx
                 t.y += t.vy
@@ -167,5 +197,6 @@ def make_clip(path: str | Path, frames: int = 300, seed: int = 7, width: int = 3
                     t.y = min(max(t.y, h), height - h)
     finally:
         writer.release()
-    path.with_suffix(path.suffix + ".json").write_text(json.dumps({"labels": LABELS, "boxes": truth}))
+    path.with_suffix(path.suffix + ".json").write_text(json.dumps({"labels": LABELS, "boxes": truth,
+                                                                   "visible": visible}))
     return path

@@ -139,11 +139,11 @@ def plot_runs(path: Path, profile: str, scenario: str, runs: dict) -> None:
 
     fig, axes = plt.subplots(1, 3, figsize=(17, 4.6))
     ax_regret, ax_split, ax_cdf = axes
-    for pol, rows in runs.items():
-        if pol == "oracle":
-            continue
-        cum = np.mean([np.cumsum(d - o) for _, _, d, o, _ in rows], axis=0)
-        ax_regret.plot(cum, label=pol)
+    others = [pol for pol in runs if pol != "oracle"]
+    colour = {"oracle": "black", **{pol: f"C{k % 10}" for k, pol in enumerate(others)}}  # one per policy, every panel
+    for pol in others:
+        cum = np.mean([np.cumsum(d - o) for _, _, d, o, _ in runs[pol]], axis=0)
+        ax_regret.plot(cum, label=pol, color=colour[pol])
     ax_regret.set(title="cumulative regret (mean over seeds)", xlabel="frame", ylabel="s", yscale="symlog")
     ax_regret.legend(fontsize=8)
 
@@ -152,13 +152,13 @@ def plot_runs(path: Path, profile: str, scenario: str, runs: dict) -> None:
         ax_split.plot(seed0["oracle"][4], color="black", lw=2.5, label="oracle", zorder=1)
     for pol in SPLIT_PANEL_POLICIES:
         if pol in seed0:
-            ax_split.plot(seed0[pol][4], ".", ms=1.5, label=pol, zorder=2)
+            ax_split.plot(seed0[pol][4], ".", ms=1.5, label=pol, zorder=2, color=colour[pol])
     ax_split.set(title="chosen split (seed 0)", xlabel="frame", ylabel="split index")
     ax_split.legend(fontsize=8, markerscale=6)
 
     for pol, rows in runs.items():
         d = np.sort(np.concatenate([r[2] for r in rows])) * 1e3
-        ax_cdf.plot(d, np.linspace(0, 1, d.size), label=pol)
+        ax_cdf.plot(d, np.linspace(0, 1, d.size), label=pol, color=colour[pol])
     ax_cdf.set(title="delay CDF (all seeds)", xlabel="end-to-end delay (ms)", ylabel="fraction of frames", xscale="log")
     ax_cdf.legend(fontsize=8)
     fig.suptitle(f"{profile} — {scenario}")
