@@ -30,12 +30,12 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         from dataclasses import replace
 
         from common.bundle import Bundle
-        from common.tflite import HeadRunner
+        from common.tflite import SegmentRunner
         from device_app.heads import calibrate
 
         folder = Path(args.profile)
         bundle = Bundle(folder if folder.is_dir() else folder.parent)
-        profile = replace(profile, front_delay_s=calibrate(HeadRunner(bundle), log=lambda *_: None))
+        profile = replace(profile, front_delay_s=calibrate(SegmentRunner(bundle), log=lambda *_: None))
     trace = _trace(args.trace, args.frames)
     world = build_world(profile, trace, args.frames, args.seed, args.noise, args.key_frame_prob,
                         args.edge_rate, args.layer_overhead_ms * 1e-3)

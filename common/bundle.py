@@ -3,6 +3,11 @@ every split. One schema (these dataclasses) and one reader (``read_manifest``): 
 writes what the same code reads on the device and the edge. Standard library only, so a board
 or an Android app reads it without pydantic.
 
+The device's side of a bundle is the model cut into consecutive TFLite *segments* between the
+cut points (segment k computes cut k from cut k-1; the last one the model's outputs), so every
+weight is stored once: split p's head is segments 1..p, and a frame the edge did not answer is
+finished from the cut tensor the device already has with segments p+1..end.
+
 Versioned (``schema_version``) and strict: unknown keys, missing keys and wrong types are
 refused with the entry at fault, so a typo or a manifest from a newer converter fails loudly
 instead of being half-understood.
@@ -18,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal, Union, get_args, get_origin, get_type_hints
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 MANIFEST = "manifest.json"
 
 
@@ -87,13 +92,33 @@ class FileRef:
 
 
 @dataclass(frozen=True)
+class Segment:
+    index: int
+    """1, 2, ...: segment k computes cut k from cut k-1 (segment 1 from the input)."""
+    file: FileRef
+    """The segment as a TFLite model (batch 1, float32 in and out)."""
+    input: TensorInfo
+    """What it reads: the model input (segment 1) or the previous segment's output."""
+    outputs: list[TensorInfo]
+    """What it computes: the next cut tensor, or for the last segment the model's outputs in the
+    manifest's order."""
+    output_order: list[int]
+    """For each entry of ``outputs``, its position among the interpreter's output tensors (TFLite
+    may order a model's outputs differently)."""
+    precision: Literal["float32", "int8"] = "float32"
+    """Weights and arithmetic inside the segment; its input and output are float32 either way."""
+
+    def __post_init__(self) -> None:
+        if sorted(self.output_order) != list(range(len(self.outputs))):
+            raise ValueError("output_order must be a permutation of the outputs' positions")
+
+
+@dataclass(frozen=True)
 class Split:
     index: int
-    """0 = send the input, last = everything on the device."""
+    """0 = send the input, last = everything on the device. The device runs segments 1..index."""
     cut: str | None
     """Layer whose output is sent; None for device-only."""
-    head: FileRef | None
-    """TFLite model computing the cut tensor from the input; None for index 0."""
     tail: FileRef | None
     """Keras model the edge builds the rest from, starting at ``cut``; None for device-only."""
     cut_shape: list[int]
@@ -120,16 +145,35 @@ class Split:
 @dataclass(frozen=True)
 class Manifest:
     model: ModelInfo
-    whole_model: FileRef
-    """The whole model as one TFLite file, for pure on-device runs."""
+    segments: list[Segment]
+    """The model cut at every split, in order: one fewer than the splits."""
     splits: list[Split]
     converter: dict[str, str] = field(default_factory=dict)
     """Versions of the tools that made the bundle."""
-    schema_version: Literal[1] = SCHEMA_VERSION
+    schema_version: Literal[2] = SCHEMA_VERSION
 
     def __post_init__(self) -> None:
         if [s.index for s in self.splits] != list(range(len(self.splits))) or len(self.splits) < 2:
             raise ValueError("splits must be numbered 0, 1, 2, ... in order, at least two")
+        if [s.index for s in self.segments] != list(range(1, len(self.splits))):
+            raise ValueError(f"segments must be numbered 1 to {len(self.splits) - 1}, one per split but the first")
+        # The segments chain: each reads what the one before computes, the first the input, the
+        # last computes the outputs; each split sends what its last segment computes.
+        wanted = self.model.input
+        for segment in self.segments:
+            if segment.input.shape != wanted.shape:
+                raise ValueError(f"segments[{segment.index - 1}] ({segment.file.path}) reads {segment.input.shape}, "
+                                 f"but what comes before it is {wanted.shape}: the segments do not chain")
+            if segment.index < len(self.segments):
+                if len(segment.outputs) != 1:
+                    raise ValueError(f"segments[{segment.index - 1}] ({segment.file.path}) must compute one tensor")
+                wanted = segment.outputs[0]
+                if self.splits[segment.index].cut_shape != wanted.shape:
+                    raise ValueError(f"splits[{segment.index}] sends {self.splits[segment.index].cut_shape}, but "
+                                     f"{segment.file.path} computes {wanted.shape}")
+        last = self.segments[-1]
+        if [o.shape for o in last.outputs] != [o.shape for o in self.model.outputs]:
+            raise ValueError(f"the last segment ({last.file.path}) does not compute the model's outputs")
 
     @property
     def device_only(self) -> int:
@@ -142,6 +186,10 @@ class Manifest:
 
 def parse_manifest(doc: object, where: str = MANIFEST) -> Manifest:
     """The manifest in a decoded JSON document; BundleError naming the entry at fault."""
+    if isinstance(doc, dict) and doc.get("schema_version") == 1:
+        raise BundleError(f"{where}: a bundle of the first format (one TFLite head per split, every weight stored "
+                          "again in each); convert the model again (ans convert ...): the new bundle stores each "
+                          "weight once, as segments")
     if isinstance(doc, dict) and doc.get("schema_version") != SCHEMA_VERSION:
         raise BundleError(f"{where}: manifest schema_version {doc.get('schema_version')!r} is not supported "
                           f"(this reader knows {SCHEMA_VERSION}); convert the model again with this version")
@@ -247,12 +295,15 @@ class Bundle:
         self.folder = Path(folder)
         self.manifest = read_manifest(self.folder)
         if verify:
-            refs = {ref.path: ref for ref in [self.manifest.whole_model] + [s.head for s in self.splits if s.head]}
-            verify_files(self.folder, list(refs.values()))
+            verify_files(self.folder, [segment.file for segment in self.manifest.segments])
 
     @property
     def splits(self) -> list[Split]:
         return self.manifest.splits
+
+    @property
+    def segments(self) -> list[Segment]:
+        return self.manifest.segments
 
     @property
     def device_only(self) -> int:

@@ -1,5 +1,6 @@
-"""Turn a Keras detector into a model bundle: per-split TFLite heads, the edge's tail model,
-the whole model as TFLite, and ``manifest.json``.
+"""Turn a Keras detector into a model bundle: the model as consecutive TFLite segments between its
+cut points (the device's side, every weight stored once), the edge's tail model, and
+``manifest.json``.
 
 The bundle is written into a temporary folder beside the target and renamed into place
 only when complete, so a failure never leaves a half-written bundle. Re-running on an
@@ -21,15 +22,14 @@ from pathlib import Path
 
 import numpy as np
 
-from common.bundle import (BundleError, Decoding, FileRef, Manifest, ModelInfo, Preprocessing, Split, TensorInfo,
-                           read_manifest, sha256_file)
+from common.bundle import (BundleError, Decoding, FileRef, Manifest, ModelInfo, Preprocessing, Segment, Split,
+                           TensorInfo, read_manifest, sha256_file)
 from mqtt.codec import CODECS, payload_bytes
 
 from .features import layer_cost, tensor_bytes
 from .graph import ModelError, build_graph, cut_layers
 
 TAIL_FILE = "tails/model.keras"
-WHOLE_FILE = "model.tflite"
 
 
 def content_hash(model) -> str:
@@ -53,6 +53,28 @@ def to_tflite(model) -> bytes:
         raise ModelError(f"'{model.name}' does not convert to TFLite built-in ops: {str(exc).splitlines()[0]}") from None
 
 
+def output_order(tflite: bytes, model) -> list[int]:
+    """Where each of ``model``'s outputs is among the TFLite model's output tensors: matched by
+    running both on the same random input (TFLite may reorder a multi-output model's outputs)."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    it = Interpreter(model_content=tflite)
+    it.allocate_tensors()
+    x = np.random.default_rng(0).random([1, *[int(d) for d in model.input.shape[1:]]], dtype=np.float32)
+    it.set_tensor(it.get_input_details()[0]["index"], x)
+    it.invoke()
+    got = [it.get_tensor(d["index"]) for d in it.get_output_details()]
+    want = [np.asarray(t) for t in (model(x, training=False) if len(model.outputs) > 1 else [model(x, training=False)])]
+    order = []
+    for w in want:
+        errors = [float(np.max(np.abs(g - w))) if g.shape == w.shape and k not in order else np.inf
+                  for k, g in enumerate(got)]
+        order.append(int(np.argmin(errors)))
+    if sorted(order) != list(range(len(got))) or len(got) != len(want):
+        raise ModelError(f"'{model.name}': cannot match its TFLite outputs to the model's")
+    return order
+
+
 def _tensor(t, name: str) -> TensorInfo:
     return TensorInfo(name=name, shape=[1, *[int(d) for d in t.shape[1:]]], dtype=str(t.dtype))
 
@@ -63,10 +85,10 @@ def _reusable(out: Path, info: ModelInfo, splits_meta: list[dict]) -> Manifest |
         old = read_manifest(out)
     except BundleError:
         return None
-    described = [{k: v for k, v in dataclasses.asdict(s).items() if k not in ("head", "tail")} for s in old.splits]
+    described = [{k: v for k, v in dataclasses.asdict(s).items() if k != "tail"} for s in old.splits]
     if _plain(old.model) != _plain(info) or _plain(described) != _plain(splits_meta):
         return None
-    refs = [old.whole_model] + [r for s in old.splits for r in (s.head, s.tail) if r is not None]
+    refs = [s.file for s in old.segments] + [s.tail for s in old.splits if s.tail is not None]
     intact = all((out / r.path).is_file() and sha256_file(out / r.path) == r.sha256 for r in refs)
     return old if intact else None
 
@@ -127,7 +149,7 @@ def convert(model, out: str | Path, *, name: str | None = None, preprocessing: P
     except OSError as exc:
         raise ModelError(f"{out}: cannot write the bundle there: {exc.strerror}") from None
     try:
-        (tmp / "heads").mkdir()
+        (tmp / "segments").mkdir()
         (tmp / "tails").mkdir()
         started = time.monotonic()
         steps = len(cuts) + 2
@@ -135,26 +157,30 @@ def convert(model, out: str | Path, *, name: str | None = None, preprocessing: P
         def step(k: int, what: str) -> None:
             log(f"[{k}/{steps}] {time.monotonic() - started:6.1f}s  {what}")
 
-        (tmp / WHOLE_FILE).write_bytes(to_tflite(model))
-        step(1, f"whole model -> {WHOLE_FILE}")
         model.save(tmp / TAIL_FILE)
-        step(2, f"edge model -> {TAIL_FILE}")
-        whole = FileRef(path=WHOLE_FILE, sha256=sha256_file(tmp / WHOLE_FILE))
+        step(1, f"edge model -> {TAIL_FILE}")
         tail = FileRef(path=TAIL_FILE, sha256=sha256_file(tmp / TAIL_FILE))
-        splits = []
-        for meta in splits_meta:
-            i, cut = meta["index"], meta["cut"]
-            head = None
-            if cut is None:
-                head = whole
-            elif i > 0:
-                rel = f"heads/split_{i:03d}.tflite"
-                (tmp / rel).write_bytes(to_tflite(keras.Model(model.input, model.get_layer(cut).output,
-                                                              name=f"head_{i}")))
-                head = FileRef(path=rel, sha256=sha256_file(tmp / rel))
-                step(2 + i, f"head of split {i} (cut after '{cut}', {meta['transfer_bytes']:,} bytes sent)")
-            splits.append(Split(head=head, tail=None if cut is None else tail, **meta))
-        manifest = Manifest(model=info, whole_model=whole, splits=splits,
+        # Segments are cut from a copy: a Keras model built from inner tensors calls its layers
+        # again, which would leave the caller's model with layers applied twice.
+        copy = keras.models.clone_model(model)
+        copy.set_weights(model.get_weights())
+        bounds = [copy.input] + [copy.get_layer(c.name).output for c in cuts] + [copy.outputs]
+        names = [graph_input] + [c.name for c in cuts]
+        segments = []
+        for k in range(1, len(bounds)):
+            last = k == len(bounds) - 1
+            sub = keras.Model(bounds[k - 1], bounds[k], name=f"segment_{k}")
+            data = to_tflite(sub)
+            rel = f"segments/segment_{k:03d}.tflite"
+            (tmp / rel).write_bytes(data)
+            outputs = info.outputs if last else [_tensor(cuts[k - 1].output, cuts[k - 1].name)]
+            segments.append(Segment(index=k, file=FileRef(path=rel, sha256=sha256_file(tmp / rel)),
+                                    input=_tensor(bounds[k - 1], names[k - 1]), outputs=outputs,
+                                    output_order=output_order(data, sub)))
+            step(1 + k, f"segment {k}: {names[k - 1]} -> {'the outputs' if last else cuts[k - 1].name} "
+                        f"({len(data) / 1e6:.1f} MB)")
+        splits = [Split(tail=None if meta["cut"] is None else tail, **meta) for meta in splits_meta]
+        manifest = Manifest(model=info, segments=segments, splits=splits,
                             converter={"tensorflow": tf.__version__, "keras": keras.__version__})
         (tmp / "manifest.json").write_text(manifest.to_json())
         _swap_into_place(tmp, out)

@@ -16,7 +16,7 @@ import numpy as np
 
 from common.bundle import Bundle
 from common.keras_model import load_keras_model, tail_model
-from common.tflite import HeadRunner
+from common.tflite import SegmentRunner
 from mqtt.codec import CODECS, decode, encode
 
 REPORT_FILE = "codec-report.json"
@@ -33,7 +33,7 @@ def codec_report(bundle: str | Path, samples: int = 4, seed: int = 0, images: np
                  log=print) -> dict:
     """``images`` (preprocessed, NHWC float32) default to ``samples`` random ones."""
     bundle = Path(bundle)
-    heads = HeadRunner(Bundle(bundle))  # as the device runs them: LiteRT, interpreters kept
+    heads = SegmentRunner(Bundle(bundle))  # as the device runs them: LiteRT, interpreters kept
     manifest = heads.bundle.manifest
     edge = load_keras_model(bundle / manifest.splits[0].tail.path)
     shape = manifest.model.input.shape
@@ -48,7 +48,7 @@ def codec_report(bundle: str | Path, samples: int = 4, seed: int = 0, images: np
         if split.tail is None:
             continue
         tail = tail_model(edge, split.cut)
-        cuts = images if split.head is None else np.concatenate(
+        cuts = images if split.index == 0 else np.concatenate(
             [heads.run(split.index, img[None])[0] for img in images])
         reference = [np.asarray(o) for o in _as_list(tail(cuts, training=False))]
         for codec in CODECS:

@@ -1,5 +1,5 @@
-"""The device's measured head delays: every split's head timed at first start, cached against the
-bundle's content hash so that a restart skips it."""
+"""The device's measured head delays: every segment timed at first start (split p's head is
+segments 1..p), cached against the bundle's content hash so that a restart skips it."""
 
 from __future__ import annotations
 
@@ -9,12 +9,12 @@ from pathlib import Path
 
 import numpy as np
 
-from common.tflite import HeadRunner
+from common.tflite import SegmentRunner
 
 from .learner.persist import load_state, save_state
 
 
-def calibrate(runner: HeadRunner, repeats: int = 5, cache: str | Path | None = None, log=print) -> np.ndarray:
+def calibrate(runner: SegmentRunner, repeats: int = 5, cache: str | Path | None = None, log=print) -> np.ndarray:
     """Front-end delay of every split, measured on this device (median of ``repeats`` runs after a
     warm-up), cached in ``cache`` against the bundle's content hash so a restart skips it."""
     bundle = runner.bundle
@@ -25,17 +25,19 @@ def calibrate(runner: HeadRunner, repeats: int = 5, cache: str | Path | None = N
                 return np.asarray(state["front_delay_s"], dtype=np.float64)
         except ValueError:
             pass  # an unreadable cache is measured again
-    image = np.random.default_rng(0).random(bundle.input_shape, dtype=np.float32)
+    # Split p's head is segments 1..p: time each segment on what it really reads, and add up.
+    x = np.random.default_rng(0).random(bundle.input_shape, dtype=np.float32)
     delays = [0.0]
-    for split in range(1, len(bundle.splits)):
-        runner.run(split, image)  # warm-up: allocation, caches
+    for k in range(1, len(bundle.splits)):
+        out = runner.segment(k, x)  # warm-up: allocation, caches
         times = []
         for _ in range(repeats):
             start = time.perf_counter()
-            runner.run(split, image)
+            runner.segment(k, x)
             times.append(time.perf_counter() - start)
-        delays.append(statistics.median(times))
-        log(f"calibrated split {split}/{bundle.device_only}: {delays[-1] * 1e3:.2f} ms")
+        delays.append(delays[-1] + statistics.median(times))
+        log(f"calibrated split {k}/{bundle.device_only}: {delays[-1] * 1e3:.2f} ms")
+        x = out[0]
     if cache is not None:
         save_state(cache, {"bundle": bundle.content_hash, "front_delay_s": delays})
     return np.asarray(delays)

@@ -26,7 +26,7 @@ from common.detect import counts, objects
 from common.detect import detections as decode_detections
 from common.logs import RateLimitedLog
 from common.service import Heartbeat, Notifier
-from common.tflite import HeadRunner
+from common.tflite import SegmentRunner, load_delegate
 from mqtt.codec import encode
 from mqtt.connection import Refusal, go_offline, make_client, max_packet_size, parse_broker, start
 from mqtt.discovery import announce
@@ -56,7 +56,8 @@ class Device:
         self.settings = s = settings
         self.notifier = notifier or Notifier()
         self.bundle = Bundle(s.bundle)
-        self.runner = HeadRunner(self.bundle, interpreter, s.threads)
+        delegate = load_delegate(s.delegate, s.delegate_options, log=log.warning) if s.delegate else None
+        self.runner = SegmentRunner(self.bundle, interpreter, s.threads, delegate, log=log.warning)
         self.state_dir = Path(s.state_dir) if s.state_dir else None
         # Calibrated on this device at first start, cached against the bundle hash.
         self.calibrated = s.emulate_slowdown * calibrate(
@@ -172,21 +173,25 @@ class Device:
 
     # -- one frame --
 
-    def _head(self, split: int, image: np.ndarray) -> list[np.ndarray]:
-        """Run split p's head (the whole model for device-only), learning its front-end delay as it goes."""
+    def _timed(self, run, *args) -> tuple[list[np.ndarray], float]:
+        """Run segments (as slow as the emulated board, in the lab); the outputs and the time taken."""
         start = time.perf_counter()
-        outputs = self.runner.run(split, image)
+        outputs = run(*args)
         took = time.perf_counter() - start
         if self.settings.emulate_slowdown > 1:
             time.sleep(took * (self.settings.emulate_slowdown - 1))
             took *= self.settings.emulate_slowdown
+        return outputs, took
+
+    def _head(self, split: int, image: np.ndarray) -> list[np.ndarray]:
+        """Run split p's head (the whole model for device-only), learning its front-end delay as it goes."""
+        outputs, took = self._timed(self.runner.run, split, image)
         if split and np.isfinite(self.policy.front_delay_s[split]):
             self.policy.front_delay_s[split] += FRONT_EWMA * (took - self.policy.front_delay_s[split])
         return outputs
 
-    def _offload(self, frame_id: int, split: int, image: np.ndarray):
+    def _offload(self, frame_id: int, split: int, cut: np.ndarray):
         """Send the cut tensor; the edge's result and the offloading delay, or None past the deadline."""
-        cut = self._head(split, image)[0]
         payload, quant = encode(cut, self.settings.codec)
         request = Request(frame_id, split, self.hash16, cut.shape, self.settings.codec, quant,
                           sent_ns=time.time_ns())
@@ -224,7 +229,8 @@ class Device:
             split = self.device_only
         attempted = split != self.device_only and bool(self.edges)
         epoch = self.edge_epoch
-        offloaded = self._offload(frame_id, split, image) if attempted else None
+        cut = self._head(split, image)[0] if attempted else None
+        offloaded = self._offload(frame_id, split, cut) if attempted else None
         if offloaded is not None and offloaded[0].status == "ok":
             result, offload_s = offloaded
             # The timing ack splits the delay: edge compute, and the rest (network both ways + queueing).
@@ -245,11 +251,16 @@ class Device:
                     self.logs.error("refused", "the edge refused frame %d: %s", frame_id, offloaded[0].error[:300])
                     if offloaded[0].error_kind == "bundle":  # it serves another model: no split will do
                         self.edges.discard(offloaded[0].edge)  # until it comes online again (redeployed)
-            detections = decode_detections(self._head(self.device_only, image), self.decoding)
+            if attempted:  # finished from the cut tensor it already has, not from the input again
+                outputs, _ = self._timed(self.runner.finish, split, cut)
+            else:
+                outputs = self._head(self.device_only, image)
+            detections = decode_detections(outputs, self.decoding)
             fallback, answered_by, timing = split != self.device_only, None, {}
         record = {"frame": frame_id, "split": split, "fallback": fallback, "delay_s": time.monotonic() - start,
                   "detections": detections, "objects": objects(detections, self.labels, frame.shape[1], frame.shape[0]),
-                  "edge": answered_by, "edge_online": bool(self.edges), "timing": timing}
+                  "edge": answered_by, "edge_online": bool(self.edges),
+                  "finished_from": split if attempted and answered_by is None else None, "timing": timing}
         self.stats.record(record, explored=best is not None and split != best)
         return record
 

@@ -19,7 +19,7 @@ class DeviceSettings:
     __pydantic_config__ = {"extra": "forbid", "use_attribute_docstrings": True}
 
     bundle: str
-    """Bundle folder written by ``ans convert`` (the device reads the manifest and the heads)."""
+    """Bundle folder written by ``ans convert`` (the device reads the manifest and the TFLite segments)."""
     id: str = "device-1"
     """This device's name on the broker (its topics, and its user name on a production broker)."""
     source: str = "camera:0"
@@ -43,6 +43,12 @@ class DeviceSettings:
     """Seconds between stats messages (JSON on <prefix>/v1/device/<id>/stats) and learner-state saves."""
     threads: int | None = None
     """TFLite interpreter threads (not set: the interpreter's default)."""
+    delegate: str | None = None
+    """A LiteRT delegate library to run the segments on an accelerator, e.g. ``libedgetpu.so.1`` (Coral),
+    ``libtensorflowlite_gpu_delegate.so`` (GPU). Not set: the CPU (XNNPACK). A delegate that cannot be
+    loaded, or a segment it cannot run, falls back to the CPU with a warning."""
+    delegate_options: dict[str, str] = field(default_factory=dict)
+    """Options passed to the delegate, e.g. ``{ device = "usb" }`` for an Edge TPU."""
     emulate_slowdown: float = 1.0
     """Demo/lab only: make every head run this many times slower, to stand in for a slower board on a fast machine."""
     results_out: str | None = None

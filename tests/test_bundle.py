@@ -29,7 +29,11 @@ def test_what_the_converter_writes_the_reader_reads_back_equal(written):
 
 
 @pytest.mark.parametrize("mangle, message", [
-    (lambda d: d.update(schema_version=2), "schema_version 2 is not supported"),
+    (lambda d: d.update(schema_version=3), "schema_version 3 is not supported"),
+    (lambda d: d.update(schema_version=1), "a bundle of the first format (one TFLite head per split"),
+    (lambda d: d["segments"][1]["input"].update(shape=[1, 3, 3, 8]), "(segments/segment_002.tflite) reads [1, 3, 3, 8]"),
+    (lambda d: d["segments"].pop(), "segments must be numbered 1 to 4"),
+    (lambda d: d["segments"][0].update(output_order=[1]), "output_order must be a permutation"),
     (lambda d: d["model"].update(colour="red"), "model: unknown key 'colour'"),
     (lambda d: d["splits"][1].pop("cut_shape"), "splits[1]: missing key 'cut_shape'"),
     (lambda d: d["splits"][1].update(transfer_bytes="many"), "splits[1].transfer_bytes: expected int, got str"),

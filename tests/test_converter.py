@@ -15,7 +15,9 @@ from keras import layers as kl  # noqa: E402
 
 from common.bundle import BundleError, read_manifest  # noqa: E402
 from common.keras_model import ModelError, load_keras_model, tail_model  # noqa: E402
-from converter.bundle import convert, plan_splits  # noqa: E402
+from common.bundle import Bundle  # noqa: E402
+from common.tflite import SegmentRunner  # noqa: E402
+from converter.bundle import convert, plan_splits, to_tflite  # noqa: E402
 from converter.graph import build_graph, cut_layers  # noqa: E402
 from converter.zoo import calibrate_batch_norm, tiny_yolov2  # noqa: E402
 from device_app.learner.profile import load_profile  # noqa: E402
@@ -69,29 +71,43 @@ def dag_bundle(tmp_path_factory):
     return model, out, manifest
 
 
-def test_every_split_equals_the_whole_model(dag_bundle):
+def test_every_split_and_every_fallback_equals_the_whole_model(dag_bundle):
+    """Per split: the head (segments 1..p under LiteRT) gives the cut tensor, the edge's tail the
+    model's outputs from it, and the device's fallback (segments p+1..end) the same outputs, in the
+    manifest's order: no sorting, so a reordered multi-output model would fail here."""
     model, out, manifest = dag_bundle
+    runner = SegmentRunner(Bundle(out))
     rng = np.random.default_rng(0)
     x = rng.random((1, 32, 32, 3), dtype=np.float32)
     want = [np.asarray(t) for t in model(x, training=False)]
+    assert [list(w.shape) for w in want] == [o.shape for o in manifest.model.outputs]
     edge = load_keras_model(out / manifest.splits[0].tail.path)
-    report = {}
+    scale = max(1.0, max(float(np.max(np.abs(w))) for w in want))
+    errors = {}
     for split in manifest.splits:
-        if split.head is None:  # index 0: the edge gets the input itself
-            sent = x
-        else:
-            outs = run_tflite(out / split.head.path, x)
-            sent = outs[0]
-        if split.tail is None:  # device-only: the whole-model TFLite gives every output
-            got = sorted(outs, key=lambda a: a.size)
-            ref = sorted(want, key=lambda a: a.size)
-        else:
-            assert list(sent.shape) == split.cut_shape and sent.nbytes == split.transfer_bytes
-            got = [np.asarray(t) for t in tail_model(edge, split.cut)(sent, training=False)]
-            ref = want
-        report[split.index] = max(float(np.max(np.abs(g - r))) for g, r in zip(got, ref))
-    scale = max(float(np.max(np.abs(w))) for w in want)
-    assert max(report.values()) <= 1e-4 * max(scale, 1.0), report
+        head = runner.run(split.index, x)
+        if split.tail is None:  # device-only: every segment, the model's outputs in order
+            errors[f"device-only {split.index}"] = max(float(np.max(np.abs(g - w))) for g, w in zip(head, want))
+            continue
+        (sent,) = head
+        assert list(sent.shape) == split.cut_shape and sent.nbytes == split.transfer_bytes
+        if split.cut != manifest.model.input.name:
+            ref = np.asarray(keras.Model(model.input, model.get_layer(split.cut).output)(x, training=False))
+            errors[f"head {split.index}"] = float(np.max(np.abs(sent - ref)))
+        tail = [np.asarray(t) for t in tail_model(edge, split.cut)(sent, training=False)]
+        fallback = runner.finish(split.index, sent)
+        assert len(tail) == len(fallback) == len(want)
+        errors[f"tail {split.index}"] = max(float(np.max(np.abs(g - w))) for g, w in zip(tail, want))
+        errors[f"fallback {split.index}"] = max(float(np.max(np.abs(g - w))) for g, w in zip(fallback, want))
+    assert max(errors.values()) <= 1e-4 * scale, errors
+    assert len(errors) == 3 * (len(manifest.splits) - 1)  # heads 1..3, tails and fallbacks 0..3, device-only
+
+
+def test_the_device_side_stores_each_weight_once(dag_bundle):
+    model, out, manifest = dag_bundle
+    segments = sum((out / s.file.path).stat().st_size for s in manifest.segments)
+    whole = len(to_tflite(model))
+    assert segments <= 1.1 * whole + 4096 * len(manifest.segments), (segments, whole)
 
 
 def test_manifest_is_read_by_the_device_and_matches_the_model(dag_bundle, tmp_path):
@@ -104,7 +120,7 @@ def test_manifest_is_read_by_the_device_and_matches_the_model(dag_bundle, tmp_pa
     assert list(profile.contexts[:, 0]) == sorted(profile.contexts[:, 0], reverse=True)
     assert [s.front_macs for s in manifest.splits] == sorted(s.front_macs for s in manifest.splits)
     doc = json.loads((out / "manifest.json").read_text())
-    assert doc["schema_version"] == 1 and doc["model"]["content_hash"]
+    assert doc["schema_version"] == 2 and doc["model"]["content_hash"]
 
 
 def test_rerun_on_an_unchanged_model_rewrites_nothing(dag_bundle):
@@ -145,7 +161,7 @@ def test_bad_models_are_refused_clearly(tmp_path):
     assert not any(tmp_path.iterdir())  # no half-written bundle
 
     (tmp_path / "broken.keras").write_bytes(b"not a zip")
-    with pytest.raises(ModelError, match="broken.keras: cannot load"):
+    with pytest.raises(ModelError, match="broken.keras: not a .keras archive"):
         load_keras_model(tmp_path / "broken.keras")
     with pytest.raises(ModelError, match="expected a Keras model file"):
         load_keras_model(tmp_path / "model.onnx")

@@ -1,4 +1,5 @@
-"""The device side of a bundle: checked files, heads under LiteRT, measured front-end delays."""
+"""The device side of a bundle: checked files, segments chained under LiteRT into heads and fallbacks,
+measured front-end delays, delegates that fail falling back to the CPU."""
 
 import json
 import os
@@ -12,7 +13,7 @@ pytest.importorskip("keras")
 
 from converter.bundle import convert  # noqa: E402
 from common.bundle import Bundle, BundleError  # noqa: E402
-from common.tflite import HeadRunner  # noqa: E402
+from common.tflite import SegmentRunner  # noqa: E402
 from device_app.heads import calibrate  # noqa: E402
 
 from .test_converter import dag_model  # noqa: E402
@@ -29,20 +30,19 @@ def bundle(tmp_path_factory):
 def test_heads_compute_the_cut_tensors_and_device_only_the_outputs(bundle):
     model, out = bundle
     b = Bundle(out)
-    runner = HeadRunner(b)
+    runner = SegmentRunner(b)
     x = np.random.default_rng(3).random(b.input_shape, dtype=np.float32)
     for split in b.splits[1:-1]:
         (cut,) = runner.run(split.index, x)
         assert list(cut.shape) == split.cut_shape
     outputs = runner.run(b.device_only, x)
-    want = sorted((np.asarray(o) for o in model(x, training=False)), key=lambda a: a.size)
-    for got, ref in zip(sorted(outputs, key=lambda a: a.size), want):
-        np.testing.assert_allclose(got, ref, atol=1e-4)
+    for got, ref in zip(outputs, model(x, training=False), strict=True):  # in the manifest's order
+        np.testing.assert_allclose(got, np.asarray(ref), atol=1e-4)
 
 
 class HostInterpreter:
     """What a host app supplies (on Android, LiteRT's Java interpreter behind an adapter): only the
-    documented interface, no attribute passthrough, so anything else HeadRunner touched would fail."""
+    documented interface, no attribute passthrough, so anything else SegmentRunner touched would fail."""
 
     made = 0
 
@@ -74,18 +74,18 @@ class HostInterpreter:
 def test_a_host_supplied_interpreter_runs_the_heads_alike(bundle):
     _, out = bundle
     b = Bundle(out)
-    default, hosted = HeadRunner(b), HeadRunner(b, interpreter=HostInterpreter, threads=1)
+    default, hosted = SegmentRunner(b), SegmentRunner(b, interpreter=HostInterpreter, threads=1)
     x = np.random.default_rng(4).random(b.input_shape, dtype=np.float32)
     for split in range(1, len(b.splits)):
         for got, want in zip(hosted.run(split, x), default.run(split, x)):
             np.testing.assert_allclose(got, want, atol=1e-6)
     hosted.run(1, x)
-    assert HostInterpreter.made == len(b.splits) - 1  # one per head, kept
+    assert HostInterpreter.made == len(b.segments)  # one per segment, made at start and kept
 
 
 def test_calibration_measures_every_split_and_is_cached(bundle, tmp_path):
     _, out = bundle
-    runner = HeadRunner(Bundle(out))
+    runner = SegmentRunner(Bundle(out))
     cache = tmp_path / "calibration.json"
     lines = []
     delays = calibrate(runner, repeats=3, cache=cache, log=lines.append)
@@ -117,10 +117,23 @@ def test_a_tampered_or_broken_bundle_is_refused(bundle, tmp_path):
         if f.is_file():
             (copy / f.relative_to(out)).parent.mkdir(parents=True, exist_ok=True)
             (copy / f.relative_to(out)).write_bytes(f.read_bytes())
-    head = next((copy / "heads").iterdir())
-    head.write_bytes(head.read_bytes()[:-4] + b"\0\0\0\0")
-    with pytest.raises(BundleError, match=f"{head.name}: sha256 does not match"):
+    segment = copy / "segments" / "segment_002.tflite"
+    original = segment.read_bytes()
+    segment.write_bytes(original[:-4] + b"\0\0\0\0")
+    with pytest.raises(BundleError, match="segment_002.tflite: sha256 does not match"):
         Bundle(copy)
+    segment.unlink()
+    with pytest.raises(BundleError, match="segment_002.tflite: cannot read"):
+        Bundle(copy)
+    # A segment that is intact but is not the one the manifest describes: refused at load.
+    segment.write_bytes((copy / "segments" / "segment_001.tflite").read_bytes())
+    manifest = json.loads((copy / "manifest.json").read_text())
+    from common.bundle import sha256_file
+
+    manifest["segments"][1]["file"]["sha256"] = sha256_file(segment)
+    (copy / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(BundleError, match="segment_002.tflite: reads .* the segments do not chain"):
+        SegmentRunner(Bundle(copy))
     (copy / "manifest.json").write_text('{"schema_version": 9}')
     with pytest.raises(BundleError, match="schema_version 9 is not supported"):
         Bundle(copy)
@@ -138,13 +151,36 @@ def test_the_device_side_runs_with_tensorflow_blocked(bundle):
     script = BLOCKER.split("import numpy as np")[0] + f"""
 import numpy as np
 from common.bundle import Bundle
-from common.tflite import HeadRunner
+from common.tflite import SegmentRunner
 from device_app.heads import calibrate
-runner = HeadRunner(Bundle({str(out)!r}))
+runner = SegmentRunner(Bundle({str(out)!r}))
 delays = calibrate(runner, repeats=1, log=lambda *_: None)
 (cut,) = runner.run(1, np.zeros(runner.bundle.input_shape, np.float32))
+runner.finish(1, cut)
 print('ok', len(delays), cut.shape)
 """
     proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert proc.stdout.startswith("ok 5")
+
+
+def test_a_delegate_that_cannot_load_leaves_the_cpu_with_one_warning(bundle):
+    from common.tflite import load_delegate
+
+    _, out = bundle
+    warnings = []
+    assert load_delegate("/nonexistent/libedgetpu.so.1", {"device": "usb"}, log=warnings.append) is None
+    assert len(warnings) == 1 and "libedgetpu.so.1 not loaded" in warnings[0] and "CPU" in warnings[0]
+
+
+def test_a_segment_the_delegate_cannot_run_stays_on_the_cpu(bundle):
+    """A delegate object the interpreter refuses (as an accelerator refuses ops it lacks): each
+    segment is then made without it, with a warning naming the file, and runs the same."""
+    _, out = bundle
+    b = Bundle(out)
+    warnings = []
+    runner = SegmentRunner(b, delegate=object(), log=warnings.append)
+    x = np.random.default_rng(5).random(b.input_shape, dtype=np.float32)
+    for got, want in zip(runner.run(b.device_only, x), SegmentRunner(b).run(b.device_only, x)):
+        np.testing.assert_array_equal(got, want)
+    assert len(warnings) == len(b.segments) and all("the delegate cannot run it" in w for w in warnings)

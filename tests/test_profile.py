@@ -16,11 +16,15 @@ def test_builtin_profiles_load_in_paper_order(tiny, vgg):
     assert tiny.front_delay_s[0] == 0.0 and tiny.front_delay_s[-1] == pytest.approx(0.116404)
 
 
-def _manifest(splits, version=1):
-    """A complete manifest (the reader is strict), with these splits."""
+def _manifest(splits, version=2):
+    """A complete manifest (the reader is strict), with these splits and segments that chain them."""
     tensor = {"name": "x", "shape": [1, 4, 4, 3], "dtype": "float32"}
-    ref = {"path": "model.tflite", "sha256": "0" * 64}
-    return {"schema_version": version, "splits": splits, "whole_model": ref, "converter": {},
+    shapes = [tensor["shape"]] + [s["cut_shape"] for s in splits[1:-1]]
+    segments = [{"index": k, "file": {"path": f"segments/segment_{k:03d}.tflite", "sha256": "0" * 64},
+                 "input": {**tensor, "shape": shapes[k - 1]},
+                 "outputs": [{**tensor, "shape": shapes[k]} if k < len(shapes) else tensor], "output_order": [0]}
+                for k in range(1, len(splits))]
+    return {"schema_version": version, "splits": splits, "segments": segments, "converter": {},
             "model": {"name": "toy", "input": tensor, "outputs": [tensor], "content_hash": "ab" * 32,
                       "preprocessing": {"size": [4, 4]}, "decoding": {"kind": "none"}}}
 
@@ -28,7 +32,7 @@ def _manifest(splits, version=1):
 def _split(i, ctx, front_macs):
     nbytes = ctx[6] // 8
     return {"index": i, "context": ctx, "front_macs": front_macs, "transfer_bytes": nbytes, "cut": f"l{i}",
-            "head": None, "tail": None, "cut_shape": [1, nbytes // 4] if nbytes else [], "cut_dtype": "float32",
+            "tail": None, "cut_shape": [1, nbytes // 4] if nbytes else [], "cut_dtype": "float32",
             "codec_bytes": {"float32": nbytes, "float16": nbytes // 2, "int8": nbytes // 4}}
 
 
