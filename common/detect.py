@@ -40,12 +40,40 @@ def decode_yolov2(output: np.ndarray, anchors, classes: int, conf: float = 0.25,
     return nms(rows, nms_iou)[:max_detections]
 
 
-def detections(outputs: list[np.ndarray], decoding: Decoding) -> list[list[float]]:
-    """Detections from a model's raw outputs, as the manifest's ``decoding`` says; none for kinds
-    not decoded yet (``none``, ``yolo``)."""
-    if decoding.kind != "yolov2-region":
-        return []
-    return decode_yolov2(outputs[0], decoding.anchors, decoding.classes).tolist()
+def decode_yolo(outputs: list[np.ndarray], anchors, masks: list[list[int]], classes: int, input_size: tuple[int, int],
+                conf: float = 0.25, nms_iou: float = 0.45, max_detections: int = 100) -> np.ndarray:
+    """YOLOv3/v4 heads (Darknet's [yolo]): one output per scale, each (S, S, len(mask)·(5+classes));
+    anchors in pixels of the network input (``input_size`` = height, width), ``masks`` the anchors
+    each output uses; objectness and classes are independent sigmoids. Rows as ``decode_yolov2``."""
+    anchors = np.asarray(anchors, dtype=np.float32)
+    h_in, w_in = input_size
+    found = []
+    for output, mask in zip(outputs, masks):
+        grid = np.asarray(output, dtype=np.float32).reshape(output.shape[-3], output.shape[-2], len(mask), 5 + classes)
+        s_y, s_x = grid.shape[:2]
+        cy, cx = np.mgrid[0:s_y, 0:s_x].astype(np.float32)
+        a = anchors[mask]
+        x = (cx[..., None] + _sigmoid(grid[..., 0])) / s_x
+        y = (cy[..., None] + _sigmoid(grid[..., 1])) / s_y
+        w = a[:, 0] * np.exp(np.minimum(grid[..., 2], 10.0)) / w_in
+        h = a[:, 1] * np.exp(np.minimum(grid[..., 3], 10.0)) / h_in
+        scores = _sigmoid(grid[..., 4])[..., None] * _sigmoid(grid[..., 5:])
+        cls, best = scores.argmax(axis=-1), scores.max(axis=-1)
+        keep = best >= conf
+        boxes = np.stack([x - w / 2, y - h / 2, x + w / 2, y + h / 2], axis=-1)[keep]
+        found.append(np.column_stack([boxes, best[keep], cls[keep]]).astype(np.float32))
+    rows = np.concatenate(found) if found else np.zeros((0, 6), np.float32)
+    return nms(rows, nms_iou)[:max_detections]
+
+
+def detections(outputs: list[np.ndarray], decoding: Decoding, input_size: tuple[int, int]) -> list[list[float]]:
+    """Detections from a model's raw outputs (in the manifest's order), as the manifest's ``decoding``
+    says; none for ``none``. ``input_size``: the network input's height and width."""
+    if decoding.kind == "yolov2-region":
+        return decode_yolov2(outputs[0], decoding.anchors, decoding.classes).tolist()
+    if decoding.kind == "yolo":
+        return decode_yolo(outputs, decoding.anchors, decoding.masks, decoding.classes, input_size).tolist()
+    return []
 
 
 def objects(rows: list[list[float]], labels: list[str], width: int, height: int) -> list[dict]:

@@ -1,11 +1,16 @@
 """Darknet ``.cfg`` + ``.weights`` of the tiny YOLO family, as an equivalent Keras model.
 
 Sections: [net], [convolutional] (batch-norm, leaky/linear/relu/logistic), [maxpool]
-(including stride 1), [route] (one or more layers, ``groups``/``group_id``), [shortcut],
-[upsample], and the [region] (YOLOv2) and [yolo] (YOLOv3/v4) heads, whose inputs become
-the model's outputs (decoding stays with the application). Anything else is refused
-with the section and line. Weights are read in Darknet's order and byte layout, and
-their count must match the cfg exactly.
+(stride defaults to 1, as Darknet's parser has it), [route] (one or more layers; with
+``groups``/``group_id`` each input is sliced, then concatenated), [shortcut], [upsample], and
+the [region] (YOLOv2) and [yolo] (YOLOv3/v4) heads, whose inputs become the model's outputs
+(decoded by ``common.detect``). Anything else, and options that would change the maths but are
+not implemented (``dilation``), are refused with the section and line. Weights are read in
+Darknet's order and byte layout, and their count must match the cfg exactly.
+
+Batch norm computes (x - mean) / sqrt(var + 0.00001), as Darknet's GPU path (cuDNN) and
+AlexeyAB's darknet do: the published YOLO weights were trained with it. (pjreddie's CPU path
+divides by sqrt(var) + 0.000001 instead, which differs by several percent for small variances.)
 """
 
 from __future__ import annotations
@@ -121,6 +126,11 @@ def build_darknet(cfg_path: str | Path, weights_path: str | Path | None = None) 
             if act not in ACTIVATIONS:
                 raise ModelError(f"{where}: activation '{act}' is not supported ({', '.join(sorted(ACTIVATIONS))})")
             size, stride, bn = s.get("size", 1), s.get("stride", 1), s.get("batch_normalize", 0)
+            if s.get("dilation", 1) != 1 and size > 1:
+                raise ModelError(f"{where}: dilation={s.options['dilation']} is not supported (it would change the "
+                                 "output); only undilated convolutions convert")
+            if s.get("groups", 1) != 1:
+                raise ModelError(f"{where}: grouped convolutions (groups={s.options['groups']}) are not supported")
             pad = size // 2 if s.get("pad", 0) else s.get("padding", 0)
             if stride > 1 and pad:
                 x = kl.ZeroPadding2D(pad, name=f"pad_{i}")(x)  # Darknet pads both sides alike
@@ -133,16 +143,18 @@ def build_darknet(cfg_path: str | Path, weights_path: str | Path | None = None) 
             x = _activation(x, act, f"{act}_{i}")
         elif s.kind == "maxpool":
             size = s.get("size", 2)
-            x = kl.MaxPooling2D(size, strides=s.get("stride", size), padding="same", name=f"pool_{i}")(x)
+            x = kl.MaxPooling2D(size, strides=s.get("stride", 1), padding="same", name=f"pool_{i}")(x)
         elif s.kind == "route":
             refs = [r if r >= 0 else i + r for r in s.ints("layers")]
             if any(not 0 <= r < i for r in refs):
                 raise ModelError(f"{where}: route refers to a layer outside 0..{i - 1}: {s.options['layers']}")
             srcs = [outs[r] for r in refs]
-            x = srcs[0] if len(srcs) == 1 else kl.Concatenate(name=f"route_{i}")(srcs)
             groups = s.get("groups", 1)
-            if groups > 1:
-                x = ChannelGroup(groups, s.get("group_id", 0), name=f"group_{i}")(x)
+            if groups > 1:  # Darknet takes group ``group_id`` of each input's channels, then concatenates
+                srcs = [ChannelGroup(groups, s.get("group_id", 0), name=f"group_{i}" + (f"_{k}" if len(srcs) > 1
+                                                                                      else ""))(src)
+                        for k, src in enumerate(srcs)]
+            x = srcs[0] if len(srcs) == 1 else kl.Concatenate(name=f"route_{i}")(srcs)
         elif s.kind == "shortcut":
             ref = s.get("from")
             ref = ref if ref >= 0 else i + ref
@@ -176,9 +188,7 @@ def _load_weights(model: keras.Model, sections: list[Section], path: Path) -> No
         kh, kw, c_in, filters = conv.kernel.shape
         if s.get("batch_normalize", 0):
             beta, gamma, mean, var = (weights.take(filters) for _ in range(4))
-            # Darknet divides by sqrt(var) + 1e-6; Keras by sqrt(var + eps): make them equal.
-            var = (np.sqrt(var) + 1e-6) ** 2 - 1e-5
-            model.get_layer(f"bn_{i}").set_weights([gamma, beta, mean, var])
+            model.get_layer(f"bn_{i}").set_weights([gamma, beta, mean, var])  # sqrt(var + 1e-5), as trained
             kernel = weights.take(filters * c_in * kh * kw)
             conv.set_weights([kernel.reshape(filters, c_in, kh, kw).transpose(2, 3, 1, 0)])
         else:

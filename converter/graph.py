@@ -6,8 +6,8 @@ needs nothing else. In a residual block only the block's output qualifies; befor
 route's second branch nothing does.
 
 Three more rules. No cut between an op and what TFLite fuses into it (convolution or
-dense | batch-norm | activation): the cut goes after the activation, so no head or tail
-loses a fusion. No cut at a model output, since the edge would have to hand it back. And
+dense | batch-norm | activation, and a residual add | activation): the cut goes after the
+activation, so no head or tail loses a fusion and a residual block is one cut, not two. No cut at a model output, since the edge would have to hand it back. And
 no cut after a layer that only moves or pads data (padding, reshape, flatten, dropout):
 the cut before it sends the same or less.
 """
@@ -29,6 +29,9 @@ DATA_MOVEMENT = (kl.ZeroPadding1D, kl.ZeroPadding2D, kl.ZeroPadding3D, kl.Croppi
 #: Ops that absorb such followers.
 FUSING_OPS = (kl.Conv1D, kl.Conv2D, kl.Conv3D, kl.DepthwiseConv2D, kl.SeparableConv2D, kl.Conv2DTranspose,
               kl.Dense, kl.BatchNormalization)
+#: Element-wise ops that absorb an activation after them (TFLite's fused activation on ADD, MUL, SUB).
+FUSING_ELEMENTWISE = (kl.Add, kl.Multiply, kl.Subtract)
+ACTIVATIONS = (kl.ReLU, kl.LeakyReLU, kl.Activation, kl.ELU, kl.PReLU)
 
 
 @dataclass(frozen=True)
@@ -117,11 +120,13 @@ def cut_layers(graph: Graph) -> list:
         if name in output_layers or len(_tensors(layer.output)) != 1 or isinstance(layer, DATA_MOVEMENT):
             continue
         kids = graph.children[name]
-        if isinstance(layer, FUSING_OPS) and len(kids) == 1:
+        if len(kids) == 1:
             child = graph.model.get_layer(kids[0])
-            if isinstance(child, FUSABLE_FOLLOWERS) and not (isinstance(layer, kl.BatchNormalization)
-                                                             and isinstance(child, kl.BatchNormalization)):
+            if isinstance(layer, FUSING_OPS) and isinstance(child, FUSABLE_FOLLOWERS) and not (
+                    isinstance(layer, kl.BatchNormalization) and isinstance(child, kl.BatchNormalization)):
                 continue  # TFLite fuses the follower into this op: cut after it instead
+            if isinstance(layer, FUSING_ELEMENTWISE) and isinstance(child, ACTIVATIONS):
+                continue  # a residual add and its activation: one op for TFLite, one cut after both
         inside = graph.ancestors(name)
         if all(c in inside for a in inside - {name} for c in graph.children[a]):
             cuts.append(layer)

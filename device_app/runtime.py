@@ -255,7 +255,7 @@ class Device:
                 outputs, _ = self._timed(self.runner.finish, split, cut)
             else:
                 outputs = self._head(self.device_only, image)
-            detections = decode_detections(outputs, self.decoding)
+            detections = decode_detections(outputs, self.decoding, self.size)
             fallback, answered_by, timing = split != self.device_only, None, {}
         record = {"frame": frame_id, "split": split, "fallback": fallback, "delay_s": time.monotonic() - start,
                   "detections": detections, "objects": objects(detections, self.labels, frame.shape[1], frame.shape[0]),

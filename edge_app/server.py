@@ -100,7 +100,7 @@ class TailRunner:
         return tf.function(lambda x: tail(x, training=False), input_signature=[spec])
 
     def detections(self, outputs: list[np.ndarray]) -> list[list[float]]:
-        return decode_detections(outputs, self.manifest.model.decoding)
+        return decode_detections(outputs, self.manifest.model.decoding, tuple(self.manifest.model.preprocessing.size))
 
 
 class _NotRetracing(logging.Filter):

@@ -197,3 +197,15 @@ def test_codec_report_measures_each_codec_on_each_split(dag_bundle):
         split = manifest.splits[row["index"]]
         assert row["bytes"] == split.transfer_bytes // {"float32": 1, "float16": 2, "int8": 4}[row["codec"]]
     assert json.loads((out / REPORT_FILE).read_text())["samples"] == 2
+
+
+def test_a_residual_add_and_its_activation_are_one_cut():
+    """ResNet's block ends in add | relu: cutting between them would give a redundant split."""
+    inp = keras.Input((16, 16, 4), name="image")
+    x = kl.Conv2D(4, 3, padding="same", activation="relu", name="c1")(inp)
+    y = kl.Conv2D(4, 3, padding="same", name="c2")(x)
+    x = kl.Add(name="add")([x, y])
+    x = kl.ReLU(name="add_relu")(x)
+    out = kl.Conv2D(2, 1, name="out")(x)
+    cuts = [c.name for c in cut_layers(build_graph(keras.Model(inp, out)))]
+    assert cuts == ["c1", "add_relu"]

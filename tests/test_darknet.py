@@ -135,6 +135,7 @@ def toy(tmp_path_factory):
     floats = rng.normal(0, 0.3, float_count(shape_only)).astype(np.float32)
     # plausible batch-norm variances: make every 4th block of BN numbers positive
     floats = np.abs(floats) + 0.05
+    floats[24:32] = 1e-4  # the first batch-norm's variances: small, as trained ones often are
     cfg, weights = write(tmp, floats)
     model, decoding = build_darknet(cfg, weights)
     return tmp, model, decoding, floats
@@ -148,7 +149,8 @@ def test_structure_and_decoding(toy):
 
 
 def test_first_layer_matches_darknet_arithmetic(toy):
-    """Conv (Darknet's [out][in][h][w] order, symmetric padding, stride 2) + Darknet batch-norm + leaky."""
+    """Conv (Darknet's [out][in][h][w] order, symmetric padding, stride 2) + Darknet batch-norm + leaky.
+    The variances include small ones, where sqrt(var + 1e-5) and sqrt(var) + 1e-6 differ by percents."""
     _, model, _, floats = toy
     f, c, k = 8, 3, 3
     beta, gamma, mean, var = (floats[i * f:(i + 1) * f] for i in range(4))
@@ -160,7 +162,7 @@ def test_first_layer_matches_darknet_arithmetic(toy):
         for xx in range(32):
             patch = padded[2 * y:2 * y + 3, 2 * xx:2 * xx + 3, :]  # (ky, kx, c)
             conv[y, xx] = np.einsum("hwc,fchw->f", patch, w)
-    bn = gamma * (conv - mean) / (np.sqrt(var) + 1e-6) + beta
+    bn = gamma * (conv - mean) / np.sqrt(var + 1e-5) + beta  # as cuDNN and AlexeyAB's darknet
     want = np.where(bn > 0, bn, 0.1 * bn)
     probe = keras.Model(model.input, model.get_layer("leaky_0").output)
     got = np.asarray(probe(x[None]))[0]
@@ -181,6 +183,7 @@ def test_weights_must_match_the_cfg_exactly(toy, tmp_path):
     ("[crop]\ncrop_width=3\n", r"unsupported section \[crop\]"),
     ("[convolutional]\nfilters=4\nsize=3\nactivation=mish\n", "activation 'mish' is not supported"),
     ("[route]\nlayers=7\n", "route refers to a layer outside"),
+    ("[convolutional]\nfilters=4\nsize=3\npad=1\ndilation=2\nactivation=leaky\n", "dilation=2 is not supported"),
 ])
 def test_unsupported_or_broken_cfg_names_the_line(tmp_path, section, message):
     cfg = tmp_path / "bad.cfg"
@@ -199,6 +202,22 @@ def test_a_darknet_model_becomes_a_bundle(toy, tmp_path):
     # after it is one either. The zero-padding before the stride-2 conv is no cut: it only adds bytes.
     assert [s.cut for s in manifest.splits] == ["image", "leaky_0", "leaky_1", "route_5", None]
     assert manifest.model.decoding.kind == "yolo"
+    # The device's own run (every segment) gives the outputs in the manifest's order, as the edge's
+    # tail does: TFLite orders these two outputs the other way round.
+    from common.bundle import Bundle
+    from common.detect import detections
+    from common.tflite import SegmentRunner
+
+    x = np.random.default_rng(7).random((1, 64, 64, 3), dtype=np.float32)
+    on_device = SegmentRunner(Bundle(tmp_path / "bundle")).run(len(manifest.splits) - 1, x)
+    want = [np.asarray(o) for o in model(x, training=False)]
+    assert [list(o.shape) for o in on_device] == [o.shape for o in manifest.model.outputs] == \
+        [[1, 16, 16, 18], [1, 32, 32, 18]]
+    for got, ref in zip(on_device, want, strict=True):
+        np.testing.assert_allclose(got, ref, rtol=1e-4, atol=1e-4)
+    assert manifest.segments[-1].output_order == [1, 0]
+    found = detections(on_device, decoding, (64, 64))
+    assert len(found) == len(detections(want, decoding, (64, 64)))
     # a fresh process (the edge) loads the edge model, custom layer included
     script = ("import os; os.environ['TF_CPP_MIN_LOG_LEVEL'] = '3'\n"
               "from common.keras_model import load_keras_model\n"
@@ -218,3 +237,21 @@ def test_ans_convert_takes_a_darknet_pair(toy, tmp_path, capsys):
     cfg, weights = write(tmp_path / "b", floats[:100])
     assert main(["convert", "--darknet", str(cfg), str(weights), "--out", str(tmp_path / "c")]) == 2
     assert "weights file too short" in capsys.readouterr().err and not (tmp_path / "c").exists()
+
+
+def test_maxpool_stride_defaults_to_one_and_grouped_routes_slice_each_input(tmp_path):
+    """As Darknet's parser: [maxpool] without stride keeps the size; a [route] of two layers with
+    groups=2, group_id=1 takes the second half of each input's channels, then concatenates."""
+    cfg = tmp_path / "g.cfg"
+    cfg.write_text("[net]\nwidth=16\nheight=16\n\n"
+                   "[convolutional]\nfilters=4\nsize=1\nstride=1\npad=1\nactivation=linear\n\n"
+                   "[convolutional]\nfilters=6\nsize=1\nstride=1\npad=1\nactivation=linear\n\n"
+                   "[route]\nlayers=-1,-2\ngroups=2\ngroup_id=1\n\n"
+                   "[maxpool]\nsize=2\n")
+    model, _ = build_darknet(cfg)
+    x = np.random.default_rng(2).random((1, 16, 16, 3), dtype=np.float32)
+    a = np.asarray(keras.Model(model.input, model.get_layer("conv_0").output)(x))
+    b = np.asarray(keras.Model(model.input, model.get_layer("conv_1").output)(x))
+    route = np.asarray(keras.Model(model.input, model.get_layer("route_2").output)(x))
+    np.testing.assert_array_equal(route, np.concatenate([b[..., 3:], a[..., 2:]], axis=-1))
+    assert tuple(model.outputs[0].shape[1:]) == (16, 16, 5)  # stride 1: the size is kept

@@ -37,7 +37,28 @@ def test_detections_follow_the_manifest_decoding():
 
     out = np.full((1, 2, 2, 2 * 8), -8.0, np.float32)
     region = Decoding(kind="yolov2-region", anchors=ANCHORS, classes=3)
-    assert detections([out], Decoding(kind="none")) == []
-    assert detections([out], region) == []
+    assert detections([out], Decoding(kind="none"), (64, 64)) == []
+    assert detections([out], region, (64, 64)) == []
     out[0, 0, 0, 4] = 8.0
-    assert len(detections([out], region)) == 1
+    assert len(detections([out], region, (64, 64))) == 1
+
+
+def test_yolo_heads_decode_with_their_own_anchors_in_pixels():
+    """Two [yolo] outputs (YOLOv3/v4-tiny): the coarse one uses anchors 3..5, the fine one 0..2."""
+    from common.bundle import Decoding
+    from common.detect import detections
+
+    anchors = [(10, 14), (23, 27), (37, 58), (81, 82), (135, 169), (344, 319)]
+    decoding = Decoding(kind="yolo", anchors=anchors, masks=[[3, 4, 5], [0, 1, 2]], classes=2)
+    coarse = np.full((1, 2, 2, 3 * 7), -8.0, np.float32)
+    fine = np.full((1, 4, 4, 3 * 7), -8.0, np.float32)
+    coarse[0, 1, 0, 7 * 1:7 * 2] = [0, 0, 0, 0, 8.0, -8.0, 8.0]  # anchor 4 (135x169), class 1, centre of cell
+    fine[0, 0, 3, 7 * 2:7 * 3] = [0, 0, np.log(2.0), 0, 8.0, 8.0, -8.0]  # anchor 2 (37x58) twice as wide, class 0
+    rows = detections([coarse, fine], decoding, (128, 256))  # height 128, width 256
+    assert len(rows) == 2
+    by_class = {int(r[5]): r for r in rows}
+    np.testing.assert_allclose(by_class[1][:4], [0.25 - 135 / 512, 0.75 - 169 / 256, 0.25 + 135 / 512,
+                                                 0.75 + 169 / 256], atol=1e-5)
+    np.testing.assert_allclose(by_class[0][:4], [3.5 / 4 - 37 / 256, 0.125 - 29 / 128, 3.5 / 4 + 37 / 256,
+                                                 0.125 + 29 / 128], atol=1e-5)
+    assert all(r[4] > 0.99 for r in rows)
