@@ -3,9 +3,8 @@
 TensorFlow 2.x logs through absl before absl is initialised, so ``TF_CPP_MIN_LOG_LEVEL`` does not
 silence it: every ``ans edge`` and ``ans convert`` would start with absl's "All log messages
 before absl::InitializeLog()" preamble, oneDNN's notice and the CPU-feature notice, which users
-learn to ignore (and then miss real errors among). This imports TensorFlow with the process's
-stderr (file descriptor 2, where the C++ side writes) caught, drops exactly those notices and
-passes every other line on.
+learn to ignore (and then miss real errors among). This imports TensorFlow with file descriptor 2
+(where the C++ side writes) caught, drops exactly those notices and passes every other line on.
 """
 
 from __future__ import annotations
@@ -13,7 +12,8 @@ from __future__ import annotations
 import os
 import re
 import sys
-import threading
+
+from common.fd_capture import captured
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # what TensorFlow does honour: its later INFO/WARNING lines
 
@@ -27,28 +27,9 @@ def import_tensorflow():
     """``import tensorflow``, its known start-up notices dropped; anything else still reaches stderr."""
     if "tensorflow" in sys.modules:
         return sys.modules["tensorflow"]
-    sys.stderr.flush()
-    saved = os.dup(2)
-    read_end, write_end = os.pipe()
-    os.dup2(write_end, 2)
-    os.close(write_end)
-    caught: list[bytes] = []
-    reader = threading.Thread(target=_drain, args=(read_end, caught), daemon=True)
-    reader.start()
-    try:
+    with captured(2) as text:
         import tensorflow
-    finally:
-        sys.stderr.flush()
-        os.dup2(saved, 2)  # the pipe's last write end closes: the reader sees the end
-        os.close(saved)
-        reader.join()
-        os.close(read_end)
-        for line in b"".join(caught).decode(errors="replace").splitlines():
-            if line.strip() and not NOISE.search(line):
-                print(line, file=sys.stderr)
+    for line in text[0].splitlines():
+        if line.strip() and not NOISE.search(line):
+            print(line, file=sys.stderr)
     return tensorflow
-
-
-def _drain(fd: int, into: list[bytes]) -> None:
-    while chunk := os.read(fd, 65536):
-        into.append(chunk)

@@ -9,21 +9,21 @@ unchanged model with the same settings finds the bundle up to date and rewrites 
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import hashlib
-import io
 import json
 import os
 import shutil
 import tempfile
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
 
 from common.bundle import (BundleError, Decoding, FileRef, Manifest, ModelInfo, Preprocessing, Segment, Split,
                            TensorInfo, read_manifest, sha256_file)
+from common.fd_capture import captured
 from mqtt.codec import CODECS, payload_bytes
 
 from .features import layer_cost, tensor_bytes
@@ -40,14 +40,22 @@ def content_hash(model) -> str:
     return h.hexdigest()
 
 
-def to_tflite(model) -> bytes:
-    """Convert with LiteRT built-in ops only (what a device interpreter runs), batch 1."""
+def to_tflite(model, calibration: np.ndarray | None = None) -> bytes:
+    """Convert with LiteRT built-in ops only (what a device interpreter runs), batch 1. With
+    ``calibration`` (inputs of ``model``, one per row), full-integer int8 weights and arithmetic
+    inside, ranges taken from those inputs; input and output stay float32 either way, so int8
+    segments chain and feed the codecs like float ones."""
     import tensorflow as tf
 
     conv = tf.lite.TFLiteConverter.from_keras_model(model)
     conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
-    try:
-        with contextlib.redirect_stdout(io.StringIO()):
+    if calibration is not None:
+        conv.optimizations = [tf.lite.Optimize.DEFAULT]
+        conv.representative_dataset = lambda: ([row[None].astype(np.float32)] for row in calibration)
+        conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+    try:  # the converter prints its progress from C++ and warns from Python: neither is for the user
+        with captured(1, 2), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
             return conv.convert()
     except Exception as exc:
         raise ModelError(f"'{model.name}' does not convert to TFLite built-in ops: {str(exc).splitlines()[0]}") from None
@@ -58,8 +66,9 @@ def output_order(tflite: bytes, model) -> list[int]:
     running both on the same random input (TFLite may reorder a multi-output model's outputs)."""
     from ai_edge_litert.interpreter import Interpreter
 
-    it = Interpreter(model_content=tflite)
-    it.allocate_tensors()
+    with captured(2):  # LiteRT's note that it made an XNNPACK delegate
+        it = Interpreter(model_content=tflite)
+        it.allocate_tensors()
     x = np.random.default_rng(0).random([1, *[int(d) for d in model.input.shape[1:]]], dtype=np.float32)
     it.set_tensor(it.get_input_details()[0]["index"], x)
     it.invoke()
@@ -79,11 +88,13 @@ def _tensor(t, name: str) -> TensorInfo:
     return TensorInfo(name=name, shape=[1, *[int(d) for d in t.shape[1:]]], dtype=str(t.dtype))
 
 
-def _reusable(out: Path, info: ModelInfo, splits_meta: list[dict]) -> Manifest | None:
+def _reusable(out: Path, info: ModelInfo, splits_meta: list[dict], precision: str) -> Manifest | None:
     """The bundle already in ``out``, if it is this model with these settings and its files are intact."""
     try:
         old = read_manifest(out)
     except BundleError:
+        return None
+    if any(segment.precision != precision for segment in old.segments):
         return None
     described = [{k: v for k, v in dataclasses.asdict(s).items() if k != "tail"} for s in old.splits]
     if _plain(old.model) != _plain(info) or _plain(described) != _plain(splits_meta):
@@ -122,8 +133,10 @@ def plan_splits(model) -> tuple[object, list, list[dict]]:
 
 
 def convert(model, out: str | Path, *, name: str | None = None, preprocessing: Preprocessing | None = None,
-            decoding: Decoding | None = None, log=print) -> Manifest:
-    """Write the bundle of ``model`` to ``out`` (or find it there already) and return its manifest."""
+            decoding: Decoding | None = None, calibration: np.ndarray | None = None, log=print) -> Manifest:
+    """Write the bundle of ``model`` to ``out`` (or find it there already) and return its manifest.
+    ``calibration``: preprocessed images (NHWC float32) to quantize the device's segments to int8
+    with; without them the segments are float32."""
     import keras
     import tensorflow as tf
 
@@ -139,7 +152,8 @@ def convert(model, out: str | Path, *, name: str | None = None, preprocessing: P
         decoding=decoding or Decoding(),
         content_hash=content_hash(model),
     )
-    existing = _reusable(out, info, splits_meta)
+    precision = "float32" if calibration is None else "int8"
+    existing = _reusable(out, info, splits_meta, precision)
     if existing is not None:
         log(f"{out}: already up to date")
         return existing
@@ -167,18 +181,21 @@ def convert(model, out: str | Path, *, name: str | None = None, preprocessing: P
         bounds = [copy.input] + [copy.get_layer(c.name).output for c in cuts] + [copy.outputs]
         names = [graph_input] + [c.name for c in cuts]
         segments = []
+        inputs = calibration  # what segment k reads, for its int8 ranges: the previous segment's outputs
         for k in range(1, len(bounds)):
             last = k == len(bounds) - 1
             sub = keras.Model(bounds[k - 1], bounds[k], name=f"segment_{k}")
-            data = to_tflite(sub)
+            data = to_tflite(sub, inputs)
+            if inputs is not None and not last:
+                inputs = np.asarray(sub.predict(inputs, batch_size=16, verbose=0))
             rel = f"segments/segment_{k:03d}.tflite"
             (tmp / rel).write_bytes(data)
             outputs = info.outputs if last else [_tensor(cuts[k - 1].output, cuts[k - 1].name)]
             segments.append(Segment(index=k, file=FileRef(path=rel, sha256=sha256_file(tmp / rel)),
                                     input=_tensor(bounds[k - 1], names[k - 1]), outputs=outputs,
-                                    output_order=output_order(data, sub)))
+                                    output_order=output_order(data, sub), precision=precision))
             step(1 + k, f"segment {k}: {names[k - 1]} -> {'the outputs' if last else cuts[k - 1].name} "
-                        f"({len(data) / 1e6:.1f} MB)")
+                        f"({len(data) / 1e6:.1f} MB{', int8' if inputs is not None else ''})")
         splits = [Split(tail=None if meta["cut"] is None else tail, **meta) for meta in splits_meta]
         manifest = Manifest(model=info, segments=segments, splits=splits,
                             converter={"tensorflow": tf.__version__, "keras": keras.__version__})

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import os
 
+import numpy as np
+
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's start-up chatter out of the output
 
 
@@ -29,7 +31,21 @@ def convert_command(args: argparse.Namespace) -> int:
     else:
         model = load_keras_model(args.model)
         decoding = None
-    manifest = convert(model, args.out, name=args.name, decoding=decoding)
+    calibration = None
+    if args.quantize == "int8":
+        from .calibration import calibration_images, demo_scenes
+
+        size = tuple(int(d) for d in model.input.shape[1:3])
+        if getattr(args, "calibration_files", None):
+            calibration = calibration_images(args.calibration_files, size, 1.0 / 255.0)
+            print(f"int8: calibrating with {len(calibration)} images from {args.calibration_images}")
+        elif args.zoo == "demo":
+            calibration = demo_scenes(size=size[0])
+            print(f"int8: calibrating with {len(calibration)} generated scenes")
+        else:  # the zoo's tiny-yolov2 has seeded weights: any images measure its ranges
+            calibration = np.random.default_rng(0).random((64, *size, 3), dtype=np.float32)
+            print("int8: calibrating with 64 random images (seeded zoo weights)")
+    manifest = convert(model, args.out, name=args.name, decoding=decoding, calibration=calibration)
     print(f"{'split':>5}  {'cut after':<16}{'sent (bytes)':>14}{'front MMACs':>13}{'back conv MMACs':>17}")
     for s in manifest.splits:
         print(f"{s.index:>5}  {s.cut or '(device only)':<16}{s.transfer_bytes:>14,}{s.front_macs / 1e6:>13.1f}"
@@ -39,12 +55,16 @@ def convert_command(args: argparse.Namespace) -> int:
 
         images = None
         if args.zoo == "demo":
-            import numpy as np
-
             from common.scenes import make_frame
 
             rng = np.random.default_rng(99)
             images = np.stack([make_frame(rng, model.input.shape[1])[0] for _ in range(16)]).astype(np.float32) / 255
         print(f"\ncut-tensor codecs against float32 ({'generated scenes' if images is not None else 'random images'}):")
         codec_report(args.out, images=images)
+        if calibration is not None:
+            from .report import precision_report
+
+            print("\nint8 segments against float32 (head time on this machine, accuracy):")
+            precision_report(model, args.out, demo=args.zoo == "demo", images=None if args.zoo == "demo"
+                             else calibration[:16])
     return 0

@@ -1,4 +1,5 @@
-"""``ans convert --report``: what each cut-tensor codec costs in accuracy, split by split.
+"""``ans convert --report``: what each cut-tensor codec costs in accuracy, split by split, and for an
+int8 bundle what int8 costs in accuracy and saves in time against float32.
 
 For every split that offloads, sample images (random ones, or the demo detector's own
 generated scenes) go through the split's head (LiteRT, as on the device), the cut tensor through each codec, and the rest through the edge model.
@@ -10,6 +11,8 @@ range) and, for a YOLOv2-region detector, the share of anchor cells whose decisi
 from __future__ import annotations
 
 import json
+import tempfile
+import time
 from pathlib import Path
 
 import numpy as np
@@ -75,3 +78,71 @@ def _as_list(outputs) -> list:
 def _encoded(cut: np.ndarray, codec: str) -> tuple:
     payload, quant = encode(cut, codec)
     return payload, codec, cut.shape, quant
+
+
+PRECISION_FILE = "precision-report.json"
+
+
+def _segment_times(runner: SegmentRunner, image: np.ndarray, repeats: int) -> list[float]:
+    """Median time of each segment on what it really reads."""
+    times, x = [], image
+    for k in range(1, len(runner.bundle.segments) + 1):
+        out = runner.segment(k, x)  # warm-up
+        runs = []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            runner.segment(k, x)
+            runs.append(time.perf_counter() - start)
+        times.append(float(np.median(runs)))
+        x = out[0]
+    return times
+
+
+def precision_report(model, bundle: str | Path, demo: bool = False, images: np.ndarray | None = None,
+                     repeats: int = 20, log=print) -> dict:
+    """An int8 bundle against the same model's float32 segments (made in a temporary folder): each
+    split's head time on this machine, and accuracy: mAP@0.5 on the demo clip for the demo detector,
+    else how far the int8 device-only outputs are from float32's on ``images``."""
+    from .bundle import convert
+
+    bundle = Path(bundle)
+    quantized = SegmentRunner(Bundle(bundle))
+    manifest = quantized.bundle.manifest
+    with tempfile.TemporaryDirectory() as tmp:
+        convert(model, Path(tmp) / "float32", decoding=manifest.model.decoding,
+                preprocessing=manifest.model.preprocessing, log=lambda *_: None)
+        floats = SegmentRunner(Bundle(Path(tmp) / "float32"))
+        probe = np.random.default_rng(0).random(quantized.bundle.input_shape, dtype=np.float32)
+        t_float = np.cumsum(_segment_times(floats, probe, repeats))
+        t_int8 = np.cumsum(_segment_times(quantized, probe, repeats))
+        last = manifest.device_only
+        if demo:
+            from .train_demo import clip_frames, clip_map
+
+            clip, truth, difficult = clip_frames()
+            accuracy = {name: clip_map([runner.run(last, img[None])[0][0] for img in clip], truth, difficult)
+                        for name, runner in (("float32", floats), ("int8", quantized))}
+        else:
+            images = images if images is not None else np.random.default_rng(1).random(
+                (8, *quantized.bundle.input_shape[1:]), dtype=np.float32)
+            errors = []
+            for img in images:
+                ref = floats.run(last, img[None])
+                got = quantized.run(last, img[None])
+                errors.append(max(float(np.max(np.abs(g - r)) / (np.ptp(r) or 1.0)) for g, r in zip(got, ref)))
+            accuracy = {"max_rel_error": float(np.max(errors)), "median_rel_error": float(np.median(errors)),
+                        "images": len(images)}
+    log(f"{'split':>5}  {'float32 head':>13}{'int8 head':>11}{'speed-up':>10}")
+    for k in range(1, last + 1):
+        log(f"{k:>5}  {t_float[k - 1] * 1e3:>10.2f} ms{t_int8[k - 1] * 1e3:>8.2f} ms{t_float[k - 1] / t_int8[k - 1]:>9.2f}x")
+    if demo:
+        log(f"mAP@0.5 on the demo clip ({accuracy['int8']['images']} frames, device-only): float32 "
+            f"{accuracy['float32']['map50']:.3f}, int8 {accuracy['int8']['map50']:.3f}")
+    else:
+        log(f"int8 against float32, device-only outputs on {accuracy['images']} images: largest error "
+            f"{accuracy['max_rel_error']:.2e} of the output range (median {accuracy['median_rel_error']:.2e})")
+    report = {"head_s": {"float32": t_float.tolist(), "int8": t_int8.tolist()}, "accuracy": accuracy,
+              "repeats": repeats}
+    (bundle / PRECISION_FILE).write_text(json.dumps(report, indent=1))
+    log(f"wrote {bundle / PRECISION_FILE}")
+    return report

@@ -126,14 +126,14 @@ def evaluate(model, images: int = 400, seed: int = 12345, conf: float = 0.05) ->
     return {"map50": float(np.mean(list(aps.values()))), "ap50": aps, "images": images}
 
 
-def evaluate_clip(model, frames: int = 300, conf: float = 0.05) -> dict:
-    """mAP@0.5 on the demo clip itself, as the device sees it: the MJPG video decoded, each
-    320x240 frame stretched to the model's input (``INTER_AREA``, as the device's preprocessing).
-    Objects less than half visible behind others are "difficult" (VOC): neither found nor missed."""
+def clip_frames(frames: int = 300) -> tuple[np.ndarray, list[np.ndarray], list[np.ndarray]]:
+    """The demo clip as the device sees it: the MJPG video decoded, each 320x240 frame stretched to the
+    model's input (``INTER_AREA``, the device's preprocessing), scaled to 0..1; with its ground truth
+    (class and box relative to the frame, per frame) and which objects are "difficult" (VOC):
+    less than half visible behind others, neither found nor missed by the score."""
     with tempfile.TemporaryDirectory() as tmp:
         clip = make_clip(Path(tmp) / "demo.avi", frames=frames)
         ground = json.loads(clip.with_suffix(".avi.json").read_text())
-        truth, difficult = ground["boxes"], [np.asarray(v) < 0.5 for v in ground["visible"]]
         cap = cv2.VideoCapture(str(clip))
         images = []
         while len(images) < frames:
@@ -144,13 +144,25 @@ def evaluate_clip(model, frames: int = 300, conf: float = 0.05) -> dict:
                                      interpolation=cv2.INTER_AREA))
             height, width = frame.shape[:2]
         cap.release()
-    outputs = model.predict(np.stack(images).astype(np.float32) / 255.0, batch_size=32, verbose=0)
-    detections = [decode_yolov2(o, DEMO_ANCHORS, len(LABELS), conf=conf) for o in outputs]
     scale = np.array([1, width, height, width, height], np.float32)
-    relative = [np.asarray(t, np.float32).reshape(-1, 5) / scale for t in truth[:len(images)]]
-    aps = {LABELS[c]: average_precision(detections, relative, c, difficult=difficult) for c in range(len(LABELS))}
-    return {"map50": float(np.mean(list(aps.values()))), "ap50": aps, "images": len(images),
-            "difficult": int(sum(d.sum() for d in difficult[:len(images)]))}
+    truth = [np.asarray(t, np.float32).reshape(-1, 5) / scale for t in ground["boxes"][:len(images)]]
+    difficult = [np.asarray(v) < 0.5 for v in ground["visible"][:len(images)]]
+    return np.stack(images).astype(np.float32) / 255.0, truth, difficult
+
+
+def clip_map(outputs: list[np.ndarray], truth: list[np.ndarray], difficult: list[np.ndarray],
+             conf: float = 0.05) -> dict:
+    """mAP@0.5 of the demo detector's raw outputs (one per clip frame) against the clip's truth."""
+    detections = [decode_yolov2(o, DEMO_ANCHORS, len(LABELS), conf=conf) for o in outputs]
+    aps = {LABELS[c]: average_precision(detections, truth, c, difficult=difficult) for c in range(len(LABELS))}
+    return {"map50": float(np.mean(list(aps.values()))), "ap50": aps, "images": len(outputs),
+            "difficult": int(sum(d.sum() for d in difficult))}
+
+
+def evaluate_clip(model, frames: int = 300) -> dict:
+    """mAP@0.5 of a Keras demo detector on the demo clip itself (see ``clip_frames``)."""
+    images, truth, difficult = clip_frames(frames)
+    return clip_map(list(model.predict(images, batch_size=32, verbose=0)), truth, difficult)
 
 
 def main() -> None:

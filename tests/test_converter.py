@@ -209,3 +209,53 @@ def test_a_residual_add_and_its_activation_are_one_cut():
     out = kl.Conv2D(2, 1, name="out")(x)
     cuts = [c.name for c in cut_layers(build_graph(keras.Model(inp, out)))]
     assert cuts == ["c1", "add_relu"]
+
+
+def test_int8_segments_are_smaller_and_close_to_float32(dag_bundle, tmp_path):
+    model, out, manifest = dag_bundle
+    rng = np.random.default_rng(3)
+    calibration = rng.random((32, 32, 32, 3), dtype=np.float32)
+    quantized = convert(model, tmp_path / "int8", calibration=calibration, log=lambda *_: None)
+    assert {s.precision for s in quantized.segments} == {"int8"}
+    assert {s.precision for s in manifest.segments} == {"float32"}
+    size = lambda m, folder: sum((folder / s.file.path).stat().st_size for s in m.segments)  # noqa: E731
+    assert size(quantized, tmp_path / "int8") < size(manifest, out)  # (a toy: file headers weigh; 3.5x on the demo)
+    x = rng.random((1, 32, 32, 3), dtype=np.float32)
+    got = SegmentRunner(Bundle(tmp_path / "int8")).run(quantized.device_only, x)
+    want = [np.asarray(t) for t in model(x, training=False)]
+    for g, w in zip(got, want, strict=True):
+        assert g.dtype == np.float32 and float(np.max(np.abs(g - w))) <= 0.05 * float(np.ptp(w))
+    lines = []
+    convert(model, tmp_path / "int8", log=lines.append)  # float32 asked of an int8 bundle: rewritten
+    assert not any("up to date" in line for line in lines)
+    assert {s.precision for s in read_manifest(tmp_path / "int8").segments} == {"float32"}
+
+
+def test_int8_needs_images_like_the_devices_frames(tmp_path):
+    import subprocess
+
+    from .running import ANS, ENV
+
+    def convert_cli(*extra):
+        return subprocess.run(ANS + ["convert", "--model", str(model_file), "--out", str(tmp_path / "b"), *extra],
+                              capture_output=True, text=True, timeout=120, env=ENV)
+
+    model_file = tmp_path / "m.keras"
+    dag_model().save(model_file)
+    missing = convert_cli("--quantize", "int8")
+    assert missing.returncode == 2 and "--quantize int8 needs --calibration-images DIR" in missing.stderr
+    (tmp_path / "frames").mkdir()
+    (tmp_path / "frames" / "broken.jpg").write_bytes(b"not an image")
+    empty = convert_cli("--quantize", "int8", "--calibration-images", str(tmp_path / "frames"))
+    assert empty.returncode == 2
+    assert empty.stderr.strip().splitlines() == [f"ans convert: error: {tmp_path / 'frames'}: no readable images "
+                                                 "(.bmp, .jpeg, .jpg, .png, .webp) to calibrate int8 with"]
+    import cv2
+
+    for k in range(4):
+        cv2.imwrite(str(tmp_path / "frames" / f"{k}.png"), np.random.default_rng(k).integers(0, 255, (40, 50, 3),
+                                                                                          dtype=np.uint8))
+    done = convert_cli("--quantize", "int8", "--calibration-images", str(tmp_path / "frames"))
+    assert done.returncode == 0, done.stderr
+    assert "calibrating with 4 images" in done.stdout and done.stderr == ""
+    assert {s.precision for s in read_manifest(tmp_path / "b").segments} == {"int8"}
