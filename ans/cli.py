@@ -272,7 +272,7 @@ def build_parser() -> argparse.ArgumentParser:
                                      "for collaborative device-edge inference.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    conv = sub.add_parser("convert", help="split a detector into per-split TFLite heads, edge tails and a manifest")
+    conv = sub.add_parser("convert", help="split a detector into TFLite segments (the device), an edge model and a manifest")
     source = conv.add_mutually_exclusive_group(required=True)
     source.add_argument("--model", help="a Keras functional model file (.keras or .h5)")
     source.add_argument("--zoo", choices=["tiny-yolov2", "demo"],

@@ -9,7 +9,6 @@ frames through the same schedule. Needs root and iproute2 (ip, tc); nothing is l
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
 import subprocess
@@ -23,45 +22,10 @@ sys.path.insert(0, str(REPO))
 
 import numpy as np  # noqa: E402
 
-NS, HOST_IF, NS_IF = "ans-bench-edge", "ansb-dev", "ansb-edge"
-HOST_IP, NS_IP = "10.77.0.1", "10.77.0.2"
-
-
-def sh(*args: str) -> None:
-    subprocess.run(args, check=True, capture_output=True, text=True)
-
-
-def shape(mbit: float) -> None:
-    """The same rate both ways (tbf on each end of the veth pair)."""
-    for prefix, dev in (((), HOST_IF), (("ip", "netns", "exec", NS), NS_IF)):
-        sh(*prefix, "tc", "qdisc", "replace", "dev", dev, "root", "tbf", "rate", f"{mbit}mbit",
-           "burst", "64kbit", "latency", "400ms")
-
-
-@contextlib.contextmanager
-def link(mbit: float):
-    with contextlib.suppress(subprocess.CalledProcessError):
-        sh("ip", "netns", "del", NS)
-    sh("ip", "netns", "add", NS)
-    try:
-        sh("ip", "link", "add", HOST_IF, "type", "veth", "peer", "name", NS_IF)
-        sh("ip", "link", "set", NS_IF, "netns", NS)
-        sh("ip", "addr", "add", f"{HOST_IP}/24", "dev", HOST_IF)
-        sh("ip", "link", "set", HOST_IF, "up")
-        for cmd in (("ip", "addr", "add", f"{NS_IP}/24", "dev", NS_IF), ("ip", "link", "set", NS_IF, "up"),
-                    ("ip", "link", "set", "lo", "up")):
-            sh("ip", "netns", "exec", NS, *cmd)
-        shape(mbit)
-        yield
-    finally:
-        with contextlib.suppress(subprocess.CalledProcessError):
-            sh("ip", "link", "del", HOST_IF)
-        with contextlib.suppress(subprocess.CalledProcessError):
-            sh("ip", "netns", "del", NS)
-
+from lab.testbed import NS, NS_IP, Link  # noqa: E402
 
 def run_policy(policy: str, bundle: Path, broker: str, frames: list, schedule: list[tuple[int, float]],
-               slowdown: float, state: Path) -> list[dict]:
+               slowdown: float, state: Path, link: Link) -> list[dict]:
     from device_app.runtime import Device
     from device_app.settings import DeviceSettings
     from mqtt.connection import MqttSettings
@@ -74,7 +38,7 @@ def run_policy(policy: str, bundle: Path, broker: str, frames: list, schedule: l
     try:
         for k, frame in enumerate(frames):
             if k in changes:
-                shape(changes[k])
+                link.shape(changes[k])
             records.append(device.process(k, frame))
             if k % 50 == 0:
                 print(f"\r  {policy}: {k}/{len(frames)}", end="", file=sys.stderr, flush=True)
@@ -136,7 +100,7 @@ def main() -> None:
     third = args.frames // 3
     schedule = [(0, args.high), (third, args.low), (2 * third, args.high)]
     runs, wrapper = {}, ("ip", "netns", "exec", NS)
-    with link(args.high):
+    with Link(args.high) as link:
         broker = Broker(dev_config(), work / "broker", host=NS_IP, wrapper=wrapper)
         broker.start()
         edge = None
@@ -144,7 +108,7 @@ def main() -> None:
             edge = start_edge(bundle, broker.url, work / "edge.log", wrapper)  # local inside the namespace
             for policy in args.policies:
                 runs[policy] = run_policy(policy, bundle, broker.url, frames, schedule, args.slowdown,
-                                          work / f"state-{policy}")
+                                          work / f"state-{policy}", link)
         finally:
             if edge is not None:
                 edge.terminate()

@@ -36,8 +36,9 @@ def calibrate(runner: SegmentRunner, repeats: int = 5, cache: str | Path | None 
             runner.segment(k, x)
             times.append(time.perf_counter() - start)
         delays.append(delays[-1] + statistics.median(times))
-        log(f"calibrated split {k}/{bundle.device_only}: {delays[-1] * 1e3:.2f} ms")
         x = out[0]
+    log(f"measured the head of every split on this device: split 1 {delays[1] * 1e3:.2f} ms ... device-only "
+        f"{delays[-1] * 1e3:.2f} ms ({len(delays) - 1} segments, median of {repeats})")
     if cache is not None:
         save_state(cache, {"bundle": bundle.content_hash, "front_delay_s": delays})
     return np.asarray(delays)

@@ -1,0 +1,314 @@
+"""The live testbed: the real system (Mosquitto, an edge process, a device with an emulated slow
+board) through scripted changes of its environment, every policy and every forced split through
+the same schedule. Needs root (network namespace, tc, CPU pinning).
+
+The broker and the edge run in a network namespace behind a veth pair whose rate ``tc tbf`` sets,
+pinned to core 1; the device runs here, pinned to core 0, its heads 30x slower (a board), and
+reaches the broker through a relay that delays every packet (added round-trip time). Scenarios,
+each ``--frames`` frames in three phases (the change at 1/3, back at 2/3):
+
+* ``bandwidth``: 100 -> 4 -> 100 Mbit/s;
+* ``rtt``: +0 -> +80 ms round trip (the relay) -> +0;
+* ``overload``: two CPU hogs beside the edge (its tails about 3x slower), then none;
+* ``edge-restart``: the edge is killed at 1/3 and started again at once (back when warm);
+* ``broker-restart``: the broker is stopped at 1/3 for 2 s.
+
+Policies: ``ans``, ``mu-linucb-paper``, ``device-only``, ``edge-only``, and the live oracle: every
+split forced through the same schedule, the best one per phase. Per scenario it reports mean and
+p95 delay per policy and phase, the ratio to the live oracle, the frames each policy takes after
+each change to come back within 1.2x of the new best split's delay (rolling median of 5 frames),
+and a plot (docs/img/live-<scenario>.png: chosen split and delay over time, the oracle's split).
+
+    sudo .venv/bin/python bench/bench_live.py [--scenarios bandwidth rtt ...] [--frames 300]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+import numpy as np  # noqa: E402
+
+from lab.testbed import NS, NS_IP, CpuHog, DelayRelay, Link, pin_this_process  # noqa: E402
+
+POLICIES = ("ans", "mu-linucb-paper", "device-only", "edge-only")
+HIGH_MBIT, LOW_MBIT, RTT_ADDED_S = 100.0, 4.0, 0.080
+EDGE_CORE, DEVICE_CORE = 1, 0
+
+
+class System:
+    """Broker and edge behind the link, the relay in front; the changes a schedule makes."""
+
+    def __init__(self, work: Path, bundle: Path, link: Link):
+        from lab.local_broker import Broker, dev_config
+
+        self.work, self.bundle, self.link = work, bundle, link
+        self.wrapper = ("ip", "netns", "exec", NS, "taskset", "-c", str(EDGE_CORE))
+        self.broker = Broker(dev_config(), work / "broker", host=NS_IP, wrapper=self.wrapper)
+        self.broker.start()
+        self.relay = DelayRelay(NS_IP, self.broker.port).__enter__()
+        self.hog = CpuHog(EDGE_CORE, 2)
+        self.edge: subprocess.Popen | None = None
+        self.busy: list[threading.Thread] = []
+        self.start_edge()
+
+    @property
+    def device_broker(self) -> str:
+        return f"mqtt://127.0.0.1:{self.relay.port}"
+
+    def start_edge(self) -> None:
+        from lab.demo import start_edge
+
+        self.edge = start_edge(self.bundle, self.broker.url, self.work / "edge.log", self.wrapper)
+
+    def stop_edge(self) -> None:
+        if self.edge is not None:
+            self.edge.kill()
+            self.edge.wait(30)
+            self.edge = None
+
+    def edge_online(self) -> bool:
+        """The edge's retained status says online (it says so only once its tails are warm)."""
+        import paho.mqtt.client as mqtt
+        from paho.mqtt.enums import CallbackAPIVersion
+
+        said: list[bytes] = []
+        got = threading.Event()
+        client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"live-probe-{os.getpid()}", protocol=mqtt.MQTTv5)
+        client.on_connect = lambda c, u, f, rc, p: c.subscribe("ans/v1/edge/+/status", qos=1)
+        client.on_message = lambda c, u, m: (said.append(m.payload), got.set())
+        try:
+            client.connect(NS_IP, self.broker.port)
+        except OSError:
+            return False
+        client.loop_start()
+        got.wait(2.0)
+        client.disconnect()
+        client.loop_stop()
+        return bool(said) and said[-1] == b"online"
+
+    def in_background(self, action) -> None:
+        thread = threading.Thread(target=action, daemon=True)
+        thread.start()
+        self.busy.append(thread)
+
+    def restart_broker(self) -> None:
+        self.broker.stop()
+        time.sleep(2.0)
+        self.broker.start()
+
+    def reset(self) -> None:
+        """The baseline, before every run: link fast, no added delay, no hogs, broker and a warm edge up."""
+        for thread in self.busy:
+            thread.join(60)
+        self.busy = []
+        self.link.shape(HIGH_MBIT)
+        self.relay.delay_s = 0.0
+        self.hog.stop()
+        if self.broker.proc is None:
+            self.broker.start()
+        if self.edge is None or self.edge.poll() is not None:
+            self.start_edge()
+        deadline = time.monotonic() + 120
+        while not self.edge_online():
+            if time.monotonic() > deadline:
+                raise OSError("the edge did not come online in 120 s")
+            time.sleep(0.5)
+
+    def close(self) -> None:
+        self.hog.stop()
+        self.stop_edge()
+        self.relay.__exit__()
+        self.broker.stop()
+
+
+def schedule(scenario: str, frames: int, system: System) -> dict[int, object]:
+    third = frames // 3
+    if scenario == "bandwidth":
+        return {third: lambda: system.link.shape(LOW_MBIT), 2 * third: lambda: system.link.shape(HIGH_MBIT)}
+    if scenario == "rtt":
+        return {third: lambda: setattr(system.relay, "delay_s", RTT_ADDED_S / 2),
+                2 * third: lambda: setattr(system.relay, "delay_s", 0.0)}
+    if scenario == "overload":
+        return {third: system.hog.start, 2 * third: system.hog.stop}
+    if scenario == "edge-restart":
+        return {third: lambda: (system.stop_edge(), system.in_background(system.start_edge))}
+    if scenario == "broker-restart":
+        return {third: lambda: system.in_background(system.restart_broker)}
+    raise ValueError(scenario)
+
+
+def run_one(name: str, policy, system: System, frames: list, events: dict, state: Path) -> list[dict]:
+    from device_app.learner.policy import FixedSplit
+    from device_app.runtime import Device
+    from device_app.settings import DeviceSettings
+    from mqtt.connection import MqttSettings
+
+    system.reset()
+    device = Device(DeviceSettings(bundle=str(system.bundle), id=f"live-{name}", deadline_ms=1000,
+                                   policy=policy if isinstance(policy, str) else "device-only", emulate_slowdown=30.0,
+                                   state_dir=str(state), mqtt=MqttSettings(broker=system.device_broker)))
+    if not isinstance(policy, str):
+        device.policy = FixedSplit(device.policy.profile, policy, name)
+    device.connect()
+    records = []
+    try:
+        for k, frame in enumerate(frames):
+            if k in events:
+                events[k]()
+            records.append(device.process(k, frame))
+    finally:
+        device.client.disconnect()
+        device.client.loop_stop()
+    return records
+
+
+def recovery(delays: np.ndarray, start: int, end: int, target: float) -> int | None:
+    """Frames after ``start`` until the rolling median of 5 is within 1.2x ``target`` (None: never)."""
+    for k in range(start, end - 4):
+        if np.median(delays[k:k + 5]) <= 1.2 * target:
+            return k - start
+    return None
+
+
+def summarise(runs: dict[str, list[dict]], n_splits: int, frames: int) -> dict:
+    third = frames // 3
+    phases = [(0, third), (third, 2 * third), (2 * third, frames)]
+    delays = {name: np.array([r["delay_s"] for r in records]) * 1e3 for name, records in runs.items()}
+    forced = {k: delays[f"split-{k}"] for k in range(n_splits) if f"split-{k}" in delays}
+    oracle_split = [min(forced, key=lambda k: forced[k][a:b].mean()) for a, b in phases]
+    oracle_mean = [float(forced[k][a:b].mean()) for k, (a, b) in zip(oracle_split, phases)]
+    oracle_total = float(np.mean(np.concatenate([forced[k][a:b] for k, (a, b) in zip(oracle_split, phases)])))
+    out = {"oracle": {"split_per_phase": oracle_split, "phase_mean_ms": oracle_mean, "mean_ms": oracle_total}}
+    for name in POLICIES:
+        if name not in delays:
+            continue
+        d = delays[name]
+        out[name] = {
+            "mean_ms": float(d.mean()), "p95_ms": float(np.percentile(d, 95)),
+            "ratio_to_oracle": float(d.mean() / oracle_total),
+            "phase_mean_ms": [float(d[a:b].mean()) for a, b in phases],
+            "phase_p95_ms": [float(np.percentile(d[a:b], 95)) for a, b in phases],
+            "frames_to_recover": [recovery(d, a, b, m) for (a, b), m in zip(phases[1:], oracle_mean[1:])],
+            "fallbacks": int(sum(r["fallback"] for r in runs[name])),
+        }
+    return out
+
+
+def plot(scenario: str, runs: dict, summary: dict, frames: int, n_splits: int, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    third = frames // 3
+    shown = [p for p in POLICIES if p in runs]
+    fig, axes = plt.subplots(len(shown), 1, figsize=(10, 2.2 * len(shown)), sharex=True)
+    oracle_line = np.concatenate([[s] * n for s, n in zip(summary["oracle"]["split_per_phase"],
+                                                          (third, third, frames - 2 * third))])
+    twins = []
+    for ax, name in zip(np.atleast_1d(axes), shown):
+        records = runs[name]
+        x = [r["frame"] for r in records]
+        colours = ["tab:blue" if r["edge"] else "tab:red" if r["fallback"] else "tab:gray" for r in records]
+        ax.scatter(x, [r["delay_s"] * 1e3 for r in records], c=colours, s=5, zorder=3)
+        ax.set_yscale("log")
+        ax.set_ylabel(f"{name}\ndelay (ms)", fontsize=8)
+        twin = ax.twinx()
+        twins.append(twin)
+        twin.step(x, oracle_line, where="post", color="green", lw=2.5, alpha=0.45, label="live oracle's split")
+        twin.plot(x, [r["split"] for r in records], color="k", lw=0.7, label="chosen split")
+        twin.set_ylim(-0.5, n_splits - 0.5)
+        twin.set_yticks(range(0, n_splits, 3))
+        twin.set_ylabel("split", fontsize=8)
+        for change in (third, 2 * third):
+            ax.axvline(change, color="orange", lw=1.5, zorder=0)
+        s = summary[name]
+        ax.set_title(f"{name}: mean {s['mean_ms']:.1f} ms ({s['ratio_to_oracle']:.2f}x the live oracle)",
+                     fontsize=8, loc="left")
+    twins[0].legend(fontsize=7, loc="upper right")
+    fig.suptitle(f"live testbed: {scenario} (orange: the changes). Dots: delay; blue edge, red fallback, grey device",
+                 fontsize=9)
+    np.atleast_1d(axes)[-1].set_xlabel("frame")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--scenarios", nargs="+", default=["bandwidth", "rtt", "overload", "edge-restart",
+                                                           "broker-restart"])
+    parser.add_argument("--frames", type=int, default=300)
+    parser.add_argument("--splits", type=int, nargs="+", help="the live oracle's candidates (default: every split)")
+    parser.add_argument("--out", type=Path, default=REPO / "docs" / "img")
+    args = parser.parse_args()
+    if os.geteuid() != 0:
+        sys.exit("bench/bench_live.py needs root (network namespace, tc, CPU pinning)")
+    pin_this_process(DEVICE_CORE)
+    from device_app.sources import demo_clip, open_source
+
+    work = Path(tempfile.mkdtemp(prefix="ans-live-"))
+    bundle = work / "bundle"
+    subprocess.run([sys.executable, "-m", "ans.cli", "convert", "--zoo", "demo", "--out", str(bundle)], check=True,
+                   stdout=subprocess.DEVNULL)
+    n_splits = len(json.loads((bundle / "manifest.json").read_text())["splits"])
+    clip = list(open_source(str(demo_clip())))
+    frames = [clip[k % len(clip)] for k in range(args.frames)]
+    contenders = [(p, p) for p in POLICIES] + [(f"split-{k}", k) for k in (args.splits or range(n_splits))]
+    results, started = {}, time.monotonic()
+    with Link(HIGH_MBIT) as link:
+        system = System(work, bundle, link)
+        try:
+            for scenario in args.scenarios:
+                runs = {}
+                for i, (name, policy) in enumerate(contenders):
+                    print(f"[{time.monotonic() - started:6.0f} s] {scenario}: {name} ({i + 1}/{len(contenders)})",
+                          file=sys.stderr, flush=True)
+                    runs[name] = run_one(name, policy, system, frames, schedule(scenario, args.frames, system),
+                                         work / f"state-{scenario}-{name}")
+                summary = summarise(runs, n_splits, args.frames)
+                results[scenario] = summary
+                args.out.mkdir(parents=True, exist_ok=True)
+                plot(scenario, runs, summary, args.frames, n_splits, args.out / f"live-{scenario}.png")
+                (work / f"runs-{scenario}.json").write_text(json.dumps(
+                    {name: [{k: r[k] for k in ("frame", "split", "delay_s", "edge", "fallback", "finished_from")}
+                            for r in records] for name, records in runs.items()}))
+                print(report(scenario, summary), flush=True)
+        finally:
+            system.close()
+    (work / "live.json").write_text(json.dumps(results, indent=1))
+    print(f"results in {work / 'live.json'}; plots in {args.out}")
+
+
+def report(scenario: str, s: dict) -> str:
+    o = s["oracle"]
+    lines = [f"\n### {scenario}", "",
+             f"Live oracle: splits {' / '.join(map(str, o['split_per_phase']))} per phase, "
+             f"{' / '.join(f'{m:.1f}' for m in o['phase_mean_ms'])} ms (mean {o['mean_ms']:.1f} ms).", "",
+             "| policy | mean (x oracle) | per phase: mean | per phase: p95 | frames to recover after each change | "
+             "fallbacks |", "|---|---|---|---|---|---|"]
+    for name in POLICIES:
+        if name not in s:
+            continue
+        p = s[name]
+        rec = ", ".join("never" if r is None else str(r) for r in p["frames_to_recover"])
+        lines.append(f"| {name} | {p['mean_ms']:.1f} ms ({p['ratio_to_oracle']:.2f}x) | "
+                     f"{' / '.join(f'{m:.1f}' for m in p['phase_mean_ms'])} | "
+                     f"{' / '.join(f'{m:.0f}' for m in p['phase_p95_ms'])} | {rec} | {p['fallbacks']} |")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    main()
