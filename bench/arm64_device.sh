@@ -5,7 +5,7 @@
 #
 #   sudo bash bench/arm64_device.sh [FRAMES]        # default 20 frames per run; ROOT=/var/tmp/ans-arm64
 #
-# Two runs on the demo clip, each checked:
+# Two runs on the demo clip (written losslessly, so both machines see the same pixels), each checked:
 #   1. device-only on arm64 and the same on x86: every frame answered, the same detections (class,
 #      and box and score within 1e-3: two builds of the same float arithmetic);
 #   2. the learner (policy ans) on arm64 offloading to the x86 edge: every frame answered, some by the edge.
@@ -81,6 +81,16 @@ EOF
 
 step "bundle, broker and edge on this host (x86)"
 .venv/bin/ans convert --zoo demo --out "$WORK/bundle" >/dev/null
+# The demo clip, losslessly (FFV1): both machines then see the same pixels (their JPEG decoders
+# round differently, and the comparison is about the heads, not about MJPG).
+.venv/bin/python - "$WORK/clip.avi" "$FRAMES" <<'EOF'
+import sys, cv2
+from device_app.sources import demo_clip, open_source
+out = cv2.VideoWriter(sys.argv[1], cv2.VideoWriter_fourcc(*"FFV1"), 15, (320, 240))
+for frame in list(open_source(str(demo_clip())))[:int(sys.argv[2])]:
+    out.write(cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
+out.release()
+EOF
 mkdir -p "$ROOT/opt/ans/bundle" "$ROOT/opt/ans/out"
 mount --bind "$WORK/bundle" "$ROOT/opt/ans/bundle"; mounts+=("$ROOT/opt/ans/bundle")
 mount --bind "$WORK" "$ROOT/opt/ans/out"; mounts+=("$ROOT/opt/ans/out")
@@ -93,12 +103,14 @@ EDGE_PID=$!
 for _ in $(seq 1 240); do grep -q "connected to" "$WORK/edge.log" 2>/dev/null && break; sleep 0.5; done
 
 device() {  # where (arm64|x86), policy, id
-  local args=(device --bundle BUNDLE --source demo --frames "$FRAMES" --policy "$2" --id "$3"
+  local args=(device --bundle BUNDLE --source CLIP --frames "$FRAMES" --policy "$2" --id "$3"
               --broker "mqtt://127.0.0.1:$PORT" --deadline-ms 3000)
   if [ "$1" = arm64 ]; then
-    inroot /opt/ans/venv/bin/ans "${args[@]/BUNDLE//opt/ans/bundle}" --out "/opt/ans/out/$3.jsonl" --state-dir /tmp/$3
+    args=("${args[@]/BUNDLE//opt/ans/bundle}")
+    inroot /opt/ans/venv/bin/ans "${args[@]/CLIP//opt/ans/out/clip.avi}" --out "/opt/ans/out/$3.jsonl" --state-dir /tmp/$3
   else
-    .venv/bin/ans "${args[@]/BUNDLE/$WORK/bundle}" --out "$WORK/$3.jsonl" --state-dir "$WORK/state-$3"
+    args=("${args[@]/BUNDLE/$WORK/bundle}")
+    .venv/bin/ans "${args[@]/CLIP/$WORK/clip.avi}" --out "$WORK/$3.jsonl" --state-dir "$WORK/state-$3"
   fi
 }
 step "run 1: device-only, arm64 (emulated) and x86"
