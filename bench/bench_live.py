@@ -25,6 +25,7 @@ and a plot (docs/img/live-<scenario>.png: chosen split and delay over time, the 
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import os
 import subprocess
@@ -170,9 +171,10 @@ def run_one(name: str, policy, system: System, frames: list, events: dict, state
     from mqtt.connection import MqttSettings
 
     system.reset()
+    # One interpreter thread: the device has one core (more threads on it only fight each other).
     device = Device(DeviceSettings(bundle=str(system.bundle), id=f"live-{name}", deadline_ms=1000,
                                    policy=policy if isinstance(policy, str) else "device-only", emulate_slowdown=30.0,
-                                   state_dir=str(state), mqtt=MqttSettings(broker=system.device_broker)))
+                                   threads=1, state_dir=str(state), mqtt=MqttSettings(broker=system.device_broker)))
     if not isinstance(policy, str):
         device.policy = FixedSplit(device.policy.profile, policy, name)
     device.connect()
@@ -185,6 +187,9 @@ def run_one(name: str, policy, system: System, frames: list, events: dict, state
     finally:
         device.client.disconnect()
         device.client.loop_stop()
+        device.runner = None  # this run's interpreters and their threads go now, not when the GC finds them
+        del device
+        gc.collect()
     return records
 
 
