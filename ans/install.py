@@ -87,10 +87,14 @@ def install(role: str, bundle: str, broker: str | None = None, root: str = "/", 
     bundle = str(Path(bundle).resolve())
     if not (Path(bundle) / "manifest.json").is_file():
         raise ValueError(f"{bundle}: not a bundle (no manifest.json); make one with ans convert")
-    for what, path in (("ANS", ans), ("the bundle", bundle)):
+    # The interpreter too: a venv made from a Python under /root (pyenv, say) links to it.
+    for advice, path in (("put ANS under /opt/ans", ans),
+                         ("make the venv from a system Python (python3 -m venv with /usr/bin/python3)",
+                          Path(sys.executable).resolve()),
+                         ("put the bundle under /opt/ans", bundle)):
         why = hidden_from_units(path)
         if why and live:
-            raise ValueError(f"{why}: put {what} under /opt/ans (see docs/deploy.md)")
+            raise ValueError(f"{why}: {advice} (see docs/deploy.md)")
         if why:  # another tree: its paths are the target's, only worth a warning
             log(f"warning: {why}")
     unit_text = render_unit(role, ans)
