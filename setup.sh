@@ -28,7 +28,9 @@ if [ ! -x .venv/bin/python ]; then
   "$python" -m venv .venv 2>/dev/null || { rm -rf .venv; apt_install python3-venv; "$python" -m venv .venv; }
 fi
 .venv/bin/python -m pip install -q --upgrade pip
-.venv/bin/python -m pip install -q -e '.[all]'
+# Editable, so that the checkout is what runs; setuptools' notice about editable installs is for
+# package authors, not for the person running this.
+PYTHONWARNINGS=ignore .venv/bin/python -m pip install -q -e '.[all]'
 
 case "$what" in
   demo) exec .venv/bin/ans demo "$@" ;;
