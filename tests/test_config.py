@@ -113,3 +113,9 @@ def test_config_check_prints_the_settings_as_toml_that_loads_back(tmp_path):
     assert tomllib.loads(out.stdout)["mqtt"]["broker"] == "mqtt://hub:1883"
     assert load_settings(EdgeSettings, again, "ANS_EDGE_", environ={}) == load_settings(EdgeSettings, path,
                                                                                         "ANS_EDGE_", environ={})
+    device = tmp_path / "device.toml"
+    device.write_text('bundle = "/b"\ndelegate = "libedgetpu.so.1"\ndelegate_options = { device = "usb:0" }\n')
+    out = subprocess.run(ANS + ["config", "check", "device", str(device)], capture_output=True, text=True, env=ENV)
+    assert out.returncode == 0, out.stderr
+    again.write_text(out.stdout)
+    assert load_settings(DeviceSettings, again, "ANS_DEVICE_", environ={}).delegate_options == {"device": "usb:0"}
