@@ -10,6 +10,7 @@ its heads and fallbacks with it, and the converter's report measures the same ru
 from __future__ import annotations
 
 import ctypes
+import time
 
 import numpy as np
 
@@ -93,6 +94,21 @@ class SegmentRunner:
         it.set_tensor(source, x)
         it.invoke()
         return [it.get_tensor(t) for t in targets]
+
+    def segment_times(self, image: np.ndarray, repeats: int) -> list[float]:
+        """Median time of each segment (after a warm-up run) on what it really reads: the image for
+        segment 1, the previous segment's output after that. Split p's head takes their sum up to p."""
+        times, x = [], image
+        for k in range(1, len(self._interpreters) + 1):
+            out = self.segment(k, x)  # warm-up: allocation, caches
+            runs = []
+            for _ in range(repeats):
+                start = time.perf_counter()
+                self.segment(k, x)
+                runs.append(time.perf_counter() - start)
+            times.append(float(np.median(runs)))
+            x = out[0]
+        return times
 
     def run(self, split: int, image: np.ndarray) -> list[np.ndarray]:
         """Split ``split``'s head: the cut tensor (one array), or every model output for device-only."""

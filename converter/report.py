@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
@@ -83,21 +82,6 @@ def _encoded(cut: np.ndarray, codec: str) -> tuple:
 PRECISION_FILE = "precision-report.json"
 
 
-def _segment_times(runner: SegmentRunner, image: np.ndarray, repeats: int) -> list[float]:
-    """Median time of each segment on what it really reads."""
-    times, x = [], image
-    for k in range(1, len(runner.bundle.segments) + 1):
-        out = runner.segment(k, x)  # warm-up
-        runs = []
-        for _ in range(repeats):
-            start = time.perf_counter()
-            runner.segment(k, x)
-            runs.append(time.perf_counter() - start)
-        times.append(float(np.median(runs)))
-        x = out[0]
-    return times
-
-
 def precision_report(model, bundle: str | Path, demo: bool = False, images: np.ndarray | None = None,
                      repeats: int = 20, log=print) -> dict:
     """An int8 bundle against the same model's float32 segments (made in a temporary folder): each
@@ -113,8 +97,8 @@ def precision_report(model, bundle: str | Path, demo: bool = False, images: np.n
                 preprocessing=manifest.model.preprocessing, log=lambda *_: None)
         floats = SegmentRunner(Bundle(Path(tmp) / "float32"))
         probe = np.random.default_rng(0).random(quantized.bundle.input_shape, dtype=np.float32)
-        t_float = np.cumsum(_segment_times(floats, probe, repeats))
-        t_int8 = np.cumsum(_segment_times(quantized, probe, repeats))
+        t_float = np.cumsum(floats.segment_times(probe, repeats))
+        t_int8 = np.cumsum(quantized.segment_times(probe, repeats))
         last = manifest.device_only
         if demo:
             from .train_demo import clip_frames, clip_map

@@ -3,8 +3,6 @@ segments 1..p), cached against the bundle's content hash so that a restart skips
 
 from __future__ import annotations
 
-import statistics
-import time
 from pathlib import Path
 
 import numpy as np
@@ -26,17 +24,8 @@ def calibrate(runner: SegmentRunner, repeats: int = 5, cache: str | Path | None 
         except ValueError:
             pass  # an unreadable cache is measured again
     # Split p's head is segments 1..p: time each segment on what it really reads, and add up.
-    x = np.random.default_rng(0).random(bundle.input_shape, dtype=np.float32)
-    delays = [0.0]
-    for k in range(1, len(bundle.splits)):
-        out = runner.segment(k, x)  # warm-up: allocation, caches
-        times = []
-        for _ in range(repeats):
-            start = time.perf_counter()
-            runner.segment(k, x)
-            times.append(time.perf_counter() - start)
-        delays.append(delays[-1] + statistics.median(times))
-        x = out[0]
+    image = np.random.default_rng(0).random(bundle.input_shape, dtype=np.float32)
+    delays = [0.0, *np.cumsum(runner.segment_times(image, repeats)).tolist()]
     log(f"measured the head of every split on this device: split 1 {delays[1] * 1e3:.2f} ms ... device-only "
         f"{delays[-1] * 1e3:.2f} ms ({len(delays) - 1} segments, median of {repeats})")
     if cache is not None:
