@@ -4,8 +4,10 @@ the same schedule. Needs root (network namespace, tc, CPU pinning).
 
 The broker and the edge run in a network namespace behind a veth pair whose rate ``tc tbf`` sets,
 pinned to core 1; the device runs here, pinned to core 0, its heads 30x slower (a board), and
-reaches the broker through a relay that delays every packet (added round-trip time). Scenarios,
-each ``--frames`` frames in three phases (the change at 1/3, back at 2/3):
+reaches the broker through a relay that delays every packet (added round-trip time). Every run
+starts with ``--warmup`` unscored frames in the baseline conditions (connection, first answers,
+a learner's cold start), so what is scored is adaptation. Scenarios, each ``--frames`` scored
+frames in three phases (the change at 1/3, back at 2/3):
 
 * ``bandwidth``: 100 -> 4 -> 100 Mbit/s;
 * ``rtt``: +0 -> +80 ms round trip (the relay) -> +0;
@@ -19,7 +21,7 @@ p95 delay per policy and phase, the ratio to the live oracle, the frames each po
 each change to come back within 1.2x of the new best split's delay (rolling median of 5 frames),
 and a plot (docs/img/live-<scenario>.png: chosen split and delay over time, the oracle's split).
 
-    sudo .venv/bin/python bench/bench_live.py [--scenarios bandwidth rtt ...] [--frames 150]
+    sudo .venv/bin/python bench/bench_live.py [--scenarios bandwidth rtt ...] [--frames 300] [--warmup 60]
 """
 
 from __future__ import annotations
@@ -164,7 +166,8 @@ def undominated(bundle: Path) -> list[int]:
     return keep
 
 
-def run_one(name: str, policy, system: System, frames: list, events: dict, state: Path) -> list[dict]:
+def run_one(name: str, policy, system: System, frames: list, events: dict, state: Path, warmup: int) -> list[dict]:
+    """One contender through the schedule; the scored records (frames renumbered from 0)."""
     from device_app.learner.policy import FixedSplit
     from device_app.runtime import Device
     from device_app.settings import DeviceSettings
@@ -180,10 +183,12 @@ def run_one(name: str, policy, system: System, frames: list, events: dict, state
     device.connect()
     records = []
     try:
-        for k, frame in enumerate(frames):
-            if k in events:
-                events[k]()
-            records.append(device.process(k, frame))
+        for k, frame in enumerate(frames[:warmup] + frames):
+            if k - warmup in events:
+                events[k - warmup]()
+            record = device.process(k, frame)
+            if k >= warmup:
+                records.append({**record, "frame": k - warmup})
     finally:
         device.client.disconnect()
         device.client.loop_stop()
@@ -269,7 +274,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--scenarios", nargs="+", default=["bandwidth", "rtt", "overload", "edge-restart",
                                                            "broker-restart"])
-    parser.add_argument("--frames", type=int, default=150)
+    parser.add_argument("--frames", type=int, default=300, help="scored frames per run (three phases)")
+    parser.add_argument("--warmup", type=int, default=60, help="unscored frames before them, in the baseline")
     parser.add_argument("--splits", type=int, nargs="+",
                         help="the live oracle's candidates (default: every split that no other split dominates: "
                              "not a split whose next one only max-pools and sends less)")
@@ -298,13 +304,13 @@ def main() -> None:
                     print(f"[{time.monotonic() - started:6.0f} s] {scenario}: {name} ({i + 1}/{len(contenders)})",
                           file=sys.stderr, flush=True)
                     runs[name] = run_one(name, policy, system, frames, schedule(scenario, args.frames, system),
-                                         work / f"state-{scenario}-{name}")
+                                         work / f"state-{scenario}-{name}", args.warmup)
                 summary = summarise(runs, n_splits, args.frames)
                 results[scenario] = summary
                 args.out.mkdir(parents=True, exist_ok=True)
                 plot(scenario, runs, summary, args.frames, n_splits, args.out / f"live-{scenario}.png")
                 (work / f"runs-{scenario}.json").write_text(json.dumps(
-                    {name: [{k: r[k] for k in ("frame", "split", "delay_s", "edge", "fallback", "finished_from")}
+                    {name: [{k: r[k] for k in ("frame", "split", "delay_s", "edge", "fallback", "finished_from", "timing")}
                             for r in records] for name, records in runs.items()}))
                 print(report(scenario, summary), flush=True)
         finally:

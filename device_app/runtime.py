@@ -47,6 +47,9 @@ log = logging.getLogger("ans.device")
 
 #: Weight of a new head run in the running front-end delay of its split.
 FRONT_EWMA = 0.1
+#: What a restored learner state learnt under another broker or edge counts, relative to one
+#: restored from the same (``resume_weight``).
+FOREIGN_WEIGHT = 0.2
 
 
 class Device:
@@ -60,11 +63,15 @@ class Device:
         self.runner = SegmentRunner(self.bundle, interpreter, s.threads, delegate, log=log.warning)
         self.state_dir = Path(s.state_dir) if s.state_dir else None
         # Calibrated on this device at first start, cached against the bundle hash.
-        self.calibrated = s.emulate_slowdown * calibrate(
-            self.runner, cache=self.state_dir / "calibration.json" if self.state_dir else None, log=log.info)
+        self.measured = calibrate(self.runner, cache=self.state_dir / "calibration.json" if self.state_dir else None,
+                                  log=log.info)
+        self.calibrated = s.emulate_slowdown * self.measured
         # The learner prices each split's transfer with the codec actually used on the wire.
         profile = load_profile(s.bundle, codec=s.codec)
         self.policy = make_policy(s.policy, replace(profile, front_delay_s=self.calibrated.copy()))
+        self.host, self.port = parse_broker(s.mqtt.broker)
+        self.seen_edges: set[str] = set()  # edges that came online this run: saved with the learner state
+        self._saved_edges: set[str] = set()  # the edges the restored state was learnt with
         self._load_learner()
         self.topics = Topics(s.mqtt.prefix)
         self.hash16 = bundle_hash_bytes(self.bundle.content_hash)
@@ -88,7 +95,6 @@ class Device:
         self.edge_back = threading.Event()  # set by paho's thread when an edge comes online with none before
         self.results: queue.Queue = queue.Queue()
         self.sent_ids: deque[int] = deque(maxlen=256)  # recent requests: a result for any other frame is bogus
-        self.host, self.port = parse_broker(s.mqtt.broker)
         self.client = make_client(s.id, self.topics.device_status(s.id), s.mqtt)
         self.client.on_connect = self._on_connect
         self.client.on_disconnect = self._on_disconnect
@@ -103,20 +109,42 @@ class Device:
     def _learner_path(self) -> Path | None:
         return self.state_dir / "learner.json" if self.state_dir and hasattr(self.policy, "state") else None
 
+    def _broker_name(self) -> str:
+        return f"{self.host}:{self.port}"
+
     def _load_learner(self) -> None:
+        """Resume from the saved state as a prior (it counts ``resume_weight`` of fresh observations);
+        learnt through another broker it counts ``FOREIGN_WEIGHT`` of that again, and so it does if
+        the edge that comes online is none of those it was learnt with."""
         path = self._learner_path()
         if path is None or not path.is_file():
             return
         try:
-            self.policy.load_state(load_state(path))
+            state = load_state(path)
+            context = state.pop("context", None)
+            weaken = getattr(self.policy, "weaken", None)
+            self.policy.load_state(state, **({"weight": self.settings.resume_weight} if weaken else {}))
             log.info("resumed the learner from %s", path)
         except StateError as exc:
             log.warning("starting the learner afresh: %s", exc)
+            return
+        if weaken is None or not isinstance(context, dict):
+            return
+        edges = context.get("edges")
+        self._saved_edges = {e for e in edges if isinstance(e, str)} if isinstance(edges, list) else set()
+        if context.get("broker") != self._broker_name():
+            self._saved_edges = set()
+            self._weaken_prior(f"through another broker ({str(context.get('broker'))[:64]})")
+
+    def _weaken_prior(self, why: str) -> None:
+        self.policy.weaken(FOREIGN_WEIGHT)
+        log.info("the restored learner state was learnt %s: kept as a weak prior", why)
 
     def save_learner(self) -> None:
         path = self._learner_path()
         if path is not None:
-            save_state(path, self.policy.state())
+            context = {"broker": self._broker_name(), "edges": sorted(self.seen_edges or self._saved_edges)}
+            save_state(path, {**self.policy.state(), "context": context})
 
     # -- broker --
 
@@ -161,6 +189,8 @@ class Device:
                     if not self.edges:
                         self.edge_back.set()
                     self.edges.add(edge)
+                    if len(self.seen_edges) < 64:
+                        self.seen_edges.add(edge)
                 elif edge in self.edges:
                     self.edges.discard(edge)
                     self.edge_epoch += 1
@@ -173,19 +203,20 @@ class Device:
 
     # -- one frame --
 
-    def _timed(self, run, *args) -> tuple[list[np.ndarray], float]:
-        """Run segments (as slow as the emulated board, in the lab); the outputs and the time taken."""
+    def _timed(self, measured_s: float, run, *args) -> tuple[list[np.ndarray], float]:
+        """Run segments; the outputs and the time taken. On an emulated slow board (lab) the run is
+        followed by a sleep of (slowdown - 1) x its calibrated time ``measured_s``: a fixed extra, so
+        that the host's own hiccups during the run count once, as they would on the board, instead
+        of being multiplied by the slowdown."""
         start = time.perf_counter()
         outputs = run(*args)
-        took = time.perf_counter() - start
         if self.settings.emulate_slowdown > 1:
-            time.sleep(took * (self.settings.emulate_slowdown - 1))
-            took *= self.settings.emulate_slowdown
-        return outputs, took
+            time.sleep(measured_s * (self.settings.emulate_slowdown - 1))
+        return outputs, time.perf_counter() - start
 
     def _head(self, split: int, image: np.ndarray) -> list[np.ndarray]:
         """Run split p's head (the whole model for device-only), learning its front-end delay as it goes."""
-        outputs, took = self._timed(self.runner.run, split, image)
+        outputs, took = self._timed(float(self.measured[split]), self.runner.run, split, image)
         if split and np.isfinite(self.policy.front_delay_s[split]):
             self.policy.front_delay_s[split] += FRONT_EWMA * (took - self.policy.front_delay_s[split])
         return outputs
@@ -223,6 +254,9 @@ class Device:
         best = int(np.argmin(estimate())) if estimate else None
         if self.edge_back.is_set():  # an edge is there again: the learner re-checks offloading now
             self.edge_back.clear()
+            if self._saved_edges and not self._saved_edges & self.edges:
+                self._weaken_prior(f"with another edge ({', '.join(sorted(self._saved_edges))[:100]})")
+            self._saved_edges = set()  # checked once, against the first edge seen
             getattr(self.policy, "edge_online", lambda: None)()
         split = self.policy.choose(self.keyframes(frame))
         if self.too_big[split]:
@@ -252,7 +286,7 @@ class Device:
                     if offloaded[0].error_kind == "bundle":  # it serves another model: no split will do
                         self.edges.discard(offloaded[0].edge)  # until it comes online again (redeployed)
             if attempted:  # finished from the cut tensor it already has, not from the input again
-                outputs, _ = self._timed(self.runner.finish, split, cut)
+                outputs, _ = self._timed(float(self.measured[-1] - self.measured[split]), self.runner.finish, split, cut)
             else:
                 outputs = self._head(self.device_only, image)
             detections = decode_detections(outputs, self.decoding, self.size)

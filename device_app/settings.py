@@ -49,6 +49,10 @@ class DeviceSettings:
     loaded, or a segment it cannot run, falls back to the CPU with a warning."""
     delegate_options: dict[str, str] = field(default_factory=dict)
     """Options passed to the delegate, e.g. ``{ device = "usb" }`` for an Edge TPU."""
+    resume_weight: float = 0.25
+    """At a restart the learner resumes from its saved state as a prior: each saved observation counts this
+    much of a fresh one (0 < w <= 1), and a fifth of that if the state was learnt through another broker or
+    with another edge."""
     emulate_slowdown: float = 1.0
     """Demo/lab only: make every head run this many times slower, to stand in for a slower board on a fast machine."""
     results_out: str | None = None
@@ -78,6 +82,8 @@ class DeviceSettings:
                 problems.append(f"{name} must be positive")
         if self.emulate_slowdown < 1:
             problems.append("emulate_slowdown must be at least 1")
+        if not 0 < self.resume_weight <= 1:
+            problems.append("resume_weight must lie in (0, 1]")
         if self.snapshot_interval_s < 0:
             problems.append("snapshot_interval_s must not be negative")
         if self.connect_timeout_s < 0:

@@ -162,3 +162,76 @@ def test_a_missed_deadline_is_a_lower_bound_that_leaves_the_shared_models_alone(
     for _ in range(policy.probe_max):
         policy.choose(True)
     assert policy.estimate()[best] == pytest.approx(estimate[best])  # expired: observed again, or not
+
+
+def test_an_old_observation_is_re_checked_with_back_off(tiny):
+    """Beliefs decay: a split observed once and not since is re-checked once its horizon has
+    passed, sooner the closer its estimate is to the best; the gaps between re-checks double
+    (back-off), so steady state costs logarithmically few of them."""
+    frames = 12000
+    world = build_world(tiny, SCENARIOS["steady"](frames), frames, seed=12)
+    policy = ANS(tiny)
+    chosen = np.empty(frames, dtype=int)
+    for t in range(frames):
+        p = chosen[t] = policy.choose(bool(world.key_frame[t]))
+        if p != tiny.device_only:
+            net, edge = world.net_s[t, p], world.edge_s[t, p]
+            policy.update(Feedback(p, net + edge, net, edge))
+        if t == 600:  # the runner-up, seen once (it lost: nothing else would ever show it again)
+            runner_up = int(np.argsort(policy.estimate())[1])
+            policy.update(Feedback(runner_up, world.net_s[t, runner_up] + world.edge_s[t, runner_up],
+                                   world.net_s[t, runner_up], world.edge_s[t, runner_up]))
+    again = np.flatnonzero(chosen[601:] == runner_up) + 601
+    assert 3 <= len(again) <= 6, again
+    assert again[0] - 600 <= 4 * policy.stale_after
+    gaps = np.diff(np.concatenate([[600], again]))
+    assert np.all(gaps[1:] >= 1.5 * gaps[:-1]), gaps
+    first = chosen[0]  # tried on the first frame, much worse than the best: waits much longer
+    assert first != runner_up and np.flatnonzero(chosen[1:] == first)[0] + 1 > 2 * (again[0] - 600)
+    assert policy.stats()["rechecks"] >= len(again)
+
+
+def test_exploration_never_stops_for_a_split_observed_long_ago(tiny):
+    """Without staleness (stale_rate 0) a split that looked bad once is never tried again; with it,
+    the bonus grows until it is."""
+    policy = ANS(tiny)
+    policy.update(Feedback(0, 1.0, 0.9, 0.1))  # split 0 once, at a cold edge's 1 s
+    policy.t = 10 * policy.stale_after
+    assert policy.indices(False)[0] < policy.estimate()[0] - policy._width_s[0] * math.sqrt(0.8)
+    assert np.all(policy.indices(True) == policy.estimate())  # key frames stay greedy
+    frozen = ANS(tiny, stale_rate=0.0)
+    frozen.update(Feedback(0, 1.0, 0.9, 0.1))
+    frozen.t = 10 * frozen.stale_after
+    np.testing.assert_allclose(frozen.indices(False), frozen.estimate() - frozen._width_s * math.sqrt(0.8))
+
+
+def test_a_state_learnt_elsewhere_is_a_weaker_prior(tiny):
+    world = build_world(tiny, SCENARIOS["steady"](1500), 1500, seed=10)
+    trained = ANS(tiny)
+    run(trained, world)
+    same, elsewhere = ANS(tiny), ANS(tiny)
+    same.load_state(trained.state())
+    elsewhere.load_state(trained.state(), weight=0.05)
+    np.testing.assert_allclose(elsewhere.estimate(), same.estimate())
+    assert np.all(elsewhere._width_s[:-1] >= same._width_s[:-1]) and np.any(elsewhere._width_s > 1.5 * same._width_s)
+    with pytest.raises(ValueError):
+        same.weaken(0.0)
+
+
+def test_an_rtt_jump_is_told_apart_from_a_bandwidth_drop(tiny):
+    """Seen at one split, a longer round trip and a slower link look alike; seen at a second
+    split that sends far more bits they do not. The learner's guess from the first (the split it
+    had settled on) is corrected by the second, for every split, instead of compounding."""
+    world = build_world(tiny, SCENARIOS["steady"](800), 800, seed=8, noise=0.05)
+    policy = ANS(tiny)
+    run(policy, world)
+    settled = int(np.argmin(policy.estimate()))
+    big = int(np.nanargmax(np.where(policy.offload, tiny.transfer_bits, np.nan)))
+    assert tiny.transfer_bits[big] > 10 * tiny.transfer_bits[settled]
+    truth = (0.010 + 0.080) + tiny.transfer_bits / (100e6)  # RTT 10 -> 90 ms at the same 100 Mbit/s
+    for split in (settled, settled, settled, big, big):
+        edge = float(policy.edge.pred[split])
+        policy.update(Feedback(split, truth[split] + edge, truth[split], edge))
+    for other in np.flatnonzero(policy.offload):
+        assert policy.net.pred[other] == pytest.approx(truth[other], rel=0.2), f"split {other}"
+    assert simulate("tiny-yolov2-tx2", "rtt-jump", "ans", seed=3).summary()["ratio_to_oracle"] <= 1.02

@@ -17,6 +17,12 @@ What it changes against the paper's algorithm (``mu_linucb.py``), and why:
   frame is sent now and then, as often as its cost is worth the delay it saves by
   noticing a recovered link early (``probe_interval``), and again at once when a
   probe looks off.
+* Beliefs decay. A split not observed for ``stale_after`` frames gets an exploration bonus
+  that grows with the time since, in proportion to its estimate, so a split that looked bad
+  once (a transient, a cold edge) is re-checked eventually, the nearly-best ones soonest.
+  Each re-check that confirms the estimate doubles that split's horizon (back-off: a few
+  re-checks per split, logarithmically many in steady state, so regret stays sublinear);
+  one that surprises brings the horizon back to ``stale_after``.
 * Key frames are served greedily (no exploration, never a probe).
 """
 
@@ -59,6 +65,8 @@ class ComponentModel:
         self.level = self.FLOOR_S  # EWMA of observed delays (s), the scale of this component
         self.up = self.down = 0.0  # CUSUM statistics
         self.recent: list[tuple[int, float, float]] = []  # (split, y, score) since the CUSUM last stood at zero
+        self.change_obs: list[tuple[int, float]] = []  # what the last change was fitted to, and since
+        self.guessed = False  # the last change was seen at one kind of split only: which kind of change is a guess
         self.resets = 0
 
     @property
@@ -94,6 +102,14 @@ class ComponentModel:
             self.recent.clear()
         else:
             self.recent = self.recent[-(self.RECENT - 1):] + [(split, y, score)]
+        if self.guessed:  # each observation after a guessed change may settle what it was
+            obs = self.change_obs + [(split, y)]
+            if self._refit(obs, joint_only=True):
+                self.up = self.down = 0.0
+                self.recent = []
+                return "reset", None
+            self.change_obs = obs[-self.RECENT:]
+            self.guessed = len(obs) <= self.RECENT
         if max(self.up, self.down) > self.threshold:
             self._restart(1.0 if self.up > self.down else -1.0)
             return "reset", None
@@ -110,34 +126,75 @@ class ComponentModel:
 
     def _restart(self, side: float) -> None:
         """A change: re-fit from the observations that revealed it, with the old model,
-        adjusted to them, as the prior for what they do not tell.
-
-        The adjustment goes through the part that dominates the observed splits' delay: on a
-        split whose delay is mostly bits (or MACs), the change is a bandwidth (or load)
-        change and scales that part for every split; on one whose delay is mostly the
-        intercept (RTT, fixed overhead), the intercept moves. Of the observations since the
-        CUSUM left zero, those that did not themselves point the alarm's way are taken to
-        predate the change and left out."""
-        recent = [(s, v) for s, v, score in self.recent if score * side > 1.0] or [(s, v) for s, v, _ in self.recent]
-        splits = [s for s, _ in recent]
-        seen = float(np.mean([v for _, v in recent]))
-        intercept = float(np.mean(self.z[splits, 0]))
-        # Every feature adds delay, so no coefficient is negative; the ridge fit may say
-        # otherwise on sparse data, the prior does not.
-        prior = np.maximum(self.bank.theta[self.i, :, 0], 0.0)
-        expected = float(np.mean(self.z[splits] @ prior))
-        rest = expected - intercept * prior[0]
-        if rest > 0.5 * expected and seen > intercept * prior[0]:
-            prior[1:] *= (seen - intercept * prior[0]) / rest
-        elif intercept > 0.0:
-            prior[0] = max(prior[0] + (seen - expected) / intercept, 0.0)
-        self.bank.reset(self.i, prior)
-        mine = slice(self.i, self.i + 1)
-        for s, v in recent:
-            self.bank.update(s, [v], mine)
+        adjusted to them, as the prior for what they do not tell (``_refit``). Of the
+        observations since the CUSUM left zero, those that did not themselves point the alarm's
+        way (by three noise widths if any did) are taken to predate the change and left out."""
+        recent = ([(s, v) for s, v, score in self.recent if score * side > 3.0]
+                  or [(s, v) for s, v, score in self.recent if score * side > 1.0]
+                  or [(s, v) for s, v, _ in self.recent])
+        if self.guessed:  # the last change's own evidence is still what there is
+            recent = self.change_obs + recent
+        self._refit(recent[-self.RECENT:])
         self.up = self.down = 0.0
         self.recent = []
         self.resets += 1
+
+    def _refit(self, obs: list[tuple[int, float]], joint_only: bool = False) -> bool:
+        """Re-fit this part from ``obs`` (all after the change), the old model adjusted to them
+        as the prior; False (and nothing done) if ``joint_only`` and they cannot tell the two
+        kinds of change apart.
+
+        Two kinds of change move a part: its intercept (RTT, fixed overhead) or its scale (the
+        bandwidth's price per bit, the load's per MAC). Observations at splits that weigh the
+        two differently tell them apart: then both are fitted. Observations at one kind of
+        split cannot: the change is put on the part that dominates their delay, and marked as
+        a guess, to be fitted again over both kinds at the first observation of the other kind
+        (a wrong guess is corrected at once, instead of compounding)."""
+        splits = np.array([s for s, _ in obs])
+        seen = np.array([v for _, v in obs])
+        # Every feature adds delay, so no coefficient is negative; the ridge fit may say
+        # otherwise on sparse data, the prior does not.
+        prior = np.maximum(self.bank.theta[self.i, :, 0], 0.0)
+        intercept = self.z[splits, 0]
+        rest = self.z[splits, 1:] @ prior[1:]
+        fitted = self._fit_intercept_and_scale(intercept, rest, seen)
+        if fitted is not None:
+            prior[0], scale = fitted
+            prior[1:] *= scale
+        elif joint_only:
+            return False
+        else:
+            expected = float(np.mean(intercept * prior[0] + rest))
+            mean_rest, mean_icpt, mean_seen = float(np.mean(rest)), float(np.mean(intercept)), float(np.mean(seen))
+            if mean_rest > 0.5 * expected and mean_seen > mean_icpt * prior[0]:
+                prior[1:] *= (mean_seen - mean_icpt * prior[0]) / mean_rest
+            elif mean_icpt > 0.0:
+                prior[0] = max(prior[0] + (mean_seen - expected) / mean_icpt, 0.0)
+        self.bank.reset(self.i, prior)
+        mine = slice(self.i, self.i + 1)
+        for s, v in obs:
+            self.bank.update(s, [v], mine)
+        self.guessed = fitted is None
+        self.change_obs = list(obs)
+        return True
+
+    @staticmethod
+    def _fit_intercept_and_scale(intercept: np.ndarray, rest: np.ndarray, seen: np.ndarray):
+        """(intercept coefficient, scale of the rest) that best explain ``seen`` in relative terms,
+        both non-negative; None when the observations cannot tell them apart (one kind of split)."""
+        if intercept.min() <= 0 or rest.min() <= 0:
+            return None
+        ratio = rest / intercept  # how the two columns weigh at each observed split
+        if ratio.max() < 2.0 * ratio.min():
+            return None
+        w = 1.0 / np.maximum(seen, ComponentModel.FLOOR_S)
+        a = np.stack([intercept, rest], axis=1) * w[:, None]
+        coef, *_ = np.linalg.lstsq(a, seen * w, rcond=None)
+        if coef.min() >= 0.0:
+            return float(coef[0]), float(coef[1])
+        if coef[0] < 0.0:  # the scale alone
+            return 0.0, max(float(np.dot(a[:, 1], seen * w) / max(np.dot(a[:, 1], a[:, 1]), 1e-18)), 0.0)
+        return max(float(np.dot(a[:, 0], seen * w) / np.dot(a[:, 0], a[:, 0])), 0.0), 0.0
 
     def state(self) -> dict:
         return {"ridge": self.bank.state(self.i), "rel_var": self.rel_var, "level": self.level}
@@ -153,6 +210,7 @@ class ComponentModel:
         self.rel_var, self.level = rel_var, level
         self.up = self.down = 0.0
         self.recent = []
+        self.change_obs, self.guessed = [], False
 
 
 class ANS(Policy):
@@ -177,6 +235,8 @@ class ANS(Policy):
         change_prior_frames: float = 1000.0,
         intercept_scale: float = 0.1,
         resume_weight: float = 0.25,
+        stale_after: int = 300,
+        stale_rate: float = 0.1,
     ) -> None:
         super().__init__(profile)
         if not (0 <= nonkey_weight <= 1 and 0 <= key_weight <= 1):
@@ -185,6 +245,8 @@ class ANS(Policy):
             raise ValueError("need 1 <= probe_min <= probe_max")
         if not 0 < resume_weight <= 1:
             raise ValueError("need 0 < resume_weight <= 1")
+        if stale_after < 1 or stale_rate < 0:
+            raise ValueError("need stale_after >= 1 and stale_rate >= 0")
         self.resume_weight = resume_weight
         x = profile.contexts
         self.offload = np.arange(profile.n_splits) != profile.device_only
@@ -223,6 +285,13 @@ class ANS(Policy):
         self.censored_s = np.zeros(profile.n_splits)
         self.censored_until = np.zeros(profile.n_splits)
         self._censor_end = 0.0  # the latest of censored_until: no array work per frame when none is active
+        # Staleness: the frame each split was last observed at, and how long until its estimate
+        # counts as old (doubled by every re-check that confirmed it).
+        self.stale_after, self.stale_rate = stale_after, stale_rate
+        self.seen_at = np.full(profile.n_splits, math.inf)  # never observed: never stale
+        self.horizon = np.full(profile.n_splits, float(stale_after))
+        self._stale_from = math.inf  # the earliest frame any split can go stale: no work before
+        self.rechecks = 0
         self._refresh()
 
     def _refresh(self) -> None:
@@ -246,7 +315,33 @@ class ANS(Policy):
         weight = self.key_weight if key_frame else self.nonkey_weight
         if weight >= 1.0:
             return self.estimate()
-        return self.estimate() - math.sqrt(1.0 - weight) * self._width_s
+        estimate = self.estimate()
+        return estimate - math.sqrt(1.0 - weight) * self._width_s - self.stale_bonus(estimate)
+
+    def stale_bonus(self, estimate: np.ndarray) -> np.ndarray | float:
+        """How much lower a split may be than its estimate because the split was last observed
+        long ago: zero until its horizon has passed, then ``stale_rate`` of the best estimate
+        per horizon since. So a split estimated 1.2x the best is re-checked two horizons after
+        going stale, one at 3x after twenty. Splits never observed are priced by the shared
+        models and their confidence widths, and get none."""
+        if self.t < self._stale_from:
+            return 0.0
+        over = np.maximum(self.t - self.seen_at - self.horizon, 0.0)
+        if not over.any():
+            self._stale_from = float(np.min(self.seen_at + self.horizon))
+            return 0.0
+        return self.stale_rate * max(float(np.min(estimate)), 0.0) * over / self.horizon
+
+    def _observed(self, split: int, changed: bool = False) -> None:
+        """Split ``split`` was just observed: its age restarts, and its horizon doubles if it
+        had gone stale (back-off), or falls back to ``stale_after`` if the observation revealed a change."""
+        if changed:
+            self.horizon[split] = self.stale_after
+        elif self.t - self.seen_at[split] > self.horizon[split]:  # (False if never observed)
+            self.rechecks += 1
+            self.horizon[split] *= 2.0
+        self.seen_at[split] = self.t
+        self._stale_from = min(self._stale_from, self.t + self.horizon[split])
 
     def _choose(self, key_frame: bool) -> int:
         index = self.indices(key_frame)
@@ -256,19 +351,23 @@ class ANS(Policy):
             return split
         self.idle += 1
         if key_frame:
-            return split
+            return self._device_only()
         # Probe where offloading paid off best: that split answers "is it good again?". A
         # cheaper split may tell nothing about it (a tiny tensor sees the RTT, not the bandwidth).
         probe = self.good_split
         if probe is None:
             probe = int(np.argmin(np.where(self.offload, index, np.inf)))
         if not self.recheck and self.idle < self.probe_interval(probe):
-            return split
+            return self._device_only()
         self.idle = 0
         self.recheck = False
         self.probes += 1
         self._probe_split = probe
         return probe
+
+    def _device_only(self) -> int:
+        self._observed(self.profile.device_only)  # the device times every run of its own
+        return self.profile.device_only
 
     def probe_interval(self, probe: int) -> float:
         """Frames between probes while device-only wins, from their cost and their value.
@@ -315,6 +414,7 @@ class ANS(Policy):
             self.bank.update(p, fit, slice(i, i + 1))
         self._refresh()
         verdicts = {net_verdict, edge_verdict}
+        self._observed(p, changed="reset" in verdicts)
         self.changes += "reset" in verdicts
         estimate = float(self.front_delay_s[p]) + float(self._offload_s[p])
         if estimate <= min(self.good_s, float(self.front_delay_s[-1])) and self.net.pinned(p) and self.edge.pinned(p):
@@ -333,6 +433,7 @@ class ANS(Policy):
         return {
             **super().stats(),
             "probes": self.probes,
+            "rechecks": self.rechecks,
             "changes": self.changes,
             "resets": {"net": self.net.resets, "edge": self.edge.resets},
             "rel_noise": {"net": self.net.rel_noise, "edge": self.edge.rel_noise},
@@ -345,8 +446,9 @@ class ANS(Policy):
         they belong to this device, while network and edge models transfer between devices."""
         return {**state_header(self), "net": self.net.state(), "edge": self.edge.state()}
 
-    def load_state(self, state: dict) -> None:
-        """Resume from ``state()`` output, this device's or another's on the same model."""
+    def load_state(self, state: dict, weight: float | None = None) -> None:
+        """Resume from ``state()`` output, this device's or another's on the same model. Each
+        saved observation counts ``weight`` (default ``resume_weight``) of a fresh one."""
         check_header(self, state)
         try:
             self.net.load_state(state["net"])
@@ -354,7 +456,14 @@ class ANS(Policy):
         except (KeyError, TypeError, ValueError) as exc:
             raise StateError(f"learner state is malformed: {exc}") from None
         # A saved state is a prior, not the truth: the edge, the network or the load may have
-        # changed since. Each of its observations counts ``resume_weight`` of a fresh one, so
-        # a few fresh ones outweigh a stale belief.
-        self.bank.soften(1.0 / self.resume_weight)
+        # changed since, so a few fresh observations outweigh a stale belief.
+        self.weaken(self.resume_weight if weight is None else weight)
+
+    def weaken(self, weight: float) -> None:
+        """Keep what is believed, but let every observation behind it count only ``weight`` (0, 1]
+        of a fresh one: for a state restored after a restart, or learnt under another edge or
+        network, which is a weak prior rather than the truth."""
+        if not 0 < weight <= 1:
+            raise ValueError(f"need 0 < weight <= 1, got {weight}")
+        self.bank.soften(1.0 / weight)
         self._refresh()

@@ -1,4 +1,4 @@
-"""The built-in scenarios of the experiments: one steady world and three changing ones.
+"""The built-in scenarios of the experiments: one steady world and four changing ones.
 
 Bandwidths are chosen around the cross-over points of the paper's profiles, so the
 best split really moves: on tiny-YOLOv2 (TX2) split 20 wins at 100 Mbit/s and
@@ -29,6 +29,14 @@ def edge_overload(frames: int) -> Trace:
     return make_trace([(0, 100.0, RTT_MS, 1.0), (third, 100.0, RTT_MS, 20.0), (2 * third, 100.0, RTT_MS, 1.0)])
 
 
+def rtt_jump(frames: int) -> Trace:
+    """The round trip grows from 10 to 90 ms for the middle third (a handover to a cellular
+    link, a VPN): every offloading split pays the same 80 ms more, which a learner must not
+    take for a bandwidth drop (that would price big tensors far too high)."""
+    third = frames // 3
+    return make_trace([(0, 100.0, RTT_MS, 1.0), (third, 100.0, RTT_MS + 80.0, 1.0), (2 * third, 100.0, RTT_MS, 1.0)])
+
+
 def flapping(frames: int, period: int = 300) -> Trace:
     """The link flaps between 150 and 8 Mbit/s every ``period`` frames."""
     rows = [(start, 150.0 if (start // period) % 2 == 0 else 8.0, RTT_MS, 1.0) for start in range(0, frames, period)]
@@ -40,4 +48,5 @@ SCENARIOS = {
     "bandwidth-drop": bandwidth_drop,
     "edge-overload": edge_overload,
     "flapping": flapping,
+    "rtt-jump": rtt_jump,
 }

@@ -1,0 +1,59 @@
+"""A restored learner state is a prior: as strong as ``resume_weight`` says when it was learnt
+through this broker with this edge, weaker when it was learnt elsewhere."""
+
+import json
+
+import numpy as np
+
+from device_app.learner.policy import Feedback
+from device_app.runtime import FOREIGN_WEIGHT, Device
+from device_app.settings import DeviceSettings
+from lab.local_broker import free_port
+from mqtt.connection import MqttSettings
+
+
+def _device(bundle, state_dir, port):
+    return Device(DeviceSettings(bundle=str(bundle), id="cam-p", connect_timeout_s=0, state_dir=str(state_dir),
+                                 mqtt=MqttSettings(broker=f"mqtt://127.0.0.1:{port}")))
+
+
+def test_state_from_another_broker_or_edge_is_a_weaker_prior(demo_bundle, tmp_path):
+    port = free_port()
+    first = _device(demo_bundle / "bundle", tmp_path, port)
+    rng = np.random.default_rng(0)
+    arms = first.policy.bank.arms
+    for _ in range(200):  # something learnt (a linear world, 2% noise), through this broker, with edge-a
+        split = int(rng.integers(0, first.device_only))
+        net, edge = (0.002 + 0.001 * arms[0, split, 1], 0.001 + 0.0005 * arms[1, split, 1:].sum()) * (
+            1 + 0.02 * rng.standard_normal(2))
+        first.policy.update(Feedback(split, net + edge, net, edge))
+    assert min(first.policy.bank.n) > 50  # past the cold start's change alarms
+    first.seen_edges = {"edge-a"}
+    first.save_learner()
+    saved = json.loads((tmp_path / "learner.json").read_text())
+    assert saved["context"] == {"broker": f"127.0.0.1:{port}", "edges": ["edge-a"]}
+
+    same = _device(demo_bundle / "bundle", tmp_path, port)
+    other_broker = _device(demo_bundle / "bundle", tmp_path, free_port())
+    np.testing.assert_allclose(other_broker.policy.estimate(), same.policy.estimate())
+    wider = other_broker.policy._width_s[:-1] / same.policy._width_s[:-1]
+    assert wider.min() >= 1.0 and wider.max() > 1.5
+
+    # Same broker, but the edge that comes online is another one: weakened then, once.
+    before = same.policy._width_s.copy()
+    same.edges = {"edge-b"}
+    same.edge_back.set()
+    same._offload = lambda *a: None
+    same.process(0, np.zeros((240, 320, 3), np.uint8))
+    assert np.all(same.policy._width_s[:-1] >= before[:-1]) and np.any(same.policy._width_s > 1.5 * before)
+    np.testing.assert_allclose(same.policy._width_s[:-1], other_broker.policy._width_s[:-1], rtol=0.05)
+    assert 0 < FOREIGN_WEIGHT < 1
+
+    # The same edge again: kept as strong as resume_weight says.
+    again = _device(demo_bundle / "bundle", tmp_path, port)
+    again.edges = {"edge-a"}
+    again.edge_back.set()
+    kept = again.policy._width_s.copy()
+    again._offload = lambda *a: None
+    again.process(0, np.zeros((240, 320, 3), np.uint8))
+    assert np.all(again.policy._width_s[:-1] <= kept[:-1] * 1.0001)
