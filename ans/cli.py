@@ -25,6 +25,10 @@ def _trace(spec: str, frames: int):
 
 
 def cmd_simulate(args: argparse.Namespace) -> int:
+    if args.devices or args.fleet:
+        return _simulate_fleet(args)
+    if not args.profile or not args.trace:
+        raise ValueError("give --profile and --trace (one device), or --devices N / --fleet FILE (a fleet)")
     profile = load_profile(args.profile, args.device_macs_per_s, args.codec)
     if args.calibrate:
         from dataclasses import replace
@@ -66,7 +70,38 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _simulate_fleet(args: argparse.Namespace) -> int:
+    """A fleet: every device with its own learner of ``--policy``, sharing the edges."""
+    from lab.sim.fleet import fleet_oracle, fleet_policies, load_fleet, make_fleet, simulate_fleet
+
+    if args.policy == "oracle":
+        raise ValueError("in a fleet, --oracle scores the fleet oracle; choose a learner with --policy")
+    spec = load_fleet(args.fleet) if args.fleet else make_fleet(args.devices, args.edges, args.duration, args.seed)
+    log = (lambda m: print(m, file=sys.stderr)) if not args.json else (lambda m: None)
+    oracle = fleet_oracle(spec, args.seed, log=log)[1] if args.oracle else None
+    result = simulate_fleet(spec, fleet_policies(spec, args.policy, args.seed), args.seed, args.policy)
+    summary = result.summary(min(20.0, spec.duration_s / 3), oracle)
+    if args.json:
+        print(json.dumps(summary))
+        return 0
+    print(f"{args.policy}: {len(spec.devices)} devices on {spec.edges} edge(s), {spec.duration_s:g} s, seed {args.seed}")
+    print(f"  fleet mean {summary['fleet_mean_s'] * 1e3:.1f} ms" + (
+        f"   fleet oracle {oracle * 1e3:.1f} ms   ratio {summary['ratio_to_oracle']:.3f}" if oracle else ""))
+    print(f"  fairness {summary['fairness']:.3f}   switches/100 frames {summary['switches_per_100']:.2f}   "
+          f"edge utilisation {', '.join(f'{u:.0%}' for u in summary['edge_utilisation'])}   "
+          f"batch {summary['batch_mean']:.2f}")
+    worst = max(summary["device_p95_s"], key=summary["device_p95_s"].get)
+    print(f"  worst device p95 {summary['device_p95_s'][worst] * 1e3:.1f} ms ({worst})")
+    return 0
+
+
 def cmd_experiment(args: argparse.Namespace) -> int:
+    if args.fleet:
+        from lab.sim.fleet_experiment import run_fleet_experiment
+
+        run_fleet_experiment(Path(args.out), seeds=args.seeds, jobs=args.jobs)
+        print((Path(args.out) / "fleet.md").read_text())
+        return 0
     from lab.sim.experiment import run_experiment
 
     run_experiment(Path(args.out), tuple(args.profiles), tuple(args.scenarios), tuple(args.policies),
@@ -382,10 +417,10 @@ def build_parser() -> argparse.ArgumentParser:
     config.set_defaults(func=cmd_config)
 
     sim = sub.add_parser("simulate", help="play one policy through a trace-driven simulated world")
-    sim.add_argument("--profile", required=True,
+    sim.add_argument("--profile",
                      help="a bundle's manifest.json (or its folder), a paper-schema profile JSON, "
                           "or a built-in profile: tiny-yolov2-tx2, vgg16-tx2")
-    sim.add_argument("--trace", required=True,
+    sim.add_argument("--trace",
                      help="CSV frame,bandwidth_mbps,rtt_ms,edge_slowdown[,key_frame], "
                           f"or a built-in scenario: {', '.join(SCENARIOS)}")
     sim.add_argument("--policy", default="ans", choices=POLICY_NAMES, help="the policy to play (default ans)")
@@ -407,6 +442,12 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--state-out", help="save the learner's state here at the end")
     sim.add_argument("--splits", action="store_true", help="include the chosen split of every frame")
     sim.add_argument("--json", action="store_true", help="print one JSON object")
+    sim.add_argument("--devices", type=int, help="a fleet: this many heterogeneous devices (tiny-YOLOv2), each "
+                     "learning on its own, sharing --edges edges")
+    sim.add_argument("--edges", type=int, default=1, help="edges the fleet shares (default 1)")
+    sim.add_argument("--duration", type=float, default=120.0, help="fleet: seconds to simulate (default 120)")
+    sim.add_argument("--fleet", help="a fleet described in JSON (devices, their links, speeds, joins and leaves)")
+    sim.add_argument("--oracle", action="store_true", help="fleet: also search the fleet oracle (minutes for 64 devices)")
     sim.set_defaults(func=cmd_simulate)
 
     exp = sub.add_parser("experiment", help="every policy on every scenario and profile; table and plots")
@@ -422,6 +463,9 @@ def build_parser() -> argparse.ArgumentParser:
     exp.add_argument("--noise", type=float, default=0.1, help="relative std of the offloading-delay noise")
     exp.add_argument("--key-frame-prob", type=float, default=0.1, help="chance that a frame is a key frame")
     exp.add_argument("--jobs", type=int, default=None, help="worker processes (default: one per core)")
+    exp.add_argument("--fleet", action="store_true",
+                     help="the fleet experiment instead: 4-64 devices on 1-4 edges against the fleet oracle, and "
+                          "newcomers with and without the edge's compute table (--seeds applies)")
     exp.set_defaults(func=cmd_experiment)
 
     demo = sub.add_parser("demo", help="the whole system on this machine: broker, edge and a device on the demo clip",
@@ -443,7 +487,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (ProfileError, TraceError, StateError, ValueError, OSError) as exc:  # BundleError, ConfigError: ValueError
+    except (ProfileError, TraceError, StateError, ValueError, OSError) as exc:  # Bundle/Config/FleetError: ValueError
         print(f"ans {args.command}: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -14,6 +14,7 @@ import logging
 import queue
 import threading
 import time
+import uuid
 from collections import deque
 from dataclasses import replace
 from pathlib import Path
@@ -30,8 +31,8 @@ from common.tflite import SegmentRunner, load_delegate
 from mqtt.codec import encode
 from mqtt.connection import Refusal, go_offline, make_client, max_packet_size, parse_broker, start
 from mqtt.discovery import announce
-from mqtt.protocol import (ProtocolError, Request, Topics, bundle_hash_bytes, decode_result, encode_request,
-                           request_size)
+from mqtt.protocol import (ProtocolError, Request, Topics, bundle_hash_bytes, decode_compute_table, decode_load,
+                           decode_result, encode_request, request_size)
 
 from .heads import calibrate
 from .keyframe import KeyFrameDetector
@@ -103,6 +104,11 @@ class Device:
         self.refusal = Refusal(self.host, self.port, s.id, log)
         self.logs = RateLimitedLog(log)
         self._dropping = False
+        self.table: np.ndarray | None = None  # an edge's compute table not yet given to the learner
+        self.loads: dict = {}  # edge -> its latest load report, not yet given to the learner
+        self.instance = uuid.uuid4().hex[:8]  # this process, in its stats: another one with the same id is a twin
+        self.twin: str | None = None
+        self._started: deque[float] = deque(maxlen=20)  # when the last frames started: this device's frame rate
 
     # -- learner state: resume after a restart --
 
@@ -154,6 +160,9 @@ class Device:
         self._limit_packets(max_packet_size(properties))
         client.subscribe(self.topics.result(self.settings.id), qos=1)
         client.subscribe(self.topics.every_edge_status(), qos=1)
+        client.subscribe(self.topics.every_edge_compute(), qos=1)
+        client.subscribe(self.topics.every_edge_load(), qos=0)
+        client.subscribe(self.topics.device_stats(self.settings.id), qos=0)  # a twin with this id shows up there
         client.publish(self.topics.device_status(self.settings.id), b"online", qos=1, retain=True)
         if self.settings.home_assistant:
             announce(client, "device", self.settings.id, self.topics, self.settings.stats_interval_s,
@@ -195,11 +204,67 @@ class Device:
                     self.edges.discard(edge)
                     self.edge_epoch += 1
                 return
+            if message.topic.endswith("/compute"):
+                self._compute_table(message.payload)
+                return
+            if message.topic == self.topics.device_stats(self.settings.id):
+                self._check_twin(message.payload)
+                return
+            if message.topic.endswith("/load"):
+                edge = message.topic.split("/")[-2]
+                if edge in self.edges:  # the latest per online edge; the main thread hands it to the learner
+                    self.loads[edge] = decode_load(message.payload)
+                return
             self.results.put((decode_result(message.payload), time.monotonic()))
         except ProtocolError as exc:
             self.logs.warning("malformed-result", "ignoring a malformed result: %s", exc)
         except Exception:
             self.logs.error("internal", "could not handle a message", exc_info=True)
+
+    def _compute_table(self, payload: bytes) -> None:
+        """An edge's compute table (paho's thread): kept for the learner if it is for this bundle."""
+        if not payload:  # a retained table cleared
+            return
+        table = decode_compute_table(payload, len(self.bundle.splits))
+        if table.bundle != self.bundle.content_hash:
+            self.logs.warning("compute-table", "ignoring the compute table of edge %r: it is for bundle %s, this "
+                              "device runs %s", table.edge[:64], table.bundle[:12], self.bundle.content_hash[:12])
+            return
+        self.table = np.array([np.nan if v is None else v for v in table.compute_s])
+
+    def _check_twin(self, payload: bytes) -> None:
+        """Stats on this device's own topic from another instance: two devices share one id. They would
+        mix up each other's results and status (a silent tug of war): said loudly, counted, and shown
+        in the stats (``duplicate_id``) until it stops."""
+        try:
+            instance = json.loads(payload).get("instance")
+        except (ValueError, UnicodeDecodeError, AttributeError):
+            instance = None
+        if instance == self.instance:
+            return
+        self.twin = str(instance)[:16]
+        self.stats.totals["duplicate_id"] += 1
+        self.logs.error("duplicate-id", "another device is running with id %r on this broker (instance %s, this one is "
+                        "%s): results and status are mixed up between them; give each device its own id",
+                        self.settings.id, self.twin, self.instance)
+
+    def _hear_loads(self) -> None:
+        """The edges' load reports, to a learner that prices the wait it would add."""
+        hear = getattr(self.policy, "edge_load", None)
+        edges = max(len(self.edges), 1)
+        span = self._started[-1] - self._started[0]
+        rate = (len(self._started) - 1) / span if span > 0 else 0.0
+        for edge in list(self.loads):
+            report = self.loads.pop(edge, None)
+            if hear is not None and report is not None and rate > 0:
+                hear(report.utilisation, report.wait_s, report.service_s, rate, edges)
+
+    def _start_from_table(self) -> None:
+        """A learner that knows nothing of the edge yet starts from what the edge says of itself."""
+        table, self.table = self.table, None
+        prime = getattr(self.policy, "prime_edge", None)
+        if table is not None and prime is not None and prime(table):
+            log.info("learner started from the edge's compute table (%d splits)", int(np.isfinite(table).sum()))
 
     # -- one frame --
 
@@ -250,6 +315,11 @@ class Device:
         """One frame, start to finish; always returns its detections."""
         start = time.monotonic()
         image = preprocess(frame, self.size, self.scale)
+        self._started.append(start)
+        if self.table is not None:
+            self._start_from_table()
+        if self.loads:
+            self._hear_loads()
         estimate = getattr(self.policy, "estimate", None)
         best = int(np.argmin(estimate())) if estimate else None
         if self.edge_back.is_set():  # an edge is there again: the learner re-checks offloading now
@@ -270,7 +340,8 @@ class Device:
             # The timing ack splits the delay: edge compute, and the rest (network both ways + queueing).
             if result.compute_s + result.wait_s <= offload_s * 1.05 + 2e-3:
                 edge_s = min(result.compute_s, offload_s)
-                self.policy.update(Feedback(split, offload_s, offload_s - edge_s, edge_s))
+                self.policy.update(Feedback(split, offload_s, offload_s - edge_s, edge_s,
+                                            wait_s=min(result.wait_s, offload_s - edge_s), batch_size=result.batch_size))
             else:  # the edge claims more time than the whole round trip took: its timing is not taught
                 self.logs.warning("timing", "edge %r reports compute %.3f s + wait %.3f s within a %.3f s round trip: "
                                   "its detections are used, its timing is not learnt from", result.edge[:64],
@@ -365,7 +436,9 @@ class Device:
 
     def publish_stats(self) -> dict:
         edges = sorted(self.edges.copy())  # a copy: paho's thread changes the set
-        message = self.stats.report(self.policy, device=self.settings.id, edges_online=edges)
+        message = self.stats.report(self.policy, device=self.settings.id, edges_online=edges, instance=self.instance,
+                                    duplicate_id=self.twin)
+        self.twin = None  # said again if the twin is still there in the next window
         self._publish(self.topics.device_stats(self.settings.id), json.dumps(message))
         self.save_learner()
         self.notifier.status(f"{message['fps']} fps, split {message['split']}, "

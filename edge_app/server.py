@@ -30,8 +30,8 @@ from common.logs import RateLimitedLog
 from common.service import Heartbeat, Notifier
 from mqtt.connection import Refusal, go_offline, make_client, parse_broker, start
 from mqtt.discovery import announce
-from mqtt.protocol import (ProtocolError, Request, Result, Topics, bundle_hash_bytes, decode_header, decode_request,
-                           encode_result)
+from mqtt.protocol import (ComputeTable, LoadReport, ProtocolError, Request, Result, Topics, bundle_hash_bytes,
+                           decode_header, decode_request, encode_compute_table, encode_load, encode_result)
 
 from .intake import ErrorBudget, FairQueue, TopCounts
 from .settings import EdgeSettings
@@ -40,6 +40,12 @@ log = logging.getLogger("ans.edge")
 QUEUE_FULL = MQTTErrorCode.MQTT_ERR_QUEUE_SIZE
 #: Refused requests per second from one device above which the log names it as a flood.
 FLOOD_PER_S = 100
+#: Weight of a new batch-of-one time in the compute table's entry for its split.
+COMPUTE_EWMA = 0.1
+#: The compute table is published again when an entry has moved this much (relative) since.
+TABLE_CHANGE = 0.2
+#: Seconds between load reports (devices price the queueing wait they would add by them).
+LOAD_PERIOD_S = 1.0
 
 
 class TailRunner:
@@ -54,6 +60,9 @@ class TailRunner:
         self.hash16 = bundle_hash_bytes(self.manifest.model.content_hash)
         self.model = load_keras_model(self.folder / self.manifest.splits[0].tail.path)
         self._tails: dict[int, object] = {}
+        # Tail compute time of one request alone, per split: measured at warm-up, then followed
+        # (EWMA) on every batch of one; published as the edge's compute table.
+        self.compute_s: list[float | None] = [None] * len(self.manifest.splits)
 
     def check(self, request: Request) -> None:
         """What the header alone says about a request: this bundle, a split with a tail, its shape."""
@@ -81,9 +90,21 @@ class TailRunner:
         late, which a learner would take for the edge's speed."""
         todo = [(split, meta) for split, meta in enumerate(self.manifest.splits) if meta.tail is not None]
         for done, (split, meta) in enumerate(todo, 1):
+            x = np.zeros([1, *meta.cut_shape[1:]], np.float32)
             for _ in range(2):
-                self.run(split, np.zeros([1, *meta.cut_shape[1:]], np.float32))
+                self.run(split, x)
+            runs = []
+            for _ in range(3):
+                start = time.perf_counter()
+                self.run(split, x)
+                runs.append(time.perf_counter() - start)
+            self.compute_s[split] = float(np.median(runs))
             progress(done, len(todo))
+
+    def observed(self, split: int, compute_s: float) -> None:
+        """A batch of one took ``compute_s``: the table follows the edge's real speed (load, clocks)."""
+        old = self.compute_s[split]
+        self.compute_s[split] = compute_s if old is None else old + COMPUTE_EWMA * (compute_s - old)
 
     def _compile(self, split: int):
         """The tail as one traced graph for any batch size: 3-5x faster than calling Keras eagerly.
@@ -121,6 +142,29 @@ class Pending:
     payload: bytes
     received: float
     tensor: np.ndarray | None = None
+
+
+class LoadWindow:
+    """What the next load report says: tail-runner time, runs and waits since the last one."""
+
+    def __init__(self) -> None:
+        self.since = time.monotonic()
+        self.busy = 0.0
+        self.runs = 0
+        self.waits: list[float] = []
+
+    def batch(self, compute_s: float, waits: list[float]) -> None:
+        self.busy += compute_s
+        self.runs += 1
+        self.waits.extend(waits)
+
+    def report(self, queue: int) -> LoadReport:
+        now = time.monotonic()
+        span = max(now - self.since, 1e-6)
+        report = LoadReport(min(self.busy / span, 1.0), float(np.mean(self.waits)) if self.waits else 0.0,
+                            self.busy / self.runs if self.runs else 0.0, queue)
+        self.__init__()
+        return report
 
 
 class EdgeStats:
@@ -203,6 +247,7 @@ class EdgeServer:
         self.queue: FairQueue[Pending] = FairQueue(s.per_device_queue, s.queue_size)
         self.budget = ErrorBudget(s.error_replies_per_s, 20 * s.error_replies_per_s)
         self.stats = EdgeStats()
+        self.load = LoadWindow()  # worker thread only
         self.logs = RateLimitedLog(log)
         self.max_bytes = int(s.max_request_mb * 2**20)
         self.accelerator = _accelerator()
@@ -211,12 +256,14 @@ class EdgeServer:
         self.client.on_message = self._on_message
         self.connected = threading.Event()
         self.refusal = Refusal(self.host, self.port, s.id, log)
+        self._published_table: list[float | None] = list(self.tails.compute_s)
 
     def _on_connect(self, client, userdata, flags, reason_code, properties) -> None:
         if not self.refusal.accepted(client, reason_code):
             return
         client.subscribe(self.topics.shared_requests(self.settings.group), qos=1)  # here: a reconnect restores it
         client.publish(self.topics.edge_status(self.settings.id), b"online", qos=1, retain=True)
+        self.publish_compute_table()
         if self.settings.home_assistant:
             announce(client, "edge", self.settings.id, self.topics, self.settings.stats_interval_s,
                      self.settings.discovery_prefix)
@@ -325,6 +372,9 @@ class EdgeServer:
             return [(p.device, encode_result(Result(p.request.frame_id, split, "error", error=f"edge failure: {exc}",
                                                     edge=self.settings.id))) for p in batch]
         self.stats.batch(len(batch), compute, [r.wait_s for r in results])
+        self.load.batch(compute, [r.wait_s for r in results])
+        if len(batch) == 1:
+            self.tails.observed(split, compute)
         return [(p.device, e) for p, e in zip(batch, encoded)]
 
     # -- the loop --
@@ -356,6 +406,8 @@ class EdgeServer:
                     batch = self.next_batch()
                     for device, result in self.run_batch(batch) if batch else ():
                         self._send(device, result)
+                    if time.monotonic() - self.load.since >= LOAD_PERIOD_S:
+                        self.publish_load()
                     failures = 0
                 except Exception:  # a bug, not a request: the next turn may well work
                     failures += 1
@@ -370,7 +422,28 @@ class EdgeServer:
                 self.publish_stats()
             go_offline(self.client, self.topics.edge_status(self.settings.id))
 
+    def publish_load(self) -> None:
+        """QoS 0, not retained: a figure for the next second, worthless later, and lost ones do no harm."""
+        report = self.load.report(len(self.queue))
+        self.client.publish(self.topics.edge_load(self.settings.id), encode_load(report), qos=0)
+
+    def publish_compute_table(self) -> None:
+        """Retained, so a device joining later reads it at once; again when the speed has moved."""
+        table = ComputeTable(self.tails.manifest.model.content_hash, self.settings.id,
+                             [None if v is None else round(v, 6) for v in self.tails.compute_s], self.accelerator)
+        if self.client.publish(self.topics.edge_compute(self.settings.id), encode_compute_table(table), qos=1,
+                               retain=True).rc == QUEUE_FULL:
+            self.stats.count("unsent")
+            return
+        self._published_table = list(self.tails.compute_s)
+
+    def _table_moved(self) -> bool:
+        return any(new is not None and (old is None or abs(new - old) > TABLE_CHANGE * old)
+                   for old, new in zip(self._published_table, self.tails.compute_s))
+
     def publish_stats(self) -> dict:
+        if self._table_moved():
+            self.publish_compute_table()
         message = self.stats.report(edge=self.settings.id, queue_depth=len(self.queue),
                                     accelerator=self.accelerator, **_gpu_memory())
         for device, refused in message["refused_devices"].items():

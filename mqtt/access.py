@@ -9,9 +9,10 @@ has no ``%u`` substitution, so each device and edge gets a role naming its own t
 Everything is denied unless a role allows it. Kinds:
 
 * ``device``: publishes its own request, status, stats, detections and Home Assistant
-  discovery; subscribes to its own result and to the edges' status and stats.
+  discovery; subscribes to its own result and stats (where a second device with its id would
+  show) and to the edges' status, stats, compute tables and load.
 * ``edge``: the edges' shared subscription to every request, publishes every result, its own
-  status, stats and discovery.
+  status, stats, compute table, load and discovery.
 * ``monitor`` (``ans monitor``): reads everything under the prefix, publishes nothing.
 * ``homeassistant``: reads discovery and everything under the prefix, publishes its own
   birth message (``homeassistant/status``).
@@ -55,7 +56,8 @@ def kind_roles(prefix: str = "ans", group: str = "ans-edges") -> list[dict]:
     """The roles every client of a kind shares."""
     t, base = Topics(prefix), f"{prefix}/v1"
     return [
-        {"rolename": "ans-device", "acls": _reads(t.every_edge_status(), f"{base}/edge/+/stats")},
+        {"rolename": "ans-device", "acls": _reads(t.every_edge_status(), f"{base}/edge/+/stats",
+                                                  t.every_edge_compute(), t.every_edge_load())},
         {"rolename": "ans-edge", "acls": [_acl("subscribeLiteral", t.shared_requests(group)),
                                           _acl("publishClientReceive", f"{base}/device/+/request")]
          + _writes(f"{base}/device/+/result")},
@@ -72,9 +74,9 @@ def own_role(kind: str, name: str, prefix: str = "ans", discovery_prefix: str = 
     if kind == "device":
         acls = _writes(t.request(name), t.device_status(name), t.device_stats(name), t.detections(name),
                        t.objects(name), t.snapshot(name), discovery) \
-            + _reads(t.result(name))
+            + _reads(t.result(name), t.device_stats(name))
     elif kind == "edge":
-        acls = _writes(t.edge_status(name), t.edge_stats(name), discovery)
+        acls = _writes(t.edge_status(name), t.edge_stats(name), t.edge_compute(name), t.edge_load(name), discovery)
     else:
         return None
     return {"rolename": f"ans-{kind}-{name}", "acls": acls}

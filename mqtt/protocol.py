@@ -159,6 +159,74 @@ def decode_result(message: bytes) -> Result:
     return result
 
 
+#: A compute table bigger than this is not read (a bundle has at most a few hundred splits).
+MAX_TABLE_BYTES = 65536
+
+
+@dataclass(frozen=True)
+class ComputeTable:
+    """What an edge publishes about its own speed: the tail compute time of every split (seconds,
+    one request alone; ``None`` for device-only) for the bundle with ``bundle`` content hash, on
+    ``accelerator``. A device joining the fleet starts its edge model from it."""
+
+    bundle: str
+    edge: str
+    compute_s: list[float | None]
+    accelerator: str = ""
+
+
+def encode_compute_table(table: ComputeTable) -> bytes:
+    return json.dumps(asdict(table), separators=(",", ":"), allow_nan=False).encode()
+
+
+def decode_compute_table(message: bytes, n_splits: int) -> ComputeTable:
+    """A table whose every field is what it says (finite times under a minute, one per split)."""
+    if len(message) > MAX_TABLE_BYTES:
+        raise ProtocolError(f"compute table of {len(message)} bytes exceeds {MAX_TABLE_BYTES}", "too-large")
+    try:
+        doc = json.loads(message)
+        table = ComputeTable(**doc)
+    except (ValueError, UnicodeDecodeError, TypeError) as exc:
+        raise ProtocolError(f"compute table is not a JSON object of the expected fields: {exc}") from None
+    times = table.compute_s
+    if (not all(isinstance(v, str) for v in (table.bundle, table.edge, table.accelerator))
+            or not isinstance(times, list) or len(times) != n_splits
+            or not all(v is None or (isinstance(v, (int, float)) and math.isfinite(v) and 0 <= v < 60)
+                       for v in times)):
+        raise ProtocolError(f"compute table from {str(doc.get('edge'))[:64]!r} has malformed fields")
+    return table
+
+
+@dataclass(frozen=True)
+class LoadReport:
+    """An edge's load over its last report period: busy fraction of its tail runner, mean queueing
+    wait of the requests it started, mean run time of a tail call, requests queued now."""
+
+    utilisation: float
+    wait_s: float
+    service_s: float
+    queue: int
+
+
+def encode_load(report: LoadReport) -> bytes:
+    return json.dumps(asdict(report), separators=(",", ":"), allow_nan=False).encode()
+
+
+def decode_load(message: bytes) -> LoadReport:
+    if len(message) > 1024:
+        raise ProtocolError(f"load report of {len(message)} bytes exceeds 1024", "too-large")
+    try:
+        report = LoadReport(**json.loads(message))
+    except (ValueError, UnicodeDecodeError, TypeError) as exc:
+        raise ProtocolError(f"load report is not a JSON object of the expected fields: {exc}") from None
+    numbers = (report.utilisation, report.wait_s, report.service_s)
+    if (not all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and 0 <= v < 3600
+                for v in numbers) or report.utilisation > 1.0
+            or not isinstance(report.queue, int) or isinstance(report.queue, bool) or report.queue < 0):
+        raise ProtocolError("load report has malformed fields")
+    return report
+
+
 @dataclass(frozen=True)
 class Topics:
     """The topic tree, versioned under a configurable prefix."""
@@ -197,6 +265,21 @@ class Topics:
 
     def edge_stats(self, edge: str) -> str:
         return f"{self._base()}/edge/{_name(edge)}/stats"
+
+    def edge_compute(self, edge: str) -> str:
+        """The edge's per-split tail compute time for its bundle (JSON, retained; ``ComputeTable``)."""
+        return f"{self._base()}/edge/{_name(edge)}/compute"
+
+    def edge_load(self, edge: str) -> str:
+        """The edge's load, about once a second (JSON, ``LoadReport``): what devices price their wait by."""
+        return f"{self._base()}/edge/{_name(edge)}/load"
+
+    def every_edge_load(self) -> str:
+        return f"{self._base()}/edge/+/load"
+
+    def every_edge_compute(self) -> str:
+        """What devices subscribe to, to start from what the edges know about their own speed."""
+        return f"{self._base()}/edge/+/compute"
 
     def every_edge_status(self) -> str:
         """What devices subscribe to, to know which edges are online."""

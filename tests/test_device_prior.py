@@ -2,6 +2,7 @@
 through this broker with this edge, weaker when it was learnt elsewhere."""
 
 import json
+from types import SimpleNamespace
 
 import numpy as np
 
@@ -57,3 +58,36 @@ def test_state_from_another_broker_or_edge_is_a_weaker_prior(demo_bundle, tmp_pa
     again._offload = lambda *a: None
     again.process(0, np.zeros((240, 320, 3), np.uint8))
     assert np.all(again.policy._width_s[:-1] <= kept[:-1] * 1.0001)
+
+
+def test_a_newcomer_starts_from_the_edges_compute_table_of_its_own_bundle_only(demo_bundle, tmp_path, caplog):
+    from mqtt.protocol import ComputeTable, encode_compute_table
+
+    device = _device(demo_bundle / "bundle", tmp_path, free_port())
+    n = len(device.bundle.splits)
+    arms = device.policy.bank.arms[1]  # a table the edge model can express: linear in its features
+    times = [None if k == device.device_only else 0.001 + 0.002 * float(arms[k, 1:].mean()) for k in range(n)]
+    other = ComputeTable("0" * 64, "edge-x", times)
+    for _ in range(3):
+        device._on_message(None, None, SimpleNamespace(topic="ans/v1/edge/edge-x/compute",
+                                                       payload=encode_compute_table(other)))
+    assert device.table is None
+    assert sum("compute table of edge 'edge-x'" in r.getMessage() for r in caplog.records) == 1
+    device._on_message(None, None, SimpleNamespace(topic="ans/v1/edge/edge-y/compute", payload=b"{garbage"))
+    assert device.table is None  # malformed: counted as a malformed message, never raised
+
+    mine = ComputeTable(device.bundle.content_hash, "edge-y", times)
+    device._on_message(None, None, SimpleNamespace(topic="ans/v1/edge/edge-y/compute",
+                                                   payload=encode_compute_table(mine)))
+    device._offload = lambda *a: None
+    device.edges = {"edge-y"}
+    device.process(0, np.zeros((240, 320, 3), np.uint8))
+    offload = [k for k in range(n) if k != device.device_only]
+    np.testing.assert_allclose(device.policy.edge.pred[offload], [times[k] for k in offload], rtol=0.1)
+
+    # A learner that already knows the edge keeps what it learnt.
+    learnt = device.policy.bank.theta.copy()
+    device._on_message(None, None, SimpleNamespace(topic="ans/v1/edge/edge-y/compute",
+                                                   payload=encode_compute_table(mine)))
+    device.process(1, np.zeros((240, 320, 3), np.uint8))
+    np.testing.assert_array_equal(device.policy.bank.theta, learnt)

@@ -18,7 +18,8 @@ from converter.bundle import convert  # noqa: E402
 from edge_app.server import EdgeServer  # noqa: E402
 from edge_app.settings import EdgeSettings  # noqa: E402
 from mqtt.codec import encode  # noqa: E402
-from mqtt.protocol import ProtocolError, Request, bundle_hash_bytes, decode_result, encode_request  # noqa: E402
+from mqtt.protocol import (ProtocolError, Request, bundle_hash_bytes, decode_compute_table, decode_result,  # noqa: E402
+                           encode_request)
 
 from .test_converter import dag_model  # noqa: E402
 
@@ -167,6 +168,30 @@ def test_every_tail_is_warm_before_the_edge_connects(tmp_path):
     stop.set()
     srv.serve(stop)
     assert warm_at_connect == [sum(s.tail is not None for s in manifest.splits)]
+
+
+def test_the_edge_publishes_its_compute_table_and_keeps_it_current(server):
+    """Measured at warm-up for every split with a tail, retained on the edge's compute topic, followed
+    on every batch of one, and published again once an entry has moved by more than 20%."""
+    srv, manifest = server
+    srv.tails.warm_up()
+    times = srv.tails.compute_s
+    assert all((t is None) == (s.tail is None) for t, s in zip(times, manifest.splits))
+    assert all(t > 0 for t in times if t is not None)
+    srv.sent.clear()
+    srv.publish_compute_table()
+    (topic, payload), = srv.sent
+    table = decode_compute_table(payload, len(manifest.splits))
+    assert topic == f"ans/v1/edge/{srv.settings.id}/compute" and table.bundle == manifest.model.content_hash
+    assert table.compute_s == [None if t is None else round(t, 6) for t in times]
+    assert not srv._table_moved()
+    before = times[1]
+    for _ in range(30):  # the edge got 3x slower on split 1
+        srv.tails.observed(1, 3 * before)
+    assert srv.tails.compute_s[1] > 2 * before and srv._table_moved()
+    srv.sent.clear()
+    srv.publish_stats()
+    assert [t for t, _ in srv.sent].count(f"ans/v1/edge/{srv.settings.id}/compute") == 1
 
 
 @settings(max_examples=300, deadline=None)

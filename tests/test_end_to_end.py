@@ -248,13 +248,46 @@ def test_garbage_timings_and_results_for_frames_never_sent_are_not_learnt(demo_b
     assert sum("never sent" in m for m in said) == 1 and sum("within a" in m for m in said) == 1
 
 
-def test_two_edges_share_the_requests(demo_bundle, tmp_path):
-    """Both edges sit on one MQTT v5 shared subscription: the broker hands each request to one of them."""
+def test_three_devices_on_two_edges_every_frame_answered(demo_bundle, tmp_path):
+    """Both edges sit on one MQTT v5 shared subscription: the broker hands each request to one of
+    them, and every frame of every device is answered by an edge. Each edge publishes its compute
+    table (retained, for the bundle it serves) and its load about once a second."""
+    from mqtt.protocol import decode_compute_table, decode_load
+
     tmp = demo_bundle
     with started(dev_config(), tmp_path) as broker:
         start_edge(tmp, broker.port, "--id", "edge-a")
         start_edge(tmp, broker.port, "--id", "edge-b")
-        got = run_device(tmp, broker.port, "cam-shared", "edge-only", "--frames", "30")
-    answered = [r["edge"] for r in got]
-    assert len(got) == 30 and None not in answered
+        monitor = Recorder(broker.port, "ans/v1/edge/+/compute", "ans/v1/edge/+/load")
+        try:
+            devices = [spawn(device_args(tmp, broker.port, f"cam-{k}", "edge-only", "--frames", "40"),
+                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=ENV) for k in range(3)]
+            for proc in devices:
+                assert proc.wait(300) == 0, proc.stderr.read()[-3000:]
+            seen = {}
+            wait_for(lambda: seen.update({(t.split("/")[-2], t.split("/")[-1]): p for t, p, _ in monitor.drain()})
+                     or len(seen) == 4, 30, "both edges' compute tables and load reports")
+        finally:
+            monitor.close()
+    answered = [r["edge"] for k in range(3) for r in records(tmp, f"cam-{k}")]
+    assert len(answered) == 120 and None not in answered
     assert {"edge-a", "edge-b"} == set(answered)  # each served some
+    n_splits = len(json.loads((tmp / "bundle" / "manifest.json").read_text())["splits"])
+    for edge in ("edge-a", "edge-b"):
+        table = decode_compute_table(seen[(edge, "compute")], n_splits)
+        assert table.edge == edge and all(v is not None and v > 0 for v in table.compute_s[:-1])
+        assert 0 <= decode_load(seen[(edge, "load")]).utilisation <= 1
+
+
+def test_two_devices_with_one_id_are_reported_not_a_silent_tug_of_war(demo_bundle, tmp_path):
+    tmp = demo_bundle
+    env = {**ENV, "ANS_DEVICE_STATS_INTERVAL_S": "0.2"}
+    with started(dev_config(), tmp_path) as broker:
+        logs = [tmp_path / f"twin-{k}.log" for k in range(2)]
+        twins = [spawn(device_args(tmp, broker.port, "cam-twin", "device-only", "--loop"),
+                       stdout=subprocess.DEVNULL, stderr=open(log, "w"), env=env) for log in logs]
+        said = "another device is running with id 'cam-twin'"
+        wait_for(lambda: all(said in log.read_text() for log in logs), 120, "both twins to report the other")
+        for proc in twins:
+            proc.terminate()
+            proc.wait(30)

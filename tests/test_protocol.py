@@ -4,8 +4,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from mqtt.codec import encode
-from mqtt.protocol import (MAX_DIMS, ProtocolError, Request, Result, Topics, bundle_hash_bytes, decode_request,
-                           decode_result, encode_request, encode_result)
+from mqtt.protocol import (MAX_DIMS, ComputeTable, ProtocolError, Request, Result, Topics, bundle_hash_bytes,
+                           decode_compute_table, decode_request, decode_result, encode_compute_table, encode_request,
+                           encode_result)
 
 HASH = bundle_hash_bytes("ab" * 32)
 
@@ -79,6 +80,23 @@ def test_result_round_trip_and_validation():
                 b'{"frame_id": 1, "split": 0, "status": "ok", "batch_size": 0}'):
         with pytest.raises(ProtocolError):
             decode_result(bad)
+
+
+def test_compute_table_round_trip_and_validation():
+    table = ComputeTable("ab" * 32, "edge-a", [0.004, 0.002, None], "CPU")
+    assert decode_compute_table(encode_compute_table(table), 3) == table
+    for bad in (b"nope", b"[]", b'{"bundle": "x", "edge": "e"}',
+                b'{"bundle": "x", "edge": "e", "compute_s": [0.1, 0.1]}',  # one split short
+                b'{"bundle": "x", "edge": "e", "compute_s": [0.1, -1, null]}',
+                b'{"bundle": "x", "edge": "e", "compute_s": [0.1, 1e9, null]}',
+                b'{"bundle": "x", "edge": "e", "compute_s": [0.1, "fast", null]}',
+                b'{"bundle": 1, "edge": "e", "compute_s": [0.1, 0.1, null]}',
+                b'{"bundle": "x", "edge": "e", "compute_s": [0.1, 0.1, null], "extra": 1}',
+                b'{"bundle": "x", "edge": "e", "compute_s": [0.1, NaN, null]}',
+                b" " * 70000):
+        with pytest.raises(ProtocolError):
+            decode_compute_table(bad, 3)
+    assert Topics().edge_compute("edge-a") == "ans/v1/edge/edge-a/compute"
 
 
 def test_topics_are_versioned_and_refuse_wildcards():

@@ -39,6 +39,12 @@ from .ridge import ArmRidge
 
 
 
+#: Weight of a new queueing-wait figure (an acknowledgement, or an edge's load report) in the estimate.
+WAIT_EWMA = 0.2
+#: Weight of a frame in the estimate of the edge time this device causes per frame.
+OWN_LOAD_EWMA = 0.05
+
+
 class ComponentModel:
     """One part of the offloading delay: its slot in the ridge bank, its noise level, and a
     change detector.
@@ -230,13 +236,15 @@ class ANS(Policy):
         cusum_drift: float = 0.5,
         cusum_threshold: float = 8.0,
         noise_halflife: float = 50.0,
-        probe_min: int = 4,
+        probe_min: int = 10,
         probe_max: int = 128,
         change_prior_frames: float = 1000.0,
         intercept_scale: float = 0.1,
         resume_weight: float = 0.25,
         stale_after: int = 300,
         stale_rate: float = 0.1,
+        switch_margin: float = 0.03,
+        seed: int | None = None,
     ) -> None:
         super().__init__(profile)
         if not (0 <= nonkey_weight <= 1 and 0 <= key_weight <= 1):
@@ -292,12 +300,20 @@ class ANS(Policy):
         self.horizon = np.full(profile.n_splits, float(stale_after))
         self._stale_from = math.inf  # the earliest frame any split can go stale: no work before
         self.rechecks = 0
+        # Queueing on the edge: load, which moves with the other devices' choices, not a property
+        # of this device's network. Kept apart from the network model (which learns transfer
+        # minus wait) and added to every offloading split alike.
+        self.wait_s = 0.0
+        self.switch_margin = switch_margin
+        self.own_busy_s = 0.0  # edge seconds this device causes per frame (EWMA over frames)
+        self.rng = np.random.default_rng(seed)
+        self._current = profile.device_only  # the split last chosen on its merits (not a probe)
         self._refresh()
 
     def _refresh(self) -> None:
         """Offloading estimate and width per split, recomputed only when the models change."""
         # Device-only has all-zero features, so its offloading estimate and width are 0.
-        self._offload_s = self.bank.mean[0] + self.bank.mean[1]
+        self._offload_s = self.bank.mean[0] + self.bank.mean[1] + self.wait_s * self.offload
         width = self.bank.width
         self._width_s = np.hypot(self.beta * self.net.width_scale() * width[0],
                                  self.beta * self.edge.width_scale() * width[1])
@@ -344,8 +360,15 @@ class ANS(Policy):
         self._stale_from = min(self._stale_from, self.t + self.horizon[split])
 
     def _choose(self, key_frame: bool) -> int:
+        self.own_busy_s *= 1.0 - OWN_LOAD_EWMA
         index = self.indices(key_frame)
         split = int(np.argmin(index))
+        # Hysteresis: a split within ``switch_margin`` of the best stays. Near-ties otherwise flip
+        # with every wobble of the estimates, and in a fleet every flip moves load between the
+        # edge and the device (and other devices answer it).
+        if index[self._current] <= index[split] + self.switch_margin * abs(index[split]):
+            split = self._current
+        self._current = split
         if self.offload[split]:
             self.idle = 0
             return split
@@ -374,13 +397,17 @@ class ANS(Policy):
 
         A probe costs c = (its estimated delay − device-only's) now; not probing costs, per
         frame after the conditions come back, G = device-only − the delay offloading
-        achieved before. With changes arriving at rate ρ, probing every I frames costs about
+        achieved before (or, if it never won, its most optimistic estimate now). With changes arriving at rate ρ, probing every I frames costs about
         c/I + ρ·G·I/2 per frame, least at I = sqrt(2c/(ρG)), kept within [probe_min, probe_max].
         ρ is the rate of changes detected so far, with a prior of one per ``change_prior_frames``.
         """
         device = float(self.front_delay_s[-1])
         cost = max(float(self.front_delay_s[probe] + self._offload_s[probe]) - device, 1e-6)
-        gain = max(device - min(self.good_s, device), 1e-6) if self.good_split is not None else device
+        if self.good_split is not None:
+            gain = max(device - min(self.good_s, device), 1e-6)
+        else:  # offloading never won: at most what its most optimistic estimate would save
+            optimistic = np.where(self.offload, self.front_delay_s + self._offload_s - self._width_s, np.inf)
+            gain = max(device - float(optimistic.min()), 1e-6)
         rate = (self.changes + 1) / (self.t + self.change_prior_frames)
         return min(max(math.sqrt(2.0 * cost / (rate * gain)), self.probe_min), self.probe_max)
 
@@ -405,11 +432,23 @@ class ANS(Policy):
             transfer = max(feedback.offload_s - edge, 0.0)
         else:
             edge, transfer = feedback.edge_s, feedback.transfer_s
-        (net_verdict, net_y), (edge_verdict, edge_y) = self.net.assess(p, transfer), self.edge.assess(p, edge)
+        # Load: the queueing wait, and what a batch's run took beyond this request's own compute.
+        # It moves with the other devices' choices, so it goes to the load estimate, not to the
+        # network model (transfer minus wait) nor the edge model (batches of one only).
+        wait = 0.0 if feedback.wait_s is None else min(max(feedback.wait_s, 0.0), transfer)
+        transfer -= wait
+        batched = feedback.batch_size > 1 and feedback.edge_s is not None
+        self.own_busy_s += OWN_LOAD_EWMA * edge / max(feedback.batch_size, 1)
+        if batched:
+            wait += max(edge - max(float(self.edge.pred[p]), 0.0), 0.0)
+        if feedback.wait_s is not None or batched:
+            self.wait_s += WAIT_EWMA * (wait - self.wait_s)
+        net_verdict, net_y = self.net.assess(p, transfer)
+        edge_verdict, edge_y = ("ok", None) if batched else self.edge.assess(p, edge)
         fit = [y for y in (net_y, edge_y) if y is not None]
         if len(fit) == 2:
             self.bank.update(p, fit)
-        elif fit:  # the other part was re-fitted after a change
+        elif fit:  # the other part was re-fitted after a change, or not observed (a batch)
             i = 0 if net_y is not None else 1
             self.bank.update(p, fit, slice(i, i + 1))
         self._refresh()
@@ -423,6 +462,46 @@ class ANS(Policy):
             self._probe_split = None
             self.recheck = verdicts != {"ok"}
 
+    def prime_edge(self, compute_s: np.ndarray) -> bool:
+        """Start the edge model from the edge's own compute table (seconds per split, NaN where
+        unknown), as one observation per split, if nothing has been learnt about the edge yet:
+        a device joining a fleet then only has its network to learn. False if not used."""
+        compute_s = np.asarray(compute_s, dtype=np.float64)
+        if self.bank.n[1] > 0 or compute_s.shape != (self.profile.n_splits,):
+            return False
+        known = [p for p in np.flatnonzero(self.offload) if np.isfinite(compute_s[p]) and compute_s[p] >= 0]
+        if not known:
+            return False
+        # The table's least-squares fit is the prior (the ridge alone would shrink it towards
+        # zero), and each entry then counts as one observation of its split.
+        fit, *_ = np.linalg.lstsq(self.edge.z[known], compute_s[known], rcond=None)
+        self.bank.reset(1, fit)
+        for p in known:
+            self.bank.update(p, [compute_s[p]], slice(1, 2))
+        self.edge.level = max(float(np.mean(compute_s[known])), ComponentModel.FLOOR_S)
+        self._refresh()
+        return True
+
+    def edge_load(self, utilisation: float, wait_s: float, service_s: float, frame_rate: float,
+                  edges: int = 1) -> None:
+        """An edge's load report: its busy fraction, the mean queueing wait and tail run time it
+        saw lately. What this device itself adds is priced in: a device that offloads learns the
+        wait from its own acknowledgements; one that does not expects, if it joined, the wait the
+        others see plus, with probability the others' busy fraction, half a run of theirs (a
+        request arriving at a busy edge). A device leaving or coming back because of it does so
+        on a report with probability ``1/2`` (drawn from ``seed``): devices that all heard the same
+        report do not all move at once and then all move back (herding)."""
+        if not all(math.isfinite(v) and v >= 0 for v in (utilisation, wait_s, service_s, frame_rate)) or edges < 1:
+            return
+        mine = min(self.own_busy_s * frame_rate / edges, 1.0)  # this device's share of one edge's time
+        others = min(max(utilisation - mine, 0.0), 1.0)
+        if mine > 0.5 * utilisation and mine > 0:  # it offloads: its acknowledgements say it best
+            return
+        if self.rng.random() >= 0.5:
+            return
+        self.wait_s += WAIT_EWMA * (wait_s + others * service_s / 2 - self.wait_s)
+        self._refresh()
+
     def edge_online(self) -> None:
         """An edge came (back) online after none was: what offloading costs may have changed
         while none was there. Re-check at once: the next frame that device-only would win
@@ -434,6 +513,7 @@ class ANS(Policy):
             **super().stats(),
             "probes": self.probes,
             "rechecks": self.rechecks,
+            "edge_wait_ms": round(self.wait_s * 1e3, 3),
             "changes": self.changes,
             "resets": {"net": self.net.resets, "edge": self.edge.resets},
             "rel_noise": {"net": self.net.rel_noise, "edge": self.edge.rel_noise},

@@ -16,8 +16,10 @@ class Feedback:
     ``offload_s`` is the whole offloading delay (head output sent → result back).
     The edge's timing acknowledgement splits it: ``edge_s`` is the tail's compute
     time on the edge, ``transfer_s`` the rest (network both ways and queueing).
-    Either may be ``None`` when the edge did not report it. ``censored``: no answer came
-    in time (a missed deadline, an error reply), so ``offload_s`` is a lower bound, not a
+    Either may be ``None`` when the edge did not report it. ``wait_s``, part of ``transfer_s``,
+    is how long the request queued on the edge (load, not network); ``batch_size`` how many
+    requests the edge ran in the tail call that took ``edge_s``. ``censored``: no answer
+    came in time (a missed deadline, an error reply), so ``offload_s`` is a lower bound, not a
     measurement.
     """
 
@@ -26,6 +28,8 @@ class Feedback:
     transfer_s: float | None = None
     edge_s: float | None = None
     censored: bool = False
+    wait_s: float | None = None
+    batch_size: int = 1
 
 
 class Policy:

@@ -14,7 +14,8 @@ NEEDS_TRUTH = ("oracle", "neurosurgeon")
 POLICY_NAMES = ("ans", "mu-linucb-paper", "linucb", "neurosurgeon", "oracle", "device-only", "edge-only")
 
 
-def make_policy(name: str, profile: SplitProfile, mean_total_s: np.ndarray | None = None) -> Policy:
+def make_policy(name: str, profile: SplitProfile, mean_total_s: np.ndarray | None = None, seed=None) -> Policy:
+    """``seed``: the learner's own random draws (``ans``), for reproducible simulations."""
     if name not in POLICY_NAMES:
         raise ValueError(f"unknown policy '{name}' (choose from {', '.join(POLICY_NAMES)})")
     if name in NEEDS_TRUTH:
@@ -22,7 +23,7 @@ def make_policy(name: str, profile: SplitProfile, mean_total_s: np.ndarray | Non
             raise ValueError(f"policy '{name}' needs the true delays, so it exists in simulation only")
         return Oracle(profile, mean_total_s) if name == "oracle" else Neurosurgeon(profile, mean_total_s)
     if name == "ans":
-        return ANS(profile)
+        return ANS(profile, seed=seed)
     if name == "mu-linucb-paper":
         return MuLinUCB(profile)
     if name == "linucb":
