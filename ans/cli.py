@@ -84,7 +84,8 @@ def _simulate_fleet(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(summary))
         return 0
-    print(f"{args.policy}: {len(spec.devices)} devices on {spec.edges} edge(s), {spec.duration_s:g} s, seed {args.seed}")
+    print(f"{args.policy}: {len(spec.devices)} devices on {spec.edges} edge(s), {spec.duration_s:g} s, "
+          f"seed {args.seed}")
     print(f"  fleet mean {summary['fleet_mean_s'] * 1e3:.1f} ms" + (
         f"   fleet oracle {oracle * 1e3:.1f} ms   ratio {summary['ratio_to_oracle']:.3f}" if oracle else ""))
     print(f"  fairness {summary['fairness']:.3f}   switches/100 frames {summary['switches_per_100']:.2f}   "

@@ -166,14 +166,21 @@ def undominated(bundle: Path) -> list[int]:
     return keep
 
 
-def run_one(name: str, policy, system: System, frames: list, events: dict, state: Path, warmup: int) -> list[dict]:
-    """One contender through the schedule; the scored records (frames renumbered from 0)."""
+def run_one(name: str, policy, system: System, frames: list, events: dict, state: Path, warmup: int,
+            calibration: Path) -> list[dict]:
+    """One contender through the schedule; the scored records (frames renumbered from 0). Every
+    contender starts from the same calibration of the heads (measured once): with heads 30x
+    slower, calibrating again per run would give each a slightly different board."""
+    import shutil
+
     from device_app.learner.policy import FixedSplit
     from device_app.runtime import Device
     from device_app.settings import DeviceSettings
     from mqtt.connection import MqttSettings
 
     system.reset()
+    state.mkdir(parents=True, exist_ok=True)
+    shutil.copy(calibration, state / "calibration.json")
     # One interpreter thread: the device has one core (more threads on it only fight each other).
     device = Device(DeviceSettings(bundle=str(system.bundle), id=f"live-{name}", deadline_ms=1000,
                                    policy=policy if isinstance(policy, str) else "device-only", emulate_slowdown=30.0,
@@ -196,6 +203,18 @@ def run_one(name: str, policy, system: System, frames: list, events: dict, state
         del device
         gc.collect()
     return records
+
+
+def calibrate_once(bundle: Path, folder: Path) -> Path:
+    """The device's calibration of every split's head (one interpreter thread, on the device's core)."""
+    from common.bundle import Bundle
+    from common.tflite import SegmentRunner
+    from device_app.heads import calibrate
+
+    folder.mkdir(parents=True, exist_ok=True)
+    calibrate(SegmentRunner(Bundle(bundle), None, 1), repeats=21, cache=folder / "calibration.json",
+              log=lambda *_: None)
+    return folder / "calibration.json"
 
 
 def recovery(delays: np.ndarray, start: int, end: int, target: float) -> int | None:
@@ -294,6 +313,7 @@ def main() -> None:
     clip = list(open_source(str(demo_clip())))
     frames = [clip[k % len(clip)] for k in range(args.frames)]
     contenders = [(p, p) for p in POLICIES] + [(f"split-{k}", k) for k in (args.splits or undominated(bundle))]
+    calibration = calibrate_once(bundle, work / "calibration")
     results, started = {}, time.monotonic()
     with Link(HIGH_MBIT) as link:
         system = System(work, bundle, link)
@@ -304,13 +324,14 @@ def main() -> None:
                     print(f"[{time.monotonic() - started:6.0f} s] {scenario}: {name} ({i + 1}/{len(contenders)})",
                           file=sys.stderr, flush=True)
                     runs[name] = run_one(name, policy, system, frames, schedule(scenario, args.frames, system),
-                                         work / f"state-{scenario}-{name}", args.warmup)
+                                         work / f"state-{scenario}-{name}", args.warmup, calibration)
                 summary = summarise(runs, n_splits, args.frames)
                 results[scenario] = summary
                 args.out.mkdir(parents=True, exist_ok=True)
                 plot(scenario, runs, summary, args.frames, n_splits, args.out / f"live-{scenario}.png")
                 (work / f"runs-{scenario}.json").write_text(json.dumps(
-                    {name: [{k: r[k] for k in ("frame", "split", "delay_s", "edge", "fallback", "finished_from", "timing")}
+                    {name: [{k: r[k] for k in ("frame", "split", "delay_s", "edge", "fallback", "finished_from",
+                                               "timing")}
                             for r in records] for name, records in runs.items()}))
                 print(report(scenario, summary), flush=True)
         finally:

@@ -121,10 +121,14 @@ class Device:
     def _load_learner(self) -> None:
         """Resume from the saved state as a prior (it counts ``resume_weight`` of fresh observations);
         learnt through another broker it counts ``FOREIGN_WEIGHT`` of that again, and so it does if
-        the edge that comes online is none of those it was learnt with."""
+        the edge that comes online is none of those it was learnt with, or if it is another
+        device's (``initial_state``, used while this device has no state of its own)."""
         path = self._learner_path()
-        if path is None or not path.is_file():
-            return
+        borrowed = path is None or not path.is_file()
+        if borrowed:  # nothing of its own yet: another device's state, if the user gave one
+            path = Path(self.settings.initial_state) if self.settings.initial_state else None
+            if path is None or not hasattr(self.policy, "load_state"):
+                return
         try:
             state = load_state(path)
             context = state.pop("context", None)
@@ -134,7 +138,12 @@ class Device:
         except StateError as exc:
             log.warning("starting the learner afresh: %s", exc)
             return
-        if weaken is None or not isinstance(context, dict):
+        if weaken is None:
+            return
+        if borrowed:
+            self._weaken_prior(f"by another device ({path})")
+            return
+        if not isinstance(context, dict):
             return
         edges = context.get("edges")
         self._saved_edges = {e for e in edges if isinstance(e, str)} if isinstance(edges, list) else set()
@@ -287,11 +296,13 @@ class Device:
         return outputs
 
     def _offload(self, frame_id: int, split: int, cut: np.ndarray):
-        """Send the cut tensor; the edge's result and the offloading delay, or None past the deadline."""
+        """Send the cut tensor; the edge's result and the offloading delay, or None past the deadline.
+        The delay counts from before encoding: framing and copying a tensor cost in proportion to its
+        bytes (a few ms for the input split), which the learner prices with the bits, not as nothing."""
+        sent = time.monotonic()
         payload, quant = encode(cut, self.settings.codec)
         request = Request(frame_id, split, self.hash16, cut.shape, self.settings.codec, quant,
                           sent_ns=time.time_ns())
-        sent = time.monotonic()
         info = self.client.publish(self.topics.request(self.settings.id), encode_request(request, payload), qos=1)
         if info.rc != 0:  # not connected (queued for later) or queue full: no answer in time, finish here
             return None
@@ -341,7 +352,8 @@ class Device:
             if result.compute_s + result.wait_s <= offload_s * 1.05 + 2e-3:
                 edge_s = min(result.compute_s, offload_s)
                 self.policy.update(Feedback(split, offload_s, offload_s - edge_s, edge_s,
-                                            wait_s=min(result.wait_s, offload_s - edge_s), batch_size=result.batch_size))
+                                            wait_s=min(result.wait_s, offload_s - edge_s),
+                                            batch_size=result.batch_size))
             else:  # the edge claims more time than the whole round trip took: its timing is not taught
                 self.logs.warning("timing", "edge %r reports compute %.3f s + wait %.3f s within a %.3f s round trip: "
                                   "its detections are used, its timing is not learnt from", result.edge[:64],
@@ -357,7 +369,8 @@ class Device:
                     if offloaded[0].error_kind == "bundle":  # it serves another model: no split will do
                         self.edges.discard(offloaded[0].edge)  # until it comes online again (redeployed)
             if attempted:  # finished from the cut tensor it already has, not from the input again
-                outputs, _ = self._timed(float(self.measured[-1] - self.measured[split]), self.runner.finish, split, cut)
+                rest_s = float(self.measured[-1] - self.measured[split])
+                outputs, _ = self._timed(rest_s, self.runner.finish, split, cut)
             else:
                 outputs = self._head(self.device_only, image)
             detections = decode_detections(outputs, self.decoding, self.size)

@@ -49,6 +49,10 @@ class DeviceSettings:
     loaded, or a segment it cannot run, falls back to the CPU with a warning."""
     delegate_options: dict[str, str] = field(default_factory=dict)
     """Options passed to the delegate, e.g. ``{ device = "usb" }`` for an Edge TPU."""
+    initial_state: str | None = None
+    """A learner state file saved by another device on the same bundle (its ``state_dir``/learner.json), to
+    start from when this device has none of its own yet: it joins a fleet knowing what that device learnt
+    (as a weak prior: it counts ``resume_weight`` / 5). Not set: start from the edge's compute table alone."""
     resume_weight: float = 0.25
     """At a restart the learner resumes from its saved state as a prior: each saved observation counts this
     much of a fresh one (0 < w <= 1), and a fifth of that if the state was learnt through another broker or

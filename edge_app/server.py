@@ -16,6 +16,7 @@ import collections
 import json
 import logging
 import os
+import sys
 import threading
 import time
 from dataclasses import dataclass
@@ -46,15 +47,19 @@ COMPUTE_EWMA = 0.1
 TABLE_CHANGE = 0.2
 #: Seconds between load reports (devices price the queueing wait they would add by them).
 LOAD_PERIOD_S = 1.0
+#: The interpreter's thread switch interval while serving (a request never waits for the GIL longer).
+SWITCH_INTERVAL_S = 0.0005
 
 
 class TailRunner:
     """The edge's side of a bundle: each split's tail, built on first use and kept. TensorFlow
     places it on the GPU when one is visible."""
 
-    def __init__(self, bundle: str | Path):
+    def __init__(self, bundle: str | Path, xla: bool = False, max_batch: int = 8):
         from common.keras_model import load_keras_model
 
+        _gpu_memory_growth()
+        self.xla, self.max_batch = xla, max_batch
         self.folder = Path(bundle)
         self.manifest = read_manifest(self.folder)
         self.hash16 = bundle_hash_bytes(self.manifest.model.content_hash)
@@ -78,11 +83,16 @@ class TailRunner:
                                 f"got {list(request.shape)}", "shape")
 
     def run(self, split: int, batch: np.ndarray) -> list[np.ndarray]:
-        """Every model output for a batch of cut tensors (batch on axis 0)."""
+        """Every model output for a batch of cut tensors (batch on axis 0). With XLA a batch is padded
+        to the next power of two, so that a few compiled shapes (all made at warm-up) serve every size."""
         if split not in self._tails:
             self._tails[split] = self._compile(split)
+        n = batch.shape[0]
+        if self.xla and n & (n - 1):
+            padded = 1 << n.bit_length()
+            batch = np.concatenate([batch, np.zeros((padded - n, *batch.shape[1:]), batch.dtype)])
         outputs = self._tails[split](batch)
-        return [np.asarray(o) for o in (outputs if isinstance(outputs, (list, tuple)) else [outputs])]
+        return [np.asarray(o)[:n] for o in (outputs if isinstance(outputs, (list, tuple)) else [outputs])]
 
     def warm_up(self, progress=lambda done, total: None) -> None:
         """Build, trace and run every tail twice before the edge says it is online, so that a
@@ -93,6 +103,10 @@ class TailRunner:
             x = np.zeros([1, *meta.cut_shape[1:]], np.float32)
             for _ in range(2):
                 self.run(split, x)
+            size = 2
+            while self.xla and size < 2 * self.max_batch:  # every padded shape compiled now, not on a request
+                self.run(split, np.zeros([size, *meta.cut_shape[1:]], np.float32))
+                size *= 2
             runs = []
             for _ in range(3):
                 start = time.perf_counter()
@@ -118,7 +132,7 @@ class TailRunner:
 
         tail = tail_model(self.model, self.manifest.splits[split].cut)
         spec = tf.TensorSpec([None, *self.manifest.splits[split].cut_shape[1:]], tf.float32)
-        return tf.function(lambda x: tail(x, training=False), input_signature=[spec])
+        return tf.function(lambda x: tail(x, training=False), input_signature=[spec], jit_compile=self.xla or None)
 
     def detections(self, outputs: list[np.ndarray]) -> list[list[float]]:
         return decode_detections(outputs, self.manifest.model.decoding, tuple(self.manifest.model.preprocessing.size))
@@ -142,6 +156,7 @@ class Pending:
     payload: bytes
     received: float
     tensor: np.ndarray | None = None
+    picked: float | None = None  # when the worker took it: received..picked is the queueing wait
 
 
 class LoadWindow:
@@ -241,7 +256,7 @@ class EdgeServer:
     def __init__(self, settings: EdgeSettings, notifier: Notifier | None = None):
         self.settings = s = settings
         self.notifier = notifier or Notifier()
-        self.tails = TailRunner(s.bundle)
+        self.tails = TailRunner(s.bundle, xla=s.xla, max_batch=s.max_batch)
         self.host, self.port = parse_broker(s.mqtt.broker)
         self.topics = Topics(s.mqtt.prefix)
         self.queue: FairQueue[Pending] = FairQueue(s.per_device_queue, s.queue_size)
@@ -345,6 +360,8 @@ class EdgeServer:
         A batch forms from what queued while the last one ran; it waits for more only if
         ``batch_wait_ms`` says so."""
         got = self.queue.get(timeout)
+        if got:
+            got[1].picked = time.monotonic()
         first = self._decode(got[1]) if got else None
         if first is None:
             return []
@@ -352,6 +369,9 @@ class EdgeServer:
         until = first.received + self.settings.batch_wait_ms / 1e3 if self.settings.batch_wait_ms else None
         more = self.queue.take_matching(lambda p: p.request.split == split, self.settings.max_batch - 1, until,
                                         had_turn=first.device)
+        picked = time.monotonic()
+        for _, item in more:
+            item.picked = picked
         return [first] + [p for _, item in more if (p := self._decode(item)) is not None]
 
     def run_batch(self, batch: list[Pending]) -> list[tuple[str, bytes]]:
@@ -363,7 +383,7 @@ class EdgeServer:
             outputs = self.tails.run(split, tensors)
             compute = time.monotonic() - start
             results = [Result(p.request.frame_id, split, "ok", self.tails.detections([o[i:i + 1] for o in outputs]),
-                              wait_s=start - p.received, compute_s=compute, batch_size=len(batch),
+                              wait_s=(p.picked or start) - p.received, compute_s=compute, batch_size=len(batch),
                               edge=self.settings.id) for i, p in enumerate(batch)]
             encoded = [encode_result(r) for r in results]
         except Exception as exc:  # a bug here must not take the edge down: answer, log, go on
@@ -381,6 +401,9 @@ class EdgeServer:
 
     def serve(self, stop: threading.Event) -> None:
         started = time.monotonic()
+        # paho's network thread hands each request to the worker thread: with CPython's default
+        # 5 ms switch interval the worker can wait that long for the GIL before it starts.
+        sys.setswitchinterval(min(sys.getswitchinterval(), SWITCH_INTERVAL_S))
 
         def warming(done: int, total: int) -> None:
             self.notifier.watchdog()
@@ -464,6 +487,18 @@ def _accelerator() -> str:
 
     gpus = tf.config.list_physical_devices("GPU")
     return f"GPU ({len(gpus)}: {', '.join(g.name for g in gpus)})" if gpus else "CPU"
+
+
+def _gpu_memory_growth() -> None:
+    """Take GPU memory as the tails need it, not all of it at start (TensorFlow's default), so
+    that several edge processes, or an edge and other work, share one GPU."""
+    import tensorflow as tf
+
+    for gpu in tf.config.list_physical_devices("GPU"):
+        try:
+            tf.config.experimental.set_memory_growth(gpu, True)
+        except RuntimeError:  # already initialised (a second TailRunner in one process): as it was set
+            pass
 
 
 def _gpu_memory() -> dict:

@@ -21,7 +21,11 @@ class EdgeSettings:
     group: str = "ans-edges"
     """MQTT v5 shared-subscription group: edges in one group share the requests between them."""
     max_batch: int = 8
-    """Most requests run together as one batch (same split, arrived together)."""
+    """Most requests run together as one batch (same split, arrived together). On a GPU, 32-64 (see
+    bench/bench_edge_gpu.sh for the batch size past which requests/s stop growing)."""
+    xla: bool = False
+    """Compile each tail with XLA (``jit_compile``): faster on a GPU for most models; each new batch
+    size compiles once (a pause of a second or so the first time)."""
     batch_wait_ms: float = 0.0
     """After the first request of a batch, wait at most this long for more. 0: never wait; a batch
     is what queued while the previous one ran, so a lone request starts at once."""

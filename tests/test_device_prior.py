@@ -50,6 +50,12 @@ def test_state_from_another_broker_or_edge_is_a_weaker_prior(demo_bundle, tmp_pa
     np.testing.assert_allclose(same.policy._width_s[:-1], other_broker.policy._width_s[:-1], rtol=0.05)
     assert 0 < FOREIGN_WEIGHT < 1
 
+    # A newcomer given that state (initial_state) while it has none of its own: the same weak prior.
+    newcomer = Device(DeviceSettings(bundle=str(demo_bundle / "bundle"), id="cam-new", connect_timeout_s=0,
+                                     state_dir=str(tmp_path / "new"), initial_state=str(tmp_path / "learner.json"),
+                                     mqtt=MqttSettings(broker=f"mqtt://127.0.0.1:{port}")))
+    np.testing.assert_allclose(newcomer.policy._width_s, other_broker.policy._width_s)
+
     # The same edge again: kept as strong as resume_weight says.
     again = _device(demo_bundle / "bundle", tmp_path, port)
     again.edges = {"edge-a"}

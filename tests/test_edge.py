@@ -282,3 +282,21 @@ def test_the_serving_loop_survives_a_failing_turn(server):
     finally:
         srv.next_batch = original
     assert len(turns) == 2 and srv.stats.totals["internal_errors"] == 1
+
+
+def test_xla_tails_answer_as_the_traced_ones_for_every_batch_size(server, tmp_path):
+    """With ``xla`` a batch is padded to the next power of two (compiled at warm-up): the answers
+    for every size up to max_batch are those of the plain traced tails."""
+    from edge_app.server import TailRunner
+
+    _, manifest = server
+    folder = tmp_path / "dag"
+    convert(dag_model(), folder, log=lambda *_: None)
+    plain, xla = TailRunner(folder), TailRunner(folder, xla=True, max_batch=4)
+    xla.warm_up()
+    split = 1
+    for batch in (1, 3, 4):
+        x = np.random.default_rng(batch).random((batch, *manifest.splits[split].cut_shape[1:]), dtype=np.float32)
+        for a, b in zip(plain.run(split, x), xla.run(split, x)):
+            assert a.shape == b.shape and a.shape[0] == batch
+            np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)

@@ -17,12 +17,17 @@ What it changes against the paper's algorithm (``mu_linucb.py``), and why:
   frame is sent now and then, as often as its cost is worth the delay it saves by
   noticing a recovered link early (``probe_interval``), and again at once when a
   probe looks off.
+* A change seen at splits that weigh RTT and bandwidth (or fixed overhead and load)
+  differently is fitted as both at once; seen at one kind of split it is a guess, fitted
+  again at the first observation of the other kind.
 * Beliefs decay. A split not observed for ``stale_after`` frames gets an exploration bonus
-  that grows with the time since, in proportion to its estimate, so a split that looked bad
-  once (a transient, a cold edge) is re-checked eventually, the nearly-best ones soonest.
-  Each re-check that confirms the estimate doubles that split's horizon (back-off: a few
-  re-checks per split, logarithmically many in steady state, so regret stays sublinear);
-  one that surprises brings the horizon back to ``stale_after``.
+  that grows with the time since, so a split that looked bad once (a transient, a cold edge)
+  is re-checked eventually, the nearly-best ones soonest. Each re-check doubles that split's
+  horizon (back-off: logarithmically many re-checks in steady state, so regret stays
+  sublinear); a change detected there brings it back to ``stale_after``.
+* Load is priced apart: the edge's queueing wait (acknowledgements, and the edges' load
+  reports for a device that does not offload) is added to every offloading split, and a
+  near-tie does not flip the choice (hysteresis), so devices sharing an edge do not herd.
 * Key frames are served greedily (no exploration, never a probe).
 """
 
@@ -36,8 +41,6 @@ from .persist import StateError, check_header, state_header
 from .policy import Feedback, Policy
 from .profile import BITS_COLUMN, SplitProfile
 from .ridge import ArmRidge
-
-
 
 #: Weight of a new queueing-wait figure (an acknowledgement, or an edge's load report) in the estimate.
 WAIT_EWMA = 0.2
@@ -397,8 +400,9 @@ class ANS(Policy):
 
         A probe costs c = (its estimated delay − device-only's) now; not probing costs, per
         frame after the conditions come back, G = device-only − the delay offloading
-        achieved before (or, if it never won, its most optimistic estimate now). With changes arriving at rate ρ, probing every I frames costs about
-        c/I + ρ·G·I/2 per frame, least at I = sqrt(2c/(ρG)), kept within [probe_min, probe_max].
+        achieved before (or, if it never won, its most optimistic estimate now). With changes
+        arriving at rate ρ, probing every I frames costs about c/I + ρ·G·I/2 per frame, least
+        at I = sqrt(2c/(ρG)), kept within [probe_min, probe_max].
         ρ is the rate of changes detected so far, with a prior of one per ``change_prior_frames``.
         """
         device = float(self.front_delay_s[-1])

@@ -107,8 +107,8 @@ def fleet_markdown(rows, policies, arrival, duration_s, seeds) -> str:
                  f"{_mean(mine, p, 'fairness'):.2f}, {_mean(mine, p, 'switches_per_100'):.1f}" for p in policies]
         oracle = np.mean([r["oracle_mean_s"] for r in mine]) * 1e3
         lines.append(f"| {n} / {m} | {oracle:.1f} ms | " + " | ".join(cells) + " |")
-    lines += ["", "A newcomer's first 200 frames (100 Mbit/s, the edge at 1x, 5x and 20x its idle speed, 5 seeds): regret "
-              "against the per-frame oracle, cold start / started from the edge's compute table:", "",
+    lines += ["", "A newcomer's first 200 frames (100 Mbit/s, the edge at 1x, 5x and 20x its idle speed, 5 seeds): "
+              "regret against the per-frame oracle, cold start / started from the edge's compute table:", "",
               "| profile | edge 1x | edge 5x | edge 20x |", "|---|---|---|---|"]
     for name in sorted({r["profile"] for r in arrival}):
         cells = [f"{r['cold_regret_s']:.2f} s / {r['warm_regret_s']:.2f} s" for r in arrival if r["profile"] == name]
