@@ -23,6 +23,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal, Union, get_args, get_origin, get_type_hints
 
+from .json_file import read_json
+
 SCHEMA_VERSION = 2
 MANIFEST = "manifest.json"
 
@@ -201,13 +203,7 @@ def parse_manifest(doc: object, where: str = MANIFEST) -> Manifest:
 
 def read_manifest(folder: str | Path) -> Manifest:
     path = Path(folder) / MANIFEST
-    try:
-        doc = json.loads(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise BundleError(f"{path}: cannot read: {exc.strerror}") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise BundleError(f"{path}: not valid JSON: {exc}") from None
-    return parse_manifest(doc, str(path))
+    return parse_manifest(read_json(path, BundleError), str(path))
 
 
 def sha256_file(path: Path) -> str:

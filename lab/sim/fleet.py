@@ -23,13 +23,13 @@ assignment scored by this same simulation with the same random draws (``fleet_or
 from __future__ import annotations
 
 import heapq
-import json
 import math
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 
+from common.json_file import read_json
 from device_app.learner.policy import Feedback, FixedSplit, Policy
 from device_app.learner.profile import SplitProfile, load_profile
 from device_app.learner.registry import make_policy
@@ -301,12 +301,7 @@ def load_fleet(path: str | Path) -> FleetSpec:
     [{"name", "speed", "bandwidth_mbps" (a number, or [[from_s, mbps], ...]), "rtt_ms", "fps",
     "join_s", "leave_s"}, ...]}``; ``speed`` divides the profile's front-end delays."""
     path = Path(path)
-    try:
-        doc = json.loads(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise FleetError(f"{path}: cannot read: {exc.strerror}") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise FleetError(f"{path}: not valid JSON: {exc}") from None
+    doc = read_json(path, FleetError)
     if not isinstance(doc, dict) or not isinstance(doc.get("devices"), list) or not doc["devices"]:
         raise FleetError(f"{path}: expected an object with a non-empty 'devices' list")
     unknown = set(doc) - {"edges", "duration_s", "profile", "devices", "max_batch"}
