@@ -244,7 +244,7 @@ class ANS(Policy):
         change_prior_frames: float = 1000.0,
         intercept_scale: float = 0.1,
         resume_weight: float = 0.25,
-        stale_after: int = 300,
+        stale_after: int = 100,
         stale_rate: float = 0.1,
         switch_margin: float = 0.03,
         seed: int | None = None,
