@@ -108,11 +108,12 @@ class FleetResult:
     def summary(self, steady_from: float = 0.0, oracle_mean_s: float | None = None) -> dict:
         means = {d: float(v.mean()) for d, v in self.delays.items() if len(v)}
         rel = np.array([self.solo_best_s[d] / means[d] for d in means])
-        switches = []
+        switches, moves = [], []
         for d, s in self.splits.items():
             keep = self.times[d] >= steady_from
             if keep.sum() > 1:
                 switches.append(100.0 * np.count_nonzero(np.diff(s[keep])) / (keep.sum() - 1))
+                moves.append(100.0 * held_changes(s[keep]) / (keep.sum() - 1))
         out = {
             "policy": self.policy,
             "devices": len(self.delays),
@@ -121,12 +122,23 @@ class FleetResult:
             "device_p95_s": {d: float(np.percentile(v, 95)) for d, v in self.delays.items() if len(v)},
             "fairness": float(rel.sum() ** 2 / (len(rel) * (rel**2).sum())),
             "switches_per_100": float(np.mean(switches)) if switches else 0.0,
+            "moves_per_100": float(np.mean(moves)) if moves else 0.0,
             "edge_utilisation": self.edge_utilisation,
             "batch_mean": float(np.mean(self.batch_sizes)) if self.batch_sizes else 0.0,
         }
         if oracle_mean_s is not None:
             out["ratio_to_oracle"] = out["fleet_mean_s"] / oracle_mean_s
         return out
+
+
+def held_changes(splits: np.ndarray) -> int:
+    """Changes of the split a device holds (for two frames or more): oscillation, as opposed to a
+    one-frame probe or re-check, which is exploration and comes back."""
+    held = [int(splits[0])]
+    for k in range(1, len(splits)):
+        if splits[k] != held[-1] and (k + 1 < len(splits) and splits[k + 1] == splits[k]):
+            held.append(int(splits[k]))
+    return len(held) - 1
 
 
 def simulate_fleet(spec: FleetSpec, policies: dict[str, Policy], seed: int = 0, name: str = "") -> FleetResult:

@@ -34,7 +34,7 @@ def _config(job: tuple) -> dict:
         result = simulate_fleet(spec, fleet_policies(spec, pol, seed), seed=seed, name=pol)
         summary = result.summary(STEADY_FROM_S, oracle)
         row[pol] = {k: summary[k] for k in ("fleet_mean_s", "ratio_to_oracle", "fairness", "switches_per_100",
-                                             "edge_utilisation", "batch_mean")}
+                                             "moves_per_100", "edge_utilisation", "batch_mean")}
         row[pol]["p95_worst_s"] = max(summary["device_p95_s"].values())
     return row
 
@@ -98,13 +98,15 @@ def _mean(rows: list[dict], pol: str, key: str) -> float:
 def fleet_markdown(rows, policies, arrival, duration_s, seeds) -> str:
     configs = sorted({(r["devices"], r["edges"]) for r in rows})
     lines = [f"Heterogeneous fleets (`lab.sim.fleet.make_fleet`), {duration_s:g} s each, {seeds} seeds; cells: fleet "
-             "mean delay (ratio to the fleet oracle), Jain's fairness, split switches per device per 100 frames "
-             f"after {STEADY_FROM_S:g} s.", "",
+             "mean delay (ratio to the fleet oracle), Jain's fairness, split switches / moves per device per 100 "
+             f"frames after {STEADY_FROM_S:g} s (a move changes the split held; a one-frame probe or re-check is "
+             "two switches and no move).", "",
              "| devices / edges | oracle | " + " | ".join(policies) + " |", "|---|---|" + "---|" * len(policies)]
     for n, m in configs:
         mine = [r for r in rows if (r["devices"], r["edges"]) == (n, m)]
         cells = [f"{_mean(mine, p, 'fleet_mean_s') * 1e3:.1f} ms ({_mean(mine, p, 'ratio_to_oracle'):.3f}), "
-                 f"{_mean(mine, p, 'fairness'):.2f}, {_mean(mine, p, 'switches_per_100'):.1f}" for p in policies]
+                 f"{_mean(mine, p, 'fairness'):.2f}, {_mean(mine, p, 'switches_per_100'):.1f} / "
+                 f"{_mean(mine, p, 'moves_per_100'):.1f}" for p in policies]
         oracle = np.mean([r["oracle_mean_s"] for r in mine]) * 1e3
         lines.append(f"| {n} / {m} | {oracle:.1f} ms | " + " | ".join(cells) + " |")
     lines += ["", "A newcomer's first 200 frames (100 Mbit/s, the edge at 1x, 5x and 20x its idle speed, 5 seeds): "
