@@ -366,10 +366,11 @@ def load_fleet(path: str | Path) -> FleetSpec:
 
 
 def make_fleet(n_devices: int, n_edges: int, duration_s: float = 120.0, seed: int = 0, churn: bool = True,
-               profile: str = "tiny-yolov2-tx2") -> FleetSpec:
-    """A heterogeneous fleet on one bundle: device speeds (the paper's TX2, or 2-4x faster boards),
-    uplinks (8-200 Mbit/s), RTTs (5-40 ms), cameras (5-15 fps); with ``churn`` a quarter of the
-    devices join during the first half and a quarter leave during the second."""
+               profile: str = "tiny-yolov2-tx2", drops: bool = False) -> FleetSpec:
+    """A heterogeneous fleet on one bundle: device speeds (the paper's TX2, a board 2x faster, or
+    2-4x slower), uplinks (20-400 Mbit/s), RTTs (2-20 ms), cameras (5-15 fps); with ``churn`` a
+    quarter of the devices join during the first half and a quarter leave during the second; with
+    ``drops`` every other device's uplink falls to a tenth for the middle third (a congested cell)."""
     rng = np.random.default_rng(seed)
     base = load_profile(profile)
     devices = []
@@ -380,6 +381,7 @@ def make_fleet(n_devices: int, n_edges: int, duration_s: float = 120.0, seed: in
         leave = float(rng.uniform(duration_s / 2, duration_s)) if churn and k % 4 == 2 else math.inf
         devices.append(DeviceSpec(
             name=f"dev-{k:02d}", profile=replace(base, front_delay_s=base.front_delay_s / speed),
-            bandwidth=((0.0, mbps),), rtt_ms=float(rng.choice([2.0, 5.0, 10.0, 20.0])),
+            bandwidth=((0.0, mbps), (duration_s / 3, mbps / 10), (2 * duration_s / 3, mbps)) if drops and k % 2 == 0
+            else ((0.0, mbps),), rtt_ms=float(rng.choice([2.0, 5.0, 10.0, 20.0])),
             fps=float(rng.choice([5.0, 10.0, 15.0])), join_s=join, leave_s=leave))
     return FleetSpec(tuple(devices), n_edges, duration_s)
