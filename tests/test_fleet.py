@@ -50,6 +50,14 @@ def test_a_heterogeneous_fleet_with_joins_and_leaves_converges_near_the_oracle()
         assert len(t) > 0 and t.min() >= d.join_s and t.max() < min(d.leave_s, spec.duration_s)
 
 
+def test_when_links_drop_learning_beats_a_split_fixed_at_the_start():
+    """Every other device's uplink falls to a tenth for the middle third (the documented fleet):
+    Neurosurgeon keeps the split that was best at the start, `ans` follows the links."""
+    spec = make_fleet(16, 1, 60.0, seed=0, drops=True)
+    ans, fixed = _summary(spec, "ans", 0), _summary(spec, "neurosurgeon", 0)
+    assert ans["fleet_mean_s"] < 0.95 * fixed["fleet_mean_s"] and ans["moves_per_100"] <= 2.0, (ans, fixed)
+
+
 def test_a_local_device_prices_the_wait_it_would_add_and_an_offloading_one_trusts_its_acks():
     tiny = load_profile("tiny-yolov2-tx2")
     local = ANS(tiny, seed=0)
