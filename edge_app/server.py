@@ -163,6 +163,9 @@ class LoadWindow:
     """What the next load report says: tail-runner time, runs and waits since the last one."""
 
     def __init__(self) -> None:
+        self._reset()
+
+    def _reset(self) -> None:
         self.since = time.monotonic()
         self.busy = 0.0
         self.runs = 0
@@ -178,7 +181,7 @@ class LoadWindow:
         span = max(now - self.since, 1e-6)
         report = LoadReport(min(self.busy / span, 1.0), float(np.mean(self.waits)) if self.waits else 0.0,
                             self.busy / self.runs if self.runs else 0.0, queue)
-        self.__init__()
+        self._reset()
         return report
 
 
@@ -448,7 +451,8 @@ class EdgeServer:
     def publish_load(self) -> None:
         """QoS 0, not retained: a figure for the next second, worthless later, and lost ones do no harm."""
         report = self.load.report(len(self.queue))
-        self.client.publish(self.topics.edge_load(self.settings.id), encode_load(report), qos=0)
+        if self.client.publish(self.topics.edge_load(self.settings.id), encode_load(report), qos=0).rc == QUEUE_FULL:
+            self.stats.count("unsent")
 
     def publish_compute_table(self) -> None:
         """Retained, so a device joining later reads it at once; again when the speed has moved."""
