@@ -129,9 +129,13 @@ class Result:
     edge: str = ""
 
 
+def _strict_json(message) -> bytes:
+    """A message dataclass as strict JSON (no NaN or Infinity, which other languages' parsers refuse)."""
+    return json.dumps(asdict(message), separators=(",", ":"), allow_nan=False).encode()
+
+
 def encode_result(result: Result) -> bytes:
-    """Strict JSON (no NaN or Infinity, which other languages' parsers refuse)."""
-    return json.dumps(asdict(result), separators=(",", ":"), allow_nan=False).encode()
+    return _strict_json(result)
 
 
 def decode_result(message: bytes) -> Result:
@@ -176,7 +180,7 @@ class ComputeTable:
 
 
 def encode_compute_table(table: ComputeTable) -> bytes:
-    return json.dumps(asdict(table), separators=(",", ":"), allow_nan=False).encode()
+    return _strict_json(table)
 
 
 def decode_compute_table(message: bytes, n_splits: int) -> ComputeTable:
@@ -209,7 +213,7 @@ class LoadReport:
 
 
 def encode_load(report: LoadReport) -> bytes:
-    return json.dumps(asdict(report), separators=(",", ":"), allow_nan=False).encode()
+    return _strict_json(report)
 
 
 def decode_load(message: bytes) -> LoadReport:

@@ -34,7 +34,7 @@ from device_app.learner.policy import Feedback, FixedSplit, Policy
 from device_app.learner.profile import SplitProfile, load_profile
 from device_app.learner.registry import make_policy
 
-from .simulator import DEFAULT_EDGE_RATE, DEFAULT_LAYER_OVERHEAD_S
+from .simulator import DEFAULT_EDGE_RATE, DEFAULT_LAYER_OVERHEAD_S, edge_work_s
 
 #: Seconds between two load reports of an edge.
 LOAD_PERIOD_S = 1.0
@@ -81,7 +81,7 @@ class FleetSpec:
         return p.front_delay_s + net + self.service_s(p, 1) * offload
 
     def service_s(self, p: SplitProfile, batch: int) -> np.ndarray:
-        return p.backend_layers * self.layer_overhead_s + batch * p.backend_macs / self.edge_rate
+        return edge_work_s(p, self.edge_rate, self.layer_overhead_s, batch)
 
 
 @dataclass

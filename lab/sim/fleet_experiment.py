@@ -17,7 +17,7 @@ import numpy as np
 from device_app.learner.profile import load_profile
 
 from .fleet import fleet_oracle, fleet_policies, make_fleet, simulate_fleet
-from .simulator import DEFAULT_EDGE_RATE, DEFAULT_LAYER_OVERHEAD_S
+from .simulator import edge_work_s
 
 #: (devices, edges, links drop) of the default table.
 CONFIGS = ((4, 1, False), (16, 1, False), (16, 2, False), (64, 1, False), (64, 4, False), (16, 1, True))
@@ -54,8 +54,7 @@ def newcomer(profiles=("tiny-yolov2-tx2", "vgg16-tx2"), slowdowns=(1.0, 5.0, 20.
         profile = load_profile(name)
         offload = np.arange(profile.n_splits) != profile.device_only
         for slow in slowdowns:
-            spec_table = (profile.backend_macs / DEFAULT_EDGE_RATE + profile.backend_layers * DEFAULT_LAYER_OVERHEAD_S)
-            table = np.where(offload, spec_table * slow, np.nan)
+            table = np.where(offload, edge_work_s(profile) * slow, np.nan)
             cold, warm = [], []
             for seed in range(seeds):
                 world = build_world(profile, make_trace([(0, bandwidth_mbps, 10.0, slow)]), frames, seed=seed)

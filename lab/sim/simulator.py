@@ -25,6 +25,13 @@ DEFAULT_EDGE_RATE = 7e11  # MAC/s the edge sustains on the tail
 DEFAULT_LAYER_OVERHEAD_S = 1e-4  # per back-end layer launch cost on the edge
 
 
+def edge_work_s(profile: SplitProfile, edge_rate: float = DEFAULT_EDGE_RATE,
+                layer_overhead_s: float = DEFAULT_LAYER_OVERHEAD_S, batch: int = 1) -> np.ndarray:
+    """Every split's tail time on an idle edge for a batch of ``batch`` requests: per-layer launch
+    overhead once, arithmetic per request."""
+    return profile.backend_layers * layer_overhead_s + batch * profile.backend_macs / edge_rate
+
+
 @dataclass(frozen=True)
 class World:
     """Everything a simulated run needs, drawn once from a seed."""
@@ -70,8 +77,7 @@ def build_world(
     rtt = cond["rtt_ms"][:, None] * 1e-3
     bps = cond["bandwidth_mbps"][:, None] * 1e6
     net_mean = (rtt + profile.transfer_bits / bps) * offload
-    edge_work = profile.backend_macs / edge_rate + profile.backend_layers * layer_overhead_s
-    edge_mean = cond["edge_slowdown"][:, None] * edge_work * offload
+    edge_mean = cond["edge_slowdown"][:, None] * edge_work_s(profile, edge_rate, layer_overhead_s) * offload
     scale = np.maximum(1.0 + noise * eps, 0.0)
     return World(
         profile=profile,
