@@ -30,6 +30,7 @@ import argparse
 import gc
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -171,8 +172,6 @@ def run_one(name: str, policy, system: System, frames: list, events: dict, state
     """One contender through the schedule; the scored records (frames renumbered from 0). Every
     contender starts from the same calibration of the heads (measured once): with heads 30x
     slower, calibrating again per run would give each a slightly different board."""
-    import shutil
-
     from device_app.learner.policy import FixedSplit
     from device_app.runtime import Device
     from device_app.settings import DeviceSettings

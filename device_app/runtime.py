@@ -226,7 +226,7 @@ class Device:
                 return
             self.results.put((decode_result(message.payload), time.monotonic()))
         except ProtocolError as exc:
-            self.logs.warning("malformed-result", "ignoring a malformed result: %s", exc)
+            self.logs.warning("malformed", "ignoring a malformed message on %s: %s", message.topic[:120], exc)
         except Exception:
             self.logs.error("internal", "could not handle a message", exc_info=True)
 
