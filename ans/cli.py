@@ -39,7 +39,8 @@ def cmd_simulate(args: argparse.Namespace) -> int:
 
         folder = Path(args.profile)
         bundle = Bundle(folder if folder.is_dir() else folder.parent)
-        profile = replace(profile, front_delay_s=calibrate(SegmentRunner(bundle), log=lambda *_: None))
+        runner = SegmentRunner(bundle, fused_heads=1)  # heads as the device runs them once in use
+        profile = replace(profile, front_delay_s=calibrate(runner, log=lambda *_: None))
     trace = _trace(args.trace, args.frames)
     world = build_world(profile, trace, args.frames, args.seed, args.noise, args.key_frame_prob,
                         args.edge_rate, args.layer_overhead_ms * 1e-3)

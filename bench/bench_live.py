@@ -211,7 +211,7 @@ def calibrate_once(bundle: Path, folder: Path) -> Path:
     from device_app.heads import calibrate
 
     folder.mkdir(parents=True, exist_ok=True)
-    calibrate(SegmentRunner(Bundle(bundle), None, 1), repeats=21, cache=folder / "calibration.json",
+    calibrate(SegmentRunner(Bundle(bundle), None, 1, fused_heads=1), repeats=21, cache=folder / "calibration.json",
               log=lambda *_: None)
     return folder / "calibration.json"
 

@@ -5,7 +5,8 @@ For the demo detector and tiny-YOLOv2 (80 classes, 416x416), it converts the mod
 (segments), and also writes the old layout for comparison (one TFLite head per split, each from the
 input, plus the whole model). Then, per split, on one core of this machine (LiteRT, XNNPACK):
 
-* head: split p's head as one file vs segments 1..p chained (medians of --repeats interleaved runs);
+* head: split p's head as one file vs segments 1..p chained vs segments 1..p fused on the device into
+  one model (what the device runs at the split it uses; medians of --repeats interleaved runs);
 * fallback: a frame the edge did not answer, finished from split p's cut (segments p+1..end) vs
   run again from the input (every segment).
 
@@ -13,7 +14,7 @@ input, plus the whole model). Then, per split, on one core of this machine (Lite
 
 (tiny-YOLOv2 runs a fifth of the repeats: each of its runs is about 40 times the demo's.)
 
-Prints a table per model, the sizes, and writes the plot.
+Prints a table per model, the sizes, the memory a fused head holds, and writes the plot.
 """
 
 from __future__ import annotations
@@ -64,6 +65,10 @@ def one_file(path: Path):
     return run
 
 
+def rss_mb() -> float:
+    return int(Path("/proc/self/status").read_text().split("VmRSS:")[1].split()[0]) / 1024
+
+
 def measure(name: str, model, work: Path, repeats: int) -> dict:
     print(f"\n{name}: converting", flush=True)
     manifest = convert(model, work / "bundle", log=lambda *_: None)
@@ -85,17 +90,25 @@ def measure(name: str, model, work: Path, repeats: int) -> dict:
             single = one_file(head_file)
         else:
             single = one_file(whole)
-        chained_s, single_s = [], []
-        for _ in range(3):  # interleaved, so drift hits both alike
+        before = rss_mb()
+        with captured(2):
+            head = runner.fuse(p)
+        fused_mb = rss_mb() - before
+        chained_s, single_s, fused_s = [], [], []
+        for _ in range(3):  # interleaved, so drift hits all alike
             chained_s.append(median_time(lambda: runner.run(p, x), repeats // 3 + 1))
             single_s.append(median_time(lambda: single(x), repeats // 3 + 1))
-        chained, alone = float(np.median(chained_s)), float(np.median(single_s))
+            fused_s.append(median_time(lambda: runner.invoke(head, x), repeats // 3 + 1))
+        head = None  # its memory goes before the next split's
+        chained, alone, fused = (float(np.median(t)) for t in (chained_s, single_s, fused_s))
         cut = runner.run(p, x)[0] if p < last else None
         finish = median_time(lambda: runner.finish(p, cut), repeats) if cut is not None else 0.0
         rows.append({"split": p, "cut": split.cut or "(device only)", "head_one_file_s": alone, "head_chained_s": chained,
-                     "finish_from_cut_s": finish, "finish_from_input_s": from_input})
+                     "head_fused_s": fused, "fused_rss_mb": fused_mb, "finish_from_cut_s": finish,
+                     "finish_from_input_s": from_input})
         print(f"  split {p:>2} {split.cut or '(device only)':<14} head: one file {alone * 1e3:7.2f} ms, "
-              f"chained {chained * 1e3:7.2f} ms ({(chained / alone - 1) * 100:+5.1f}%)"
+              f"chained {chained * 1e3:7.2f} ms ({(chained / alone - 1) * 100:+5.1f}%), "
+              f"fused {fused * 1e3:7.2f} ms ({(fused / alone - 1) * 100:+5.1f}%, {fused_mb:+.0f} MB)"
               + (f"; late frame finished from the cut {finish * 1e3:7.2f} ms vs from the input "
                  f"{from_input * 1e3:7.2f} ms" if cut is not None else ""), flush=True)
     sizes = {"segments": segments, "old_heads": old_heads, "whole_model": whole.stat().st_size}
@@ -118,6 +131,7 @@ def plot(results: dict, out: Path) -> None:
         splits = [r["split"] for r in rows]
         ax.plot(splits, [r["head_one_file_s"] * 1e3 for r in rows], "o-", label="head: one file per split")
         ax.plot(splits, [r["head_chained_s"] * 1e3 for r in rows], "s--", label="head: segments chained")
+        ax.plot(splits, [r["head_fused_s"] * 1e3 for r in rows], "x:", label="head: segments fused on the device")
         fin = [(r["split"], r["finish_from_cut_s"] * 1e3) for r in rows if r["finish_from_cut_s"]]
         ax.plot([s for s, _ in fin], [t for _, t in fin], "^-", label="late frame: finished from the cut")
         ax.axhline(rows[0]["finish_from_input_s"] * 1e3, color="grey", ls=":", label="late frame: again from the input")

@@ -10,11 +10,17 @@ its heads and fallbacks with it, and the converter's report measures the same ru
 from __future__ import annotations
 
 import ctypes
+import queue
+import threading
 import time
+from collections import OrderedDict
 
 import numpy as np
 
 from .bundle import Bundle, BundleError
+
+#: Runs of one split in a row after which its head is fused into one model (in the background).
+FUSE_AFTER = 3
 
 
 def default_interpreter():
@@ -51,30 +57,45 @@ class SegmentRunner:
     """Runs a bundle's segments: split p's head is segments 1..p, and a frame the edge did not answer
     is finished from its cut tensor with segments p+1..end, not started again. Every segment's
     interpreter is made at start and checked against the manifest, so a bundle whose segments do
-    not chain is refused at load, naming the file."""
+    not chain is refused at load, naming the file.
 
-    def __init__(self, bundle: Bundle, interpreter=None, threads: int | None = None, delegate=None, log=None):
+    Chaining costs an interpreter call and two copies of the cut tensor per segment: the head of a
+    split run ``FUSE_AFTER`` times in a row is fused into one model in the background
+    (``common.tflite_fuse``) and run as one call from then on, for the ``fused_heads`` splits used
+    last (each holds its weights in memory once more; 0: always chain)."""
+
+    def __init__(self, bundle: Bundle, interpreter=None, threads: int | None = None, delegate=None, log=None,
+                 fused_heads: int = 0):
         self.bundle = bundle
         self.interpreter_cls = interpreter or default_interpreter()
         self.threads, self.delegate, self.log = threads, delegate, log
         self._interpreters = [self._load(segment) for segment in bundle.segments]
+        self.fused_heads = fused_heads
+        self._fused: OrderedDict[int, tuple] = OrderedDict()  # split -> its fused head, least recently used first
+        self._ready: queue.SimpleQueue = queue.SimpleQueue()  # fused heads built, not yet adopted (or errors)
+        self.fused_built = threading.Event()  # set whenever a fused head (or its failure) is ready to adopt
+        self._building: int | None = None
+        self._streak = (None, 0)  # (split, runs in a row)
+
+    def _make(self, where: str, **source):
+        """An interpreter on ``source`` (``model_path`` or ``model_content``), on the delegate when it
+        can run it (else the CPU, saying so), tensors allocated."""
+        if self.delegate is not None:
+            try:
+                it = self.interpreter_cls(**source, num_threads=self.threads, experimental_delegates=[self.delegate])
+                it.allocate_tensors()
+                return it
+            except Exception as exc:  # ops the accelerator cannot run: this one stays on the CPU
+                if self.log is not None:
+                    self.log(f"{where}: the delegate cannot run it ({str(exc).splitlines()[0][:200]}); CPU")
+        it = self.interpreter_cls(**source, num_threads=self.threads)
+        it.allocate_tensors()
+        return it
 
     def _load(self, segment):
         path = self.bundle.folder / segment.file.path
         try:
-            it = None
-            if self.delegate is not None:
-                try:
-                    it = self.interpreter_cls(model_path=str(path), num_threads=self.threads,
-                                              experimental_delegates=[self.delegate])
-                    it.allocate_tensors()
-                except Exception as exc:  # ops the accelerator cannot run: this segment stays on the CPU
-                    if self.log is not None:
-                        self.log(f"{path}: the delegate cannot run it ({str(exc).splitlines()[0][:200]}); CPU")
-                    it = None
-            if it is None:
-                it = self.interpreter_cls(model_path=str(path), num_threads=self.threads)
-                it.allocate_tensors()
+            it = self._make(str(path), model_path=str(path))
         except (ValueError, RuntimeError, OSError) as exc:
             raise BundleError(f"{path}: cannot be loaded as a TFLite model: {str(exc).splitlines()[0]}") from None
         inputs, outputs = it.get_input_details(), it.get_output_details()
@@ -88,12 +109,69 @@ class SegmentRunner:
                               f"{[o.shape for o in segment.outputs]}: the segments do not chain")
         return it, inputs[0]["index"], [outputs[k]["index"] for k in segment.output_order]
 
-    def segment(self, k: int, x: np.ndarray) -> list[np.ndarray]:
-        """Segment ``k`` (1-based) on ``x``: its outputs in the manifest's order."""
-        it, source, targets = self._interpreters[k - 1]
+    def fuse(self, split: int) -> tuple:
+        """Split ``split``'s head (segments 1..split) as one interpreter: (interpreter, input, outputs in
+        the manifest's order). Raises ``ValueError`` or ``ImportError`` where it cannot be fused."""
+        from .tflite_fuse import fuse_segments
+
+        segments = self.bundle.segments[:split]
+        model = fuse_segments([(self.bundle.folder / s.file.path).read_bytes() for s in segments])
+        try:
+            it = self._make(f"the fused head of split {split}", model_content=model)
+        except TypeError:
+            raise ValueError("the interpreter takes no model_content") from None
+        outputs = it.get_output_details()
+        return it, it.get_input_details()[0]["index"], [outputs[k]["index"] for k in segments[-1].output_order]
+
+    def _build(self, split: int) -> None:
+        try:
+            self._ready.put((split, self.fuse(split)))
+        except Exception as exc:  # an old interpreter, no schema, a model the fuser does not know: chain
+            self._ready.put((split, exc))
+        self.fused_built.set()
+
+    def _give_up(self, exc: Exception) -> None:
+        if self.log is not None:
+            self.log(f"heads are not fused ({str(exc).splitlines()[0][:200] or type(exc).__name__}); "
+                     "segments run one after another")
+        self.fused_heads = 0
+
+    def _adopt(self) -> None:
+        """Take in what the background builder made (on the frame's thread: the only one that runs heads)."""
+        while not self._ready.empty():
+            split, made = self._ready.get()
+            self._building = None
+            if isinstance(made, Exception):
+                self._give_up(made)
+                continue
+            self._fused[split] = made
+            while len(self._fused) > self.fused_heads:
+                self._fused.popitem(last=False)
+
+    def fused(self) -> list[int]:
+        """The splits whose head runs fused, least recently used first."""
+        return list(self._fused)
+
+    def _note_run(self, split: int) -> None:
+        """Count runs of ``split`` in a row; at ``FUSE_AFTER``, fuse its head in the background."""
+        last, runs = self._streak
+        self._streak = (split, runs + 1 if split == last else 1)
+        if (self._streak[1] >= FUSE_AFTER and self._building is None and split > 1
+                and split not in self._fused and self.fused_heads > 0):
+            self._building = split
+            threading.Thread(target=self._build, args=(split,), name=f"fuse-head-{split}", daemon=True).start()
+
+    @staticmethod
+    def invoke(loaded: tuple, x: np.ndarray) -> list[np.ndarray]:
+        """A loaded model (a segment, or a head from ``fuse``) on ``x``: its outputs in the manifest's order."""
+        it, source, targets = loaded
         it.set_tensor(source, x)
         it.invoke()
         return [it.get_tensor(t) for t in targets]
+
+    def segment(self, k: int, x: np.ndarray) -> list[np.ndarray]:
+        """Segment ``k`` (1-based) on ``x``: its outputs in the manifest's order."""
+        return self.invoke(self._interpreters[k - 1], x)
 
     def segment_times(self, image: np.ndarray, repeats: int) -> list[float]:
         """Median time of each segment (after a warm-up run) on what it really reads: the image for
@@ -110,15 +188,46 @@ class SegmentRunner:
             x = out[0]
         return times
 
+    def head_times(self, image: np.ndarray, repeats: int) -> list[float]:
+        """Median time of every split's head (split 1 to device-only) as this runner runs it once the
+        split is in use: fused into one model when it fuses heads, else segment by segment."""
+        chained = np.cumsum(self.segment_times(image, repeats)).tolist()
+        if not self.fused_heads:
+            return chained
+        times = chained[:1]  # split 1's head is one segment
+        for split in range(2, len(self._interpreters) + 1):
+            try:
+                head = self.fuse(split)
+            except Exception as exc:  # as in _build: the device will chain, so that is what it costs
+                self._give_up(exc)
+                return chained
+            self.invoke(head, image)  # warm-up
+            runs = []
+            for _ in range(repeats):
+                start = time.perf_counter()
+                self.invoke(head, image)
+                runs.append(time.perf_counter() - start)
+            times.append(float(np.median(runs)))
+        return times
+
     def run(self, split: int, image: np.ndarray) -> list[np.ndarray]:
         """Split ``split``'s head: the cut tensor (one array), or every model output for device-only."""
+        if self.fused_heads:
+            self._adopt()
+            if split in self._fused:
+                self._fused.move_to_end(split)
+                return self.invoke(self._fused[split], image)
+            self._note_run(split)
         outputs = [image]
         for k in range(1, split + 1):
             outputs = self.segment(k, outputs[0])
         return outputs
 
     def finish(self, split: int, cut: np.ndarray) -> list[np.ndarray]:
-        """The model's outputs from split ``split``'s cut tensor (the input itself for split 0)."""
+        """The model's outputs from split ``split``'s cut tensor (the input itself for split 0: the
+        device-only head, fused like any head when the edge stays away)."""
+        if split == 0:
+            return self.run(len(self._interpreters), cut)
         outputs = [cut]
         for k in range(split + 1, len(self._interpreters) + 1):
             outputs = self.segment(k, outputs[0])

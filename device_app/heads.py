@@ -1,5 +1,6 @@
-"""The device's measured head delays: every segment timed at first start (split p's head is
-segments 1..p), cached against the bundle's content hash so that a restart skips it."""
+"""The device's measured head delays: every split's head timed at first start as the device runs it
+once in use (fused into one model, or segments 1..p one after another where heads are not fused),
+cached against the bundle's content hash so that a restart skips it."""
 
 from __future__ import annotations
 
@@ -16,18 +17,20 @@ def calibrate(runner: SegmentRunner, repeats: int = 5, cache: str | Path | None 
     """Front-end delay of every split, measured on this device (median of ``repeats`` runs after a
     warm-up), cached in ``cache`` against the bundle's content hash so a restart skips it."""
     bundle = runner.bundle
+    fused = runner.fused_heads > 0  # asked for (the cache stands for what the same settings measured)
     if cache is not None and Path(cache).is_file():
         try:
             state = load_state(cache)
-            if state.get("bundle") == bundle.content_hash and len(state.get("front_delay_s", [])) == len(bundle.splits):
+            if (state.get("bundle") == bundle.content_hash and state.get("fused") == fused
+                    and len(state.get("front_delay_s", [])) == len(bundle.splits)):
                 return np.asarray(state["front_delay_s"], dtype=np.float64)
         except ValueError:
             pass  # an unreadable cache is measured again
-    # Split p's head is segments 1..p: time each segment on what it really reads, and add up.
     image = np.random.default_rng(0).random(bundle.input_shape, dtype=np.float32)
-    delays = [0.0, *np.cumsum(runner.segment_times(image, repeats)).tolist()]
+    delays = [0.0, *runner.head_times(image, repeats)]
     log(f"measured the head of every split on this device: split 1 {delays[1] * 1e3:.2f} ms ... device-only "
-        f"{delays[-1] * 1e3:.2f} ms ({len(delays) - 1} segments, median of {repeats})")
+        f"{delays[-1] * 1e3:.2f} ms ({len(delays) - 1} segments, {'fused' if runner.fused_heads else 'chained'}, "
+        f"median of {repeats})")
     if cache is not None:
-        save_state(cache, {"bundle": bundle.content_hash, "front_delay_s": delays})
+        save_state(cache, {"bundle": bundle.content_hash, "fused": fused, "front_delay_s": delays})
     return np.asarray(delays)

@@ -61,7 +61,8 @@ class Device:
         self.notifier = notifier or Notifier()
         self.bundle = Bundle(s.bundle)
         delegate = load_delegate(s.delegate, s.delegate_options, log=log.warning) if s.delegate else None
-        self.runner = SegmentRunner(self.bundle, interpreter, s.threads, delegate, log=log.warning)
+        self.runner = SegmentRunner(self.bundle, interpreter, s.threads, delegate, log=log.warning,
+                                     fused_heads=s.fused_heads)
         self.state_dir = Path(s.state_dir) if s.state_dir else None
         # Calibrated on this device at first start, cached against the bundle hash.
         self.measured = calibrate(self.runner, cache=self.state_dir / "calibration.json" if self.state_dir else None,
@@ -450,7 +451,7 @@ class Device:
     def publish_stats(self) -> dict:
         edges = sorted(self.edges.copy())  # a copy: paho's thread changes the set
         message = self.stats.report(self.policy, device=self.settings.id, edges_online=edges, instance=self.instance,
-                                    duplicate_id=self.twin)
+                                    duplicate_id=self.twin, fused_heads=self.runner.fused())
         self.twin = None  # said again if the twin is still there in the next window
         self._publish(self.topics.device_stats(self.settings.id), json.dumps(message))
         self.save_learner()

@@ -49,6 +49,10 @@ class DeviceSettings:
     loaded, or a segment it cannot run, falls back to the CPU with a warning."""
     delegate_options: dict[str, str] = field(default_factory=dict)
     """Options passed to the delegate, e.g. ``{ device = "usb" }`` for an Edge TPU."""
+    fused_heads: int = 1
+    """How many heads run fused into one model: the head of a split used 3 times in a row is fused in the
+    background (one interpreter call instead of one per segment) for the splits used last. Each holds its
+    weights in memory once more. 0: always run the segments one after another."""
     initial_state: str | None = None
     """A learner state file saved by another device on the same bundle (its ``state_dir``/learner.json), to
     start from when this device has none of its own yet: it joins a fleet knowing what that device learnt
@@ -88,6 +92,8 @@ class DeviceSettings:
             problems.append("emulate_slowdown must be at least 1")
         if not 0 < self.resume_weight <= 1:
             problems.append("resume_weight must lie in (0, 1]")
+        if self.fused_heads < 0:
+            problems.append("fused_heads must not be negative")
         if self.snapshot_interval_s < 0:
             problems.append("snapshot_interval_s must not be negative")
         if self.connect_timeout_s < 0:

@@ -221,10 +221,14 @@ def test_int8_segments_are_smaller_and_close_to_float32(dag_bundle, tmp_path):
     size = lambda m, folder: sum((folder / s.file.path).stat().st_size for s in m.segments)  # noqa: E731
     assert size(quantized, tmp_path / "int8") < size(manifest, out)  # (a toy: file headers weigh; 3.5x on the demo)
     x = rng.random((1, 32, 32, 3), dtype=np.float32)
-    got = SegmentRunner(Bundle(tmp_path / "int8")).run(quantized.device_only, x)
+    runner = SegmentRunner(Bundle(tmp_path / "int8"))
+    got = runner.run(quantized.device_only, x)
     want = [np.asarray(t) for t in model(x, training=False)]
     for g, w in zip(got, want, strict=True):
         assert g.dtype == np.float32 and float(np.max(np.abs(g - w))) <= 0.05 * float(np.ptp(w))
+    fused = runner.invoke(runner.fuse(quantized.device_only), x)  # int8 segments fuse (their float edges meet)
+    for g, f in zip(got, fused, strict=True):
+        np.testing.assert_array_equal(f, g)
     lines = []
     convert(model, tmp_path / "int8", log=lines.append)  # float32 asked of an int8 bundle: rewritten
     assert not any("up to date" in line for line in lines)

@@ -120,7 +120,7 @@ def test_a_broker_restart_is_survived_and_stats_are_published(demo_bundle, tmp_p
     assert any(t.endswith("/device/cam-r/detections") and json.loads(p)["edge"] for t, p, _ in after)
     stats = [json.loads(p) for t, p, _ in before + after if t == "ans/v1/device/cam-r/stats"]
     assert stats and {"fps", "delay_mean_ms", "delay_p95_ms", "split_histogram", "fallbacks", "exploration_rate",
-                      "learner"} <= set(stats[-1])
+                      "learner", "fused_heads"} <= set(stats[-1])
     assert stats[-1]["learner"]["front_ms"][-1] > 0
     edge_stats = [json.loads(p) for t, p, _ in before + after if t == "ans/v1/edge/edge-1/stats"]
     assert edge_stats and sum(s["served"] for s in edge_stats) > 0 and "queue_depth" in edge_stats[-1]

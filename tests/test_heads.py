@@ -83,6 +83,77 @@ def test_a_host_supplied_interpreter_runs_the_heads_alike(bundle):
     assert HostInterpreter.made == len(b.segments)  # one per segment, made at start and kept
 
 
+def test_a_fused_head_computes_what_its_segments_compute(bundle):
+    """Every split's head fused into one model (segments joined on the device, no TensorFlow) gives
+    the chained segments' result bit for bit, the two outputs of device-only in the manifest's order."""
+    _, out = bundle
+    b = Bundle(out)
+    runner = SegmentRunner(b)
+    x = np.random.default_rng(6).random(b.input_shape, dtype=np.float32)
+    for split in range(2, len(b.splits)):
+        fused = runner.invoke(runner.fuse(split), x)
+        chained = runner.run(split, x)
+        assert [f.shape for f in fused] == [c.shape for c in chained]
+        for f, c in zip(fused, chained, strict=True):
+            np.testing.assert_array_equal(f, c)
+
+
+def test_segments_that_do_not_chain_are_not_fused(bundle):
+    from common.tflite_fuse import FuseError, fuse_segments
+
+    _, out = bundle
+    b = Bundle(out)
+    files = [(b.folder / s.file.path).read_bytes() for s in b.segments]
+    with pytest.raises(FuseError, match="segment 2 reads .* they do not chain"):
+        fuse_segments([files[1], files[0]])
+    with pytest.raises(FuseError, match="nothing to fuse"):
+        fuse_segments([])
+
+
+def test_the_split_in_use_runs_fused_after_a_few_frames(bundle):
+    """A split run FUSE_AFTER times in a row is fused in the background; with room for one, the next
+    split used that long replaces it (here device-only, as frames fall back from split 0 while the
+    edge is away). Results stay those of the chained segments."""
+    from common.tflite import FUSE_AFTER
+
+    _, out = bundle
+    b = Bundle(out)
+    runner, chained = SegmentRunner(b, fused_heads=1), SegmentRunner(b)
+    x = np.random.default_rng(7).random(b.input_shape, dtype=np.float32)
+    for split in (3, b.device_only):  # device-only by fallbacks from split 0: the whole model from the input
+        run = (lambda: runner.run(3, x)) if split == 3 else (lambda: runner.finish(0, x))
+        runner.fused_built.clear()
+        for _ in range(FUSE_AFTER):
+            assert split not in runner.fused()
+            run()
+        assert runner.fused_built.wait(60)
+        for got, want in zip(run(), chained.run(split, x), strict=True):
+            np.testing.assert_array_equal(got, want)
+        assert runner.fused() == [split]
+    runner.fused_built.clear()
+    for split in (2, 3, 2, 3):  # no split in a row long enough: nothing is built
+        runner.run(split, x)
+    assert runner.fused() == [b.device_only] and runner._building is None
+
+
+def test_an_interpreter_that_cannot_fuse_keeps_chaining(bundle):
+    """A host-supplied interpreter takes a model path only: one warning, then segments as before."""
+    from common.tflite import FUSE_AFTER
+
+    _, out = bundle
+    b = Bundle(out)
+    warnings = []
+    runner = SegmentRunner(b, interpreter=HostInterpreter, log=warnings.append, fused_heads=2)
+    x = np.random.default_rng(8).random(b.input_shape, dtype=np.float32)
+    for _ in range(FUSE_AFTER):
+        runner.run(3, x)
+    assert runner.fused_built.wait(60)
+    (cut,) = runner.run(3, x)
+    np.testing.assert_array_equal(cut, SegmentRunner(b).run(3, x)[0])
+    assert runner.fused() == [] and runner.fused_heads == 0
+    assert len(warnings) == 1 and "not fused (the interpreter takes no model_content)" in warnings[0]
+
+
 def test_calibration_measures_every_split_and_is_cached(bundle, tmp_path):
     _, out = bundle
     runner = SegmentRunner(Bundle(out))
@@ -98,6 +169,9 @@ def test_calibration_measures_every_split_and_is_cached(bundle, tmp_path):
     cache.write_text(json.dumps(state))
     calibrate(runner, repeats=1, cache=cache, log=lines.append)
     assert len(lines) == 2  # another bundle's numbers are not used
+    fused = calibrate(SegmentRunner(Bundle(out), fused_heads=1), repeats=3, cache=cache, log=lines.append)
+    assert len(lines) == 3 and "chained" in lines[1] and "fused" in lines[2]  # heads as they will run
+    assert fused.shape == (5,) and np.all(fused[1:] > 0)
 
 
 def test_simulate_with_measured_front_delays(bundle, capsys):
@@ -153,8 +227,10 @@ import numpy as np
 from common.bundle import Bundle
 from common.tflite import SegmentRunner
 from device_app.heads import calibrate
-runner = SegmentRunner(Bundle({str(out)!r}))
-delays = calibrate(runner, repeats=1, log=lambda *_: None)
+runner = SegmentRunner(Bundle({str(out)!r}), fused_heads=1)
+lines = []
+delays = calibrate(runner, repeats=1, log=lines.append)
+assert "fused" in lines[0], lines  # heads fused on the device, without TensorFlow
 (cut,) = runner.run(1, np.zeros(runner.bundle.input_shape, np.float32))
 runner.finish(1, cut)
 print('ok', len(delays), cut.shape)
