@@ -10,6 +10,7 @@ its heads and fallbacks with it, and the converter's report measures the same ru
 from __future__ import annotations
 
 import ctypes
+import hashlib
 import queue
 import threading
 import time
@@ -62,7 +63,9 @@ class SegmentRunner:
     Chaining costs an interpreter call and two copies of the cut tensor per segment: the head of a
     split run ``FUSE_AFTER`` times in a row is fused into one model in the background
     (``common.tflite_fuse``) and run as one call from then on, for the ``fused_heads`` splits used
-    last (each holds its weights in memory once more; 0: always chain)."""
+    last (each holds its weights in memory once more; 0: always chain), where calibration found
+    the fused head faster (``fuse_pays``; it was on every split measured on x86, not under qemu's
+    arm64 emulation for the whole model)."""
 
     def __init__(self, bundle: Bundle, interpreter=None, threads: int | None = None, delegate=None, log=None,
                  fused_heads: int = 0):
@@ -76,6 +79,7 @@ class SegmentRunner:
         self.fused_built = threading.Event()  # set whenever a fused head (or its failure) is ready to adopt
         self._building: int | None = None
         self._streak = (None, 0)  # (split, runs in a row)
+        self.fuse_pays: list[bool] | None = None  # per split 1..: fused measured faster (None: not measured)
 
     def _make(self, where: str, **source):
         """An interpreter on ``source`` (``model_path`` or ``model_content``), on the delegate when it
@@ -115,7 +119,13 @@ class SegmentRunner:
         from .tflite_fuse import fuse_segments
 
         segments = self.bundle.segments[:split]
-        model = fuse_segments([(self.bundle.folder / s.file.path).read_bytes() for s in segments])
+        files = []
+        for segment in segments:  # read again: what was checked at load must still be there
+            data = (self.bundle.folder / segment.file.path).read_bytes()
+            if hashlib.sha256(data).hexdigest() != segment.file.sha256:
+                raise ValueError(f"{segment.file.path} changed since the bundle was loaded")
+            files.append(data)
+        model = fuse_segments(files)
         try:
             it = self._make(f"the fused head of split {split}", model_content=model)
         except TypeError:
@@ -156,8 +166,8 @@ class SegmentRunner:
         """Count runs of ``split`` in a row; at ``FUSE_AFTER``, fuse its head in the background."""
         last, runs = self._streak
         self._streak = (split, runs + 1 if split == last else 1)
-        if (self._streak[1] >= FUSE_AFTER and self._building is None and split > 1
-                and split not in self._fused and self.fused_heads > 0):
+        if (self._streak[1] >= FUSE_AFTER and self._building is None and split > 1 and split not in self._fused
+                and self.fused_heads > 0 and (self.fuse_pays is None or self.fuse_pays[split - 1])):
             self._building = split
             threading.Thread(target=self._build, args=(split,), name=f"fuse-head-{split}", daemon=True).start()
 
@@ -173,42 +183,40 @@ class SegmentRunner:
         """Segment ``k`` (1-based) on ``x``: its outputs in the manifest's order."""
         return self.invoke(self._interpreters[k - 1], x)
 
+    def _median_time(self, loaded: tuple, x: np.ndarray, repeats: int) -> float:
+        """Median time of ``repeats`` runs of a loaded model on ``x``, after a warm-up run."""
+        self.invoke(loaded, x)
+        runs = []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            self.invoke(loaded, x)
+            runs.append(time.perf_counter() - start)
+        return float(np.median(runs))
+
     def segment_times(self, image: np.ndarray, repeats: int) -> list[float]:
-        """Median time of each segment (after a warm-up run) on what it really reads: the image for
-        segment 1, the previous segment's output after that. Split p's head takes their sum up to p."""
+        """Median time of each segment on what it really reads: the image for segment 1, the previous
+        segment's output after that. Split p's head, chained, takes their sum up to p."""
         times, x = [], image
-        for k in range(1, len(self._interpreters) + 1):
-            out = self.segment(k, x)  # warm-up: allocation, caches
-            runs = []
-            for _ in range(repeats):
-                start = time.perf_counter()
-                self.segment(k, x)
-                runs.append(time.perf_counter() - start)
-            times.append(float(np.median(runs)))
-            x = out[0]
+        for loaded in self._interpreters:
+            times.append(self._median_time(loaded, x, repeats))
+            x = self.invoke(loaded, x)[0]
         return times
 
     def head_times(self, image: np.ndarray, repeats: int) -> list[float]:
-        """Median time of every split's head (split 1 to device-only) as this runner runs it once the
-        split is in use: fused into one model when it fuses heads, else segment by segment."""
-        chained = np.cumsum(self.segment_times(image, repeats)).tolist()
-        if not self.fused_heads:
-            return chained
-        times = chained[:1]  # split 1's head is one segment
-        for split in range(2, len(self._interpreters) + 1):
+        """Median time of every split's head (split 1 to device-only) as this runner will run it once
+        the split is in use: segment by segment, or fused into one model where that is faster on this
+        device (``fuse_pays``, per split; fusing is then left to those splits)."""
+        chained = np.cumsum(self.segment_times(image, repeats))
+        if self.fused_heads:
             try:
-                head = self.fuse(split)
+                fused = np.array([self._median_time(self.fuse(split), image, repeats)
+                                  for split in range(1, len(self._interpreters) + 1)])
             except Exception as exc:  # as in _build: the device will chain, so that is what it costs
                 self._give_up(exc)
-                return chained
-            self.invoke(head, image)  # warm-up
-            runs = []
-            for _ in range(repeats):
-                start = time.perf_counter()
-                self.invoke(head, image)
-                runs.append(time.perf_counter() - start)
-            times.append(float(np.median(runs)))
-        return times
+            else:
+                self.fuse_pays = [bool(f < c) for f, c in zip(fused, chained)]
+                return np.minimum(fused, chained).tolist()
+        return chained.tolist()
 
     def run(self, split: int, image: np.ndarray) -> list[np.ndarray]:
         """Split ``split``'s head: the cut tensor (one array), or every model output for device-only."""

@@ -1,6 +1,6 @@
 """The device's measured head delays: every split's head timed at first start as the device runs it
-once in use (fused into one model, or segments 1..p one after another where heads are not fused),
-cached against the bundle's content hash so that a restart skips it."""
+once in use (segments 1..p one after another, or fused into one model where that is faster), cached
+against the bundle's content hash so that a restart skips it."""
 
 from __future__ import annotations
 
@@ -23,6 +23,9 @@ def calibrate(runner: SegmentRunner, repeats: int = 5, cache: str | Path | None 
             state = load_state(cache)
             if (state.get("bundle") == bundle.content_hash and state.get("fused") == fused
                     and len(state.get("front_delay_s", [])) == len(bundle.splits)):
+                pays = state.get("fuse_pays")
+                if isinstance(pays, list) and len(pays) == len(bundle.splits) - 1:
+                    runner.fuse_pays = [bool(p) for p in pays]
                 return np.asarray(state["front_delay_s"], dtype=np.float64)
         except ValueError:
             pass  # an unreadable cache is measured again
@@ -32,5 +35,6 @@ def calibrate(runner: SegmentRunner, repeats: int = 5, cache: str | Path | None 
         f"{delays[-1] * 1e3:.2f} ms ({len(delays) - 1} segments, {'fused' if runner.fused_heads else 'chained'}, "
         f"median of {repeats})")
     if cache is not None:
-        save_state(cache, {"bundle": bundle.content_hash, "fused": fused, "front_delay_s": delays})
+        save_state(cache, {"bundle": bundle.content_hash, "fused": fused, "fuse_pays": runner.fuse_pays,
+                           "front_delay_s": delays})
     return np.asarray(delays)

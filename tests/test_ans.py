@@ -191,6 +191,26 @@ def test_an_old_observation_is_re_checked_with_back_off(tiny):
     assert policy.stats()["rechecks"] >= len(again)
 
 
+def test_a_re_check_does_not_take_over_unless_it_wins():
+    """A stale split's re-check is one frame when what it shows is no better than the split in use
+    (VGG16's newcomer on a 20x-loaded edge used to stay on a re-checked split up to 3% slower, the
+    hysteresis margin, for the rest of its run)."""
+    from device_app.learner.profile import load_profile
+    from lab.sim.simulator import edge_work_s
+
+    vgg = load_profile("vgg16-tx2")
+    world = build_world(vgg, make_trace([(0, 100.0, 10.0, 20.0)]), 600, seed=0)
+    policy = ANS(vgg, seed=0)
+    policy.prime_edge(np.where(np.arange(vgg.n_splits) != vgg.device_only, edge_work_s(vgg) * 20.0, np.nan))
+    result = run(policy, world)
+    splits = np.asarray(result.splits)
+    settled = int(np.asarray(result.oracle_splits)[-1])
+    assert splits[-1] == settled and policy.stats()["rechecks"] >= 1
+    away = np.flatnonzero(splits[20:] != settled)
+    assert len(away) and np.all(np.diff(away) > 1), away  # every visit elsewhere lasts one frame
+    assert result.regret_s < 0.1
+
+
 def test_exploration_never_stops_for_a_split_observed_long_ago(tiny):
     """Without staleness (stale_rate 0) a split that looked bad once is never tried again; with it,
     the bonus grows until it is."""

@@ -77,12 +77,11 @@ def test_a_local_device_prices_the_wait_it_would_add_and_an_offloading_one_trust
 
 
 def test_a_newcomer_started_from_the_edges_compute_table_has_less_regret_where_the_edge_matters():
-    """Half on tiny-YOLOv2 with a 20x slower edge; on VGG16 the re-checks of splits seen early cost
-    about as much as the table saves (docs/scaling.md)."""
+    """At most half the regret of a cold start on tiny-YOLOv2 and VGG16 with a 20x slower edge
+    (docs/scaling.md)."""
     rows = {row["profile"]: row for row in newcomer(slowdowns=(20.0,), seeds=5)}
-    tiny, vgg = rows["tiny-yolov2-tx2"], rows["vgg16-tx2"]
-    assert tiny["cold_regret_s"] > 0.1 and tiny["warm_regret_s"] <= 0.5 * tiny["cold_regret_s"], tiny
-    assert vgg["warm_regret_s"] < vgg["cold_regret_s"], vgg
+    for row in rows.values():
+        assert row["cold_regret_s"] > 0.1 and row["warm_regret_s"] <= 0.5 * row["cold_regret_s"], row
 
 
 def test_moves_count_held_splits_not_one_frame_excursions():

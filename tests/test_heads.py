@@ -110,6 +110,19 @@ def test_segments_that_do_not_chain_are_not_fused(bundle):
         fuse_segments([])
 
 
+def test_a_segment_replaced_after_load_is_not_fused(bundle, tmp_path):
+    import shutil
+
+    _, out = bundle
+    copy = tmp_path / "copy"
+    shutil.copytree(out, copy)
+    runner = SegmentRunner(Bundle(copy))
+    first = copy / runner.bundle.segments[0].file.path
+    first.write_bytes(first.read_bytes() + b"\0")
+    with pytest.raises(ValueError, match="changed since the bundle was loaded"):
+        runner.fuse(2)
+
+
 def test_the_split_in_use_runs_fused_after_a_few_frames(bundle):
     """A split run FUSE_AFTER times in a row is fused in the background; with room for one, the next
     split used that long replaces it (here device-only, as frames fall back from split 0 while the
@@ -134,6 +147,10 @@ def test_the_split_in_use_runs_fused_after_a_few_frames(bundle):
     for split in (2, 3, 2, 3):  # no split in a row long enough: nothing is built
         runner.run(split, x)
     assert runner.fused() == [b.device_only] and runner._building is None
+    runner.fuse_pays = [split != 2 for split in range(1, len(b.splits))]  # calibration: fusing 2 is slower here
+    for _ in range(FUSE_AFTER + 1):
+        runner.run(2, x)
+    assert runner._building is None and runner.fused() == [b.device_only]
 
 
 def test_an_interpreter_that_cannot_fuse_keeps_chaining(bundle):
@@ -169,9 +186,14 @@ def test_calibration_measures_every_split_and_is_cached(bundle, tmp_path):
     cache.write_text(json.dumps(state))
     calibrate(runner, repeats=1, cache=cache, log=lines.append)
     assert len(lines) == 2  # another bundle's numbers are not used
-    fused = calibrate(SegmentRunner(Bundle(out), fused_heads=1), repeats=3, cache=cache, log=lines.append)
+    fusing = SegmentRunner(Bundle(out), fused_heads=1)
+    fused = calibrate(fusing, repeats=3, cache=cache, log=lines.append)
     assert len(lines) == 3 and "chained" in lines[1] and "fused" in lines[2]  # heads as they will run
     assert fused.shape == (5,) and np.all(fused[1:] > 0)
+    assert len(fusing.fuse_pays) == 4  # where fusing is faster, per split: remembered with the delays
+    restarted = SegmentRunner(Bundle(out), fused_heads=1)
+    assert np.array_equal(calibrate(restarted, cache=cache, log=lines.append), fused) and len(lines) == 3
+    assert restarted.fuse_pays == fusing.fuse_pays
 
 
 def test_simulate_with_measured_front_delays(bundle, capsys):

@@ -24,7 +24,8 @@ What it changes against the paper's algorithm (``mu_linucb.py``), and why:
   that grows with the time since, so a split that looked bad once (a transient, a cold edge)
   is re-checked eventually, the nearly-best ones soonest. Each re-check doubles that split's
   horizon (back-off: logarithmically many re-checks in steady state, so regret stays
-  sublinear); a change detected there brings it back to ``stale_after``.
+  sublinear); a change detected there brings it back to ``stale_after``. A re-check lasts one
+  frame unless the split then beats the one in use.
 * Load is priced apart: the edge's queueing wait (acknowledgements, and the edges' load
   reports for a device that does not offload) is added to every offloading split, and a
   near-tie does not flip the choice (hysteresis), so devices sharing an edge do not herd.
@@ -331,11 +332,16 @@ class ANS(Policy):
 
     def indices(self, key_frame: bool) -> np.ndarray:
         """Lower-confidence total delay of every split (the plain estimate on key frames)."""
+        return self._indices(key_frame)[0]
+
+    def _indices(self, key_frame: bool) -> tuple[np.ndarray, np.ndarray]:
+        """The indices, and the same without the stale bonus (what a split is worth on what is known of it)."""
         weight = self.key_weight if key_frame else self.nonkey_weight
-        if weight >= 1.0:
-            return self.estimate()
         estimate = self.estimate()
-        return estimate - math.sqrt(1.0 - weight) * self._width_s - self.stale_bonus(estimate)
+        if weight >= 1.0:
+            return estimate, estimate
+        merit = estimate - math.sqrt(1.0 - weight) * self._width_s
+        return merit - self.stale_bonus(estimate), merit
 
     def stale_bonus(self, estimate: np.ndarray) -> np.ndarray | float:
         """How much lower a split may be than its estimate because the split was last observed
@@ -364,14 +370,17 @@ class ANS(Policy):
 
     def _choose(self, key_frame: bool) -> int:
         self.own_busy_s *= 1.0 - OWN_LOAD_EWMA
-        index = self.indices(key_frame)
+        index, merit = self._indices(key_frame)
         split = int(np.argmin(index))
         # Hysteresis: a split within ``switch_margin`` of the best stays. Near-ties otherwise flip
         # with every wobble of the estimates, and in a fleet every flip moves load between the
         # edge and the device (and other devices answer it).
         if index[self._current] <= index[split] + self.switch_margin * abs(index[split]):
             split = self._current
-        self._current = split
+        # A split that wins by its stale bonus alone is re-checked for a frame; it takes over only
+        # once what it shows beats the current one (else the margin would keep a slower split).
+        if merit[split] < merit[self._current]:
+            self._current = split
         if self.offload[split]:
             self.idle = 0
             return split
