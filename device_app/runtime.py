@@ -370,7 +370,8 @@ class Device:
                     if offloaded[0].error_kind == "bundle":  # it serves another model: no split will do
                         self.edges.discard(offloaded[0].edge)  # until it comes online again (redeployed)
             if attempted:  # finished from the cut tensor it already has, not from the input again
-                rest_s = float(self.measured[-1] - self.measured[split])
+                # (device-only and a head may run fused, or not: the difference is an estimate, at least 0)
+                rest_s = max(float(self.measured[-1] - self.measured[split]), 0.0)
                 outputs, _ = self._timed(rest_s, self.runner.finish, split, cut)
             else:
                 outputs = self._head(self.device_only, image)

@@ -217,6 +217,28 @@ def test_a_miss_while_the_edge_left_is_not_taught_but_a_slow_edge_is(demo_bundle
     assert [(f.offload_s, f.censored) for f in taught] == [(device.settings.deadline_ms / 1e3, True)]
 
 
+def test_an_emulated_board_finishes_a_late_frame_whatever_its_calibration(demo_bundle):
+    """Calibrated heads need not grow with the split (device-only may run fused, a head chained): a
+    frame finished on an emulated slow board from such a split's cut still finishes."""
+    import numpy as np
+
+    from device_app.runtime import Device
+    from device_app.settings import DeviceSettings
+    from lab.local_broker import free_port
+    from mqtt.connection import MqttSettings
+
+    device = Device(DeviceSettings(bundle=str(demo_bundle / "bundle"), id="cam-f", connect_timeout_s=0,
+                                   emulate_slowdown=2.0, mqtt=MqttSettings(broker=f"mqtt://127.0.0.1:{free_port()}")))
+    split = 8
+    device.measured = device.measured.copy()
+    device.measured[split] = 2 * device.measured[-1]  # this head costs more than the whole model
+    device.policy.choose = lambda key_frame: split
+    device.edges = {"edge-1"}
+    device._offload = lambda frame_id, split, image: None  # the edge does not answer in time
+    record = device.process(0, np.zeros((240, 320, 3), np.uint8))
+    assert record["fallback"] and record["split"] == split and record["detections"] is not None
+
+
 def test_garbage_timings_and_results_for_frames_never_sent_are_not_learnt(demo_bundle, caplog):
     """An edge that answers with timings longer than the round trip, or a result for a frame this
     device never sent: the frame is answered, one warning each, and nothing reaches the learner."""
