@@ -56,6 +56,7 @@ def fuse_segments(models: list[bytes]) -> bytes:
     graph.tensors, graph.operators, graph.name = [], [], "fused"
     codes: dict[tuple, int] = {}
     link = None  # index of the tensor the next segment reads
+    links = []  # every tensor one segment computes and the next reads
     for k, data in enumerate(models):
         model = schema.ModelT.InitFromPackedBuf(bytearray(data), 0)
         if not model.subgraphs or len(model.subgraphs) != 1:
@@ -100,10 +101,49 @@ def fuse_segments(models: list[bytes]) -> bytes:
         outputs = [tensors[t] for t in sub.outputs]
         if k < len(models) - 1 and len(outputs) != 1:
             raise FuseError(f"segment {k + 1}: {len(outputs)} outputs, one expected before the last")
+        if link is not None:
+            links.append(link)
         link, graph.outputs = outputs[0], outputs
     if link is None:
         raise FuseError("nothing to fuse")
+    _requantize_across(graph, fused.operatorCodes, links, schema)
     fused.subgraphs = [graph]
     builder = flatbuffers.Builder(sum(len(d) for d in models) + (1 << 16))
     builder.Finish(fused.Pack(builder), file_identifier=b"TFL3")
     return bytes(builder.Output())
+
+
+def _requantize_across(graph, codes: list, links: list[int], schema) -> None:
+    """int8 segments meet in float (their ends DEQUANTIZE, their starts QUANTIZE again): inside one
+    model that round trip is a requantization, int8 to int8 (one QUANTIZE op), or nothing at all where
+    both sides have the same scale and zero point (many cuts: both were calibrated on the same values)."""
+    def kind(op):
+        code = codes[op.opcodeIndex]
+        return max(code.builtinCode, code.deprecatedBuiltinCode)
+
+    producer = {t: op for op in graph.operators for t in op.outputs}
+    readers: dict[int, list] = {}
+    for op in graph.operators:
+        for t in op.inputs:
+            readers.setdefault(t, []).append(op)
+    dropped, renamed = set(), {}
+    for link in links:
+        back, ahead = producer.get(link), readers.get(link, [])
+        if (back is None or kind(back) != schema.BuiltinOperator.DEQUANTIZE or len(ahead) != 1
+                or kind(ahead[0]) != schema.BuiltinOperator.QUANTIZE or link in graph.outputs):
+            continue
+        source, target = back.inputs[0], ahead[0].outputs[0]
+        a, b = graph.tensors[source].quantization, graph.tensors[target].quantization
+        same = (graph.tensors[source].type == graph.tensors[target].type and a is not None and b is not None
+                and len(a.scale) == len(b.scale) == 1 and list(a.zeroPoint) == list(b.zeroPoint)
+                and float(a.scale[0]) == float(b.scale[0]))  # exactly: ops like MAX_POOL_2D want that
+        dropped.add(id(back))
+        if same:  # the int8 tensor goes straight on
+            dropped.add(id(ahead[0]))
+            renamed[target] = source
+        else:
+            ahead[0].inputs = [source]
+    graph.operators = [op for op in graph.operators if id(op) not in dropped]
+    for op in graph.operators:
+        op.inputs = [renamed.get(t, t) for t in op.inputs]
+    graph.outputs = [renamed.get(t, t) for t in graph.outputs]

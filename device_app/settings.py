@@ -51,8 +51,9 @@ class DeviceSettings:
     """Options passed to the delegate, e.g. ``{ device = "usb" }`` for an Edge TPU."""
     fused_heads: int = 1
     """How many heads run fused into one model: the head of a split used 3 times in a row is fused in the
-    background (one interpreter call instead of one per segment) for the splits used last. Each holds its
-    weights in memory once more. 0: always run the segments one after another."""
+    background (one interpreter call instead of one per segment) for the splits used last, where the first
+    start's calibration found that faster. Each holds its weights in memory once more. 0: always run the
+    segments one after another."""
     initial_state: str | None = None
     """A learner state file saved by another device on the same bundle (its ``state_dir``/learner.json), to
     start from when this device has none of its own yet: it joins a fleet knowing what that device learnt

@@ -226,9 +226,14 @@ def test_int8_segments_are_smaller_and_close_to_float32(dag_bundle, tmp_path):
     want = [np.asarray(t) for t in model(x, training=False)]
     for g, w in zip(got, want, strict=True):
         assert g.dtype == np.float32 and float(np.max(np.abs(g - w))) <= 0.05 * float(np.ptp(w))
-    fused = runner.invoke(runner.fuse(quantized.device_only), x)  # int8 segments fuse (their float edges meet)
-    for g, f in zip(got, fused, strict=True):
-        np.testing.assert_array_equal(f, g)
+    # Fused, int8 segments meet in int8 (requantized, or as they are where both sides share a scale):
+    # as close to float32 as the chained segments.
+    head = runner.fuse(quantized.device_only)
+    ops = [op["op_name"] for op in head[0]._get_ops_details()]
+    assert ops.count("DEQUANTIZE") == len(want) and ops.count("QUANTIZE") < len(quantized.segments), ops
+    fused = runner.invoke(head, x)
+    for f, w in zip(fused, want, strict=True):
+        assert f.dtype == np.float32 and float(np.max(np.abs(f - w))) <= 0.05 * float(np.ptp(w))
     lines = []
     convert(model, tmp_path / "int8", log=lines.append)  # float32 asked of an int8 bundle: rewritten
     assert not any("up to date" in line for line in lines)
