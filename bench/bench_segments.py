@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -38,18 +37,9 @@ import numpy as np  # noqa: E402
 from common.bundle import Bundle  # noqa: E402
 from common.fd_capture import captured  # noqa: E402
 from common.tflite import SegmentRunner, default_interpreter  # noqa: E402
+from common.timing import median_time  # noqa: E402
 from converter.bundle import convert, to_tflite  # noqa: E402
 from converter.zoo import demo_model, tiny_yolov2  # noqa: E402
-
-
-def median_time(fn, repeats: int) -> float:
-    fn()
-    runs = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        runs.append(time.perf_counter() - start)
-    return float(np.median(runs))
 
 
 def one_file(path: Path):

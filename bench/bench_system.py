@@ -28,6 +28,7 @@ sys.path.insert(0, str(REPO))
 
 import numpy as np  # noqa: E402
 
+from common.timing import median_time  # noqa: E402
 from lab.local_broker import Broker, dev_config  # noqa: E402
 
 
@@ -85,13 +86,8 @@ def batching(bundle: Path, splits=(0, 8), repeat: int = 15) -> list[dict]:
         shape = tails.manifest.splits[split].cut_shape
         for size in (1, 2, 4, 8):
             x = np.random.default_rng(0).random((size, *shape[1:]), dtype=np.float32)
-            tails.run(split, x)
-            times = []
-            for _ in range(repeat):
-                start = time.perf_counter()
-                tails.run(split, x)
-                times.append(time.perf_counter() - start)
-            rows.append({"split": split, "batch": size, "batch_ms": ms(times), "per_request_ms": ms(times) / size})
+            batch_ms = round(median_time(lambda: tails.run(split, x), repeat) * 1e3, 2)
+            rows.append({"split": split, "batch": size, "batch_ms": batch_ms, "per_request_ms": batch_ms / size})
             print(f"batch: {rows[-1]}", flush=True)
     return rows
 

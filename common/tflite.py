@@ -13,12 +13,12 @@ import ctypes
 import hashlib
 import queue
 import threading
-import time
 from collections import OrderedDict
 
 import numpy as np
 
 from .bundle import Bundle, BundleError
+from .timing import median_time
 
 #: Runs of one split in a row after which its head is fused into one model (in the background).
 FUSE_AFTER = 3
@@ -183,22 +183,12 @@ class SegmentRunner:
         """Segment ``k`` (1-based) on ``x``: its outputs in the manifest's order."""
         return self.invoke(self._interpreters[k - 1], x)
 
-    def _median_time(self, loaded: tuple, x: np.ndarray, repeats: int) -> float:
-        """Median time of ``repeats`` runs of a loaded model on ``x``, after a warm-up run."""
-        self.invoke(loaded, x)
-        runs = []
-        for _ in range(repeats):
-            start = time.perf_counter()
-            self.invoke(loaded, x)
-            runs.append(time.perf_counter() - start)
-        return float(np.median(runs))
-
     def segment_times(self, image: np.ndarray, repeats: int) -> list[float]:
         """Median time of each segment on what it really reads: the image for segment 1, the previous
         segment's output after that. Split p's head, chained, takes their sum up to p."""
         times, x = [], image
         for loaded in self._interpreters:
-            times.append(self._median_time(loaded, x, repeats))
+            times.append(median_time(lambda: self.invoke(loaded, x), repeats))
             x = self.invoke(loaded, x)[0]
         return times
 
@@ -209,8 +199,10 @@ class SegmentRunner:
         chained = np.cumsum(self.segment_times(image, repeats))
         if self.fused_heads:
             try:
-                fused = np.array([self._median_time(self.fuse(split), image, repeats)
-                                  for split in range(1, len(self._interpreters) + 1)])
+                fused = []
+                for split in range(1, len(self._interpreters) + 1):
+                    head = self.fuse(split)
+                    fused.append(median_time(lambda: self.invoke(head, image), repeats))
             except Exception as exc:  # as in _build: the device will chain, so that is what it costs
                 self._give_up(exc)
             else:
