@@ -10,7 +10,8 @@
 #      and box and score within 1e-3: two builds of the same float arithmetic);
 #   2. the learner (policy ans) on arm64 offloading to the x86 edge: every frame answered, some by the edge.
 # Timings under emulation are qemu's, not a board's. Exit status 0 when every check passed. The root
-# (about 600 MB with the venv) is kept and reused; the first run takes about 5 minutes.
+# (about 600 MB with the venv) is kept and reused; a run takes about 20 minutes, most of it the
+# device's first-start calibration (every head timed chained and fused) under emulation.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 REPO=$(pwd)

@@ -36,6 +36,11 @@ class Notifier:
     def status(self, status: str) -> None:
         self._send(f"STATUS={status}")
 
+    def extend(self, seconds: float, status: str) -> None:
+        """Still starting, and saying so: systemd's start timeout is pushed ``seconds`` further (a
+        first-start calibration on a slow board may outlast ``TimeoutStartSec``)."""
+        self._send(f"EXTEND_TIMEOUT_USEC={int(seconds * 1e6)}\nSTATUS={status}")
+
     def watchdog(self) -> None:
         """Call from the main loop as often as you like; pings only when due."""
         if self.watchdog_interval is None:

@@ -192,17 +192,20 @@ class SegmentRunner:
             x = self.invoke(loaded, x)[0]
         return times
 
-    def head_times(self, image: np.ndarray, repeats: int) -> list[float]:
+    def head_times(self, image: np.ndarray, repeats: int, progress=None) -> list[float]:
         """Median time of every split's head (split 1 to device-only) as this runner will run it once
         the split is in use: segment by segment, or fused into one model where that is faster on this
-        device (``fuse_pays``, per split; fusing is then left to those splits)."""
+        device (``fuse_pays``, per split; fusing is then left to those splits). ``progress(done, of)``
+        is called as the fused heads are timed (minutes on a slow board)."""
         chained = np.cumsum(self.segment_times(image, repeats))
         if self.fused_heads:
             try:
-                fused = []
-                for split in range(1, len(self._interpreters) + 1):
+                fused, splits = [], len(self._interpreters)
+                for split in range(1, splits + 1):
                     head = self.fuse(split)
                     fused.append(median_time(lambda: self.invoke(head, image), repeats))
+                    if progress is not None:
+                        progress(split, splits)
             except Exception as exc:  # as in _build: the device will chain, so that is what it costs
                 self._give_up(exc)
             else:

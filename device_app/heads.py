@@ -13,9 +13,11 @@ from common.tflite import SegmentRunner
 from .learner.persist import load_state, save_state
 
 
-def calibrate(runner: SegmentRunner, repeats: int = 5, cache: str | Path | None = None, log=print) -> np.ndarray:
+def calibrate(runner: SegmentRunner, repeats: int = 5, cache: str | Path | None = None, log=print,
+              progress=None) -> np.ndarray:
     """Front-end delay of every split, measured on this device (median of ``repeats`` runs after a
-    warm-up), cached in ``cache`` against the bundle's content hash so a restart skips it."""
+    warm-up), cached in ``cache`` against the bundle's content hash so a restart skips it.
+    ``progress(done, of)``: called as the heads are timed."""
     bundle = runner.bundle
     fused = runner.fused_heads > 0  # asked for (the cache stands for what the same settings measured)
     if cache is not None and Path(cache).is_file():
@@ -30,7 +32,7 @@ def calibrate(runner: SegmentRunner, repeats: int = 5, cache: str | Path | None 
         except ValueError:
             pass  # an unreadable cache is measured again
     image = np.random.default_rng(0).random(bundle.input_shape, dtype=np.float32)
-    delays = [0.0, *runner.head_times(image, repeats)]
+    delays = [0.0, *runner.head_times(image, repeats, progress)]
     log(f"measured the head of every split on this device: split 1 {delays[1] * 1e3:.2f} ms ... device-only "
         f"{delays[-1] * 1e3:.2f} ms ({len(delays) - 1} segments, {'fused' if runner.fused_heads else 'chained'}, "
         f"median of {repeats})")

@@ -66,7 +66,8 @@ class Device:
         self.state_dir = Path(s.state_dir) if s.state_dir else None
         # Calibrated on this device at first start, cached against the bundle hash.
         self.measured = calibrate(self.runner, cache=self.state_dir / "calibration.json" if self.state_dir else None,
-                                  log=log.info)
+                                  log=log.info, progress=lambda done, of: self.notifier.extend(
+                                      120, f"{s.id}: timing the heads on this device, {done}/{of}"))
         self.calibrated = s.emulate_slowdown * self.measured
         # The learner prices each split's transfer with the codec actually used on the wire.
         profile = load_profile(s.bundle, codec=s.codec)

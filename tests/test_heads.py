@@ -186,8 +186,9 @@ def test_calibration_measures_every_split_and_is_cached(bundle, tmp_path):
     cache.write_text(json.dumps(state))
     calibrate(runner, repeats=1, cache=cache, log=lines.append)
     assert len(lines) == 2  # another bundle's numbers are not used
-    fusing = SegmentRunner(Bundle(out), fused_heads=1)
-    fused = calibrate(fusing, repeats=3, cache=cache, log=lines.append)
+    fusing, steps = SegmentRunner(Bundle(out), fused_heads=1), []
+    fused = calibrate(fusing, repeats=3, cache=cache, log=lines.append, progress=lambda *step: steps.append(step))
+    assert steps == [(k, 4) for k in range(1, 5)]  # a slow board's service says how far it is (systemd)
     assert len(lines) == 3 and "chained" in lines[1] and "fused" in lines[2]  # heads as they will run
     assert fused.shape == (5,) and np.all(fused[1:] > 0)
     assert len(fusing.fuse_pays) == 4  # where fusing is faster, per split: remembered with the delays
