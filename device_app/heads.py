@@ -33,9 +33,9 @@ def calibrate(runner: SegmentRunner, repeats: int = 5, cache: str | Path | None 
             pass  # an unreadable cache is measured again
     image = np.random.default_rng(0).random(bundle.input_shape, dtype=np.float32)
     delays = [0.0, *runner.head_times(image, repeats, progress)]
+    how = "fused where faster" if runner.fused_heads else "chained"
     log(f"measured the head of every split on this device: split 1 {delays[1] * 1e3:.2f} ms ... device-only "
-        f"{delays[-1] * 1e3:.2f} ms ({len(delays) - 1} segments, {'fused' if runner.fused_heads else 'chained'}, "
-        f"median of {repeats})")
+        f"{delays[-1] * 1e3:.2f} ms ({len(delays) - 1} segments, {how}, median of {repeats})")
     if cache is not None:
         save_state(cache, {"bundle": bundle.content_hash, "fused": fused, "fuse_pays": runner.fuse_pays,
                            "front_delay_s": delays})
