@@ -113,19 +113,24 @@ class SegmentRunner:
                               f"{[o.shape for o in segment.outputs]}: the segments do not chain")
         return it, inputs[0]["index"], [outputs[k]["index"] for k in segment.output_order]
 
-    def fuse(self, split: int) -> tuple:
-        """Split ``split``'s head (segments 1..split) as one interpreter: (interpreter, input, outputs in
-        the manifest's order). Raises ``ValueError`` or ``ImportError`` where it cannot be fused."""
-        from .tflite_fuse import fuse_segments
-
-        segments = self.bundle.segments[:split]
+    def _segment_files(self, upto: int) -> list[bytes]:
+        """Segments 1..``upto`` as bytes, read again: what was checked at load must still be there."""
         files = []
-        for segment in segments:  # read again: what was checked at load must still be there
+        for segment in self.bundle.segments[:upto]:
             data = (self.bundle.folder / segment.file.path).read_bytes()
             if hashlib.sha256(data).hexdigest() != segment.file.sha256:
                 raise ValueError(f"{segment.file.path} changed since the bundle was loaded")
             files.append(data)
-        model = fuse_segments(files)
+        return files
+
+    def fuse(self, split: int, files: list[bytes] | None = None) -> tuple:
+        """Split ``split``'s head (segments 1..split) as one interpreter: (interpreter, input, outputs in
+        the manifest's order). ``files``: the segments' bytes if already read (``_segment_files``).
+        Raises ``ValueError`` or ``ImportError`` where it cannot be fused."""
+        from .tflite_fuse import fuse_segments
+
+        segments = self.bundle.segments[:split]
+        model = fuse_segments((files or self._segment_files(split))[:split])
         try:
             it = self._make(f"the fused head of split {split}", model_content=model)
         except TypeError:
@@ -201,8 +206,9 @@ class SegmentRunner:
         if self.fused_heads:
             try:
                 fused, splits = [], len(self._interpreters)
+                files = self._segment_files(splits)  # read and checked once, not once per head
                 for split in range(1, splits + 1):
-                    head = self.fuse(split)
+                    head = self.fuse(split, files)
                     fused.append(median_time(lambda: self.invoke(head, image), repeats))
                     if progress is not None:
                         progress(split, splits)

@@ -94,8 +94,9 @@ def _device_only(runner: SegmentRunner):
 def precision_report(model, bundle: str | Path, demo: bool = False, images: np.ndarray | None = None,
                      repeats: int = 20, log=print) -> dict:
     """An int8 bundle against the same model's float32 segments (made in a temporary folder): each
-    split's head time on this machine (as the device runs it: fused where that is faster), and accuracy: mAP@0.5 on the demo clip for the demo detector,
-    else how far the int8 device-only outputs are from float32's on ``images``."""
+    split's head time on this machine (as the device runs it: fused where that is faster), and
+    accuracy: mAP@0.5 on the demo clip for the demo detector, else how far the int8 device-only
+    outputs are from float32's on ``images``."""
     from .bundle import convert
 
     bundle = Path(bundle)
