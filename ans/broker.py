@@ -52,25 +52,56 @@ def _control(broker: str, admin: str, admin_password_file: str, tls: dict) -> Co
 
 
 def add(kind: str, name: str, password_file: str | None, broker: str, admin: str, admin_password_file: str,
-        prefix: str, tls: dict, discovery_prefix: str = "homeassistant") -> str:
+        prefix: str, tls: dict, discovery_prefix: str = "homeassistant", snapshots: bool = False) -> str:
     """A client of ``kind``; with ``password_file`` its password (generated into it when missing),
     without one it logs in by certificate only."""
     password = _secret(Path(password_file), True) if password_file else None
     control = _control(broker, admin, admin_password_file, tls)
     try:
-        control.run(client_commands(kind, name, password, prefix, discovery_prefix))
+        control.run(client_commands(kind, name, password, prefix, discovery_prefix, snapshots))
     finally:
         control.close()
     how = f"password in {password_file}" if password_file else "certificate only (CN = name)"
     return f"added {kind} {name} ({how})"
 
 
-def change(action: str, kind: str, name: str, broker: str, admin: str, admin_password_file: str, tls: dict) -> str:
-    """``remove``, ``disable`` (disconnect and refuse until enabled) or ``enable`` a client."""
-    commands = remove_commands(kind, name) if action == "remove" else switch_commands(name, action == "enable")
+def change(action: str, kind: str, name: str, broker: str, admin: str, admin_password_file: str, tls: dict,
+           snapshots: bool = False) -> str:
+    """``remove``, ``disable`` (close its session and refuse it until enabled, by password or
+    certificate) or ``enable`` a client."""
+    commands = remove_commands(kind, name) if action == "remove" else \
+        switch_commands(kind, name, action == "enable", snapshots)
     control = _control(broker, admin, admin_password_file, tls)
     try:
         control.run(commands)
     finally:
         control.close()
     return f"{action}d {kind} {name}"
+
+
+#: Room above the largest request for its topic, MQTT header and properties.
+PACKET_MARGIN = 64 * 2**10
+
+
+def limits(bundles: list[str]) -> str:
+    """The broker's size limits for these bundles: ``max_packet_size`` from the largest request any
+    device may send (float32 at the split with the largest cut, plus ``PACKET_MARGIN``), so that
+    nothing bigger is ever accepted, and per-client queues that hold a few of them."""
+    from common.bundle import read_manifest
+    from mqtt.protocol import request_size
+
+    largest, where = 0, ""
+    for folder in bundles:
+        manifest = read_manifest(folder)
+        for k, split in enumerate(manifest.splits):
+            size = request_size(split.cut_shape, "float32") if split.cut_shape else 0
+            if size > largest:
+                largest, where = size, f"{manifest.model.name} split {k}, float32"
+    packet = max(largest + PACKET_MARGIN, 256 * 2**10)
+    return "\n".join([
+        f"# The largest request: {largest:,} bytes ({where}); anything bigger is refused at its header.",
+        f"max_packet_size {packet}",
+        "# A client's queue and in-flight window hold a few requests, never the broker's whole memory.",
+        f"max_queued_bytes {8 * packet}",
+        f"max_inflight_bytes {4 * packet}",
+    ])

@@ -8,13 +8,14 @@ import os
 import sys
 from pathlib import Path
 
+from common.errors import ConfigurationError, CredentialsRefused, SourceLost, exit_status
 from device_app.learner.persist import StateError, load_state, save_state
-from device_app.learner.profile import ProfileError, load_profile
+from device_app.learner.profile import load_profile
 from device_app.learner.registry import POLICY_NAMES, make_policy
 from lab.sim.scenarios import SCENARIOS
 from lab.sim.simulator import DEFAULT_EDGE_RATE, DEFAULT_LAYER_OVERHEAD_S, build_world, run
 from device_app.settings import DEVICE_POLICIES
-from lab.sim.trace import TraceError, load_trace
+from lab.sim.trace import load_trace
 
 
 def _trace(spec: str, frames: int):
@@ -173,12 +174,26 @@ def _settings(cls, args: argparse.Namespace, env_prefix: str, flags: dict):
                          flag_names={"mqtt.broker": "--broker", "results_out": "--out"})
 
 
+def _serve(log, serve) -> int:
+    """Run a service to its end; the exit status says the cause (``common.errors``): 2 configuration,
+    3 refused credentials, 4 source lost (2 and 3 systemd does not restart), anything else 1."""
+    try:
+        serve()
+    except Exception as exc:  # noqa: BLE001  (every cause ends in one line and a status that says which)
+        status = exit_status(exc)
+        if status == 1:
+            log.exception("stopped on an unexpected error (exit 1: restarted under systemd)")
+        else:
+            log.error("%s", exc)
+        return status
+    return 0
+
+
 def cmd_edge(args: argparse.Namespace) -> int:
     import logging
 
     from common.service import stop_on_sigterm
     from edge_app.settings import EdgeSettings
-    from mqtt.connection import BrokerRefused
 
     settings = _settings(EdgeSettings, args, "ANS_EDGE_", {"bundle": args.bundle, "id": args.id})
     from common.bundle import read_manifest
@@ -190,19 +205,10 @@ def cmd_edge(args: argparse.Namespace) -> int:
         import_tensorflow()
         from edge_app.server import EdgeServer
     except ImportError as exc:
-        raise ValueError(f"ans edge needs TensorFlow and paho-mqtt ({exc}); pip install '.[edge]'") from None
+        raise ConfigurationError(f"ans edge needs TensorFlow and paho-mqtt ({exc}); pip install '.[edge]'") from None
     _logging()
     stop = stop_on_sigterm()
-    server = EdgeServer(settings)
-    try:
-        server.serve(stop)
-    except BrokerRefused as exc:
-        logging.getLogger("ans.edge").error("%s", exc)
-        return 3
-    except Exception:  # serving, not configuration: exit 1, which systemd restarts (2 and 3 it does not)
-        logging.getLogger("ans.edge").exception("the edge stopped on an unexpected error")
-        return 1
-    return 0
+    return _serve(logging.getLogger("ans.edge"), lambda: EdgeServer(settings).serve(stop))
 
 
 def cmd_device(args: argparse.Namespace) -> int:
@@ -210,7 +216,6 @@ def cmd_device(args: argparse.Namespace) -> int:
 
     from common.service import stop_on_sigterm
     from device_app.settings import DeviceSettings
-    from mqtt.connection import BrokerRefused
 
     settings = _settings(DeviceSettings, args, "ANS_DEVICE_", {
         "bundle": args.bundle, "source": args.source, "id": args.id, "policy": args.policy, "frames": args.frames,
@@ -219,23 +224,13 @@ def cmd_device(args: argparse.Namespace) -> int:
         "video_out": args.video_out, "emulate_slowdown": args.emulate_slowdown})
     _logging()
     from device_app.app import run_device
-    from device_app.sources import SourceLost
 
-    try:
-        summary = run_device(settings, stop_on_sigterm(), live=sys.stderr.isatty())
-    except BrokerRefused as exc:
-        logging.getLogger("ans.device").error("%s", exc)
-        return 3
-    except SourceLost as exc:  # worth a restart (systemd does it): the camera may come back
-        logging.getLogger("ans.device").error("%s", exc)
-        return 4
-    except (ValueError, OSError):  # the source or bundle did not open: a configuration problem (exit 2)
-        raise
-    except Exception:  # running, not configuration: exit 1, which systemd restarts
-        logging.getLogger("ans.device").exception("the device stopped on an unexpected error")
-        return 1
-    print(summary)
-    return 0
+    summaries: list[str] = []
+    status = _serve(logging.getLogger("ans.device"),
+                    lambda: summaries.append(run_device(settings, stop_on_sigterm(), live=sys.stderr.isatty())))
+    if summaries:
+        print(summaries[0])
+    return status
 
 
 def cmd_monitor(args: argparse.Namespace) -> int:
@@ -264,7 +259,7 @@ def cmd_service(args: argparse.Namespace) -> int:
 def cmd_broker(args: argparse.Namespace) -> int:
     from mqtt.access import ControlError
 
-    from .broker import add, change, init
+    from .broker import add, change, init, limits
 
     tls = {k: v for k, v in (("ca_file", args.ca_file), ("cert_file", args.cert_file),
                              ("key_file", args.key_file)) if v is not None}
@@ -272,13 +267,19 @@ def cmd_broker(args: argparse.Namespace) -> int:
         if args.action == "init":
             print(init(args.out, args.admin, args.admin_password_file, args.prefix, args.group))
             return 0
+        if args.action == "limits":
+            if not args.bundle:
+                raise ValueError("ans broker limits needs --bundle (every bundle the devices may run)")
+            print(limits(args.bundle))
+            return 0
         if not args.kind or not args.name or not args.admin_password_file:
             raise ValueError(f"ans broker {args.action} needs KIND NAME and --admin-password-file")
         if args.action == "add":
             print(add(args.kind, args.name, args.password_file, args.broker, args.admin, args.admin_password_file,
-                      args.prefix, tls, args.discovery_prefix))
+                      args.prefix, tls, args.discovery_prefix, args.snapshots))
         else:
-            print(change(args.action, args.kind, args.name, args.broker, args.admin, args.admin_password_file, tls))
+            print(change(args.action, args.kind, args.name, args.broker, args.admin, args.admin_password_file, tls,
+                         args.snapshots))
     except ControlError as exc:
         print(f"ans broker {args.action}: {exc}", file=sys.stderr)
         return 3
@@ -388,8 +389,10 @@ def build_parser() -> argparse.ArgumentParser:
                          description="init writes the dynamic security plugin's file (roles and an administrator) "
                          "before the broker's first start; add, remove, disable and enable change a running broker "
                          "(docs/deploy.md, 'The broker').")
-    brk.add_argument("action", choices=["init", "add", "remove", "disable", "enable"],
-                     help="disable: disconnect a client and refuse it until enabled (a device flooding the broker)")
+    brk.add_argument("action", choices=["init", "add", "remove", "disable", "enable", "limits"],
+                     help="disable: close a client's session and refuse it until enabled, by password or "
+                          "certificate (a device flooding the broker); limits: the size limits for "
+                          "mosquitto.conf from --bundle")
     brk.add_argument("kind", nargs="?", choices=KINDS, help="what the client is")
     brk.add_argument("name", nargs="?", help="its user name (a device's or edge's id)")
     brk.add_argument("--out", default="/var/lib/mosquitto", help="init: folder for dynamic-security.json")
@@ -406,6 +409,10 @@ def build_parser() -> argparse.ArgumentParser:
     brk.add_argument("--key-file", help="mqtts: its key")
     brk.add_argument("--prefix", default="ans", help="topic prefix")
     brk.add_argument("--group", default="ans-edges", help="init: the edges' shared-subscription group")
+    brk.add_argument("--snapshots", action="store_true",
+                     help="add/enable/disable a monitor or homeassistant user: it may also read the devices' "
+                          "annotated snapshots (camera pictures)")
+    brk.add_argument("--bundle", nargs="+", help="limits: every bundle the devices may run")
     brk.add_argument("--discovery-prefix", default="homeassistant",
                      help="add: Home Assistant's discovery prefix, where the client may announce its entities")
     brk.set_defaults(func=cmd_broker)
@@ -489,7 +496,10 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (ProfileError, TraceError, StateError, ValueError, OSError) as exc:  # Bundle/Config/FleetError: ValueError
+    except (ConfigurationError, CredentialsRefused, SourceLost) as exc:
+        print(f"ans {args.command}: error: {exc}", file=sys.stderr)
+        return exit_status(exc)
+    except (ValueError, OSError) as exc:  # a one-shot command (convert, broker, simulate...) given something unusable
         print(f"ans {args.command}: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

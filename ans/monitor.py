@@ -23,12 +23,14 @@ class Board:
 
     def __init__(self, topics: Topics, forget_after_s: float | None = 600.0):
         self.topics, self.forget_after_s = topics, forget_after_s
+        self.broker: str | None = None  # while set, the board says it is not connected to this broker
         self.rows: dict[tuple[str, str], dict] = {}
         self.lock = threading.Lock()
 
     def take(self, topic: str, payload: bytes) -> None:
         parts = topic.split("/")
-        if len(parts) != 5 or parts[2] not in ("device", "edge") or parts[4] not in ("status", "stats"):
+        if len(parts) != 5 or "/".join(parts[:2]) != f"{self.topics.prefix}/v1" or parts[2] not in ("device", "edge") \
+                or parts[4] not in ("status", "stats"):
             return
         kind, name, what = parts[2], parts[3], parts[4]
         with self.lock:
@@ -58,6 +60,7 @@ class Board:
         from rich import box
         from rich.console import Group
         from rich.table import Table
+        from rich.text import Text
 
         def table(title: str, columns: tuple[str, ...]) -> Table:
             t = Table(title=title, box=box.SIMPLE_HEAD, padding=(0, 1, 0, 1), collapse_padding=True, pad_edge=False,
@@ -74,11 +77,12 @@ class Board:
         now = time.monotonic()
         for (kind, name), row in self._current():
             s = row["stats"]
-            cells = [name if len(name) <= 16 else name[:15] + "…",
-                     {"online": "[green]online[/]", "offline": "[red]offline[/]"}.get(row["status"], row["status"])]
+            # Names, statuses and values come from the broker: shown as text, never read as markup.
+            cells = [_text(name, 16), {"online": Text("online", "green"), "offline": Text("offline", "red")}.get(
+                row["status"], _text(row["status"], 8))]
             age = f"{now - row['seen']:.0f} s" if row["seen"] else "-"
             if s.get("bad"):
-                cells += ["[red]bad stats[/]", *[""] * (4 if kind == "device" else 5)]
+                cells += [Text("bad stats", "red"), *[""] * (4 if kind == "device" else 5)]
             elif kind == "device":
                 cells += [_num(s.get("fps"), ".1f"), _num(s.get("split")),
                           f"{_num(s.get('delay_mean_ms'), '.0f')}/{_num(s.get('delay_p95_ms'), '.0f')}",
@@ -87,8 +91,19 @@ class Board:
                 cells += [_num(s.get("requests_per_s"), ".1f"), _num(s.get("compute_mean_ms"), ".1f"),
                           _num(s.get("errors")), _num(s.get("queue_depth")), _num(s.get("batch_mean"), ".1f"),
                           _num(s.get("cpu_percent"), ".0f") + "%"]
-            (devices if kind == "device" else edges).add_row(*cells, age)
-        return Group(devices, edges)
+            (devices if kind == "device" else edges).add_row(*(_text(c, 12) if isinstance(c, str) else c
+                                                               for c in cells), age)
+        return Group(*([Text(f"not connected to {self.broker}", "bold red")] if self.broker else []), devices, edges)
+
+
+def _text(value: str, width: int):
+    """Text from the broker as a cell: printable characters only, at most ``width`` columns (wide
+    characters count twice), never read as markup."""
+    from rich.text import Text
+
+    text = Text("".join(c if c.isprintable() else "?" for c in value[:4 * width]))
+    text.truncate(width, overflow="ellipsis")
+    return text
 
 
 def _num(value, spec: str = "") -> str:
@@ -102,23 +117,32 @@ def _num(value, spec: str = "") -> str:
 
 
 def run_monitor(settings: MqttSettings, duration_s: float | None = None, forget_after_s: float | None = 600.0) -> int:
-    """Watch until interrupted (or for ``duration_s``, then print the table once)."""
+    """Watch until interrupted (or for ``duration_s``, then print the table once). Exit status 1
+    when the broker never answered, 3 when it refused."""
     from rich.console import Console
     from rich.live import Live
 
     topics = Topics(settings.prefix)
     board = Board(topics, forget_after_s)
     host, port = parse_broker(settings.broker)
+    board.broker = f"{host}:{port}"
     client = make_client("monitor", None, settings)  # read-only: no status of its own
     refused: list[str] = []
+    connected = threading.Event()
 
     def on_connect(client, userdata, flags, reason_code, properties):
         if reason_code.is_failure:
             refused.append(str(reason_code))
             return
-        client.subscribe([(topics.everything("status"), 1), (topics.everything("stats"), 0)])
+        board.broker = None
+        connected.set()
+        client.subscribe([*((f, 1) for f in topics.everything("status")), *((f, 0) for f in topics.everything("stats"))])
+
+    def on_disconnect(client, userdata, flags, reason_code, properties):
+        board.broker = f"{host}:{port}"
 
     client.on_connect = on_connect
+    client.on_disconnect = on_disconnect
     client.on_message = lambda c, u, m: board.take(m.topic, m.payload)
     start(client, settings)
     console = Console()
@@ -143,4 +167,7 @@ def run_monitor(settings: MqttSettings, duration_s: float | None = None, forget_
     if refused:
         print(f"ans monitor: error: broker {host}:{port} refused the connection: {refused[0]}", file=sys.stderr)
         return 3
+    if not connected.is_set():
+        print(f"ans monitor: error: not connected to {host}:{port}: nothing answered there", file=sys.stderr)
+        return 1
     return 0

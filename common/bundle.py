@@ -23,13 +23,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal, Union, get_args, get_origin, get_type_hints
 
+from .errors import ConfigurationError
 from .json_file import read_json
 
 SCHEMA_VERSION = 2
 MANIFEST = "manifest.json"
 
 
-class BundleError(ValueError):
+class BundleError(ConfigurationError):
     """A bundle that cannot be used, with the file and entry at fault."""
 
 

@@ -17,10 +17,12 @@ import typing
 from pathlib import Path
 from typing import Any, TypeVar
 
+from .errors import ConfigurationError
+
 T = TypeVar("T")
 
 
-class ConfigError(ValueError):
+class ConfigError(ConfigurationError):
     """A configuration that cannot be used, with every problem named."""
 
 

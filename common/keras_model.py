@@ -10,10 +10,11 @@ from pathlib import Path
 import keras
 from keras import layers as kl
 
+from .errors import ConfigurationError
 from .model_files import model_file_problem
 
 
-class ModelError(ValueError):
+class ModelError(ConfigurationError):
     """A model that cannot be loaded or split, with the reason."""
 
 

@@ -58,8 +58,8 @@ class Heartbeat:
     """What a service's main loop does after each unit of work: feed the watchdog, publish stats
     when due, and give up if the broker refused us for good."""
 
-    def __init__(self, notifier: Notifier, every_s: float, publish_stats, refusal) -> None:
-        self.notifier, self.every_s, self.publish_stats, self.refusal = notifier, every_s, publish_stats, refusal
+    def __init__(self, notifier: Notifier, every_s: float, publish_stats, session) -> None:
+        self.notifier, self.every_s, self.publish_stats, self.session = notifier, every_s, publish_stats, session
         self.last = time.monotonic()
 
     def __call__(self) -> None:
@@ -67,7 +67,7 @@ class Heartbeat:
         if time.monotonic() - self.last >= self.every_s:
             self.publish_stats()
             self.last = time.monotonic()
-        self.refusal.check()
+        self.session.check()
 
 
 def stop_on_sigterm() -> threading.Event:

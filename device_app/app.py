@@ -4,7 +4,6 @@ video, a live status line), and the summary at the end."""
 from __future__ import annotations
 
 import contextlib
-import json
 import sys
 import threading
 import time
@@ -13,6 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
+from common.disk import JsonLines
+from common.errors import ConfigurationError
 from common.service import Notifier
 
 from .runtime import Device
@@ -69,7 +70,7 @@ def run_device(settings: DeviceSettings, stop: threading.Event | None = None, li
                notifier: Notifier | None = None, on_frame=None) -> str:
     source = settings.source
     if source != "demo" and not source.startswith("camera:") and not Path(source).is_file():
-        raise ValueError(f"{source}: no such video file")  # now, not after calibrating and connecting
+        raise ConfigurationError(f"{source}: no such video file")  # now, not after calibrating and connecting
     device = Device(settings, notifier=notifier)
     records: list[dict] = []
     sinks = [lambda frame, record: records.append(record)]
@@ -77,8 +78,9 @@ def run_device(settings: DeviceSettings, stop: threading.Event | None = None, li
         sinks.append(lambda frame, record: on_frame(record))
     with contextlib.ExitStack() as stack:
         if settings.results_out:
-            out = stack.enter_context(open(settings.results_out, "w", encoding="utf-8"))
-            sinks.append(lambda frame, record: (out.write(json.dumps(record) + "\n"), out.flush()))
+            out = JsonLines(settings.results_out)
+            stack.callback(out.close)
+            sinks.append(lambda frame, record: device.write_or_say(out.path, out.write, record))
         if settings.video_out:
             from .annotate import AnnotatedVideo, Overlay
 

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
+from common.disk import write_problem
 from common.tflite import SegmentRunner
 
 from .learner.persist import load_state, save_state
@@ -37,6 +38,9 @@ def calibrate(runner: SegmentRunner, repeats: int = 5, cache: str | Path | None 
     log(f"measured the head of every split on this device: split 1 {delays[1] * 1e3:.2f} ms ... device-only "
         f"{delays[-1] * 1e3:.2f} ms ({len(delays) - 1} segments, {how}, median of {repeats})")
     if cache is not None:
-        save_state(cache, {"bundle": bundle.content_hash, "fused": fused, "fuse_pays": runner.fuse_pays,
-                           "front_delay_s": delays})
+        try:
+            save_state(cache, {"bundle": bundle.content_hash, "fused": fused, "fuse_pays": runner.fuse_pays,
+                               "front_delay_s": delays})
+        except OSError as exc:  # a full disk: used now, measured again at the next start
+            log(f"calibration not cached: {write_problem(cache, exc)}")
     return np.asarray(delays)

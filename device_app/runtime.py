@@ -24,12 +24,13 @@ from paho.mqtt.enums import MQTTErrorCode
 
 from common.bundle import Bundle
 from common.detect import counts, objects
+from common.disk import write_problem
 from common.detect import detections as decode_detections
 from common.logs import RateLimitedLog
 from common.service import Heartbeat, Notifier
 from common.tflite import SegmentRunner, load_delegate
 from mqtt.codec import encode
-from mqtt.connection import Refusal, go_offline, make_client, max_packet_size, parse_broker, start
+from mqtt.connection import SessionGuard, go_offline, make_client, max_packet_size, parse_broker, start
 from mqtt.discovery import announce
 from mqtt.protocol import (ProtocolError, Request, Topics, bundle_hash_bytes, decode_compute_table, decode_load,
                            decode_result, encode_request, request_size)
@@ -100,10 +101,9 @@ class Device:
         self.sent_ids: deque[int] = deque(maxlen=256)  # recent requests: a result for any other frame is bogus
         self.client = make_client(s.id, self.topics.device_status(s.id), s.mqtt)
         self.client.on_connect = self._on_connect
-        self.client.on_disconnect = self._on_disconnect
         self.client.on_message = self._on_message
         self.connected = threading.Event()
-        self.refusal = Refusal(self.host, self.port, s.id, log)
+        self.session = SessionGuard(self.client, s.mqtt, s.id, log, on_lost=self._on_lost)
         self.logs = RateLimitedLog(log)
         self._dropping = False
         self.table: np.ndarray | None = None  # an edge's compute table not yet given to the learner
@@ -161,19 +161,30 @@ class Device:
         path = self._learner_path()
         if path is not None:
             context = {"broker": self._broker_name(), "edges": sorted(self.seen_edges or self._saved_edges)}
-            save_state(path, {**self.policy.state(), "context": context})
+            self.write_or_say(path, save_state, path, {**self.policy.state(), "context": context})
+
+    def write_or_say(self, path: Path, write, *args) -> bool:
+        """``write(*args)``; a failed write (a full disk) is counted (``totals.write_errors``) and said
+        at most once a minute, naming the file and the space left, and detection goes on."""
+        try:
+            write(*args)
+            return True
+        except OSError as exc:
+            self.stats.totals["write_errors"] += 1
+            self.logs.warning("write", "%s; detection goes on, this file is written again once it can be",
+                              write_problem(path, exc))
+            return False
 
     # -- broker --
 
     def _on_connect(self, client, userdata, flags, reason_code, properties) -> None:
-        if not self.refusal.accepted(client, reason_code):
+        if not self.session.accepted(client, reason_code):
             return
         self._limit_packets(max_packet_size(properties))
-        client.subscribe(self.topics.result(self.settings.id), qos=1)
-        client.subscribe(self.topics.every_edge_status(), qos=1)
-        client.subscribe(self.topics.every_edge_compute(), qos=1)
-        client.subscribe(self.topics.every_edge_load(), qos=0)
-        client.subscribe(self.topics.device_stats(self.settings.id), qos=0)  # a twin with this id shows up there
+        self.session.subscribe([(self.topics.result(self.settings.id), 1), (self.topics.every_edge_status(), 1),
+                                (self.topics.every_edge_compute(), 1), (self.topics.every_edge_load(), 0),
+                                # a twin with this id shows up there
+                                (self.topics.device_stats(self.settings.id), 0)])
         client.publish(self.topics.device_status(self.settings.id), b"online", qos=1, retain=True)
         if self.settings.home_assistant:
             announce(client, "device", self.settings.id, self.topics, self.settings.stats_interval_s,
@@ -181,13 +192,11 @@ class Device:
         self._last_counts = None  # the broker may have lost the retained counts: say them again
         self.connected.set()
 
-    def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:
+    def _on_lost(self, reason_code) -> None:
         # Until the broker is back no edge can answer: finish frames here instead of waiting out deadlines.
         self.connected.clear()
         self.edges.clear()
         self.edge_epoch += 1
-        if reason_code.is_failure:
-            log.warning("lost the broker (%s); finishing frames on the device until it is back", reason_code)
 
     def _limit_packets(self, limit: int | None) -> None:
         """Splits whose request the broker would refuse are never chosen (their front delay is infinite)."""
@@ -389,15 +398,16 @@ class Device:
 
     def connect(self, stop: threading.Event | None = None) -> None:
         """Connect (in the background; paho reconnects with back-off) and wait up to the connect
-        timeout: without a broker the device still runs, device-only, until it appears."""
-        start(self.client, self.settings.mqtt)
-        waited = time.monotonic() + self.settings.connect_timeout_s
-        while not self.connected.is_set() and self.refusal.reason is None and time.monotonic() < waited:
+        timeout: without a broker the device still runs, device-only, until it appears (at once when
+        nothing answers at the broker's address)."""
+        answered = start(self.client, self.settings.mqtt)
+        waited = time.monotonic() + (self.settings.connect_timeout_s if answered else 0.0)
+        while not self.connected.is_set() and self.session.reason is None and time.monotonic() < waited:
             if stop is not None and stop.is_set():
                 break
             self.notifier.watchdog()
             self.connected.wait(0.1)
-        self.refusal.check()
+        self.session.check()
         if self.connected.is_set():
             time.sleep(0.2)  # retained edge status arrives right after subscribing
         else:
@@ -411,7 +421,7 @@ class Device:
         try:
             self.connect(stop)
             self.notifier.ready(f"{self.settings.id}: {len(self.edges)} edge(s) online")
-            heartbeat = Heartbeat(self.notifier, self.settings.stats_interval_s, self.publish_stats, self.refusal)
+            heartbeat = Heartbeat(self.notifier, self.settings.stats_interval_s, self.publish_stats, self.session)
             for frame_id, frame in enumerate(frames):
                 record = self.process(frame_id, frame)
                 done += 1

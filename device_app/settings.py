@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from common.errors import ConfigurationError
 from mqtt.codec import CODECS
 from mqtt.connection import MqttSettings
 
@@ -102,4 +103,4 @@ class DeviceSettings:
         if self.frames is not None and self.frames < 0:
             problems.append("frames must not be negative")
         if problems:
-            raise ValueError("; ".join(problems))
+            raise ConfigurationError("; ".join(problems))

@@ -12,9 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-
-class SourceLost(RuntimeError):
-    """A camera that stopped delivering frames: the service exits non-zero so that systemd restarts it."""
+from common.errors import ConfigurationError, SourceLost  # noqa: F401  (SourceLost: raised here, caught by hosts)
 
 
 def open_source(spec: str, limit: int | None = None, loop: bool = False):
@@ -35,7 +33,7 @@ def _looped(spec: str, limit: int | None):
             played += 1
             yield frame
         if not played:  # an empty file would loop for ever
-            raise ValueError(f"{spec}: the video holds no frame")
+            raise ConfigurationError(f"{spec}: the video holds no frame")
         count += played
 
 
@@ -63,7 +61,7 @@ def _video_frames(source: str, limit: int | None, camera_patience_s: float = 5.0
     if not cap.isOpened():
         if camera:  # not there (yet): worth a restart, it may be enumerating at boot
             raise SourceLost(f"{source}: cannot open the camera")
-        raise ValueError(f"{source}: cannot open the video source")
+        raise ConfigurationError(f"{source}: cannot open the video source")
     count, failing_since = 0, None
     try:
         while limit is None or count < limit:

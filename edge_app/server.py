@@ -29,7 +29,7 @@ from common.bundle import read_manifest
 from common.detect import detections as decode_detections
 from common.logs import RateLimitedLog
 from common.service import Heartbeat, Notifier
-from mqtt.connection import Refusal, go_offline, make_client, parse_broker, start
+from mqtt.connection import SessionGuard, go_offline, make_client, parse_broker, start
 from mqtt.discovery import announce
 from mqtt.protocol import (ComputeTable, LoadReport, ProtocolError, Request, Result, Topics, bundle_hash_bytes,
                            decode_header, decode_request, encode_compute_table, encode_load, encode_result)
@@ -229,6 +229,7 @@ class EdgeStats:
 
         with self._lock:
             window, kinds, batches, compute, waits = self.window, self.kinds, self.batches, self.compute, self.waits
+            cpu_s = cpu - self.cpu_since  # taken before the reset starts the next window
             totals = dict(self.totals)
             self._reset()
         return {
@@ -246,7 +247,7 @@ class EdgeStats:
             "batch_histogram": dict(sorted(collections.Counter(batches).items())),
             "compute_mean_ms": mean_ms(compute),
             "wait_mean_ms": mean_ms(waits),
-            "cpu_percent": round(100.0 * (cpu - self.cpu_since) / span, 1),
+            "cpu_percent": round(100.0 * cpu_s / span, 1),
             "totals": totals,
             **extra,
         }
@@ -273,13 +274,13 @@ class EdgeServer:
         self.client.on_connect = self._on_connect
         self.client.on_message = self._on_message
         self.connected = threading.Event()
-        self.refusal = Refusal(self.host, self.port, s.id, log)
+        self.session = SessionGuard(self.client, s.mqtt, s.id, log)
         self._published_table: list[float | None] = list(self.tails.compute_s)
 
     def _on_connect(self, client, userdata, flags, reason_code, properties) -> None:
-        if not self.refusal.accepted(client, reason_code):
+        if not self.session.accepted(client, reason_code):
             return
-        client.subscribe(self.topics.shared_requests(self.settings.group), qos=1)  # here: a reconnect restores it
+        self.session.subscribe([(self.topics.shared_requests(self.settings.group), 1)])  # a reconnect restores it
         client.publish(self.topics.edge_status(self.settings.id), b"online", qos=1, retain=True)
         self.publish_compute_table()
         if self.settings.home_assistant:
@@ -418,14 +419,14 @@ class EdgeServer:
         try:
             waiting_since = time.monotonic()
             while not self.connected.is_set() and not stop.is_set():
-                self.refusal.check()
+                self.session.check()
                 self.connected.wait(0.1)
                 if waiting_since and time.monotonic() - waiting_since > 5:
                     log.warning("no broker at %s:%d yet; still trying (every %g s at most)", self.host, self.port,
                                 self.settings.mqtt.reconnect_max_s)
                     waiting_since = 0.0
             self.notifier.ready(f"serving {self.tails.manifest.model.name} on {self.accelerator}")
-            heartbeat = Heartbeat(self.notifier, self.settings.stats_interval_s, self.publish_stats, self.refusal)
+            heartbeat = Heartbeat(self.notifier, self.settings.stats_interval_s, self.publish_stats, self.session)
             failures = 0
             while not stop.is_set():
                 try:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from common.errors import ConfigurationError
 from mqtt.connection import MqttSettings
 
 
@@ -62,4 +63,4 @@ class EdgeSettings:
         if not self.max_request_mb > 0 or not self.stats_interval_s > 0:
             problems.append("max_request_mb and stats_interval_s must be positive")
         if problems:
-            raise ValueError("; ".join(problems))
+            raise ConfigurationError("; ".join(problems))

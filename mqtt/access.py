@@ -8,14 +8,18 @@ has no ``%u`` substitution, so each device and edge gets a role naming its own t
 
 Everything is denied unless a role allows it. Kinds:
 
-* ``device``: publishes its own request, status, stats, detections and Home Assistant
-  discovery; subscribes to its own result and stats (where a second device with its id would
-  show) and to the edges' status, stats, compute tables and load.
+* ``device``: publishes its own request, status, stats, detections, objects, snapshot and its
+  one Home Assistant discovery config; subscribes to its own result and stats (where a second
+  device with its id would show) and to the edges' status, stats, compute tables and load.
 * ``edge``: the edges' shared subscription to every request, publishes every result, its own
-  status, stats, compute table, load and discovery.
-* ``monitor`` (``ans monitor``): reads everything under the prefix, publishes nothing.
-* ``homeassistant``: reads discovery and everything under the prefix, publishes its own
-  birth message (``homeassistant/status``).
+  status, stats, compute table, load and discovery config.
+* ``monitor`` (``ans monitor``): reads status and stats, objects, detections, edge loads and
+  compute tables (``observed``), never a request or a result; publishes nothing.
+* ``homeassistant``: the same plus discovery, publishes its own birth message
+  (``homeassistant/status``). Snapshots (camera pictures) only with ``ans-snapshots``.
+
+The production config sets ``use_username_as_clientid``: a client's id is its user name, so no
+user can take over another's session, and each user holds one session at a time.
 
 The same definitions make the plugin's initial file (``security_document``) and the commands
 sent to a running broker (``client_commands``, through ``Control``).
@@ -31,9 +35,11 @@ import queue
 import secrets
 import uuid
 
+from .discovery import config_topic
 from .protocol import Topics
 
 KINDS = ("device", "edge", "monitor", "homeassistant")
+SNAPSHOTS = "ans-snapshots"
 CONTROL_TOPIC = "$CONTROL/dynamic-security/v1"
 DISCOVERY = "homeassistant"
 
@@ -52,8 +58,18 @@ def _writes(*topics: str) -> list[dict]:
     return [_acl("publishClientSend", t) for t in topics]
 
 
-def kind_roles(prefix: str = "ans", group: str = "ans-edges") -> list[dict]:
-    """The roles every client of a kind shares."""
+def observed(prefix: str = "ans") -> list[str]:
+    """What observers (``ans monitor``, Home Assistant) may read: every client's status and stats, a
+    device's objects and detections, an edge's load and compute table. Never a request or a result:
+    those carry camera frames and cut tensors."""
+    base = f"{prefix}/v1"
+    return [f"{base}/device/+/{what}" for what in ("status", "stats", "objects", "detections")] + \
+        [f"{base}/edge/+/{what}" for what in ("status", "stats", "load", "compute")]
+
+
+def kind_roles(prefix: str = "ans", group: str = "ans-edges", discovery_prefix: str = DISCOVERY) -> list[dict]:
+    """The roles every client of a kind shares; ``ans-snapshots`` is an observer's opt-in to the
+    devices' annotated snapshots (camera pictures)."""
     t, base = Topics(prefix), f"{prefix}/v1"
     return [
         {"rolename": "ans-device", "acls": _reads(t.every_edge_status(), f"{base}/edge/+/stats",
@@ -61,16 +77,19 @@ def kind_roles(prefix: str = "ans", group: str = "ans-edges") -> list[dict]:
         {"rolename": "ans-edge", "acls": [_acl("subscribeLiteral", t.shared_requests(group)),
                                           _acl("publishClientReceive", f"{base}/device/+/request")]
          + _writes(f"{base}/device/+/result")},
-        {"rolename": "ans-monitor", "acls": _reads(f"{base}/#", pattern=True)},
-        {"rolename": "ans-homeassistant", "acls": _reads(f"{base}/#", f"{DISCOVERY}/#", pattern=True)
-         + _writes(f"{DISCOVERY}/status")},
+        {"rolename": "ans-monitor", "acls": _reads(*observed(prefix), pattern=True)},
+        {"rolename": "ans-homeassistant", "acls": _reads(*observed(prefix), f"{discovery_prefix}/#", pattern=True)
+         + _writes(f"{discovery_prefix}/status")},
+        {"rolename": SNAPSHOTS, "acls": _reads(f"{base}/device/+/snapshot", pattern=True)},
     ]
 
 
 def own_role(kind: str, name: str, prefix: str = "ans", discovery_prefix: str = DISCOVERY) -> dict | None:
-    """The role naming a device's or an edge's own topics (None for kinds that have none)."""
+    """The role naming a device's or an edge's own topics (None for kinds that have none). Its Home
+    Assistant discovery is one exact topic: a client cannot store retained messages anywhere else
+    under the discovery prefix, nor write another client's config."""
     t = Topics(prefix)
-    discovery = f"{discovery_prefix}/+/ans_{name}/#"
+    discovery = config_topic(name, discovery_prefix)
     if kind == "device":
         acls = _writes(t.request(name), t.device_status(name), t.device_stats(name), t.detections(name),
                        t.objects(name), t.snapshot(name), discovery) \
@@ -88,18 +107,22 @@ def _check(kind: str, name: str) -> None:
     Topics().request(name)  # a valid topic level: 1-64 bytes, no '/', '+', '#'
 
 
+def roles_of(kind: str, name: str, snapshots: bool = False) -> list[str]:
+    """The roles a client of ``kind`` holds: its kind's, its own (devices, edges), and observers'
+    opt-in to snapshots."""
+    roles = [f"ans-{kind}"] + ([f"ans-{kind}-{name}"] if kind in ("device", "edge") else [])
+    return roles + ([SNAPSHOTS] if snapshots and kind in ("monitor", "homeassistant") else [])
+
+
 def client_commands(kind: str, name: str, password: str | None, prefix: str = "ans",
-                    discovery_prefix: str = DISCOVERY) -> list[dict]:
+                    discovery_prefix: str = DISCOVERY, snapshots: bool = False) -> list[dict]:
     """Control-API commands that add client ``name`` of ``kind`` to a running broker. Without a
     password the client can only log in with a certificate (``use_identity_as_username``)."""
     _check(kind, name)
-    roles = [{"rolename": f"ans-{kind}"}]
-    commands = []
     own = own_role(kind, name, prefix, discovery_prefix)
-    if own is not None:
-        commands.append({"command": "createRole", **own})
-        roles.append({"rolename": own["rolename"]})
-    client = {"command": "createClient", "username": name, "roles": roles}
+    commands = [{"command": "createRole", **own}] if own is not None else []
+    client = {"command": "createClient", "username": name,
+              "roles": [{"rolename": role} for role in roles_of(kind, name, snapshots)]}
     if password is not None:
         client["password"] = password
     return commands + [client]
@@ -113,11 +136,17 @@ def remove_commands(kind: str, name: str) -> list[dict]:
     return commands
 
 
-def switch_commands(name: str, enabled: bool) -> list[dict]:
-    """Let a client log in again, or stop it: a disabled client is disconnected at once and refused
-    until enabled (for a device that floods the broker, which no edge can throttle)."""
-    Topics().request(name)
-    return [{"command": "enableClient" if enabled else "disableClient", "username": name}]
+def switch_commands(kind: str, name: str, enabled: bool, snapshots: bool = False) -> list[dict]:
+    """Let a client in again, or stop it. Disabling refuses its password logins and closes its
+    session; a certificate login is not checked at CONNECT (``use_identity_as_username``), so its
+    roles go too: it may connect, but every publish and subscribe is refused until enabled."""
+    _check(kind, name)
+    roles = roles_of(kind, name, snapshots)
+    if enabled:
+        return [{"command": "enableClient", "username": name}] + [
+            {"command": "addClientRole", "username": name, "rolename": role} for role in roles]
+    return [{"command": "removeClientRole", "username": name, "rolename": role} for role in roles] + [
+        {"command": "disableClient", "username": name}]
 
 
 def hashed(password: str, iterations: int = 101) -> dict:

@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 import contextlib
+import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlparse
 
+from common.errors import ConfigurationError, CredentialsRefused
+from common.logs import RateLimitedLog
+
 #: CONNACK reasons that retrying cannot fix: wrong credentials, or not allowed at all.
 FATAL_REFUSALS = ("Bad user name or password", "Not authorized", "Banned", "Client identifier not valid")
 
 
-class BrokerRefused(RuntimeError):
+class BrokerRefused(CredentialsRefused):
     """The broker refused this client for a reason retrying will not fix (credentials, ban)."""
 
 
@@ -47,13 +51,13 @@ class MqttSettings:
     def __post_init__(self) -> None:
         parse_broker(self.broker)
         if self.keepalive_s < 1:
-            raise ValueError("keepalive_s must be at least 1")
+            raise ConfigurationError("keepalive_s must be at least 1")
         if not 0.25 <= self.reconnect_max_s <= 300:
-            raise ValueError("reconnect_max_s must lie between 0.25 and 300")
+            raise ConfigurationError("reconnect_max_s must lie between 0.25 and 300")
         if (self.cert_file is None) != (self.key_file is None):
-            raise ValueError("cert_file and key_file go together")
+            raise ConfigurationError("cert_file and key_file go together")
         if not self.tls and (self.ca_file or self.cert_file):
-            raise ValueError("ca_file, cert_file and key_file need an mqtts:// broker")
+            raise ConfigurationError("ca_file, cert_file and key_file need an mqtts:// broker")
 
     @property
     def tls(self) -> bool:
@@ -65,14 +69,14 @@ class MqttSettings:
         try:
             return Path(self.password_file).read_text(encoding="utf-8").strip()
         except OSError as exc:
-            raise ValueError(f"password_file {self.password_file}: cannot read: {exc.strerror}") from None
+            raise ConfigurationError(f"password_file {self.password_file}: cannot read: {exc.strerror}") from None
 
 
 def parse_broker(url: str) -> tuple[str, int]:
     """``mqtt://host:port`` or ``mqtts://host:port`` (or ``host:port``, or ``host``) -> (host, port)."""
     parsed = urlparse(url if "://" in url else f"mqtt://{url}")
     if parsed.scheme not in ("mqtt", "mqtts") or not parsed.hostname:
-        raise ValueError(f"broker {url!r}: expected mqtt://host[:port] or mqtts://host[:port]")
+        raise ConfigurationError(f"broker {url!r}: expected mqtt://host[:port] or mqtts://host[:port]")
     return parsed.hostname, parsed.port or (8883 if parsed.scheme == "mqtts" else 1883)
 
 
@@ -100,16 +104,16 @@ def make_client(name: str, status_topic: str | None, settings: MqttSettings | No
     if settings.tls:
         for name in ("ca_file", "cert_file", "key_file"):
             if getattr(settings, name) is not None and not Path(getattr(settings, name)).is_file():
-                raise ValueError(f"{name} {getattr(settings, name)}: no such file")
+                raise ConfigurationError(f"{name} {getattr(settings, name)}: no such file")
         client.tls_set(ca_certs=settings.ca_file, certfile=settings.cert_file, keyfile=settings.key_file)
     client.on_socket_open = _no_delay
     return client
 
 
-def start(client, settings: MqttSettings) -> None:
-    """Connect and start the network thread. A broker that is not there yet is retried by paho
-    (with back-off); a TLS handshake that fails (a wrong CA, a refused certificate) is not worth
-    retrying: BrokerRefused says what failed, once."""
+def start(client, settings: MqttSettings) -> bool:
+    """Connect and start the network thread; False when the broker is not there yet (paho retries
+    with back-off), so that nobody waits for an answer that cannot come. A TLS handshake that fails
+    (a wrong CA, a refused certificate) is not worth retrying: BrokerRefused says what failed, once."""
     import ssl
 
     host, port = parse_broker(settings.broker)
@@ -124,7 +128,10 @@ def start(client, settings: MqttSettings) -> None:
         raise BrokerRefused(f"TLS with broker {host}:{port} failed: {why}") from None
     except OSError:  # not there yet (or a name that does not resolve yet): paho keeps trying
         client.connect_async(host, port, keepalive=settings.keepalive_s)
+        client.loop_start()
+        return False
     client.loop_start()
+    return True
 
 
 def _no_delay(client, userdata, sock) -> None:
@@ -141,23 +148,114 @@ def max_packet_size(properties) -> int | None:
     return getattr(properties, "MaximumPacketSize", None) if properties is not None else None
 
 
-class Refusal:
-    """A client's CONNACK verdicts: logs every refusal, and remembers one that retrying cannot fix
-    (credentials, a ban) while stopping paho's retries, so the service can exit instead of
-    hammering the broker."""
+class SessionGuard:
+    """What the broker says of this client's session, turned into one line each and a verdict.
 
-    def __init__(self, host: str, port: int, name: str, log):
-        self.host, self.port, self.name, self.log = host, port, name, log
+    * A CONNACK that refuses for a reason retrying cannot fix (credentials, a ban): remembered, and
+      paho's retries stopped, so the service exits (3) instead of hammering the broker.
+    * A TLS connection closed before any CONNACK, ``TLS_DROPS`` times in a row: the broker refused
+      this client's certificate after the handshake (TLS 1.3 says so only then); the same verdict.
+    * A SUBACK that refuses one of its own topics: a disabled user (certificate logins are not
+      checked at CONNECT) or an id that is not this user's; the same verdict.
+    * A session closed by the broker and re-opened at once, ``BOUNCES`` times within
+      ``BOUNCE_WINDOW_S``: another client logs in as this one (a copied password or certificate,
+      a second device with this id) and the broker hands it the session. Said once, and paho
+      waits ``BACK_OFF_S`` between attempts instead of fighting; normal once a session holds.
+    * A refused publish (MQTT 5 PUBACK): counted and said at most once a minute, with its topic.
+
+    Callbacks are installed here; ``on_lost`` (the app's) runs after a lost session is judged."""
+
+    TLS_DROPS = 3
+    BOUNCES, BOUNCE_WINDOW_S, BOUNCE_GAP_S = 3, 60.0, 2.0
+    BACK_OFF_S = (30.0, 120.0)
+    #: A session that lasted this long ends a back-off.
+    SETTLED_S = 120.0
+
+    def __init__(self, client, settings: MqttSettings, name: str, log, on_lost=None):
+        self.host, self.port = parse_broker(settings.broker)
+        self.settings, self.name, self.log, self.on_lost = settings, name, log, on_lost
+        self.logs = RateLimitedLog(log)
         self.reason: str | None = None
+        self.up_since: float | None = None  # monotonic time of the CONNACK of the session now open
+        self.lost_at: float | None = None
+        self.tls_drops = 0
+        self.bounces: list[float] = []
+        self.backing_off = False
+        self.refused_publishes = 0
+        self.own_topics: set[str] = set()
+        self._client = client
+        client.on_disconnect = self._lost
+        client.on_subscribe = self._subscribed
+        client.on_publish = self._published
+        self._subscriptions: dict[int, list[str]] = {}
+
+    def subscribe(self, topics: list[tuple[str, int]]) -> None:
+        """Subscribe (in ``on_connect``); a refusal of any of these is a verdict, not a warning."""
+        rc, mid = self._client.subscribe(topics)
+        if rc == 0 and mid is not None:
+            self._subscriptions[mid] = [t for t, _ in topics]
 
     def accepted(self, client, reason_code) -> bool:
-        if not reason_code.is_failure:
-            return True
-        self.log.error("broker %s:%d refused the connection: %s", self.host, self.port, reason_code)
-        if str(reason_code) in FATAL_REFUSALS:
-            self.reason = str(reason_code)
-            client.disconnect()
-        return False
+        if reason_code.is_failure:
+            self.log.error("broker %s:%d refused the connection: %s", self.host, self.port, reason_code)
+            if str(reason_code) in FATAL_REFUSALS:
+                self._give_up(client, str(reason_code))
+            return False
+        now = time.monotonic()
+        self.tls_drops = 0
+        if self.lost_at is not None and now - self.lost_at < self.BOUNCE_GAP_S:
+            self.bounces = [t for t in self.bounces if now - t < self.BOUNCE_WINDOW_S] + [now]
+            if len(self.bounces) >= self.BOUNCES and not self.backing_off:
+                self.backing_off = True
+                client.reconnect_delay_set(*self.BACK_OFF_S)
+                self.log.error("the broker closed this session %d times in %.0f s, each time re-opened at once: "
+                               "another client is logging in as %s (a second device with this id, or its password "
+                               "or certificate copied); waiting %.0f-%.0f s between reconnects instead of fighting "
+                               "over the session", len(self.bounces), self.BOUNCE_WINDOW_S, self.name,
+                               *self.BACK_OFF_S)
+        self.up_since = now
+        return True
+
+    def _lost(self, client, userdata, flags, reason_code, properties) -> None:
+        now = time.monotonic()
+        up_for = now - self.up_since if self.up_since is not None else None
+        self.up_since = None
+        if up_for is None and reason_code.is_failure and self.settings.tls and self.reason is None:
+            self.tls_drops += 1  # closed before any CONNACK: after the handshake, the broker said no
+            if self.tls_drops >= self.TLS_DROPS:
+                self._give_up(client, f"it closed the TLS connection before answering, {self.tls_drops} times in a "
+                                      "row: it refuses this client's certificate (none given, one not signed by the CA "
+                                      "it trusts, or one revoked)")
+        elif up_for is not None and reason_code.is_failure:
+            self.lost_at = now
+            self.log.warning("lost the broker %s:%d after %.0f s (%s)", self.host, self.port, up_for, reason_code)
+            if str(reason_code) == "Administrative action":
+                self.log.error("the broker's administrator closed this session (%s disabled or removed? "
+                               "'ans broker enable' lets it back in)", self.name)
+            if self.backing_off and up_for >= self.SETTLED_S:
+                self.backing_off = False
+                client.reconnect_delay_set(min_delay=RECONNECT_MIN_S, max_delay=self.settings.reconnect_max_s)
+        if self.on_lost is not None:
+            self.on_lost(reason_code)
+
+    def _subscribed(self, client, userdata, mid, reason_codes, properties) -> None:
+        topics = self._subscriptions.pop(mid, [])
+        refused = [(t, rc) for t, rc in zip(topics, reason_codes) if rc.is_failure]
+        if refused and self.reason is None:
+            self._give_up(client, f"it refuses the subscription to {refused[0][0]} ({refused[0][1]}): {self.name} "
+                                  "is disabled, or this id is not the user's (the id must equal the user name or "
+                                  "the certificate's CN)")
+
+    def _published(self, client, userdata, mid, reason_code, properties) -> None:
+        if reason_code.is_failure:
+            self.refused_publishes += 1
+            self.logs.error("refused-publish", "broker %s:%d refused a publish of %s: %s (%d so far; does this id "
+                            "match the user it logs in as?)", self.host, self.port, self.name, reason_code,
+                            self.refused_publishes)
+
+    def _give_up(self, client, why: str) -> None:
+        self.reason = why
+        client.disconnect()
 
     def check(self) -> None:
         if self.reason is not None:

@@ -289,9 +289,10 @@ class Topics:
         """What devices subscribe to, to know which edges are online."""
         return f"{self._base()}/edge/+/status"
 
-    def everything(self, what: str) -> str:
-        """Every device's and edge's ``status`` or ``stats`` (what ``ans monitor`` watches)."""
-        return f"{self._base()}/+/+/{what}"
+    def everything(self, what: str) -> list[str]:
+        """Every device's and every edge's ``status`` or ``stats`` (what ``ans monitor`` watches): one
+        filter per kind, as the observers' roles name them."""
+        return [f"{self._base()}/{kind}/+/{what}" for kind in ("device", "edge")]
 
     def requesting_device(self, topic: str) -> str:
         """The device id in a request topic; ProtocolError (kind ``topic``) for any other topic,

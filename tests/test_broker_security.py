@@ -127,21 +127,47 @@ def test_a_device_cannot_join_the_edges_shared_subscription_and_black_hole_reque
         assert attacker.messages.empty()
 
 
-def test_the_monitor_reads_everything_and_writes_nothing_home_assistant_reads_discovery(tmp_path):
+def test_observers_read_status_stats_and_objects_never_frames_or_tensors(tmp_path):
+    """The monitor and Home Assistant read what a dashboard shows; requests (camera frames, cut
+    tensors) and results are refused at SUBSCRIBE, and snapshots need the opt-in role."""
     with logged_in(tmp_path, "monitor", "hass", "cam-a") as (monitor, hass, device):
-        assert not monitor.subscribe("ans/v1/+/+/status").is_failure
+        for observer in (monitor, hass):
+            for allowed in ("ans/v1/device/+/status", "ans/v1/device/+/stats", "ans/v1/edge/+/stats",
+                            "ans/v1/device/cam-a/objects",
+                            "ans/v1/device/+/detections"):
+                assert not observer.subscribe(allowed).is_failure, allowed
+            for refused in ("ans/v1/#", "ans/v1/device/+/request", "ans/v1/device/cam-a/request",
+                            "ans/v1/device/+/result", "ans/v1/+/+/status", "ans/v1/device/+/snapshot", "#"):
+                assert str(observer.subscribe(refused)) == "Not authorized", refused
         assert not hass.subscribe("homeassistant/#").is_failure
-        assert not hass.subscribe("ans/v1/device/+/stats").is_failure
-        monitor.publish("homeassistant/sensor/ans_monitor/x/config", b"{}", retain=True)  # refused
+        monitor.publish("homeassistant/device/ans_monitor/config", b"{}", retain=True)  # refused
         monitor.publish("ans/v1/device/cam-a/request", b"forged by the monitor")  # refused
-        device.publish("homeassistant/sensor/ans_cam-a/fps/config", b'{"name": "fps"}', retain=True)
+        device.publish("ans/v1/device/cam-a/request", b"a camera frame")  # reaches no observer
+        device.publish("homeassistant/device/ans_cam-a/config", b'{"o": {"name": "ANS"}}', retain=True)
         device.publish("ans/v1/device/cam-a/status", b"online", retain=True)
         device.publish("ans/v1/device/cam-a/stats", b"{}")
         assert monitor.messages.get(timeout=5) == ("ans/v1/device/cam-a/status", b"online")
-        heard = {hass.messages.get(timeout=5) for _ in range(2)}
-        assert heard == {("homeassistant/sensor/ans_cam-a/fps/config", b'{"name": "fps"}'),
-                         ("ans/v1/device/cam-a/stats", b"{}")}
-        assert hass.messages.empty() and str(monitor.subscribe("homeassistant/#")) == "Not authorized"
+        heard = {hass.messages.get(timeout=5) for _ in range(3)}
+        assert heard == {("homeassistant/device/ans_cam-a/config", b'{"o": {"name": "ANS"}}'),
+                         ("ans/v1/device/cam-a/status", b"online"), ("ans/v1/device/cam-a/stats", b"{}")}
+        assert str(monitor.subscribe("homeassistant/#")) == "Not authorized"
+        assert not monitor.messages.qsize() > 1 and hass.messages.empty()
+
+
+def test_discovery_is_one_exact_topic_per_device_and_names_no_other(tmp_path):
+    """A device stores one retained discovery config, on its own topic: not a config claiming
+    another device, and not any number of retained messages under the discovery prefix."""
+    with logged_in(tmp_path, "hass", "cam-a", "cam-b") as (hass, a, b):
+        assert not hass.subscribe("homeassistant/#").is_failure
+        b.publish("homeassistant/device/ans_cam-a/config", b'{"claims": "cam-a"}', retain=True)
+        for k in range(5):  # the old per-entity wildcard let a device store any number of these
+            b.publish(f"homeassistant/sensor/ans_cam-b/junk{k}/config", b"x" * 1000, retain=True)
+        b.publish("homeassistant/device/ans_cam-b/config", b'{"o": {"name": "ANS"}}', retain=True)
+        a.publish("homeassistant/device/ans_cam-a/config", b'{"o": {"name": "ANS"}, "from": "cam-a"}', retain=True)
+        heard = [hass.messages.get(timeout=5) for _ in range(2)]
+        assert heard == [("homeassistant/device/ans_cam-b/config", b'{"o": {"name": "ANS"}}'),
+                         ("homeassistant/device/ans_cam-a/config", b'{"o": {"name": "ANS"}, "from": "cam-a"}')]
+        assert hass.messages.empty()
 
 
 def test_wrong_credentials_are_refused(tmp_path):

@@ -300,3 +300,13 @@ def test_xla_tails_answer_as_the_traced_ones_for_every_batch_size(server, tmp_pa
         for a, b in zip(plain.run(split, x), xla.run(split, x)):
             assert a.shape == b.shape and a.shape[0] == batch
             np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+
+
+def test_cpu_percent_counts_the_window_that_just_ended():
+    from edge_app.server import EdgeStats
+
+    stats = EdgeStats()
+    start = sum(os.times()[:2])
+    while sum(os.times()[:2]) - start < 0.05:  # burn CPU time until the process clock shows it
+        pass
+    assert stats.report()["cpu_percent"] > 0

@@ -125,14 +125,14 @@ def test_a_broker_restart_is_survived_and_stats_are_published(demo_bundle, tmp_p
     edge_stats = [json.loads(p) for t, p, _ in before + after if t == "ans/v1/edge/edge-1/stats"]
     assert edge_stats and sum(s["served"] for s in edge_stats) > 0 and "queue_depth" in edge_stats[-1]
     discovery = {t: json.loads(p) for t, p, retain in before + after if t.startswith("homeassistant/")}
-    fps = discovery["homeassistant/sensor/ans_cam-r/fps/config"]
-    assert fps["state_topic"] == "ans/v1/device/cam-r/stats" and fps["availability_topic"].endswith("cam-r/status")
-    present = discovery["homeassistant/binary_sensor/ans_cam-r/disc_present/config"]
-    assert present["state_topic"] == "ans/v1/device/cam-r/objects"
+    config = discovery["homeassistant/device/ans_cam-r/config"]
+    assert config["availability_topic"].endswith("cam-r/status")
+    assert config["cmps"]["ans_cam-r_fps"]["state_topic"] == "ans/v1/device/cam-r/stats"
+    assert config["cmps"]["ans_cam-r_disc_present"]["state_topic"] == "ans/v1/device/cam-r/objects"
     tallies = [json.loads(p) for t, p, _ in before + after if t == "ans/v1/device/cam-r/objects"]
     assert tallies and all(set(c) == {"disc", "square", "triangle"} for c in tallies)
     assert len(tallies) < len(got)  # on change (and after each reconnect), not every frame
-    camera = discovery["homeassistant/camera/ans_cam-r/snapshot/config"]
+    camera = config["cmps"]["ans_cam-r_snapshot"]
     snapshots = [p for t, p, retain in before + after if t == camera["topic"]]
     assert snapshots and len(snapshots) < len(got) and all(p[:2] == b"\xff\xd8" for p in snapshots)  # JPEGs
 

@@ -5,6 +5,8 @@ import json
 import subprocess
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 pytest.importorskip("rich")
 mqtt = pytest.importorskip("paho.mqtt.client")
@@ -106,3 +108,40 @@ def test_a_client_offline_and_silent_too_long_is_forgotten():
     keep.take("ans/v1/device/old/status", b"offline")
     keep.rows[("device", "old")]["heard"] -= 10**6
     assert "old" in "\n".join(_render(keep))
+
+
+def test_hostile_retained_payloads_are_shown_as_text_never_read_as_markup():
+    board = Board(Topics("ans"))
+    board.take("ans/v1/device/dev-b/status", b"[/]")
+    board.take("ans/v1/device/[bold]x/status", b"online")
+    board.take("ans/v1/device/[bold]x/stats", json.dumps({"fps": "[/]", "split": 1e308,
+                                                                 "delay_mean_ms": [1, 2], "fallbacks": True}).encode())
+    board.take("ans/v1/edge/e/stats", b'{"cpu_percent": "[red]", "errors": {"a": 1}}')
+    text = "\n".join(_render(board))
+    assert "[/]" in text and "[bold]x" in text and "[red]%" in text
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(st.tuples(
+    st.one_of(st.text(max_size=40), st.builds(lambda k, n, w: f"ans/v1/{k}/{n}/{w}", st.sampled_from(["device", "edge"]),
+                                             st.text(max_size=20), st.sampled_from(["status", "stats"]))),
+    st.one_of(st.binary(max_size=200), st.text(max_size=200).map(str.encode),
+              st.dictionaries(st.sampled_from(list(DEVICE) + list(EDGE)),
+                              st.one_of(st.none(), st.booleans(), st.integers(), st.floats(), st.text(max_size=12),
+                                        st.lists(st.integers(), max_size=3)), max_size=8).map(
+                  lambda d: json.dumps(d).encode()))), max_size=12))
+def test_the_board_renders_whatever_arrives(messages):
+    board = Board(Topics("ans"))
+    for topic, payload in messages:
+        board.take(topic, payload)
+    assert max(map(len, _render(board)), default=0) <= 80
+
+
+def test_without_a_broker_the_monitor_says_so_and_exits_non_zero():
+    from lab.local_broker import free_port
+
+    port = free_port()  # nothing listens there
+    done = subprocess.run(ANS + ["monitor", "--broker", f"mqtt://127.0.0.1:{port}", "--seconds", "0.5"],
+                          capture_output=True, text=True, timeout=120, env={**ENV, "COLUMNS": "80"})
+    assert done.returncode == 1
+    assert f"not connected to 127.0.0.1:{port}" in done.stdout and "not connected" in done.stderr

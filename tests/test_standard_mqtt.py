@@ -38,7 +38,7 @@ def test_every_topic_is_plain_mqtt_and_the_shared_subscription_is_the_standard_f
              t.edge_stats("edge-1"), t.edge_compute("edge-1"), t.edge_load("edge-1")]
     for name in names:
         assert all(TOPIC_LEVEL.match(level) for level in name.split("/")), name
-    filters = [t.every_edge_status(), t.every_edge_compute(), t.every_edge_load(), t.everything("stats")]
+    filters = [t.every_edge_status(), t.every_edge_compute(), t.every_edge_load(), *t.everything("stats")]
     for f in filters:
         assert all(level == "+" or TOPIC_LEVEL.match(level) for level in f.split("/")), f
     share, group, *rest = t.shared_requests("ans-edges").split("/")

@@ -14,10 +14,12 @@ from pathlib import Path
 
 import numpy as np
 
+from common.errors import ConfigurationError
+
 STATE_VERSION = 1
 
 
-class StateError(ValueError):
+class StateError(ConfigurationError):
     """A state file that cannot be read or does not fit the learner."""
 
 

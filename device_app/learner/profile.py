@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from common.bundle import BundleError, parse_manifest
+from common.errors import ConfigurationError
 
 CONTEXT_FIELDS = (
     "conv_macs",
@@ -46,7 +47,7 @@ BUILTIN_PROFILES = {
 }
 
 
-class ProfileError(ValueError):
+class ProfileError(ConfigurationError):
     """A profile or manifest that cannot be used, with the file and entry at fault."""
 
 

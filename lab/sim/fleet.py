@@ -29,6 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
+from common.errors import ConfigurationError
 from common.json_file import read_json
 from device_app.learner.policy import Feedback, FixedSplit, Policy
 from device_app.learner.profile import SplitProfile, load_profile
@@ -304,7 +305,7 @@ def fleet_oracle(spec: FleetSpec, seed: int = 0, sweeps: int = 3, candidates: in
     return assign, best
 
 
-class FleetError(ValueError):
+class FleetError(ConfigurationError):
     """A fleet description that cannot be used, with the file and entry at fault."""
 
 

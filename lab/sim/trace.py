@@ -13,11 +13,13 @@ from pathlib import Path
 
 import numpy as np
 
+from common.errors import ConfigurationError
+
 REQUIRED_COLUMNS = ("frame", "bandwidth_mbps", "rtt_ms", "edge_slowdown")
 KEY_COLUMN = "key_frame"
 
 
-class TraceError(ValueError):
+class TraceError(ConfigurationError):
     """A trace that cannot be used, with the file and line at fault."""
 
 
