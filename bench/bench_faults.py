@@ -6,9 +6,12 @@ one machine, loopback only; every loop bounded in count and time):
 * broker killed (-9) for 2 s and for 10 s: how soon offloading resumes after it is back;
 * a flood from one client (junk, and valid requests) while a victim device runs;
 * 200,000 distinct malformed requests: the edge's memory and log lines;
-* 100,000 fuzzed topics and payloads: the edge never exits, every message answered or counted.
+* 100,000 fuzzed topics and payloads: the edge never exits, every message answered or counted;
+* an attacker inside the fleet, on the shipped production broker config: a session takeover
+  storm (and the same without client ids bound to users), 30 MB packets and retained junk, and
+  1,000 connections of one user flooding.
 
-    .venv/bin/python bench/bench_faults.py [--out bench-faults] [--quick]
+    .venv/bin/python bench/bench_faults.py [--out bench-faults] [--quick] [--only NAME...]
 
 Prints a table, writes OUT/faults.json and OUT/faults.png; docs/reliability.md quotes it.
 """
@@ -52,11 +55,11 @@ def rss_mb(pid: int) -> float:
 
 
 class Edge:
-    def __init__(self, bundle: Path, port: int, work: Path, name: str = "edge-1"):
+    def __init__(self, bundle: Path, port: int, work: Path, name: str = "edge-1", env: dict | None = None):
         self.log = work / f"{name}-{uuid.uuid4().hex[:6]}.log"
         self.proc = subprocess.Popen(ANS + ["edge", "--bundle", str(bundle), "--broker", f"mqtt://127.0.0.1:{port}",
                                             "--id", name], stdout=open(self.log, "w"), stderr=subprocess.STDOUT,
-                                     env=ENV)
+                                     env={**ENV, **(env or {})})
         deadline = time.monotonic() + 120
         while "serving" not in self.log.read_text():
             if self.proc.poll() is not None or time.monotonic() > deadline:
@@ -76,13 +79,15 @@ class Edge:
 class Device:
     """A device process whose per-frame records are timestamped (wall clock) as they appear."""
 
-    def __init__(self, bundle: Path, clip: Path, port: int, work: Path, name: str, *extra: str):
+    def __init__(self, bundle: Path, clip: Path, port: int, work: Path, name: str, *extra: str,
+                 env: dict | None = None, device_id: str | None = None):
         self.out = work / f"{name}.jsonl"
         self.seen: list[tuple[float, dict]] = []
         self.proc = subprocess.Popen(ANS + ["device", "--bundle", str(bundle), "--source", str(clip), "--broker",
-                                            f"mqtt://127.0.0.1:{port}", "--id", name, "--out", str(self.out),
+                                            f"mqtt://127.0.0.1:{port}", "--id", device_id or name, "--out", str(self.out),
                                             "--state-dir", str(work / f"state-{name}"), *extra],
-                                     stdout=subprocess.DEVNULL, stderr=open(work / f"{name}.log", "w"), env=ENV)
+                                     stdout=subprocess.DEVNULL, stderr=open(work / f"{name}.log", "w"),
+                                     env={**ENV, **(env or {})})
         self._done = threading.Event()
         self._thread = threading.Thread(target=self._watch, daemon=True)
         self._thread.start()
@@ -108,6 +113,10 @@ class Device:
                 raise RuntimeError(f"device stopped at {len(self.seen)} of {n} frames")
             time.sleep(0.02)
 
+    def stop_when_done(self) -> list[dict]:
+        self.proc.wait(600)
+        return self.stop()
+
     def stop(self) -> list[dict]:
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
@@ -125,14 +134,26 @@ def summary(records: list[dict]) -> dict:
             "p50_ms": round(float(np.median(delays)), 1), "p99_ms": round(float(np.percentile(delays, 99)), 1)}
 
 
-def publisher(port: int):
+def publisher(port: int, user: tuple[str, str] | None = None, client_id: str | None = None, wait: bool = False,
+              loop: bool = True):
+    """A paho client (as ``user``, with ``client_id``); ``wait``: until the broker has answered;
+    without ``loop`` it only sends its CONNECT."""
     import paho.mqtt.client as mqtt
     from paho.mqtt.enums import CallbackAPIVersion
 
-    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"bench-{uuid.uuid4().hex[:8]}", protocol=mqtt.MQTTv5)
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id or f"bench-{uuid.uuid4().hex[:8]}",
+                         protocol=mqtt.MQTTv5)
     client.max_queued_messages_set(0)
+    if user is not None:
+        client.username_pw_set(*user)
+    answered = threading.Event()
+    client.on_connect = lambda c, u, f, rc, p: answered.set()
     client.connect("127.0.0.1", port)
+    if not loop:
+        return client
     client.loop_start()
+    if wait and not answered.wait(10):
+        raise RuntimeError("the broker did not answer")
     return client
 
 
@@ -322,6 +343,146 @@ def fuzz(ctx, count: int, seed: int = 0) -> dict:
             "log_lines": len(edge.lines())}
 
 
+# -- an attacker inside the fleet: the shipped production broker config, password logins --
+
+USERS = [("device", "victim", "pw-victim"), ("device", "attacker", "pw-attacker"), ("edge", "edge-1", "pw-edge")]
+
+
+@contextlib.contextmanager
+def production(ctx, name: str, bind_ids: bool = True):
+    """The production broker (``bind_ids=False``: without ``use_username_as_clientid``, as it was
+    shipped before), an edge and the user files; yields (broker, env of the victim device)."""
+    from lab.local_broker import Broker
+    from lab.production_broker import production_config
+
+    work = ctx.work / name
+    config = production_config(work, USERS).config
+    if not bind_ids:
+        config = config.replace("use_username_as_clientid true", "")
+    for _, user, pw in USERS:
+        (work / f"{user}.pw").write_text(pw + "\n")
+    broker = Broker(config, work)
+    broker.start()
+    edge = Edge(ctx.bundle, broker.port, ctx.work, env={"ANS_EDGE_MQTT__USERNAME": "edge-1",
+                                                        "ANS_EDGE_MQTT__PASSWORD_FILE": str(work / "edge-1.pw")})
+    try:
+        yield broker, {"ANS_DEVICE_MQTT__USERNAME": "victim", "ANS_DEVICE_MQTT__PASSWORD_FILE": str(work / "victim.pw")}
+    finally:
+        edge.stop()
+        broker.stop()
+
+
+def victim(ctx, broker, env: dict, name: str, frames: int) -> Device:
+    return Device(ctx.bundle, ctx.clip, broker.port, ctx.work, name, "--policy", "edge-only", "--frames", str(frames),
+                  "--loop", "--emulate-slowdown", "5", "--deadline-ms", "1000", env=env, device_id="victim")
+
+
+def takeover(ctx, bind_ids: bool) -> dict:
+    """Another logged-in device connects 10 times in 10 s with the victim's client id, then 8 times
+    in 10 s with the edge's."""
+    import re
+
+    with production(ctx, f"takeover-{bind_ids}", bind_ids) as (broker, env):
+        dev = victim(ctx, broker, env, f"takeover-{bind_ids}", 100_000)
+        dev.wait_frames(20)
+        # The ids the broker knows them by (its log says them; an attacker on the network learns
+        # them as easily): the user name when ids are bound, else the app's id with a random suffix.
+        ids = dict((user, cid) for cid, user in re.findall(r"as (\S+) \(p\d, c\d, k\d+, u'([^']+)'\)",
+                                                          broker.log.read_text()))
+        for user, count in (("victim", 10), ("edge-1", 8)):
+            for _ in range(count):
+                c = publisher(broker.port, ("attacker", "pw-attacker"), client_id=ids[user], wait=True)
+                time.sleep(10 / count)
+                c.loop_stop()
+                c.disconnect()
+        dev.wait_frames(len(dev.seen) + 20)
+        records = dev.stop()
+        closed = broker.log.read_text().count("already connected, closing old connection")
+    return {"client_ids_bound": bind_ids, **summary(records), "sessions_closed_by_the_broker": closed}
+
+
+def big_packets(ctx, frames: int) -> dict:
+    """The victim alone, then while another device publishes 30 MB of junk about 10 times a second
+    on its own request topic, and stores 20 retained 8 MB messages under the discovery prefix
+    (and as big as it may on its own retained topics); the broker's memory throughout."""
+    out = {}
+    with production(ctx, "big-packets") as (broker, env):
+        base = rss_mb(broker.proc.pid)
+        out["alone"] = summary(victim(ctx, broker, env, "big-alone", frames).stop_when_done())
+        stop, peak, sent = threading.Event(), [base], [0]
+
+        def attack():
+            """Retained messages as big as its own topics take, 20 of 8 MB under the discovery prefix,
+            then 30 MB of junk about 10 times a second; a fresh connection whenever the broker
+            closes one (it does at every packet over its limit)."""
+            c = None
+            near_limit, retained, junk = (os.urandom(4 * 2**20 - 64 * 2**10), os.urandom(8 * 2**20),
+                                          os.urandom(30 * 2**20))
+            plan = [(f"ans/v1/device/attacker/{t}", near_limit, True) for t in ("status", "objects", "snapshot")] + \
+                [("homeassistant/device/ans_attacker/config", near_limit, True)] + \
+                [(f"homeassistant/sensor/ans_attacker/junk{k}/config", retained, True) for k in range(20)]
+            while not stop.is_set():
+                topic, payload, retain = plan.pop(0) if plan else ("ans/v1/device/attacker/request", junk, False)
+                if c is None or not c.is_connected():
+                    if c is not None:
+                        c.loop_stop()
+                    c = publisher(broker.port, ("attacker", "pw-attacker"), wait=True)
+                c.publish(topic, payload, qos=0, retain=retain)
+                sent[0] += not retain
+                time.sleep(0.1)
+            c.loop_stop()
+            c.disconnect()
+
+        def watch():
+            while not stop.is_set():
+                peak[0] = max(peak[0], rss_mb(broker.proc.pid))
+                time.sleep(0.05)
+        for target in (attack, watch):
+            threading.Thread(target=target, daemon=True).start()
+        out["attacked"] = summary(victim(ctx, broker, env, "big-attacked", frames).stop_when_done())
+        stop.set()
+        time.sleep(0.5)
+        out.update(broker_rss_mb_before=round(base, 1), broker_rss_mb_peak=round(peak[0], 1),
+                   broker_rss_mb_after=round(rss_mb(broker.proc.pid), 1), packets_of_30mb_tried=sent[0])
+    out["p99_ratio"] = round(out["attacked"]["p99_ms"] / out["alone"]["p99_ms"], 2)
+    return out
+
+
+def many_connections(ctx, frames: int) -> dict:
+    """One device user opens 1,000 connections, then 4 of them flood its request topic with junk at
+    5,000 messages a second each, while the victim runs."""
+    out = {}
+    with production(ctx, "many-connections") as (broker, env):
+        out["alone"] = summary(victim(ctx, broker, env, "many-alone", frames).stop_when_done())
+        began = time.monotonic()
+        opened = [publisher(broker.port, ("attacker", "pw-attacker"), loop=False) for _ in range(1000)]
+        out["opening_s"] = round(time.monotonic() - began, 1)
+        for c in opened[-4:]:  # these four reconnect whenever they are closed, and flood
+            c.loop_start()
+        stop = threading.Event()
+
+        def flood(c):
+            tick = time.monotonic()
+            while not stop.is_set():
+                for _ in range(50):
+                    c.publish("ans/v1/device/attacker/request", os.urandom(100), qos=0)
+                tick += 0.01
+                time.sleep(max(0.0, tick - time.monotonic()))
+        for c in opened[-4:]:
+            threading.Thread(target=flood, args=(c,), daemon=True).start()
+        out["attacked"] = summary(victim(ctx, broker, env, "many-attacked", frames).stop_when_done())
+        stop.set()
+        for c in opened[-4:]:
+            c.loop_stop()
+        for c in opened:
+            c.disconnect()
+        out["sessions_closed_by_the_broker"] = broker.log.read_text().count("already connected, closing old")
+        out["broker_rss_mb"] = round(rss_mb(broker.proc.pid), 1)
+    out["p50_ratio"] = round(out["attacked"]["p50_ms"] / out["alone"]["p50_ms"], 2)
+    out["p99_ratio"] = round(out["attacked"]["p99_ms"] / out["alone"]["p99_ms"], 2)
+    return out
+
+
 class Context:
     def __init__(self, work: Path):
         from common.scenes import make_clip
@@ -374,6 +535,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", default="bench-faults")
     parser.add_argument("--quick", action="store_true", help="smaller counts (a smoke run)")
+    parser.add_argument("--only", nargs="+", metavar="NAME", help="only the scenarios whose names start so")
     args = parser.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -390,13 +552,22 @@ def main() -> None:
              *[(f"flood junk {r}/s", lambda r=r: flood(ctx, "junk", r, 150 // scale)) for r in (1000, 5000, 20000)],
              *[(f"flood valid {r}/s", lambda r=r: flood(ctx, "valid", r, 150 // scale)) for r in (100, 1000)],
              ("malformed", lambda: malformed(ctx, 200_000 // scale)),
-             ("fuzz", lambda: fuzz(ctx, 100_000 // scale))]
+             ("fuzz", lambda: fuzz(ctx, 100_000 // scale)),
+             ("takeover", lambda: takeover(ctx, True)),
+             ("takeover, ids not bound", lambda: takeover(ctx, False)),
+             ("30 MB packets", lambda: big_packets(ctx, 150 // scale)),
+             ("1,000 connections", lambda: many_connections(ctx, 150 // scale))]
+    if args.only:
+        steps = [(name, step) for name, step in steps if any(name.startswith(o) for o in args.only)]
     for k, (name, step) in enumerate(steps, 1):
         started = time.monotonic()
         print(f"[{k}/{len(steps)}] {name} ...", file=sys.stderr, flush=True)
         results[name] = step()
         print(f"    {time.monotonic() - started:.0f} s: {json.dumps(results[name])}", file=sys.stderr, flush=True)
-    (out / "faults.json").write_text(json.dumps(results, indent=1))
+    saved = out / "faults.json"
+    if args.only and saved.is_file():  # a partial run updates the scenarios it ran
+        results = {**json.loads(saved.read_text()), **results}
+    saved.write_text(json.dumps(results, indent=1))
     plot(results, out / "faults.png")
     for name, r in results.items():
         print(f"{name:12s} {json.dumps(r)}")

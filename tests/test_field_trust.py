@@ -279,3 +279,18 @@ def test_without_a_broker_frames_start_at_once(demo_bundle):
     began = time.monotonic()
     assert device.run(frames) == 3
     assert first[0] - began < 150  # not the 300 s connect timeout: nothing answers, so nothing is waited for
+
+
+@broker_needed
+def test_an_edge_whose_id_is_not_its_users_says_its_publishes_are_refused(demo_bundle, tmp_path):
+    tmp = demo_bundle
+    prod = production_config(tmp_path, CLIENTS)
+    with started(prod.config, tmp_path) as broker:
+        edge = start_edge(tmp, broker.port, "--id", "edge-9", env=password_env(tmp_path, "edge", "edge-1"))
+        try:
+            said = []
+            wait_for(lambda: said.append(edge.stdout.readline()) or "refused a publish" in said[-1], 60,
+                     "a line about the refused publishes", edge)
+        finally:
+            stop(edge)
+    assert "Not authorized" in said[-1] and "edge-9" in said[-1]
