@@ -409,7 +409,7 @@ def big_packets(ctx, frames: int) -> dict:
     with production(ctx, "big-packets") as (broker, env):
         base = rss_mb(broker.proc.pid)
         out["alone"] = summary(victim(ctx, broker, env, "big-alone", frames).stop_when_done())
-        stop, peak, sent = threading.Event(), [base], [0]
+        stop, flooding, peak, sent = threading.Event(), threading.Event(), [base], [0]
 
         def attack():
             """Retained messages as big as its own topics take, 20 of 8 MB under the discovery prefix,
@@ -422,6 +422,8 @@ def big_packets(ctx, frames: int) -> dict:
                 [("homeassistant/device/ans_attacker/config", near_limit, True)] + \
                 [(f"homeassistant/sensor/ans_attacker/junk{k}/config", retained, True) for k in range(20)]
             while not stop.is_set():
+                if not plan:
+                    flooding.set()
                 topic, payload, retain = plan.pop(0) if plan else ("ans/v1/device/attacker/request", junk, False)
                 if c is None or not c.is_connected():
                     if c is not None:
@@ -439,6 +441,8 @@ def big_packets(ctx, frames: int) -> dict:
                 time.sleep(0.05)
         for target in (attack, watch):
             threading.Thread(target=target, daemon=True).start()
+        if not flooding.wait(300):
+            raise RuntimeError("the attacker did not get through its retained messages")
         out["attacked"] = summary(victim(ctx, broker, env, "big-attacked", frames).stop_when_done())
         stop.set()
         time.sleep(0.5)
@@ -555,7 +559,7 @@ def main() -> None:
              ("fuzz", lambda: fuzz(ctx, 100_000 // scale)),
              ("takeover", lambda: takeover(ctx, True)),
              ("takeover, ids not bound", lambda: takeover(ctx, False)),
-             ("30 MB packets", lambda: big_packets(ctx, 150 // scale)),
+             ("30 MB packets", lambda: big_packets(ctx, 600 // scale)),
              ("1,000 connections", lambda: many_connections(ctx, 150 // scale))]
     if args.only:
         steps = [(name, step) for name, step in steps if any(name.startswith(o) for o in args.only)]

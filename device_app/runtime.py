@@ -24,8 +24,8 @@ from paho.mqtt.enums import MQTTErrorCode
 
 from common.bundle import Bundle
 from common.detect import counts, objects
-from common.disk import write_problem
 from common.detect import detections as decode_detections
+from common.disk import write_problem
 from common.logs import RateLimitedLog
 from common.service import Heartbeat, Notifier
 from common.tflite import SegmentRunner, load_delegate
@@ -163,17 +163,15 @@ class Device:
             context = {"broker": self._broker_name(), "edges": sorted(self.seen_edges or self._saved_edges)}
             self.write_or_say(path, save_state, path, {**self.policy.state(), "context": context})
 
-    def write_or_say(self, path: Path, write, *args) -> bool:
+    def write_or_say(self, path: Path, write, *args) -> None:
         """``write(*args)``; a failed write (a full disk) is counted (``totals.write_errors``) and said
         at most once a minute, naming the file and the space left, and detection goes on."""
         try:
             write(*args)
-            return True
         except OSError as exc:
             self.stats.totals["write_errors"] += 1
             self.logs.warning("write", "%s; detection goes on, this file is written again once it can be",
                               write_problem(path, exc))
-            return False
 
     # -- broker --
 

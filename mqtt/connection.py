@@ -153,19 +153,20 @@ class SessionGuard:
 
     * A CONNACK that refuses for a reason retrying cannot fix (credentials, a ban): remembered, and
       paho's retries stopped, so the service exits (3) instead of hammering the broker.
-    * A TLS connection closed before any CONNACK, ``TLS_DROPS`` times in a row: the broker refused
-      this client's certificate after the handshake (TLS 1.3 says so only then); the same verdict.
+    * A TLS connection closed by the broker before any CONNACK, within ``TLS_DROP_WITHIN_S`` of
+      opening, ``TLS_DROPS`` times in a row: it refused this client's certificate after the
+      handshake (TLS 1.3 says so only then); the same verdict.
     * A SUBACK that refuses one of its own topics: a disabled user (certificate logins are not
       checked at CONNECT) or an id that is not this user's; the same verdict.
     * A session closed by the broker and re-opened at once, ``BOUNCES`` times within
       ``BOUNCE_WINDOW_S``: another client logs in as this one (a copied password or certificate,
       a second device with this id) and the broker hands it the session. Said once, and paho
       waits ``BACK_OFF_S`` between attempts instead of fighting; normal once a session holds.
-    * A refused publish (MQTT 5 PUBACK): counted and said at most once a minute, with its topic.
+    * A refused publish (MQTT 5 PUBACK): counted and said at most once a minute.
 
     Callbacks are installed here; ``on_lost`` (the app's) runs after a lost session is judged."""
 
-    TLS_DROPS = 3
+    TLS_DROPS, TLS_DROP_WITHIN_S = 3, 5.0
     BOUNCES, BOUNCE_WINDOW_S, BOUNCE_GAP_S = 3, 60.0, 2.0
     BACK_OFF_S = (30.0, 120.0)
     #: A session that lasted this long ends a back-off.
@@ -182,12 +183,19 @@ class SessionGuard:
         self.bounces: list[float] = []
         self.backing_off = False
         self.refused_publishes = 0
-        self.own_topics: set[str] = set()
+        self.opened_at: float | None = None  # when the socket of the attempt now running opened
         self._client = client
+        self._subscriptions: dict[int, list[str]] = {}
+        opened = client.on_socket_open
+
+        def on_socket_open(client, userdata, sock) -> None:
+            self.opened_at = time.monotonic()
+            if opened is not None:
+                opened(client, userdata, sock)
+        client.on_socket_open = on_socket_open
         client.on_disconnect = self._lost
         client.on_subscribe = self._subscribed
         client.on_publish = self._published
-        self._subscriptions: dict[int, list[str]] = {}
 
     def subscribe(self, topics: list[tuple[str, int]]) -> None:
         """Subscribe (in ``on_connect``); a refusal of any of these is a verdict, not a warning."""
@@ -220,7 +228,9 @@ class SessionGuard:
         now = time.monotonic()
         up_for = now - self.up_since if self.up_since is not None else None
         self.up_since = None
-        if up_for is None and reason_code.is_failure and self.settings.tls and self.reason is None:
+        closed_at_once = str(reason_code) == "Unspecified error" and self.opened_at is not None \
+            and now - self.opened_at < self.TLS_DROP_WITHIN_S  # by the broker, not a keep-alive timeout
+        if up_for is None and closed_at_once and self.settings.tls and self.reason is None:
             self.tls_drops += 1  # closed before any CONNACK: after the handshake, the broker said no
             if self.tls_drops >= self.TLS_DROPS:
                 self._give_up(client, f"it closed the TLS connection before answering, {self.tls_drops} times in a "

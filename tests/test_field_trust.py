@@ -48,6 +48,7 @@ def password_env(tmp_path: Path, role: str, user: str) -> dict:
 class FakeClient:
     def __init__(self):
         self.delays, self.disconnected = [], 0
+        self.on_socket_open = None
 
     def reconnect_delay_set(self, min_delay, max_delay):
         self.delays.append((min_delay, max_delay))
@@ -84,9 +85,15 @@ def test_tls_closed_before_any_answer_and_a_refused_subscription_are_verdicts():
 
     client = FakeClient()
     guard = SessionGuard(client, MqttSettings(broker="mqtts://127.0.0.1:8883"), "cam-a", logging.getLogger("test"))
+    for _ in range(SessionGuard.TLS_DROPS):  # a link too slow to answer before the keep-alive: no verdict
+        client.on_socket_open(client, None, None)
+        guard._lost(client, None, None, ReasonCode(PacketTypes.DISCONNECT, "Keep alive timeout"), None)
+    guard.check()
     for _ in range(SessionGuard.TLS_DROPS - 1):
+        client.on_socket_open(client, None, None)
         guard._lost(client, None, None, DROPPED, None)
     guard.check()
+    client.on_socket_open(client, None, None)
     guard._lost(client, None, None, DROPPED, None)
     with pytest.raises(BrokerRefused, match="certificate"):
         guard.check()
