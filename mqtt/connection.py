@@ -167,7 +167,7 @@ class SessionGuard:
     Callbacks are installed here; ``on_lost`` (the app's) runs after a lost session is judged."""
 
     TLS_DROPS, TLS_DROP_WITHIN_S = 3, 5.0
-    BOUNCES, BOUNCE_WINDOW_S, BOUNCE_GAP_S = 3, 60.0, 2.0
+    BOUNCES, BOUNCE_WINDOW_S, BOUNCE_GAP_S = 3, 60.0, 5.0
     BACK_OFF_S = (30.0, 120.0)
     #: A session that lasted this long ends a back-off.
     SETTLED_S = 120.0

@@ -301,3 +301,28 @@ def test_an_edge_whose_id_is_not_its_users_says_its_publishes_are_refused(demo_b
         finally:
             stop(edge)
     assert "Not authorized" in said[-1] and "edge-9" in said[-1]
+
+
+@broker_needed
+def test_two_devices_with_one_users_credentials_say_so_and_stop_fighting(demo_bundle, tmp_path):
+    """A copied password: the broker hands the session to whichever logged in last. Each side sees
+    its session closed and re-opened at once, says so in one line, and backs off; frames go on."""
+    tmp = demo_bundle
+    prod = production_config(tmp_path, CLIENTS)
+    env = {**ENV, **password_env(tmp_path, "device", "cam-a")}
+    with started(prod.config, tmp_path) as broker:
+        logs = [open(tmp_path / f"twin-{k}.log", "w") for k in range(2)]
+        twins = [spawn(device_args(tmp, broker.port, "cam-a", "ans", "--loop", "--frames", "100000",
+                                   "--out", str(tmp_path / f"twin-{k}.jsonl")), stdout=log, stderr=log, env=env)
+                 for k, log in enumerate(logs)]
+        said = lambda: [(tmp_path / f"twin-{k}.log").read_text() for k in range(2)]  # noqa: E731
+        try:
+            wait_for(lambda: any("another client is logging in as cam-a" in s for s in said()), 120,
+                     "a twin saying that another client logs in as it")
+        finally:
+            for twin in twins:
+                stop(twin)
+            for log in logs:
+                log.close()
+    assert all(twin.returncode == 0 for twin in twins), said()
+    assert all(s.count("another client is logging in as cam-a") <= 1 for s in said())
