@@ -46,9 +46,9 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     world = build_world(profile, trace, args.frames, args.seed, args.noise, args.key_frame_prob,
                         args.edge_rate, args.layer_overhead_ms * 1e-3)
     policy = make_policy(args.policy, profile, world.mean_total_s)
+    if (args.state_in or args.state_out) and not policy.stateful:  # said before the run, not after it
+        raise StateError(f"policy '{args.policy}' keeps no state to load or save")
     if args.state_in:
-        if not hasattr(policy, "load_state"):
-            raise StateError(f"policy '{args.policy}' keeps no state to load")
         policy.load_state(load_state(args.state_in))
     progress = None
     if not args.json and sys.stderr.isatty():
@@ -58,8 +58,6 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     if progress:
         print(file=sys.stderr)
     if args.state_out:
-        if not hasattr(policy, "state"):
-            raise StateError(f"policy '{args.policy}' keeps no state to save")
         save_state(args.state_out, policy.state())
     summary = {"profile": profile.name, "trace": args.trace, "seed": args.seed, **result.summary(args.splits)}
     if args.json:

@@ -28,11 +28,10 @@ class Board:
         self.lock = threading.Lock()
 
     def take(self, topic: str, payload: bytes) -> None:
-        parts = topic.split("/")
-        if len(parts) != 5 or "/".join(parts[:2]) != f"{self.topics.prefix}/v1" or parts[2] not in ("device", "edge") \
-                or parts[4] not in ("status", "stats"):
+        address = self.topics.parse(topic)
+        if address is None or address.what not in ("status", "stats"):
             return
-        kind, name, what = parts[2], parts[3], parts[4]
+        kind, name, what = address.kind, address.name, address.what
         with self.lock:
             row = self.rows.setdefault((kind, name), {"status": "?", "stats": {}, "seen": None})
             row["heard"] = time.monotonic()
@@ -69,7 +68,7 @@ class Board:
                 t.add_column(column, justify="left" if k < 2 else "right", no_wrap=True)
             return t
 
-        prefix = f"{self.topics.prefix}/v1"
+        prefix = self.topics.base()
         devices = table(f"devices on {prefix}",
                         ("device", "status", "fps", "split", "ms mean/p95", "fallbacks", "explore", "age"))
         edges = table(f"edges on {prefix}", ("edge", "status", "req/s", "tail ms", "errors", "queue", "batch", "cpu",
@@ -136,7 +135,7 @@ def run_monitor(settings: MqttSettings, duration_s: float | None = None, forget_
             return
         board.broker = None
         connected.set()
-        client.subscribe([*((f, 1) for f in topics.everything("status")), *((f, 0) for f in topics.everything("stats"))])
+        client.subscribe([(f, 1) for f in topics.everything("status")] + [(f, 0) for f in topics.everything("stats")])
 
     def on_disconnect(client, userdata, flags, reason_code, properties):
         board.broker = f"{host}:{port}"

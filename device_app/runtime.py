@@ -32,8 +32,8 @@ from common.tflite import SegmentRunner, load_delegate
 from mqtt.codec import encode
 from mqtt.connection import SessionGuard, go_offline, make_client, max_packet_size, parse_broker, start
 from mqtt.discovery import announce
-from mqtt.protocol import (ProtocolError, Request, Topics, bundle_hash_bytes, decode_compute_table, decode_load,
-                           decode_result, encode_request, request_size)
+from mqtt.protocol import (Address, ProtocolError, Request, Topics, bundle_hash_bytes, decode_compute_table,
+                           decode_load, decode_result, encode_request, request_size)
 
 from .heads import calibrate
 from .keyframe import KeyFrameDetector
@@ -47,8 +47,6 @@ from .telemetry import DeviceStats
 
 log = logging.getLogger("ans.device")
 
-#: Weight of a new head run in the running front-end delay of its split.
-FRONT_EWMA = 0.1
 #: What a restored learner state learnt under another broker or edge counts, relative to one
 #: restored from the same (``resume_weight``).
 FOREIGN_WEIGHT = 0.2
@@ -115,7 +113,7 @@ class Device:
     # -- learner state: resume after a restart --
 
     def _learner_path(self) -> Path | None:
-        return self.state_dir / "learner.json" if self.state_dir and hasattr(self.policy, "state") else None
+        return self.state_dir / "learner.json" if self.state_dir and self.policy.stateful else None
 
     def _broker_name(self) -> str:
         return f"{self.host}:{self.port}"
@@ -129,18 +127,15 @@ class Device:
         borrowed = path is None or not path.is_file()
         if borrowed:  # nothing of its own yet: another device's state, if the user gave one
             path = Path(self.settings.initial_state) if self.settings.initial_state else None
-            if path is None or not hasattr(self.policy, "load_state"):
+            if path is None or not self.policy.stateful:
                 return
         try:
             state = load_state(path)
             context = state.pop("context", None)
-            weaken = getattr(self.policy, "weaken", None)
-            self.policy.load_state(state, **({"weight": self.settings.resume_weight} if weaken else {}))
+            self.policy.load_state(state, weight=self.settings.resume_weight)
             log.info("resumed the learner from %s", path)
         except StateError as exc:
             log.warning("starting the learner afresh: %s", exc)
-            return
-        if weaken is None:
             return
         if borrowed:
             self._weaken_prior(f"by another device ({path})")
@@ -154,8 +149,8 @@ class Device:
             self._weaken_prior(f"through another broker ({str(context.get('broker'))[:64]})")
 
     def _weaken_prior(self, why: str) -> None:
-        self.policy.weaken(FOREIGN_WEIGHT)
-        log.info("the restored learner state was learnt %s: kept as a weak prior", why)
+        if self.policy.weaken(FOREIGN_WEIGHT):
+            log.info("the restored learner state was learnt %s: kept as a weak prior", why)
 
     def save_learner(self) -> None:
         path = self._learner_path()
@@ -202,16 +197,19 @@ class Device:
         for split in np.flatnonzero(too_big & ~self.too_big):
             log.warning("split %d sends %d bytes, over the broker's maximum packet size %d: never offloaded",
                         split, self.request_bytes[split], limit)
-        self.policy.front_delay_s[too_big] = np.inf
+        self.policy.set_front_delay(too_big, np.inf)
         back = self.too_big & ~too_big  # a bigger limit after a reconnect
-        self.policy.front_delay_s[back] = self.calibrated[back]
+        self.policy.set_front_delay(back, self.calibrated[back])
         self.too_big = too_big
 
     def _on_message(self, client, userdata, message) -> None:
         """Never raises: an exception here would end paho's network thread."""
         try:
-            if message.topic.endswith("/status"):
-                edge = message.topic.split("/")[-2]
+            address = self.topics.parse(message.topic)
+            if address is None:
+                return
+            if address.kind == "edge" and address.what == "status":
+                edge = address.name
                 if message.payload == b"online":
                     if not self.edges:
                         self.edge_back.set()
@@ -222,18 +220,15 @@ class Device:
                     self.edges.discard(edge)
                     self.edge_epoch += 1
                 return
-            if message.topic.endswith("/compute"):
+            if address.kind == "edge" and address.what == "compute":
                 self._compute_table(message.payload)
-                return
-            if message.topic == self.topics.device_stats(self.settings.id):
+            elif address.kind == "edge" and address.what == "load":
+                if address.name in self.edges:  # the latest per online edge; the main thread hands it to the learner
+                    self.loads[address.name] = decode_load(message.payload)
+            elif address == Address("device", self.settings.id, "stats"):
                 self._check_twin(message.payload)
-                return
-            if message.topic.endswith("/load"):
-                edge = message.topic.split("/")[-2]
-                if edge in self.edges:  # the latest per online edge; the main thread hands it to the learner
-                    self.loads[edge] = decode_load(message.payload)
-                return
-            self.results.put((decode_result(message.payload), time.monotonic()))
+            elif address == Address("device", self.settings.id, "result"):
+                self.results.put((decode_result(message.payload), time.monotonic()))
         except ProtocolError as exc:
             self.logs.warning("malformed", "ignoring a malformed message on %s: %s", message.topic[:120], exc)
         except Exception:
@@ -268,20 +263,18 @@ class Device:
 
     def _hear_loads(self) -> None:
         """The edges' load reports, to a learner that prices the wait it would add."""
-        hear = getattr(self.policy, "edge_load", None)
         edges = max(len(self.edges), 1)
         span = self._started[-1] - self._started[0]
         rate = (len(self._started) - 1) / span if span > 0 else 0.0
         for edge in list(self.loads):
             report = self.loads.pop(edge, None)
-            if hear is not None and report is not None and rate > 0:
-                hear(report.utilisation, report.wait_s, report.service_s, rate, edges)
+            if report is not None and rate > 0:
+                self.policy.edge_load(report.utilisation, report.wait_s, report.service_s, rate, edges)
 
     def _start_from_table(self) -> None:
         """A learner that knows nothing of the edge yet starts from what the edge says of itself."""
         table, self.table = self.table, None
-        prime = getattr(self.policy, "prime_edge", None)
-        if table is not None and prime is not None and prime(table):
+        if table is not None and self.policy.prime_edge(table):
             log.info("learner started from the edge's compute table (%d splits)", int(np.isfinite(table).sum()))
 
     # -- one frame --
@@ -300,8 +293,8 @@ class Device:
     def _head(self, split: int, image: np.ndarray) -> list[np.ndarray]:
         """Run split p's head (the whole model for device-only), learning its front-end delay as it goes."""
         outputs, took = self._timed(float(self.measured[split]), self.runner.run, split, image)
-        if split and np.isfinite(self.policy.front_delay_s[split]):
-            self.policy.front_delay_s[split] += FRONT_EWMA * (took - self.policy.front_delay_s[split])
+        if split:
+            self.policy.observe_front_delay(split, took)
         return outputs
 
     def _offload(self, frame_id: int, split: int, cut: np.ndarray):
@@ -340,14 +333,14 @@ class Device:
             self._start_from_table()
         if self.loads:
             self._hear_loads()
-        estimate = getattr(self.policy, "estimate", None)
-        best = int(np.argmin(estimate())) if estimate else None
+        estimate = self.policy.estimate()
+        best = int(np.argmin(estimate)) if estimate is not None else None
         if self.edge_back.is_set():  # an edge is there again: the learner re-checks offloading now
             self.edge_back.clear()
             if self._saved_edges and not self._saved_edges & self.edges:
                 self._weaken_prior(f"with another edge ({', '.join(sorted(self._saved_edges))[:100]})")
             self._saved_edges = set()  # checked once, against the first edge seen
-            getattr(self.policy, "edge_online", lambda: None)()
+            self.policy.edge_online()
         split = self.policy.choose(self.keyframes(frame))
         if self.too_big[split]:
             split = self.device_only

@@ -37,7 +37,8 @@ class DeviceSettings:
     deadline_ms: float = 500.0
     """A result later than this after sending: the frame is finished on the device and the learner is told."""
     connect_timeout_s: float = 30.0
-    """At start, wait this long for the broker; then run device-only until it comes (frames are never held back)."""
+    """At start, wait this long for the broker's answer once its address accepts the connection (not at all when
+    nothing listens there); then run device-only until it comes (frames are never held back)."""
     state_dir: str | None = None
     """Where the calibration and the learner state are kept, so a restart resumes (systemd: /var/lib/ans)."""
     stats_interval_s: float = 10.0

@@ -37,7 +37,7 @@ class DeviceStats:
         now = time.monotonic()
         delays = np.asarray(self.delays) if self.delays else np.zeros(1)
         frames = self.window["frames"]
-        estimate = getattr(policy, "estimate", None)
+        estimate = policy.estimate()
         message = {
             "window_s": round(now - self.since, 3),
             "frames": frames,
@@ -51,7 +51,7 @@ class DeviceStats:
             "exploration_rate": round(self.window["explored"] / frames, 3) if frames else 0.0,
             "totals": dict(self.totals),
             "learner": {**policy.stats(),
-                        **({"estimate_ms": np.round(estimate() * 1e3, 2).tolist()} if estimate else {}),
+                        **({"estimate_ms": np.round(estimate * 1e3, 2).tolist()} if estimate is not None else {}),
                         "front_ms": np.round(policy.front_delay_s * 1e3, 2).tolist()},
             **extra,
         }

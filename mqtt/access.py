@@ -62,25 +62,25 @@ def observed(prefix: str = "ans") -> list[str]:
     """What observers (``ans monitor``, Home Assistant) may read: every client's status and stats, a
     device's objects and detections, an edge's load and compute table. Never a request or a result:
     those carry camera frames and cut tensors."""
-    base = f"{prefix}/v1"
-    return [f"{base}/device/+/{what}" for what in ("status", "stats", "objects", "detections")] + \
-        [f"{base}/edge/+/{what}" for what in ("status", "stats", "load", "compute")]
+    t = Topics(prefix)
+    return [t.every("device", what) for what in ("status", "stats", "objects", "detections")] + \
+        [t.every("edge", what) for what in ("status", "stats", "load", "compute")]
 
 
 def kind_roles(prefix: str = "ans", group: str = "ans-edges", discovery_prefix: str = DISCOVERY) -> list[dict]:
     """The roles every client of a kind shares; ``ans-snapshots`` is an observer's opt-in to the
     devices' annotated snapshots (camera pictures)."""
-    t, base = Topics(prefix), f"{prefix}/v1"
+    t = Topics(prefix)
     return [
-        {"rolename": "ans-device", "acls": _reads(t.every_edge_status(), f"{base}/edge/+/stats",
+        {"rolename": "ans-device", "acls": _reads(t.every_edge_status(), t.every("edge", "stats"),
                                                   t.every_edge_compute(), t.every_edge_load())},
         {"rolename": "ans-edge", "acls": [_acl("subscribeLiteral", t.shared_requests(group)),
-                                          _acl("publishClientReceive", f"{base}/device/+/request")]
-         + _writes(f"{base}/device/+/result")},
+                                          _acl("publishClientReceive", t.every("device", "request"))]
+         + _writes(t.every("device", "result"))},
         {"rolename": "ans-monitor", "acls": _reads(*observed(prefix), pattern=True)},
         {"rolename": "ans-homeassistant", "acls": _reads(*observed(prefix), f"{discovery_prefix}/#", pattern=True)
          + _writes(f"{discovery_prefix}/status")},
-        {"rolename": SNAPSHOTS, "acls": _reads(f"{base}/device/+/snapshot", pattern=True)},
+        {"rolename": SNAPSHOTS, "acls": _reads(t.every("device", "snapshot"), pattern=True)},
     ]
 
 

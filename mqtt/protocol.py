@@ -232,13 +232,41 @@ def decode_load(message: bytes) -> LoadReport:
 
 
 @dataclass(frozen=True)
+class Address:
+    """Where a message was published: ``<prefix>/v1/<kind>/<name>/<what>``."""
+
+    kind: str  # "device" or "edge"
+    name: str
+    what: str  # "request", "result", "status", "stats", ...
+
+
+@dataclass(frozen=True)
 class Topics:
-    """The topic tree, versioned under a configurable prefix."""
+    """The topic tree, versioned under a configurable prefix. Topics are made and read here only."""
 
     prefix: str = "ans"
 
     def _base(self) -> str:
         return f"{self.prefix}/v{VERSION}"
+
+    def base(self) -> str:
+        """``<prefix>/v1``: everything of this tree lies under it."""
+        return self._base()
+
+    def parse(self, topic: str) -> Address | None:
+        """The kind, client and message of a topic of this tree; None for any other topic (another
+        prefix or version, another depth, a client name that is not a valid topic level)."""
+        parts = topic.split("/")
+        if len(parts) != 5 or f"{parts[0]}/{parts[1]}" != self._base() or parts[2] not in ("device", "edge"):
+            return None
+        try:
+            return Address(parts[2], _name(parts[3]), parts[4])
+        except ProtocolError:
+            return None
+
+    def every(self, kind: str, what: str) -> str:
+        """Every ``kind`` client's ``what`` (a filter)."""
+        return f"{self._base()}/{kind}/+/{what}"
 
     def request(self, device: str) -> str:
         return f"{self._base()}/device/{_name(device)}/request"
@@ -279,20 +307,20 @@ class Topics:
         return f"{self._base()}/edge/{_name(edge)}/load"
 
     def every_edge_load(self) -> str:
-        return f"{self._base()}/edge/+/load"
+        return self.every("edge", "load")
 
     def every_edge_compute(self) -> str:
         """What devices subscribe to, to start from what the edges know about their own speed."""
-        return f"{self._base()}/edge/+/compute"
+        return self.every("edge", "compute")
 
     def every_edge_status(self) -> str:
         """What devices subscribe to, to know which edges are online."""
-        return f"{self._base()}/edge/+/status"
+        return self.every("edge", "status")
 
     def everything(self, what: str) -> list[str]:
         """Every device's and every edge's ``status`` or ``stats`` (what ``ans monitor`` watches): one
         filter per kind, as the observers' roles name them."""
-        return [f"{self._base()}/{kind}/+/{what}" for kind in ("device", "edge")]
+        return [self.every(kind, what) for kind in ("device", "edge")]
 
     def requesting_device(self, topic: str) -> str:
         """The device id in a request topic; ProtocolError (kind ``topic``) for any other topic,

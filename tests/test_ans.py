@@ -51,7 +51,9 @@ def test_key_frames_are_served_greedily(tiny):
     world = build_world(tiny, SCENARIOS["steady"](600), 600, seed=6)
     policy = ANS(tiny)
     run(policy, world)
-    assert np.argmin(policy.indices(False)) is not None
+    optimistic, estimate = policy.indices(False), policy.estimate()
+    assert (optimistic <= estimate).all() and (optimistic < estimate).any()  # non-key frames explore
+    assert (policy.indices(True) == estimate).all()  # key frames do not
     for _ in range(20):
         assert policy.choose(key_frame=True) == int(np.argmin(policy.estimate()))
 

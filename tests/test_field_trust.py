@@ -326,3 +326,27 @@ def test_two_devices_with_one_users_credentials_say_so_and_stop_fighting(demo_bu
                 log.close()
     assert all(twin.returncode == 0 for twin in twins), said()
     assert all(s.count("another client is logging in as cam-a") <= 1 for s in said())
+
+
+@broker_needed
+def test_broker_limits_fit_the_largest_request_and_the_broker_takes_them(demo_bundle, tmp_path):
+    import re
+
+    from ans.broker import limits
+    from ans.cli import main
+    from common.bundle import read_manifest
+    from mqtt.protocol import request_size
+
+    largest = max(request_size(s.cut_shape, "float32") for s in read_manifest(demo_bundle / "bundle").splits
+                  if s.cut_shape)
+    lines = limits([str(demo_bundle / "bundle")])
+    packet = int(re.search(r"^max_packet_size (\d+)$", lines, re.M)[1])
+    assert largest < packet <= largest + 2**17
+    config = production_config(tmp_path, CLIENTS).config
+    for line in lines.splitlines():
+        if not line.startswith("#"):
+            config = re.sub(rf"^{line.split()[0]} .*$", line, config, flags=re.M)
+    assert f"max_packet_size {packet}" in config
+    with started(config, tmp_path) as broker:  # the broker starts with them
+        assert broker.proc.poll() is None
+    assert main(["broker", "limits"]) == 2  # which bundles, said in one line

@@ -115,3 +115,16 @@ def test_huge_claimed_shapes_are_refused_not_allocated():
     message[-8 - 8:-8] = (2**32 - 1).to_bytes(4, "little") * 2  # claim 4e9 x 4e9 elements
     with pytest.raises(ProtocolError, match="needs"):
         decode_request(bytes(message))
+
+
+def test_topics_are_parsed_only_when_they_are_of_this_tree():
+    from mqtt.protocol import Address
+
+    t = Topics("ans")
+    assert t.parse(t.device_stats("cam-1")) == Address("device", "cam-1", "stats")
+    assert t.parse(t.edge_load("edge-1")) == Address("edge", "edge-1", "load")
+    for other in ("ans/v2/device/cam-1/stats", "other/v1/device/cam-1/stats", "ans/v1/robot/cam-1/stats",
+                  "ans/v1/device//stats", "ans/v1/device/cam-1/stats/x", "ans/v1/device/" + "x" * 65 + "/stats",
+                  "ans/v1/device/cam-1", "", "/", "#"):
+        assert t.parse(other) is None, other
+    assert t.every("device", "stats") in t.everything("stats")

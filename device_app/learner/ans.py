@@ -227,6 +227,7 @@ class ANS(Policy):
     """Lower-confidence split selection on decomposed, change-aware delay models."""
 
     name = "ans"
+    stateful = True
 
     def __init__(
         self,
@@ -552,7 +553,7 @@ class ANS(Policy):
         # changed since, so a few fresh observations outweigh a stale belief.
         self.weaken(self.resume_weight if weight is None else weight)
 
-    def weaken(self, weight: float) -> None:
+    def weaken(self, weight: float) -> bool:
         """Keep what is believed, but let every observation behind it count only ``weight`` (0, 1]
         of a fresh one: for a state restored after a restart, or learnt under another edge or
         network, which is a weak prior rather than the truth."""
@@ -560,3 +561,4 @@ class ANS(Policy):
             raise ValueError(f"need 0 < weight <= 1, got {weight}")
         self.bank.soften(1.0 / weight)
         self._refresh()
+        return True

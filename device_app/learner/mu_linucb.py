@@ -26,6 +26,7 @@ class MuLinUCB(Policy):
     """
 
     name = "mu-linucb-paper"
+    stateful = True
 
     def __init__(
         self,
@@ -89,7 +90,8 @@ class MuLinUCB(Policy):
         """The ridge model and the clock (the horizon doubling and forced sampling depend on it)."""
         return {**state_header(self), "ridge": self.model.state(0), "t": self.t, "horizon": self.horizon}
 
-    def load_state(self, state: dict) -> None:
+    def load_state(self, state: dict, weight: float | None = None) -> None:
+        """The paper's algorithm forgets nothing: what was learnt counts in full (``weight`` unused)."""
         check_header(self, state)
         try:
             t, horizon = int(state["t"]), int(state["horizon"])

@@ -6,7 +6,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .persist import StateError
 from .profile import SplitProfile
+
+#: Weight of a new head run in the running front-end delay of its split.
+FRONT_EWMA = 0.1
 
 
 @dataclass(frozen=True)
@@ -35,11 +39,15 @@ class Feedback:
 class Policy:
     """Chooses a split per frame and learns from offloading feedback.
 
-    ``front_delay_s`` holds the device's own (measured) front-end delay per split;
-    the device app refreshes it from real head runs.
+    Every capability the device, its telemetry, the command line and the simulators use is
+    declared here, with a default for a policy that does not have it, so that no caller needs to
+    ask what a policy can do. ``front_delay_s`` holds the device's own (measured) front-end delay
+    per split; only ``observe_front_delay`` and ``set_front_delay`` change it.
     """
 
     name = "policy"
+    #: Whether ``state``/``load_state`` keep what it learnt across restarts.
+    stateful = False
 
     def __init__(self, profile: SplitProfile) -> None:
         self.profile = profile
@@ -60,6 +68,51 @@ class Policy:
     def stats(self) -> dict:
         """A small JSON-able summary for monitoring."""
         return {"policy": self.name, "frames": self.t}
+
+    def estimate(self) -> np.ndarray | None:
+        """Expected total delay per split, or None for a policy that keeps no estimate."""
+        return None
+
+    # -- the device's own front-end delays --
+
+    def observe_front_delay(self, split: int, seconds: float) -> None:
+        """A head run of ``split`` just took ``seconds``: the running front-end delay moves by
+        ``FRONT_EWMA`` of the difference (a split that may not be offloaded stays excluded)."""
+        if np.isfinite(self.front_delay_s[split]):
+            self.front_delay_s[split] += FRONT_EWMA * (seconds - self.front_delay_s[split])
+
+    def set_front_delay(self, splits: np.ndarray, seconds: np.ndarray | float) -> None:
+        """Set the front-end delay of ``splits`` (a mask or indices); ``inf`` excludes a split."""
+        self.front_delay_s[splits] = seconds
+
+    # -- what the edges say of themselves (fleets) --
+
+    def prime_edge(self, compute_s: np.ndarray) -> bool:
+        """An edge's own compute table per split; True if the policy started from it."""
+        return False
+
+    def edge_load(self, utilisation: float, wait_s: float, service_s: float, frame_rate: float,
+                  edges: int = 1) -> None:
+        """An edge's load report: its busy share, mean queue wait and service time per run."""
+
+    def edge_online(self) -> None:
+        """An edge came online after none was: a chance to re-check offloading now."""
+
+    # -- persistence --
+
+    def state(self) -> dict:
+        """Everything learnt, as JSON-able data (``stateful`` policies)."""
+        raise StateError(f"policy '{self.name}' keeps no state to save")
+
+    def load_state(self, state: dict, weight: float | None = None) -> None:
+        """Resume from ``state()`` output; each saved observation counts ``weight`` of a fresh one
+        where the policy weighs them (``weaken``)."""
+        raise StateError(f"policy '{self.name}' keeps no state to load")
+
+    def weaken(self, weight: float) -> bool:
+        """Let what was learnt count only ``weight`` of fresh observations; False where the policy
+        keeps its beliefs at full weight (or has none)."""
+        return False
 
 
 class FixedSplit(Policy):

@@ -237,9 +237,8 @@ def simulate_fleet(spec: FleetSpec, policies: dict[str, Policy], seed: int = 0, 
                 service = edge.window_busy / edge.window_runs if edge.window_runs else 0.0
                 edge.window_busy, edge.window_waits, edge.window_runs = 0.0, [], 0
                 for name, p in policies.items():
-                    hear = getattr(p, "edge_load", None)
-                    if hear is not None and devices[name].join_s <= now < devices[name].leave_s:
-                        hear(utilisation, wait, service, frame_rate(devices[name]), spec.edges)
+                    if devices[name].join_s <= now < devices[name].leave_s:
+                        p.edge_load(utilisation, wait, service, frame_rate(devices[name]), spec.edges)
     return FleetResult(
         policy=name,
         delays={d: np.array(v) for d, v in out_delay.items()},
