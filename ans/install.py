@@ -69,10 +69,7 @@ def _config(role: str, bundle: str, broker: str | None) -> str:
         cls = DeviceSettings
     else:
         from edge_app.settings import EdgeSettings as cls
-    text = example(cls, {"bundle": bundle})
-    if broker:
-        text = text.replace('broker = "mqtt://127.0.0.1:1883"', f'broker = "{broker}"')
-    return text
+    return example(cls, {"bundle": bundle, **({"mqtt.broker": broker} if broker else {})})
 
 
 def install(role: str, bundle: str, broker: str | None = None, root: str = "/", start: bool = True,

@@ -157,17 +157,21 @@ def _build(cls: type[T], doc: dict) -> T:
 
 
 def _toml_value(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, str):
-        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
-    if isinstance(value, dict):  # an inline table
-        return "{" + ", ".join(f"{_toml_value(str(k))} = {_toml_value(v)}" for k, v in value.items()) + "}"
-    return repr(value)
+    """A value as TOML on one line (the reference table and ``key = value`` lines need one): scalars
+    and keys written by tomli-w, which escapes them right; arrays and inline tables around them."""
+    import tomli_w
+
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{tomli_w.dumps({str(k): 0}).rsplit(' = ', 1)[0]} = {_toml_value(v)}"
+                               for k, v in value.items()) + "}"
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    return tomli_w.dumps({"v": value}).removeprefix("v = ").removesuffix("\n")
 
 
 def example(cls: type, required: dict[str, Any]) -> str:
-    """A commented TOML file with every field of ``cls``, its documentation and its default."""
+    """A commented TOML file with every field of ``cls``, its documentation and its default;
+    ``required``: values set instead, by dotted key (``bundle``, ``mqtt.broker``)."""
     from pydantic import TypeAdapter
 
     schema = TypeAdapter(cls).json_schema()
@@ -183,8 +187,8 @@ def example(cls: type, required: dict[str, Any]) -> str:
             for doc_line in spec.get("description", "").splitlines():
                 lines.append(f"# {doc_line}")
             value = getattr(defaults, field.name) if defaults is not None else None
-            if field.name in required:
-                lines.append(f"{field.name} = {_toml_value(required[field.name])}")
+            if f"{prefix}{field.name}" in required:
+                lines.append(f"{field.name} = {_toml_value(required[prefix + field.name])}")
             elif value is None:
                 lines.append(f"# {field.name} =   (not set)")
             else:
@@ -195,7 +199,7 @@ def example(cls: type, required: dict[str, Any]) -> str:
             lines.append(f"[{prefix}{name}]")
             section(ref["properties"], getattr(defaults, name), f"{prefix}{name}.")
 
-    section(schema["properties"], cls(**required), "")
+    section(schema["properties"], cls(**{k: v for k, v in required.items() if "." not in k}), "")
     return "\n".join(lines).rstrip() + "\n"
 
 
@@ -212,8 +216,8 @@ def reference(cls: type) -> str:
                 sub = schema["$defs"][spec["$ref"].split("/")[-1]]
                 walk(sub["properties"], sub.get("required", []), f"{prefix}{name}.")
                 continue
-            default = "(required)" if name in required else f"`{_toml_value(spec.get('default'))}`".replace(
-                "`None`", "not set")
+            default = "(required)" if name in required else "not set" if spec.get("default") is None \
+                else f"`{_toml_value(spec['default'])}`"
             rows.append(f"| `{prefix}{name}` | {default} | {' '.join(spec.get('description', '').split())} |")
 
     walk(schema["properties"], schema.get("required", []), "")

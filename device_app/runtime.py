@@ -16,11 +16,10 @@ import threading
 import time
 import uuid
 from collections import deque
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
-from paho.mqtt.enums import MQTTErrorCode
 
 from common.bundle import Bundle
 from common.detect import counts, objects
@@ -30,10 +29,9 @@ from common.logs import RateLimitedLog
 from common.service import Heartbeat, Notifier
 from common.tflite import SegmentRunner, load_delegate
 from mqtt.codec import encode
-from mqtt.connection import SessionGuard, go_offline, make_client, max_packet_size, parse_broker, start
+from mqtt.connection import parse_broker
 from mqtt.discovery import announce
-from mqtt.protocol import (Address, ProtocolError, Request, Topics, bundle_hash_bytes, decode_compute_table,
-                           decode_load, decode_result, encode_request, request_size)
+from mqtt.protocol import Request, Result, Topics, bundle_hash_bytes, encode_request, request_size
 
 from .heads import calibrate
 from .keyframe import KeyFrameDetector
@@ -41,6 +39,7 @@ from .learner.persist import StateError, load_state, save_state
 from .learner.policy import Feedback
 from .learner.profile import load_profile
 from .learner.registry import make_policy
+from .link import Connected, EdgeLoad, EdgeStatus, EdgeTable, Link, Lost, OwnStats, ResultIn, table_array
 from .settings import DeviceSettings
 from .sources import preprocess
 from .telemetry import DeviceStats
@@ -52,10 +51,19 @@ log = logging.getLogger("ans.device")
 FOREIGN_WEIGHT = 0.2
 
 
+@dataclass(frozen=True)
+class Answer:
+    """The edge's answer to an offloaded frame, and the offloading delay (from before encoding)."""
+
+    result: Result
+    offload_s: float
+
+
 class Device:
     """One device. ``interpreter``: a TFLite interpreter class the host app supplies (default LiteRT)."""
 
-    def __init__(self, settings: DeviceSettings, interpreter=None, notifier: Notifier | None = None):
+    def __init__(self, settings: DeviceSettings, interpreter=None, notifier: Notifier | None = None,
+                 link: Link | None = None):
         self.settings = s = settings
         self.notifier = notifier or Notifier()
         self.bundle = Bundle(s.bundle)
@@ -90,25 +98,21 @@ class Device:
         self.too_big = np.zeros(len(self.bundle.splits), dtype=bool)
         self.keyframes = KeyFrameDetector()
         self.stats = DeviceStats(len(self.bundle.splits))
+        # What the link's events told the frame thread (no other thread reads or writes these):
+        self.online = False  # the broker session is up
         self.edges: set[str] = set()
         # Bumped whenever an edge leaves (or the broker does): a request in flight then is not a
         # measure of offloading, and must not be taught to the learner as a slow answer.
         self.edge_epoch = 0
-        self.edge_back = threading.Event()  # set by paho's thread when an edge comes online with none before
-        self.results: queue.Queue = queue.Queue()
+        self.edge_back = False  # an edge came online with none before: the learner re-checks offloading
         self.sent_ids: deque[int] = deque(maxlen=256)  # recent requests: a result for any other frame is bogus
-        self.client = make_client(s.id, self.topics.device_status(s.id), s.mqtt)
-        self.client.on_connect = self._on_connect
-        self.client.on_message = self._on_message
-        self.connected = threading.Event()
-        self.session = SessionGuard(self.client, s.mqtt, s.id, log, on_lost=self._on_lost)
         self.logs = RateLimitedLog(log)
-        self._dropping = False
         self.table: np.ndarray | None = None  # an edge's compute table not yet given to the learner
         self.loads: dict = {}  # edge -> its latest load report, not yet given to the learner
         self.instance = uuid.uuid4().hex[:8]  # this process, in its stats: another one with the same id is a twin
         self.twin: str | None = None
         self._started: deque[float] = deque(maxlen=20)  # when the last frames started: this device's frame rate
+        self.link = link or Link(s.mqtt, s.id, self.topics, len(self.bundle.splits), self._birth, self.stats.count)
 
     # -- learner state: resume after a restart --
 
@@ -164,32 +168,65 @@ class Device:
         try:
             write(*args)
         except OSError as exc:
-            self.stats.totals["write_errors"] += 1
+            self.stats.count("write_errors")
             self.logs.warning("write", "%s; detection goes on, this file is written again once it can be",
                               write_problem(path, exc))
 
-    # -- broker --
+    # -- the link's events (the frame thread) --
 
-    def _on_connect(self, client, userdata, flags, reason_code, properties) -> None:
-        if not self.session.accepted(client, reason_code):
-            return
-        self._limit_packets(max_packet_size(properties))
-        self.session.subscribe([(self.topics.result(self.settings.id), 1), (self.topics.every_edge_status(), 1),
-                                (self.topics.every_edge_compute(), 1), (self.topics.every_edge_load(), 0),
-                                # a twin with this id shows up there
-                                (self.topics.device_stats(self.settings.id), 0)])
+    def _birth(self, client) -> None:
+        """On every connect (paho's thread; reads settings only): ``online``, and the device's
+        Home Assistant config."""
         client.publish(self.topics.device_status(self.settings.id), b"online", qos=1, retain=True)
         if self.settings.home_assistant:
             announce(client, "device", self.settings.id, self.topics, self.settings.stats_interval_s,
                      self.settings.discovery_prefix, self.labels, snapshot=self.settings.snapshot_interval_s > 0)
-        self._last_counts = None  # the broker may have lost the retained counts: say them again
-        self.connected.set()
 
-    def _on_lost(self, reason_code) -> None:
-        # Until the broker is back no edge can answer: finish frames here instead of waiting out deadlines.
-        self.connected.clear()
-        self.edges.clear()
-        self.edge_epoch += 1
+    def _take_events(self, wait_s: float = 0.0, frame_id: int | None = None) -> ResultIn | None:
+        """Take in what the link heard; with ``wait_s``, wait that long for more (and, with
+        ``frame_id``, return as soon as that frame's result is in)."""
+        until = time.monotonic() + wait_s
+        while True:
+            try:
+                left = until - time.monotonic()
+                event = self.link.events.get(timeout=left) if left > 0 else self.link.events.get_nowait()
+            except queue.Empty:
+                return None
+            if isinstance(event, ResultIn):
+                if frame_id is not None and event.result.frame_id == frame_id:
+                    return event
+                if event.result.frame_id not in self.sent_ids:
+                    self.logs.warning("never-sent", "ignoring a result for frame %d, which this device never sent "
+                                      "(from edge %r)", event.result.frame_id, event.result.edge[:64])
+            else:
+                self._take(event)
+
+    def _take(self, event) -> None:
+        if isinstance(event, EdgeStatus):
+            if event.online:
+                self.edge_back = self.edge_back or not self.edges
+                self.edges.add(event.edge)
+                if len(self.seen_edges) < 64:
+                    self.seen_edges.add(event.edge)
+            elif event.edge in self.edges:
+                self.edges.discard(event.edge)
+                self.edge_epoch += 1
+        elif isinstance(event, EdgeLoad):
+            if event.edge in self.edges:  # the latest per online edge, for the learner
+                self.loads[event.edge] = event.report
+        elif isinstance(event, EdgeTable):
+            self._compute_table(event.table)
+        elif isinstance(event, OwnStats):
+            self._check_twin(event.instance)
+        elif isinstance(event, Connected):
+            self.online = True
+            self._limit_packets(event.max_packet)
+            self._last_counts = None  # the broker may have lost the retained counts: say them again
+        elif isinstance(event, Lost):
+            # Until the broker is back no edge can answer: finish frames here instead of waiting out deadlines.
+            self.online = False
+            self.edges.clear()
+            self.edge_epoch += 1
 
     def _limit_packets(self, limit: int | None) -> None:
         """Splits whose request the broker would refuse are never chosen (their front delay is infinite)."""
@@ -202,61 +239,22 @@ class Device:
         self.policy.set_front_delay(back, self.calibrated[back])
         self.too_big = too_big
 
-    def _on_message(self, client, userdata, message) -> None:
-        """Never raises: an exception here would end paho's network thread."""
-        try:
-            address = self.topics.parse(message.topic)
-            if address is None:
-                return
-            if address.kind == "edge" and address.what == "status":
-                edge = address.name
-                if message.payload == b"online":
-                    if not self.edges:
-                        self.edge_back.set()
-                    self.edges.add(edge)
-                    if len(self.seen_edges) < 64:
-                        self.seen_edges.add(edge)
-                elif edge in self.edges:
-                    self.edges.discard(edge)
-                    self.edge_epoch += 1
-                return
-            if address.kind == "edge" and address.what == "compute":
-                self._compute_table(message.payload)
-            elif address.kind == "edge" and address.what == "load":
-                if address.name in self.edges:  # the latest per online edge; the main thread hands it to the learner
-                    self.loads[address.name] = decode_load(message.payload)
-            elif address == Address("device", self.settings.id, "stats"):
-                self._check_twin(message.payload)
-            elif address == Address("device", self.settings.id, "result"):
-                self.results.put((decode_result(message.payload), time.monotonic()))
-        except ProtocolError as exc:
-            self.logs.warning("malformed", "ignoring a malformed message on %s: %s", message.topic[:120], exc)
-        except Exception:
-            self.logs.error("internal", "could not handle a message", exc_info=True)
-
-    def _compute_table(self, payload: bytes) -> None:
-        """An edge's compute table (paho's thread): kept for the learner if it is for this bundle."""
-        if not payload:  # a retained table cleared
-            return
-        table = decode_compute_table(payload, len(self.bundle.splits))
+    def _compute_table(self, table) -> None:
+        """An edge's compute table: kept for the learner if it is for this bundle."""
         if table.bundle != self.bundle.content_hash:
             self.logs.warning("compute-table", "ignoring the compute table of edge %r: it is for bundle %s, this "
                               "device runs %s", table.edge[:64], table.bundle[:12], self.bundle.content_hash[:12])
             return
-        self.table = np.array([np.nan if v is None else v for v in table.compute_s])
+        self.table = table_array(table)
 
-    def _check_twin(self, payload: bytes) -> None:
+    def _check_twin(self, instance: str | None) -> None:
         """Stats on this device's own topic from another instance: two devices share one id. They would
         mix up each other's results and status (a silent tug of war): said loudly, counted, and shown
         in the stats (``duplicate_id``) until it stops."""
-        try:
-            instance = json.loads(payload).get("instance")
-        except (ValueError, UnicodeDecodeError, AttributeError):
-            instance = None
         if instance == self.instance:
             return
-        self.twin = str(instance)[:16]
-        self.stats.totals["duplicate_id"] += 1
+        self.twin = str(instance)
+        self.stats.count("duplicate_id")
         self.logs.error("duplicate-id", "another device is running with id %r on this broker (instance %s, this one is "
                         "%s): results and status are mixed up between them; give each device its own id",
                         self.settings.id, self.twin, self.instance)
@@ -297,7 +295,7 @@ class Device:
             self.policy.observe_front_delay(split, took)
         return outputs
 
-    def _offload(self, frame_id: int, split: int, cut: np.ndarray):
+    def _offload(self, frame_id: int, split: int, cut: np.ndarray) -> Answer | None:
         """Send the cut tensor; the edge's result and the offloading delay, or None past the deadline.
         The delay counts from before encoding: framing and copying a tensor cost in proportion to its
         bytes (a few ms for the input split), which the learner prices with the bits, not as nothing."""
@@ -305,28 +303,16 @@ class Device:
         payload, quant = encode(cut, self.settings.codec)
         request = Request(frame_id, split, self.hash16, cut.shape, self.settings.codec, quant,
                           sent_ns=time.time_ns())
-        info = self.client.publish(self.topics.request(self.settings.id), encode_request(request, payload), qos=1)
-        if info.rc != 0:  # not connected (queued for later) or queue full: no answer in time, finish here
-            return None
+        if not self.link.send(self.topics.request(self.settings.id), encode_request(request, payload)):
+            return None  # not connected (queued for later) or queue full: no answer in time, finish here
         self.sent_ids.append(frame_id)
-        deadline = sent + self.settings.deadline_ms / 1e3
-        while True:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                return None
-            try:
-                result, received = self.results.get(timeout=left)
-            except queue.Empty:
-                return None
-            if result.frame_id == frame_id:
-                return result, received - sent
-            if result.frame_id not in self.sent_ids:
-                self.logs.warning("never-sent", "ignoring a result for frame %d, which this device never sent "
-                                  "(from edge %r)", result.frame_id, result.edge[:64])
+        arrived = self._take_events(sent + self.settings.deadline_ms / 1e3 - time.monotonic(), frame_id)
+        return Answer(arrived.result, arrived.received - sent) if arrived is not None else None
 
     def process(self, frame_id: int, frame: np.ndarray) -> dict:
         """One frame, start to finish; always returns its detections."""
         start = time.monotonic()
+        self._take_events()  # what the link heard since the last frame
         image = preprocess(frame, self.size, self.scale)
         self._started.append(start)
         if self.table is not None:
@@ -335,8 +321,8 @@ class Device:
             self._hear_loads()
         estimate = self.policy.estimate()
         best = int(np.argmin(estimate)) if estimate is not None else None
-        if self.edge_back.is_set():  # an edge is there again: the learner re-checks offloading now
-            self.edge_back.clear()
+        if self.edge_back:  # an edge is there again: the learner re-checks offloading now
+            self.edge_back = False
             if self._saved_edges and not self._saved_edges & self.edges:
                 self._weaken_prior(f"with another edge ({', '.join(sorted(self._saved_edges))[:100]})")
             self._saved_edges = set()  # checked once, against the first edge seen
@@ -347,9 +333,9 @@ class Device:
         attempted = split != self.device_only and bool(self.edges)
         epoch = self.edge_epoch
         cut = self._head(split, image)[0] if attempted else None
-        offloaded = self._offload(frame_id, split, cut) if attempted else None
-        if offloaded is not None and offloaded[0].status == "ok":
-            result, offload_s = offloaded
+        answer = self._offload(frame_id, split, cut) if attempted else None
+        if answer is not None and answer.result.status == "ok":
+            result, offload_s = answer.result, answer.offload_s
             # The timing ack splits the delay: edge compute, and the rest (network both ways + queueing).
             if result.compute_s + result.wait_s <= offload_s * 1.05 + 2e-3:
                 edge_s = min(result.compute_s, offload_s)
@@ -366,10 +352,10 @@ class Device:
         else:  # device-only by choice, no edge online, late or refused: finish here
             if attempted and epoch == self.edge_epoch:  # the learner is told: this took at least the deadline
                 self.policy.update(Feedback(split, self.settings.deadline_ms / 1e3, censored=True))
-                if offloaded is not None:
-                    self.logs.error("refused", "the edge refused frame %d: %s", frame_id, offloaded[0].error[:300])
-                    if offloaded[0].error_kind == "bundle":  # it serves another model: no split will do
-                        self.edges.discard(offloaded[0].edge)  # until it comes online again (redeployed)
+                if answer is not None:
+                    self.logs.error("refused", "the edge refused frame %d: %s", frame_id, answer.result.error[:300])
+                    if answer.result.error_kind == "bundle":  # it serves another model: no split will do
+                        self.edges.discard(answer.result.edge)  # until it comes online again (redeployed)
             if attempted:  # finished from the cut tensor it already has, not from the input again
                 # (device-only and a head may run fused, or not: the difference is an estimate, at least 0)
                 rest_s = max(float(self.measured[-1] - self.measured[split]), 0.0)
@@ -391,16 +377,16 @@ class Device:
         """Connect (in the background; paho reconnects with back-off) and wait up to the connect
         timeout: without a broker the device still runs, device-only, until it appears (at once when
         nothing answers at the broker's address)."""
-        answered = start(self.client, self.settings.mqtt)
+        answered = self.link.start()
         waited = time.monotonic() + (self.settings.connect_timeout_s if answered else 0.0)
-        while not self.connected.is_set() and self.session.reason is None and time.monotonic() < waited:
+        while not self.online and self.link.session.reason is None and time.monotonic() < waited:
             if stop is not None and stop.is_set():
                 break
             self.notifier.watchdog()
-            self.connected.wait(0.1)
-        self.session.check()
-        if self.connected.is_set():
-            time.sleep(0.2)  # retained edge status arrives right after subscribing
+            self._take_events(0.1)
+        self.link.check()
+        if self.online:
+            self._take_events(0.2)  # retained edge status arrives right after subscribing
         else:
             log.warning("no broker at %s:%d yet; running device-only until it answers", self.host, self.port)
 
@@ -412,15 +398,15 @@ class Device:
         try:
             self.connect(stop)
             self.notifier.ready(f"{self.settings.id}: {len(self.edges)} edge(s) online")
-            heartbeat = Heartbeat(self.notifier, self.settings.stats_interval_s, self.publish_stats, self.session)
+            heartbeat = Heartbeat(self.notifier, self.settings.stats_interval_s, self.publish_stats, self.link)
             for frame_id, frame in enumerate(frames):
                 record = self.process(frame_id, frame)
                 done += 1
-                self._publish(self.topics.detections(self.settings.id), json.dumps(record))
+                self.link.publish(self.topics.detections(self.settings.id), json.dumps(record))
                 tally = counts(record["objects"], self.labels)
                 if tally != self._last_counts:  # retained, on change: what Home Assistant's sensors read
                     self._last_counts = tally
-                    self._publish(self.topics.objects(self.settings.id), json.dumps(tally), retain=True)
+                    self.link.publish(self.topics.objects(self.settings.id), json.dumps(tally), retain=True)
                 for sink in sinks:
                     sink(frame, record)
                 heartbeat()
@@ -428,35 +414,22 @@ class Device:
                     break
         finally:
             self.notifier.stopping()
-            if self.client.is_connected():  # the last window's stats, so monitors do not show a stale one
+            if self.online:  # the last window's stats, so monitors do not show a stale one
                 self.publish_stats()
             else:
                 self.save_learner()
-            go_offline(self.client, self.topics.device_status(self.settings.id))
+            self.link.close()
         return done
 
     def publish_snapshot(self, jpeg: bytes) -> None:
-        self._publish(self.topics.snapshot(self.settings.id), jpeg, retain=True)
-
-    def _publish(self, topic: str, payload: str | bytes, retain: bool = False) -> None:
-        """QoS 1: paho keeps up to 100 messages through an outage (and sends them on reconnect);
-        beyond that they are counted (``totals.unpublished`` in the stats) and said once per
-        outage, not dropped in silence."""
-        if self.client.publish(topic, payload, qos=1, retain=retain).rc != MQTTErrorCode.MQTT_ERR_QUEUE_SIZE:
-            self._dropping = False
-            return
-        self.stats.totals["unpublished"] += 1
-        if not self._dropping:
-            self._dropping = True
-            log.warning("broker unreachable and the outgoing queue is full: detections and stats are not "
-                        "published until it is back (the frames themselves are all answered)")
+        self.link.publish(self.topics.snapshot(self.settings.id), jpeg, retain=True)
 
     def publish_stats(self) -> dict:
-        edges = sorted(self.edges.copy())  # a copy: paho's thread changes the set
+        edges = sorted(self.edges)
         message = self.stats.report(self.policy, device=self.settings.id, edges_online=edges, instance=self.instance,
                                     duplicate_id=self.twin, fused_heads=self.runner.fused())
         self.twin = None  # said again if the twin is still there in the next window
-        self._publish(self.topics.device_stats(self.settings.id), json.dumps(message))
+        self.link.publish(self.topics.device_stats(self.settings.id), json.dumps(message))
         self.save_learner()
         self.notifier.status(f"{message['fps']} fps, split {message['split']}, "
                              f"p95 {message['delay_p95_ms']} ms, {message['fallbacks']} fallbacks")

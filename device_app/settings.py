@@ -1,5 +1,5 @@
 """The device app's settings: a plain dataclass (the core needs no pydantic), documented field
-by field; ``common.config`` fills it from /etc/ans/device.toml and ``ANS_DEVICE_*`` variables."""
+by field; `common.config` fills it from /etc/ans/device.toml and `ANS_DEVICE_*` variables."""
 
 from __future__ import annotations
 
@@ -20,15 +20,15 @@ class DeviceSettings:
     __pydantic_config__ = {"extra": "forbid", "use_attribute_docstrings": True}
 
     bundle: str
-    """Bundle folder written by ``ans convert`` (the device reads the manifest and the TFLite segments)."""
+    """Bundle folder written by `ans convert` (the device reads the manifest and the TFLite segments)."""
     id: str = "device-1"
     """This device's name on the broker (its topics, and its user name on a production broker)."""
     source: str = "camera:0"
-    """Frames: a video file, ``camera:N`` (OpenCV), or ``demo`` (the generated demo clip)."""
+    """Frames: a video file, `camera:N` (OpenCV), or `demo` (the generated demo clip)."""
     frames: int | None = None
     """Stop after this many frames (not set: until the source ends, or for ever for a camera)."""
     loop: bool = False
-    """Play a video file (or ``demo``) again from the start when it ends, until ``frames`` or a stop."""
+    """Play a video file (or `demo`) again from the start when it ends, until `frames` or a stop."""
     policy: str = "ans"
     """Split-selection policy: ans (default), mu-linucb-paper (the paper's algorithm), linucb, device-only or
     edge-only."""
@@ -46,20 +46,20 @@ class DeviceSettings:
     threads: int | None = None
     """TFLite interpreter threads (not set: the interpreter's default)."""
     delegate: str | None = None
-    """A LiteRT delegate library to run the segments on an accelerator, e.g. ``libedgetpu.so.1`` (Coral),
-    ``libtensorflowlite_gpu_delegate.so`` (GPU). Not set: the CPU (XNNPACK). A delegate that cannot be
+    """A LiteRT delegate library to run the segments on an accelerator, e.g. `libedgetpu.so.1` (Coral),
+    `libtensorflowlite_gpu_delegate.so` (GPU). Not set: the CPU (XNNPACK). A delegate that cannot be
     loaded, or a segment it cannot run, falls back to the CPU with a warning."""
     delegate_options: dict[str, str] = field(default_factory=dict)
-    """Options passed to the delegate, e.g. ``{ device = "usb" }`` for an Edge TPU."""
+    """Options passed to the delegate, e.g. `{ device = "usb" }` for an Edge TPU."""
     fused_heads: int = 1
     """How many heads run fused into one model: the head of a split used 3 times in a row is fused in the
     background (one interpreter call instead of one per segment) for the splits used last, where the first
     start's calibration found that faster. Each holds its weights in memory once more. 0: always run the
     segments one after another."""
     initial_state: str | None = None
-    """A learner state file saved by another device on the same bundle (its ``state_dir``/learner.json), to
+    """A learner state file saved by another device on the same bundle (its `state_dir`/learner.json), to
     start from when this device has none of its own yet: it joins a fleet knowing what that device learnt
-    (as a weak prior: it counts ``resume_weight`` / 5). Not set: start from the edge's compute table alone."""
+    (as a weak prior: it counts `resume_weight` / 5). Not set: start from the edge's compute table alone."""
     resume_weight: float = 0.25
     """At a restart the learner resumes from its saved state as a prior: each saved observation counts this
     much of a fresh one (0 < w <= 1), and a fifth of that if the state was learnt through another broker or
@@ -78,7 +78,7 @@ class DeviceSettings:
     """Publish Home Assistant MQTT discovery so this device's sensors (stats, and per label an object count
     and an "object present" binary sensor) appear there by themselves."""
     discovery_prefix: str = "homeassistant"
-    """Home Assistant's MQTT discovery prefix (its ``discovery_prefix``)."""
+    """Home Assistant's MQTT discovery prefix (its `discovery_prefix`)."""
     mqtt: MqttSettings = field(default_factory=MqttSettings)
     """The broker."""
 

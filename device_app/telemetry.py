@@ -22,6 +22,10 @@ class DeviceStats:
         self.splits = np.zeros(self.n_splits, dtype=np.int64)
         self.window = Counter()
 
+    def count(self, what: str) -> None:
+        """One more of ``what`` in the totals (``unsent``, ``write_errors``, ``duplicate_id``)."""
+        self.totals[what] += 1
+
     def record(self, record: dict, explored: bool) -> None:
         self.delays.append(record["delay_s"])
         self.splits[record["split"]] += 1

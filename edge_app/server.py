@@ -23,30 +23,27 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from paho.mqtt.enums import MQTTErrorCode
 
 from common.bundle import read_manifest
 from common.detect import detections as decode_detections
 from common.logs import RateLimitedLog
 from common.service import Heartbeat, Notifier
-from mqtt.connection import SessionGuard, go_offline, make_client, parse_broker, start
+from mqtt.connection import Outbox, SessionGuard, go_offline, make_client, parse_broker, start
 from mqtt.discovery import announce
-from mqtt.protocol import (ComputeTable, LoadReport, ProtocolError, Request, Result, Topics, bundle_hash_bytes,
-                           decode_header, decode_request, encode_compute_table, encode_load, encode_result)
+from mqtt.protocol import (LOAD_PERIOD_S, ComputeTable, LoadReport, ProtocolError, Request, Result, Topics,
+                           bundle_hash_bytes, decode_header, decode_request, encode_compute_table, encode_load,
+                           encode_result)
 
 from .intake import ErrorBudget, FairQueue, TopCounts
 from .settings import EdgeSettings
 
 log = logging.getLogger("ans.edge")
-QUEUE_FULL = MQTTErrorCode.MQTT_ERR_QUEUE_SIZE
 #: Refused requests per second from one device above which the log names it as a flood.
 FLOOD_PER_S = 100
 #: Weight of a new batch-of-one time in the compute table's entry for its split.
 COMPUTE_EWMA = 0.1
 #: The compute table is published again when an entry has moved this much (relative) since.
 TABLE_CHANGE = 0.2
-#: Seconds between load reports (devices price the queueing wait they would add by them).
-LOAD_PERIOD_S = 1.0
 #: The interpreter's thread switch interval while serving (a request never waits for the GIL longer).
 SWITCH_INTERVAL_S = 0.0005
 
@@ -275,6 +272,7 @@ class EdgeServer:
         self.client.on_message = self._on_message
         self.connected = threading.Event()
         self.session = SessionGuard(self.client, s.mqtt, s.id, log)
+        self.outbox = Outbox(self.client, self.stats.count, log)
         self._published_table: list[float | None] = list(self.tails.compute_s)
 
     def _on_connect(self, client, userdata, flags, reason_code, properties) -> None:
@@ -339,10 +337,7 @@ class EdgeServer:
 
     def _send(self, device: str, result: bytes) -> None:
         """Every reply's publish is checked: one the outgoing queue cannot hold is counted and logged."""
-        if self.client.publish(self.topics.result(device), result, qos=1).rc == QUEUE_FULL:
-            self.stats.count("unsent")  # broker away too long: the device has finished the frame itself
-            self.logs.warning("unsent", "the outgoing queue is full (broker away?): a reply to %s was not sent",
-                              device)
+        self.outbox.publish(self.topics.result(device), result)  # unsent: the device finished the frame itself
 
     # -- batches (the worker thread) --
 
@@ -452,16 +447,14 @@ class EdgeServer:
     def publish_load(self) -> None:
         """QoS 0, not retained: a figure for the next second, worthless later, and lost ones do no harm."""
         report = self.load.report(len(self.queue))
-        if self.client.publish(self.topics.edge_load(self.settings.id), encode_load(report), qos=0).rc == QUEUE_FULL:
-            self.stats.count("unsent")
+        self.outbox.publish(self.topics.edge_load(self.settings.id), encode_load(report), qos=0)
 
     def publish_compute_table(self) -> None:
         """Retained, so a device joining later reads it at once; again when the speed has moved."""
         table = ComputeTable(self.tails.manifest.model.content_hash, self.settings.id,
                              [None if v is None else round(v, 6) for v in self.tails.compute_s], self.accelerator)
-        if self.client.publish(self.topics.edge_compute(self.settings.id), encode_compute_table(table), qos=1,
-                               retain=True).rc == QUEUE_FULL:
-            self.stats.count("unsent")
+        if not self.outbox.publish(self.topics.edge_compute(self.settings.id), encode_compute_table(table),
+                                   retain=True):
             return
         self._published_table = list(self.tails.compute_s)
 
@@ -479,9 +472,7 @@ class EdgeServer:
                 self.logs.warning("flood", "%s sent %d requests that were refused in %.0f s: if it floods the "
                                   "broker, `ans broker disable device %s` stops it", device, refused,
                                   message["window_s"], device)
-        info = self.client.publish(self.topics.edge_stats(self.settings.id), json.dumps(message), qos=1)
-        if info.rc == QUEUE_FULL:
-            self.stats.count("unsent")
+        self.outbox.publish(self.topics.edge_stats(self.settings.id), json.dumps(message))
         self.notifier.status(f"{message['requests_per_s']} req/s, batch {message['batch_mean']}, "
                              f"queue {message['queue_depth']}")
         return message

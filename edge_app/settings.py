@@ -1,5 +1,5 @@
-"""The edge app's settings: a documented dataclass that ``common.config`` fills from
-/etc/ans/edge.toml and ``ANS_EDGE_*`` variables."""
+"""The edge app's settings: a documented dataclass that `common.config` fills from
+/etc/ans/edge.toml and `ANS_EDGE_*` variables."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ class EdgeSettings:
     __pydantic_config__ = {"extra": "forbid", "use_attribute_docstrings": True}
 
     bundle: str
-    """Bundle folder written by ``ans convert`` (the edge reads the manifest and tails/model.keras)."""
+    """Bundle folder written by `ans convert` (the edge reads the manifest and tails/model.keras)."""
     id: str = "edge-1"
     """This edge's name on the broker (its status and stats topics; its user name on a production broker)."""
     group: str = "ans-edges"
@@ -25,7 +25,7 @@ class EdgeSettings:
     """Most requests run together as one batch (same split, arrived together). On a GPU, 32-64 (see
     bench/bench_edge_gpu.sh for the batch size past which requests/s stop growing)."""
     xla: bool = False
-    """Compile each tail with XLA (``jit_compile``): faster on a GPU for most models; each new batch
+    """Compile each tail with XLA (`jit_compile`): faster on a GPU for most models; each new batch
     size compiles once (a pause of a second or so the first time)."""
     batch_wait_ms: float = 0.0
     """After the first request of a batch, wait at most this long for more. 0: never wait; a batch
@@ -37,7 +37,7 @@ class EdgeSettings:
     frames finish on the device), the others keep their turns."""
     error_replies_per_s: float = 5.0
     """Error replies per second to any one device (bursts of twice that); beyond it errors are
-    counted in the stats (``errors_unanswered``) but not answered, so a flood cannot fill the
+    counted in the stats (`errors_unanswered`) but not answered, so a flood cannot fill the
     edge's outgoing queue."""
     max_request_mb: float = 32.0
     """Largest request accepted (as the shipped broker's max_packet_size)."""
@@ -46,7 +46,7 @@ class EdgeSettings:
     home_assistant: bool = False
     """Publish Home Assistant MQTT discovery for this edge's sensors."""
     discovery_prefix: str = "homeassistant"
-    """Home Assistant's MQTT discovery prefix (its ``discovery_prefix``)."""
+    """Home Assistant's MQTT discovery prefix (its `discovery_prefix`)."""
     mqtt: MqttSettings = field(default_factory=MqttSettings)
     """The broker."""
 

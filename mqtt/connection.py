@@ -41,9 +41,9 @@ class MqttSettings:
     cert_file: str | None = None
     """mqtts: this client's certificate, for brokers that require one (its CN is then the user name)."""
     key_file: str | None = None
-    """mqtts: the private key of ``cert_file``."""
+    """mqtts: the private key of `cert_file`."""
     keepalive_s: int = 10
-    """MQTT keep-alive; the broker announces a vanished client ``offline`` after 1.5 times this."""
+    """MQTT keep-alive; the broker announces a vanished client `offline` after 1.5 times this."""
     reconnect_max_s: float = 1.0
     """After losing the broker, retry after 0.25 s, doubling up to this: offloading resumes within
     about this long of the broker's return."""
@@ -270,6 +270,25 @@ class SessionGuard:
     def check(self) -> None:
         if self.reason is not None:
             raise BrokerRefused(f"broker {self.host}:{self.port} refused {self.name}: {self.reason}")
+
+
+class Outbox:
+    """Every publish checked: one that the outgoing queue cannot take (the broker away for long) is
+    counted (``count("unsent")``) and said at most once a minute, never dropped in silence."""
+
+    def __init__(self, client, count, log):
+        self.client, self.count, self.logs = client, count, RateLimitedLog(log)
+
+    def publish(self, topic: str, payload: str | bytes, qos: int = 1, retain: bool = False) -> bool:
+        """False when the outgoing queue was full (nothing queued); True when sent or queued."""
+        from paho.mqtt.enums import MQTTErrorCode
+
+        if self.client.publish(topic, payload, qos=qos, retain=retain).rc != MQTTErrorCode.MQTT_ERR_QUEUE_SIZE:
+            return True
+        self.count("unsent")
+        self.logs.warning("unsent", "the outgoing queue is full (broker away?): %s was not sent, nor will more be "
+                          "until the broker is back (counted as unsent)", topic[:120])
+        return False
 
 
 def go_offline(client, status_topic: str) -> None:

@@ -20,6 +20,8 @@ from .codec import CODECS, CodecError, Quantisation, decode, payload_bytes
 MAGIC = b"ANS1"
 VERSION = 1
 MAX_DIMS = 8
+#: Seconds between an edge's load reports (devices price the queueing wait they would add by them).
+LOAD_PERIOD_S = 1.0
 # magic, header length, version, codec, ndim, flags, frame id, split, reserved, bundle hash (16 bytes),
 # capture and send times (ns, device clock), int8 scale and zero point; then ndim uint32 dims.
 _FIXED = struct.Struct("<4sHBBBBQHH16sqqfi")

@@ -119,3 +119,15 @@ def test_config_check_prints_the_settings_as_toml_that_loads_back(tmp_path):
     assert out.returncode == 0, out.stderr
     again.write_text(out.stdout)
     assert load_settings(DeviceSettings, again, "ANS_DEVICE_", environ={}).delegate_options == {"device": "usb:0"}
+
+
+def test_values_that_need_escaping_are_written_as_toml_that_reads_back():
+    import tomllib
+
+    from common.config import example
+    from device_app.settings import DeviceSettings
+
+    odd = 'cam "1"\nsecond line \\ and a tab\t'
+    text = example(DeviceSettings, {"bundle": odd, "mqtt.broker": "mqtts://edge-host:8883"})
+    doc = tomllib.loads(text)
+    assert doc["bundle"] == odd and doc["mqtt"]["broker"] == "mqtts://edge-host:8883"

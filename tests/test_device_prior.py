@@ -13,6 +13,12 @@ from lab.local_broker import free_port
 from mqtt.connection import MqttSettings
 
 
+def hear(device, topic: str, payload: bytes) -> None:
+    """A message as the broker would deliver it (paho's thread), taken in by the frame thread."""
+    device.link._on_message(None, None, SimpleNamespace(topic=topic, payload=payload))
+    device._take_events()
+
+
 def _device(bundle, state_dir, port):
     return Device(DeviceSettings(bundle=str(bundle), id="cam-p", connect_timeout_s=0, state_dir=str(state_dir),
                                  mqtt=MqttSettings(broker=f"mqtt://127.0.0.1:{port}")))
@@ -43,7 +49,7 @@ def test_state_from_another_broker_or_edge_is_a_weaker_prior(demo_bundle, tmp_pa
     # Same broker, but the edge that comes online is another one: weakened then, once.
     before = same.policy._width_s.copy()
     same.edges = {"edge-b"}
-    same.edge_back.set()
+    same.edge_back = True
     same._offload = lambda *a: None
     same.process(0, np.zeros((240, 320, 3), np.uint8))
     assert np.all(same.policy._width_s[:-1] >= before[:-1]) and np.any(same.policy._width_s > 1.5 * before)
@@ -59,7 +65,7 @@ def test_state_from_another_broker_or_edge_is_a_weaker_prior(demo_bundle, tmp_pa
     # The same edge again: kept as strong as resume_weight says.
     again = _device(demo_bundle / "bundle", tmp_path, port)
     again.edges = {"edge-a"}
-    again.edge_back.set()
+    again.edge_back = True
     kept = again.policy._width_s.copy()
     again._offload = lambda *a: None
     again.process(0, np.zeros((240, 320, 3), np.uint8))
@@ -75,16 +81,14 @@ def test_a_newcomer_starts_from_the_edges_compute_table_of_its_own_bundle_only(d
     times = [None if k == device.device_only else 0.001 + 0.002 * float(arms[k, 1:].mean()) for k in range(n)]
     other = ComputeTable("0" * 64, "edge-x", times)
     for _ in range(3):
-        device._on_message(None, None, SimpleNamespace(topic="ans/v1/edge/edge-x/compute",
-                                                       payload=encode_compute_table(other)))
+        hear(device, "ans/v1/edge/edge-x/compute", encode_compute_table(other))
     assert device.table is None
     assert sum("compute table of edge 'edge-x'" in r.getMessage() for r in caplog.records) == 1
-    device._on_message(None, None, SimpleNamespace(topic="ans/v1/edge/edge-y/compute", payload=b"{garbage"))
+    hear(device, "ans/v1/edge/edge-y/compute", b"{garbage")
     assert device.table is None  # malformed: counted as a malformed message, never raised
 
     mine = ComputeTable(device.bundle.content_hash, "edge-y", times)
-    device._on_message(None, None, SimpleNamespace(topic="ans/v1/edge/edge-y/compute",
-                                                   payload=encode_compute_table(mine)))
+    hear(device, "ans/v1/edge/edge-y/compute", encode_compute_table(mine))
     device._offload = lambda *a: None
     device.edges = {"edge-y"}
     device.process(0, np.zeros((240, 320, 3), np.uint8))
@@ -93,7 +97,6 @@ def test_a_newcomer_starts_from_the_edges_compute_table_of_its_own_bundle_only(d
 
     # A learner that already knows the edge keeps what it learnt.
     learnt = device.policy.bank.theta.copy()
-    device._on_message(None, None, SimpleNamespace(topic="ans/v1/edge/edge-y/compute",
-                                                   payload=encode_compute_table(mine)))
+    hear(device, "ans/v1/edge/edge-y/compute", encode_compute_table(mine))
     device.process(1, np.zeros((240, 320, 3), np.uint8))
     np.testing.assert_array_equal(device.policy.bank.theta, learnt)

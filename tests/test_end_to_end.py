@@ -183,9 +183,9 @@ def test_publishes_beyond_the_outage_queue_are_counted_not_dropped_in_silence(de
     device = Device(DeviceSettings(bundle=str(demo_bundle / "bundle"), id="cam-q", connect_timeout_s=0,
                                    mqtt=MqttSettings(broker=f"mqtt://127.0.0.1:{free_port()}")))
     for k in range(105):
-        device._publish(device.topics.detections("cam-q"), json.dumps({"frame": k}))
-    assert device.stats.totals["unpublished"] == 5  # paho holds 100 for the reconnect
-    assert sum("not published until it is back" in r.message for r in caplog.records) == 1
+        device.link.publish(device.topics.detections("cam-q"), json.dumps({"frame": k}))
+    assert device.stats.totals["unsent"] == 5  # paho holds 100 for the reconnect
+    assert sum("outgoing queue is full" in r.getMessage() for r in caplog.records) == 1  # said, not per message
 
 
 def test_a_miss_while_the_edge_left_is_not_taught_but_a_slow_edge_is(demo_bundle):
@@ -242,10 +242,9 @@ def test_an_emulated_board_finishes_a_late_frame_whatever_its_calibration(demo_b
 def test_garbage_timings_and_results_for_frames_never_sent_are_not_learnt(demo_bundle, caplog):
     """An edge that answers with timings longer than the round trip, or a result for a frame this
     device never sent: the frame is answered, one warning each, and nothing reaches the learner."""
-    from types import SimpleNamespace
-
     import numpy as np
 
+    from device_app.link import ResultIn
     from device_app.runtime import Device
     from device_app.settings import DeviceSettings
     from lab.local_broker import free_port
@@ -256,13 +255,15 @@ def test_garbage_timings_and_results_for_frames_never_sent_are_not_learnt(demo_b
                                    policy="edge-only", mqtt=MqttSettings(broker=f"mqtt://127.0.0.1:{free_port()}")))
     taught = []
     device.policy.update = taught.append
-    device.client.publish = lambda *a, **k: SimpleNamespace(rc=0)
     device.edges = {"edge-x"}
     frame = np.zeros((240, 320, 3), np.uint8)
     for k in range(3):
-        device.results.put((Result(777 + k, 0, "ok", edge="edge-x"), time.monotonic()))  # never sent
-        device.results.put((Result(k, 0, "ok", [[0.1, 0.1, 0.2, 0.2, 0.9, 1.0]], compute_s=1e6, edge="edge-x"),
-                            time.monotonic()))
+        def send(topic, payload, k=k):  # what comes back for the request: a stray result, then its own
+            device.link.events.put(ResultIn(Result(777 + k, 0, "ok", edge="edge-x"), time.monotonic()))
+            device.link.events.put(ResultIn(Result(k, 0, "ok", [[0.1, 0.1, 0.2, 0.2, 0.9, 1.0]], compute_s=1e6,
+                                                   edge="edge-x"), time.monotonic()))
+            return True
+        device.link.send = send
         record = device.process(k, frame)
         assert record["edge"] == "edge-x" and record["detections"] == [[0.1, 0.1, 0.2, 0.2, 0.9, 1.0]]
     assert taught == []

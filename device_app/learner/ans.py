@@ -34,6 +34,7 @@ What it changes against the paper's algorithm (``mu_linucb.py``), and why:
 
 from __future__ import annotations
 
+import enum
 import math
 
 import numpy as np
@@ -47,6 +48,14 @@ from .ridge import ArmRidge
 WAIT_EWMA = 0.2
 #: Weight of a frame in the estimate of the edge time this device causes per frame.
 OWN_LOAD_EWMA = 0.05
+
+
+class Verdict(enum.Enum):
+    """What one observation says of a model part."""
+
+    OK = "ok"  # as expected
+    SUSPECT = "suspect"  # far off, or the change detector half-way to an alarm: worth a second look
+    CHANGED = "changed"  # a change: the part has been re-fitted to what revealed it
 
 
 class ComponentModel:
@@ -97,9 +106,9 @@ class ComponentModel:
         """Whether data, more than the prior, now sets this arm's estimate."""
         return bool(self.bank.width[self.i, split] < 0.5 * self.prior_widths[split])
 
-    def assess(self, split: int, y: float) -> tuple[str, float | None]:
-        """Weigh one observation: ('ok' or 'suspect', the value to fit), or ('reset', None)
-        when it revealed a change, in which case this part has already been re-fitted."""
+    def assess(self, split: int, y: float) -> tuple[Verdict, float | None]:
+        """Weigh one observation: (OK or SUSPECT, the value to fit), or (CHANGED, None) when it
+        revealed a change, in which case this part has already been re-fitted."""
         pred = float(self.bank.mean[self.i, split])
         level = max(pred, self.FLOOR_S)
         width = float(self.bank.width[self.i, split])
@@ -117,12 +126,12 @@ class ComponentModel:
             if self._refit(obs, joint_only=True):
                 self.up = self.down = 0.0
                 self.recent = []
-                return "reset", None
+                return Verdict.CHANGED, None
             self.change_obs = obs[-self.RECENT:]
             self.guessed = len(obs) <= self.RECENT
         if max(self.up, self.down) > self.threshold:
             self._restart(1.0 if self.up > self.down else -1.0)
-            return "reset", None
+            return Verdict.CHANGED, None
         self.level = max(self.decay * self.level + (1.0 - self.decay) * y, self.FLOOR_S)
         target = y
         if self.pinned(split):
@@ -132,7 +141,7 @@ class ComponentModel:
             self.rel_var = self.decay * self.rel_var + (1.0 - self.decay) * (clipped * spread) ** 2
             target = pred + clipped * spread * level
         surprising = abs(score) > 3.0 or max(self.up, self.down) > self.threshold / 2
-        return ("suspect" if surprising else "ok"), target
+        return (Verdict.SUSPECT if surprising else Verdict.OK), target
 
     def _restart(self, side: float) -> None:
         """A change: re-fit from the observations that revealed it, with the old model,
@@ -458,7 +467,7 @@ class ANS(Policy):
         if feedback.wait_s is not None or batched:
             self.wait_s += WAIT_EWMA * (wait - self.wait_s)
         net_verdict, net_y = self.net.assess(p, transfer)
-        edge_verdict, edge_y = ("ok", None) if batched else self.edge.assess(p, edge)
+        edge_verdict, edge_y = (Verdict.OK, None) if batched else self.edge.assess(p, edge)
         fit = [y for y in (net_y, edge_y) if y is not None]
         if len(fit) == 2:
             self.bank.update(p, fit)
@@ -467,14 +476,14 @@ class ANS(Policy):
             self.bank.update(p, fit, slice(i, i + 1))
         self._refresh()
         verdicts = {net_verdict, edge_verdict}
-        self._observed(p, changed="reset" in verdicts)
-        self.changes += "reset" in verdicts
+        self._observed(p, changed=Verdict.CHANGED in verdicts)
+        self.changes += Verdict.CHANGED in verdicts
         estimate = float(self.front_delay_s[p]) + float(self._offload_s[p])
         if estimate <= min(self.good_s, float(self.front_delay_s[-1])) and self.net.pinned(p) and self.edge.pinned(p):
             self.good_split, self.good_s = p, estimate
         if p == self._probe_split:
             self._probe_split = None
-            self.recheck = verdicts != {"ok"}
+            self.recheck = verdicts != {Verdict.OK}
 
     def prime_edge(self, compute_s: np.ndarray) -> bool:
         """Start the edge model from the edge's own compute table (seconds per split, NaN where

@@ -34,11 +34,10 @@ from common.json_file import read_json
 from device_app.learner.policy import Feedback, FixedSplit, Policy
 from device_app.learner.profile import SplitProfile, load_profile
 from device_app.learner.registry import make_policy
+from mqtt.protocol import LOAD_PERIOD_S
 
 from .simulator import DEFAULT_EDGE_RATE, DEFAULT_LAYER_OVERHEAD_S, edge_work_s
 
-#: Seconds between two load reports of an edge.
-LOAD_PERIOD_S = 1.0
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,76 @@
+"""The device's two threads share nothing but the link's event queue: paho's network thread turns
+every message into an event, the frame thread alone takes them in. Driven here with 10,000
+messages from a second thread while frames run, the frame thread's view stays consistent."""
+
+import random
+import threading
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+pytest.importorskip("paho.mqtt.client")
+
+from device_app.link import Connected, Lost  # noqa: E402
+from device_app.runtime import Device  # noqa: E402
+from device_app.settings import DeviceSettings  # noqa: E402
+from lab.local_broker import free_port  # noqa: E402
+from mqtt.connection import MqttSettings  # noqa: E402
+from mqtt.protocol import ComputeTable, LoadReport, Result, encode_compute_table, encode_load, encode_result  # noqa: E402
+
+EDGES = [f"edge-{k}" for k in range(5)]
+
+
+def test_ten_thousand_messages_interleaved_with_frames_leave_a_consistent_view(demo_bundle):
+    device = Device(DeviceSettings(bundle=str(demo_bundle / "bundle"), id="cam-i", connect_timeout_s=0,
+                                   deadline_ms=2.0, policy="ans",
+                                   mqtt=MqttSettings(broker=f"mqtt://127.0.0.1:{free_port()}")))
+    link, rng = device.link, random.Random(7)
+    sent: list[int] = []
+    link.send = lambda topic, payload: sent.append(len(sent)) or True
+    n = len(device.bundle.splits)
+    table = encode_compute_table(ComputeTable(device.bundle.content_hash, "edge-0", [0.001] * (n - 1) + [None]))
+    expected: set[str] = set()  # what the frame thread must believe once it has taken every event in
+    done = threading.Event()
+
+    def network_thread():  # plays paho's thread: every message goes through the link's own handler
+        for _ in range(10_000):
+            roll, edge = rng.random(), rng.choice(EDGES)
+            if roll < 0.3:
+                online = rng.random() < 0.6
+                (expected.add if online else expected.discard)(edge)
+                message = (f"ans/v1/edge/{edge}/status", b"online" if online else b"offline")
+            elif roll < 0.45:
+                message = (f"ans/v1/edge/{edge}/load", encode_load(LoadReport(rng.random(), 0.001, 0.002, 1)))
+            elif roll < 0.5:
+                message = (f"ans/v1/edge/{edge}/compute", table if rng.random() < 0.5 else b"{junk")
+            elif roll < 0.7:
+                frame = (sent[-1] if sent else 0) + rng.choice([0, 0, 1, -3, 999])
+                message = ("ans/v1/device/cam-i/result", encode_result(Result(frame, 0, "ok", [], 0.001, edge=edge)))
+            elif roll < 0.75:
+                message = ("ans/v1/device/cam-i/stats", b'{"instance": "someone-else"}')
+            elif roll < 0.78:
+                link._put(Lost())
+                expected.clear()
+                continue
+            elif roll < 0.8:
+                link._put(Connected(None))
+                continue
+            else:
+                message = (rng.choice(["ans/v1/device/cam-i/request", "junk", "ans/v1/edge//status", "#"]),
+                           rng.randbytes(rng.randint(0, 40)))
+            link._on_message(None, None, SimpleNamespace(topic=message[0], payload=message[1]))
+        done.set()
+
+    thread = threading.Thread(target=network_thread)
+    thread.start()
+    frame, records, epochs = np.zeros((240, 320, 3), np.uint8), [], []
+    while not done.is_set() or not link.events.empty():
+        records.append(device.process(len(records), frame))
+        epochs.append(device.edge_epoch)
+        assert device.edges <= set(EDGES) and len(device.seen_edges) <= len(EDGES)
+    thread.join()
+    device._take_events()
+    assert device.edges == expected
+    assert all(r["detections"] is not None for r in records) and epochs == sorted(epochs)
+    assert [r["frame"] for r in records] == list(range(len(records)))
