@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pytest
 
-from device_app.learner.ans import ANS
+from device_app.learner.ans import ANS, AnsConfig
 from device_app.learner.persist import StateError, load_state, save_state
 from device_app.learner.policy import Feedback
 from lab.sim.scenarios import SCENARIOS
@@ -126,10 +126,10 @@ def test_state_round_trip_and_warm_start(tiny, vgg, tmp_path):
 
 
 def test_rejects_nonsense_settings(tiny):
-    with pytest.raises(ValueError):
-        ANS(tiny, probe_min=10, probe_max=5)
-    with pytest.raises(ValueError):
-        ANS(tiny, nonkey_weight=1.5)
+    for nonsense in (dict(probe_min=10, probe_max=5), dict(nonkey_weight=1.5), dict(stale_after=0),
+                     dict(resume_weight=0.0), dict(noise_halflife=0.0), dict(switch_margin=-0.1)):
+        with pytest.raises(ValueError):
+            AnsConfig(**nonsense)
     assert math.isfinite(ANS(tiny).probe_interval(20))
 
 
@@ -161,7 +161,7 @@ def test_a_missed_deadline_is_a_lower_bound_that_leaves_the_shared_models_alone(
     others = np.arange(tiny.n_splits) != best
     np.testing.assert_allclose(policy.estimate()[others], estimate[others])
     assert policy.choose(True) != best
-    for _ in range(policy.probe_max):
+    for _ in range(policy.config.probe_max):
         policy.choose(True)
     assert policy.estimate()[best] == pytest.approx(estimate[best])  # expired: observed again, or not
 
@@ -185,7 +185,7 @@ def test_an_old_observation_is_re_checked_with_back_off(tiny):
                                    world.net_s[t, runner_up], world.edge_s[t, runner_up]))
     again = np.flatnonzero(chosen[601:] == runner_up) + 601
     assert 3 <= len(again) <= 6, again
-    assert again[0] - 600 <= 4 * policy.stale_after
+    assert again[0] - 600 <= 4 * policy.config.stale_after
     gaps = np.diff(np.concatenate([[600], again]))
     assert np.all(gaps[1:] >= 1.5 * gaps[:-1]), gaps
     first = chosen[0]  # tried on the first frame, much worse than the best: waits much longer
@@ -218,12 +218,12 @@ def test_exploration_never_stops_for_a_split_observed_long_ago(tiny):
     the bonus grows until it is."""
     policy = ANS(tiny)
     policy.update(Feedback(0, 1.0, 0.9, 0.1))  # split 0 once, at a cold edge's 1 s
-    policy.t = 10 * policy.stale_after
+    policy.t = 10 * policy.config.stale_after
     assert policy.indices(False)[0] < policy.estimate()[0] - policy._width_s[0] * math.sqrt(0.8)
     assert np.all(policy.indices(True) == policy.estimate())  # key frames stay greedy
-    frozen = ANS(tiny, stale_rate=0.0)
+    frozen = ANS(tiny, AnsConfig(stale_rate=0.0))
     frozen.update(Feedback(0, 1.0, 0.9, 0.1))
-    frozen.t = 10 * frozen.stale_after
+    frozen.t = 10 * frozen.config.stale_after
     np.testing.assert_allclose(frozen.indices(False), frozen.estimate() - frozen._width_s * math.sqrt(0.8))
 
 

@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import enum
 import math
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -61,6 +62,41 @@ class Verdict(enum.Enum):
 # Module names for the members: an enum member's lookup costs 80 ns, a global's 6 (per-frame path).
 OK, SUSPECT, CHANGED = Verdict.OK, Verdict.SUSPECT, Verdict.CHANGED
 
+@dataclass(frozen=True)
+class AnsConfig:
+    """The learner's hyperparameters, checked once (docs/learner.md says what each does)."""
+
+    key_weight: float = 1.0  # exploration weight L on key frames (1: greedy)
+    nonkey_weight: float = 0.2  # ... and on other frames
+    beta: float = 1.0  # confidence width multiplier
+    lam: float = 1.0  # ridge prior
+    prior_rel_noise: float = 0.2  # relative delay noise assumed before any is observed
+    cusum_drift: float = 0.5  # change detector: slack per observation (noise widths)
+    cusum_threshold: float = 8.0  # ... and alarm level
+    noise_halflife: float = 50.0  # observations over which the noise estimate halves its memory
+    probe_min: int = 10  # frames between probes while device-only wins, at least ...
+    probe_max: int = 128  # ... and at most
+    change_prior_frames: float = 1000.0  # how much of the old model a change keeps, in frames
+    intercept_scale: float = 0.1  # feature scale of the intercepts (a tight prior on RTT and overhead)
+    resume_weight: float = 0.25  # what a restored observation counts against a fresh one
+    stale_after: int = 100  # frames after which an observation gets a re-check bonus
+    stale_rate: float = 0.1  # that bonus per horizon, as a share of the best estimate
+    switch_margin: float = 0.03  # hysteresis: a split must be this much better to take over
+
+    def __post_init__(self) -> None:
+        if not (0 <= self.nonkey_weight <= 1 and 0 <= self.key_weight <= 1):
+            raise ValueError("frame weights must lie in [0, 1]")
+        if not 1 <= self.probe_min <= self.probe_max:
+            raise ValueError("need 1 <= probe_min <= probe_max")
+        if not 0 < self.resume_weight <= 1:
+            raise ValueError("need 0 < resume_weight <= 1")
+        if self.stale_after < 1 or self.stale_rate < 0:
+            raise ValueError("need stale_after >= 1 and stale_rate >= 0")
+        if min(self.beta, self.lam, self.prior_rel_noise, self.cusum_threshold, self.noise_halflife,
+               self.change_prior_frames, self.intercept_scale) <= 0 or self.cusum_drift < 0 or self.switch_margin < 0:
+            raise ValueError("widths, priors, thresholds and half-lives must be positive")
+
+
 class ComponentModel:
     """One part of the offloading delay: its slot in the ridge bank, its noise level, and a
     change detector.
@@ -76,14 +112,13 @@ class ComponentModel:
     WARMUP = 3  # observations before change detection starts
     RECENT = 16  # observations kept to re-fit from after a change
 
-    def __init__(self, bank: ArmRidge, index: int, *, prior_rel_noise: float, cusum_drift: float,
-                 cusum_threshold: float, noise_halflife: float) -> None:
+    def __init__(self, bank: ArmRidge, index: int, config: AnsConfig) -> None:
         self.bank, self.i = bank, index
         self.z = bank.arms[index]
         self.prior_widths = np.linalg.norm(self.z, axis=1) / math.sqrt(bank.lam)
-        self.drift, self.threshold = cusum_drift, cusum_threshold
-        self.decay = 0.5 ** (1.0 / noise_halflife)
-        self.rel_var = prior_rel_noise**2  # EWMA of squared relative residuals
+        self.drift, self.threshold = config.cusum_drift, config.cusum_threshold
+        self.decay = 0.5 ** (1.0 / config.noise_halflife)
+        self.rel_var = config.prior_rel_noise**2  # EWMA of squared relative residuals
         self.level = self.FLOOR_S  # EWMA of observed delays (s), the scale of this component
         self.up = self.down = 0.0  # CUSUM statistics
         self.recent: list[tuple[int, float, float]] = []  # (split, y, score) since the CUSUM last stood at zero
@@ -241,44 +276,15 @@ class ANS(Policy):
     name = "ans"
     stateful = True
 
-    def __init__(
-        self,
-        profile: SplitProfile,
-        *,
-        key_weight: float = 1.0,
-        nonkey_weight: float = 0.2,
-        beta: float = 1.0,
-        lam: float = 1.0,
-        prior_rel_noise: float = 0.2,
-        cusum_drift: float = 0.5,
-        cusum_threshold: float = 8.0,
-        noise_halflife: float = 50.0,
-        probe_min: int = 10,
-        probe_max: int = 128,
-        change_prior_frames: float = 1000.0,
-        intercept_scale: float = 0.1,
-        resume_weight: float = 0.25,
-        stale_after: int = 100,
-        stale_rate: float = 0.1,
-        switch_margin: float = 0.03,
-        seed: int | None = None,
-    ) -> None:
+    def __init__(self, profile: SplitProfile, config: AnsConfig | None = None, *, seed: int | None = None) -> None:
         super().__init__(profile)
-        if not (0 <= nonkey_weight <= 1 and 0 <= key_weight <= 1):
-            raise ValueError("frame weights must lie in [0, 1]")
-        if not 1 <= probe_min <= probe_max:
-            raise ValueError("need 1 <= probe_min <= probe_max")
-        if not 0 < resume_weight <= 1:
-            raise ValueError("need 0 < resume_weight <= 1")
-        if stale_after < 1 or stale_rate < 0:
-            raise ValueError("need stale_after >= 1 and stale_rate >= 0")
-        self.resume_weight = resume_weight
+        self.config = c = config or AnsConfig()
         x = profile.contexts
         self.offload = np.arange(profile.n_splits) != profile.device_only
         # The intercept (RTT, fixed edge overhead) gets a small feature scale, i.e. a tight
         # prior: delay not yet explained is put on bits and MACs first, which is what a
         # bandwidth or load change moves.
-        on = intercept_scale * self.offload.astype(np.float64)[:, None]
+        on = c.intercept_scale * self.offload.astype(np.float64)[:, None]
         # Each feature is divided by its mean over the offloading splits, so a typical split's
         # features are about 1 and the ridge prior (λ) weighs the same on any model.
         scale = np.where(x[self.offload].mean(axis=0) > 0, x[self.offload].mean(axis=0), 1.0)
@@ -287,14 +293,9 @@ class ANS(Policy):
         arms = np.zeros((2, profile.n_splits, 1 + compute.shape[1]))
         arms[0, :, :2] = np.hstack([on, x[:, [BITS_COLUMN]] / scale[BITS_COLUMN]])
         arms[1] = np.hstack([on, compute])
-        self.bank = ArmRidge(arms, lam)
-        common = dict(prior_rel_noise=prior_rel_noise, cusum_drift=cusum_drift,
-                      cusum_threshold=cusum_threshold, noise_halflife=noise_halflife)
-        self.net = ComponentModel(self.bank, 0, **common)
-        self.edge = ComponentModel(self.bank, 1, **common)
-        self.key_weight, self.nonkey_weight, self.beta = key_weight, nonkey_weight, beta
-        self.probe_min, self.probe_max = probe_min, probe_max
-        self.change_prior_frames = change_prior_frames
+        self.bank = ArmRidge(arms, c.lam)
+        self.net = ComponentModel(self.bank, 0, c)
+        self.edge = ComponentModel(self.bank, 1, c)
         self.idle = 0  # device-only frames since the last offload
         self.probes = 0
         self.changes = 0  # changes detected (either component)
@@ -312,16 +313,14 @@ class ANS(Policy):
         self._censor_end = 0.0  # the latest of censored_until: no array work per frame when none is active
         # Staleness: the frame each split was last observed at, and how long until its estimate
         # counts as old (doubled by every re-check that confirmed it).
-        self.stale_after, self.stale_rate = stale_after, stale_rate
         self.seen_at = np.full(profile.n_splits, math.inf)  # never observed: never stale
-        self.horizon = np.full(profile.n_splits, float(stale_after))
+        self.horizon = np.full(profile.n_splits, float(c.stale_after))
         self._stale_from = math.inf  # the earliest frame any split can go stale: no work before
         self.rechecks = 0
         # Queueing on the edge: load, which moves with the other devices' choices, not a property
         # of this device's network. Kept apart from the network model (which learns transfer
         # minus wait) and added to every offloading split alike.
         self.wait_s = 0.0
-        self.switch_margin = switch_margin
         self.own_busy_s = 0.0  # edge seconds this device causes per frame (EWMA over frames)
         self.rng = np.random.default_rng(seed)
         self._current = profile.device_only  # the split last chosen on its merits (not a probe)
@@ -332,8 +331,8 @@ class ANS(Policy):
         # Device-only has all-zero features, so its offloading estimate and width are 0.
         self._offload_s = self.bank.mean[0] + self.bank.mean[1] + self.wait_s * self.offload
         width = self.bank.width
-        self._width_s = np.hypot(self.beta * self.net.width_scale() * width[0],
-                                 self.beta * self.edge.width_scale() * width[1])
+        self._width_s = np.hypot(self.config.beta * self.net.width_scale() * width[0],
+                                 self.config.beta * self.edge.width_scale() * width[1])
 
     def estimate(self) -> np.ndarray:
         """Expected total delay of every split under the current models, and at least what a
@@ -349,7 +348,7 @@ class ANS(Policy):
 
     def _indices(self, key_frame: bool) -> tuple[np.ndarray, np.ndarray]:
         """The indices, and the same without the stale bonus (what a split is worth on what is known of it)."""
-        weight = self.key_weight if key_frame else self.nonkey_weight
+        weight = self.config.key_weight if key_frame else self.config.nonkey_weight
         estimate = self.estimate()
         if weight >= 1.0:
             return estimate, estimate
@@ -368,13 +367,13 @@ class ANS(Policy):
         if not over.any():
             self._stale_from = float(np.min(self.seen_at + self.horizon))
             return 0.0
-        return self.stale_rate * max(float(np.min(estimate)), 0.0) * over / self.horizon
+        return self.config.stale_rate * max(float(np.min(estimate)), 0.0) * over / self.horizon
 
     def _observed(self, split: int, changed: bool = False) -> None:
         """Split ``split`` was just observed: its age restarts, and its horizon doubles if it
         had gone stale (back-off), or falls back to ``stale_after`` if the observation revealed a change."""
         if changed:
-            self.horizon[split] = self.stale_after
+            self.horizon[split] = self.config.stale_after
         elif self.t - self.seen_at[split] > self.horizon[split]:  # (False if never observed)
             self.rechecks += 1
             self.horizon[split] *= 2.0
@@ -388,7 +387,7 @@ class ANS(Policy):
         # Hysteresis: a split within ``switch_margin`` of the best stays. Near-ties otherwise flip
         # with every wobble of the estimates, and in a fleet every flip moves load between the
         # edge and the device (and other devices answer it).
-        if index[self._current] <= index[split] + self.switch_margin * abs(index[split]):
+        if index[self._current] <= index[split] + self.config.switch_margin * abs(index[split]):
             split = self._current
         # A split that wins by its stale bonus alone is re-checked for a frame; it takes over only
         # once what it shows beats the current one (else the margin would keep a slower split).
@@ -434,8 +433,8 @@ class ANS(Policy):
         else:  # offloading never won: at most what its most optimistic estimate would save
             optimistic = np.where(self.offload, self.front_delay_s + self._offload_s - self._width_s, np.inf)
             gain = max(device - float(optimistic.min()), 1e-6)
-        rate = (self.changes + 1) / (self.t + self.change_prior_frames)
-        return min(max(math.sqrt(2.0 * cost / (rate * gain)), self.probe_min), self.probe_max)
+        rate = (self.changes + 1) / (self.t + self.config.change_prior_frames)
+        return min(max(math.sqrt(2.0 * cost / (rate * gain)), self.config.probe_min), self.config.probe_max)
 
     def update(self, feedback: Feedback) -> None:
         p = feedback.split
@@ -446,8 +445,8 @@ class ANS(Policy):
             # it must not move the shared network and edge models (it would re-price every split).
             self.censored_s[p] = max(self.censored_s[p] if self.t < self.censored_until[p] else 0.0,
                                      feedback.offload_s)
-            self.censored_until[p] = self.t + self.probe_max
-            self._censor_end = self.t + self.probe_max
+            self.censored_until[p] = self.t + self.config.probe_max
+            self._censor_end = self.t + self.config.probe_max
             if p == self._probe_split:  # a probe that missed: the next one waits its interval
                 self._probe_split = None
             return
@@ -563,7 +562,7 @@ class ANS(Policy):
             raise StateError(f"learner state is malformed: {exc}") from None
         # A saved state is a prior, not the truth: the edge, the network or the load may have
         # changed since, so a few fresh observations outweigh a stale belief.
-        self.weaken(self.resume_weight if weight is None else weight)
+        self.weaken(self.config.resume_weight if weight is None else weight)
 
     def weaken(self, weight: float) -> bool:
         """Keep what is believed, but let every observation behind it count only ``weight`` (0, 1]
