@@ -63,17 +63,17 @@ def test_a_local_device_prices_the_wait_it_would_add_and_an_offloading_one_trust
     local = ANS(tiny, seed=0)
     for _ in range(50):  # a busy edge (80%), whose requests wait 10 ms and run 40 ms
         local.edge_load(0.8, 0.010, 0.040, frame_rate=10.0)
-    assert local.wait_s == pytest.approx(0.010 + 0.8 * 0.040 / 2, rel=0.05)
+    assert local.load.wait_s == pytest.approx(0.010 + 0.8 * 0.040 / 2, rel=0.05)
     offloading = ANS(tiny, seed=0)
     for _ in range(50):
         offloading.choose(False)
         offloading.update(Feedback(20, 0.03, 0.02, 0.01, wait_s=0.001))
-    before = offloading.wait_s
+    before = offloading.load.wait_s
     for _ in range(20):
         offloading.edge_load(0.12, 0.050, 0.010, frame_rate=10.0)  # mostly its own load
-    assert offloading.wait_s == before
+    assert offloading.load.wait_s == before
     offloading.edge_load(float("nan"), 0.0, 0.0, 10.0)  # a garbage report changes nothing
-    assert offloading.wait_s == before
+    assert offloading.load.wait_s == before
 
 
 def test_a_newcomer_started_from_the_edges_compute_table_has_less_regret_where_the_edge_matters():

@@ -40,15 +40,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .censoring import Censoring
 from .persist import StateError, check_header, state_header
 from .policy import Feedback, Policy
 from .profile import BITS_COLUMN, SplitProfile
+from .load_price import LoadPrice
 from .ridge import ArmRidge
+from .staleness import Staleness
 
-#: Weight of a new queueing-wait figure (an acknowledgement, or an edge's load report) in the estimate.
-WAIT_EWMA = 0.2
-#: Weight of a frame in the estimate of the edge time this device causes per frame.
-OWN_LOAD_EWMA = 0.05
 
 
 class Verdict(enum.Enum):
@@ -306,30 +305,16 @@ class ANS(Policy):
         self.good_s = math.inf
         self.recheck = False  # the last probe looked off: probe again at once
         self._probe_split: int | None = None
-        # Censored observations (no answer in time): a split is held at least that slow until it
-        # is observed again or ``probe_max`` frames have passed, without touching the models.
-        self.censored_s = np.zeros(profile.n_splits)
-        self.censored_until = np.zeros(profile.n_splits)
-        self._censor_end = 0.0  # the latest of censored_until: no array work per frame when none is active
-        # Staleness: the frame each split was last observed at, and how long until its estimate
-        # counts as old (doubled by every re-check that confirmed it).
-        self.seen_at = np.full(profile.n_splits, math.inf)  # never observed: never stale
-        self.horizon = np.full(profile.n_splits, float(c.stale_after))
-        self._stale_from = math.inf  # the earliest frame any split can go stale: no work before
-        self.rechecks = 0
-        # Queueing on the edge: load, which moves with the other devices' choices, not a property
-        # of this device's network. Kept apart from the network model (which learns transfer
-        # minus wait) and added to every offloading split alike.
-        self.wait_s = 0.0
-        self.own_busy_s = 0.0  # edge seconds this device causes per frame (EWMA over frames)
-        self.rng = np.random.default_rng(seed)
+        self.censoring = Censoring(profile.n_splits, c.probe_max)
+        self.stale = Staleness(profile.n_splits, c.stale_after, c.stale_rate)
+        self.load = LoadPrice(seed)
         self._current = profile.device_only  # the split last chosen on its merits (not a probe)
         self._refresh()
 
     def _refresh(self) -> None:
         """Offloading estimate and width per split, recomputed only when the models change."""
         # Device-only has all-zero features, so its offloading estimate and width are 0.
-        self._offload_s = self.bank.mean[0] + self.bank.mean[1] + self.wait_s * self.offload
+        self._offload_s = self.bank.mean[0] + self.bank.mean[1] + self.load.wait_s * self.offload
         width = self.bank.width
         self._width_s = np.hypot(self.config.beta * self.net.width_scale() * width[0],
                                  self.config.beta * self.edge.width_scale() * width[1])
@@ -337,10 +322,7 @@ class ANS(Policy):
     def estimate(self) -> np.ndarray:
         """Expected total delay of every split under the current models, and at least what a
         recent missed deadline said."""
-        if self.t >= self._censor_end:
-            return self.front_delay_s + self._offload_s
-        return self.front_delay_s + np.maximum(self._offload_s, np.where(self.t < self.censored_until,
-                                                                          self.censored_s, 0.0))
+        return self.front_delay_s + self.censoring.floor(self.t, self._offload_s)
 
     def indices(self, key_frame: bool) -> np.ndarray:
         """Lower-confidence total delay of every split (the plain estimate on key frames)."""
@@ -353,35 +335,10 @@ class ANS(Policy):
         if weight >= 1.0:
             return estimate, estimate
         merit = estimate - math.sqrt(1.0 - weight) * self._width_s
-        return merit - self.stale_bonus(estimate), merit
-
-    def stale_bonus(self, estimate: np.ndarray) -> np.ndarray | float:
-        """How much lower a split may be than its estimate because the split was last observed
-        long ago: zero until its horizon has passed, then ``stale_rate`` of the best estimate
-        per horizon since. So a split estimated 1.2x the best is re-checked two horizons after
-        going stale, one at 3x after twenty. Splits never observed are priced by the shared
-        models and their confidence widths, and get none."""
-        if self.t < self._stale_from:
-            return 0.0
-        over = np.maximum(self.t - self.seen_at - self.horizon, 0.0)
-        if not over.any():
-            self._stale_from = float(np.min(self.seen_at + self.horizon))
-            return 0.0
-        return self.config.stale_rate * max(float(np.min(estimate)), 0.0) * over / self.horizon
-
-    def _observed(self, split: int, changed: bool = False) -> None:
-        """Split ``split`` was just observed: its age restarts, and its horizon doubles if it
-        had gone stale (back-off), or falls back to ``stale_after`` if the observation revealed a change."""
-        if changed:
-            self.horizon[split] = self.config.stale_after
-        elif self.t - self.seen_at[split] > self.horizon[split]:  # (False if never observed)
-            self.rechecks += 1
-            self.horizon[split] *= 2.0
-        self.seen_at[split] = self.t
-        self._stale_from = min(self._stale_from, self.t + self.horizon[split])
+        return merit - self.stale.bonus(self.t, estimate), merit
 
     def _choose(self, key_frame: bool) -> int:
-        self.own_busy_s *= 1.0 - OWN_LOAD_EWMA
+        self.load.frame()
         index, merit = self._indices(key_frame)
         split = int(np.argmin(index))
         # Hysteresis: a split within ``switch_margin`` of the best stays. Near-ties otherwise flip
@@ -413,7 +370,7 @@ class ANS(Policy):
         return probe
 
     def _device_only(self) -> int:
-        self._observed(self.profile.device_only)  # the device times every run of its own
+        self.stale.observed(self.t, self.profile.device_only)  # the device times every run of its own
         return self.profile.device_only
 
     def probe_interval(self, probe: int) -> float:
@@ -440,34 +397,22 @@ class ANS(Policy):
         p = feedback.split
         if not self.offload[p]:
             return
-        if feedback.censored:
-            # A lower bound, not a measurement: it says nothing about what bits or MACs cost, so
-            # it must not move the shared network and edge models (it would re-price every split).
-            self.censored_s[p] = max(self.censored_s[p] if self.t < self.censored_until[p] else 0.0,
-                                     feedback.offload_s)
-            self.censored_until[p] = self.t + self.config.probe_max
-            self._censor_end = self.t + self.config.probe_max
+        if feedback.censored:  # a lower bound: held, never fitted
+            self.censoring.missed(self.t, p, feedback.offload_s)
             if p == self._probe_split:  # a probe that missed: the next one waits its interval
                 self._probe_split = None
             return
-        self.censored_until[p] = 0.0
+        self.censoring.observed(p)
         if feedback.edge_s is None or feedback.transfer_s is None:
             # An edge that sends no timing: attribute to it what the edge model expects.
             edge = max(float(self.edge.pred[p]), 0.0)
             transfer = max(feedback.offload_s - edge, 0.0)
         else:
             edge, transfer = feedback.edge_s, feedback.transfer_s
-        # Load: the queueing wait, and what a batch's run took beyond this request's own compute.
-        # It moves with the other devices' choices, so it goes to the load estimate, not to the
-        # network model (transfer minus wait) nor the edge model (batches of one only).
-        wait = 0.0 if feedback.wait_s is None else min(max(feedback.wait_s, 0.0), transfer)
-        transfer -= wait
-        batched = feedback.batch_size > 1 and feedback.edge_s is not None
-        self.own_busy_s += OWN_LOAD_EWMA * edge / max(feedback.batch_size, 1)
-        if batched:
-            wait += max(edge - max(float(self.edge.pred[p]), 0.0), 0.0)
-        if feedback.wait_s is not None or batched:
-            self.wait_s += WAIT_EWMA * (wait - self.wait_s)
+        # The queueing wait goes to the load price, not to the network model (transfer minus
+        # wait) nor the edge model (batches of one only).
+        transfer, batched = self.load.acknowledged(feedback.wait_s, feedback.batch_size, edge, transfer,
+                                                   feedback.edge_s is not None, float(self.edge.pred[p]))
         net_verdict, net_y = self.net.assess(p, transfer)
         edge_verdict, edge_y = (OK, None) if batched else self.edge.assess(p, edge)
         fit = [y for y in (net_y, edge_y) if y is not None]
@@ -478,7 +423,7 @@ class ANS(Policy):
             self.bank.update(p, fit, slice(i, i + 1))
         self._refresh()
         changed = net_verdict is CHANGED or edge_verdict is CHANGED
-        self._observed(p, changed=changed)
+        self.stale.observed(self.t, p, changed)
         self.changes += changed
         estimate = float(self.front_delay_s[p]) + float(self._offload_s[p])
         if estimate <= min(self.good_s, float(self.front_delay_s[-1])) and self.net.pinned(p) and self.edge.pinned(p):
@@ -509,23 +454,9 @@ class ANS(Policy):
 
     def edge_load(self, utilisation: float, wait_s: float, service_s: float, frame_rate: float,
                   edges: int = 1) -> None:
-        """An edge's load report: its busy fraction, the mean queueing wait and tail run time it
-        saw lately. What this device itself adds is priced in: a device that offloads learns the
-        wait from its own acknowledgements; one that does not expects, if it joined, the wait the
-        others see plus, with probability the others' busy fraction, half a run of theirs (a
-        request arriving at a busy edge). A device leaving or coming back because of it does so
-        on a report with probability ``1/2`` (drawn from ``seed``): devices that all heard the same
-        report do not all move at once and then all move back (herding)."""
-        if not all(math.isfinite(v) and v >= 0 for v in (utilisation, wait_s, service_s, frame_rate)) or edges < 1:
-            return
-        mine = min(self.own_busy_s * frame_rate / edges, 1.0)  # this device's share of one edge's time
-        others = min(max(utilisation - mine, 0.0), 1.0)
-        if mine > 0.5 * utilisation and mine > 0:  # it offloads: its acknowledgements say it best
-            return
-        if self.rng.random() >= 0.5:
-            return
-        self.wait_s += WAIT_EWMA * (wait_s + others * service_s / 2 - self.wait_s)
-        self._refresh()
+        """An edge's load report, priced by ``LoadPrice.reported``."""
+        if self.load.reported(utilisation, wait_s, service_s, frame_rate, edges):
+            self._refresh()
 
     def edge_online(self) -> None:
         """An edge came (back) online after none was: what offloading costs may have changed
@@ -537,8 +468,8 @@ class ANS(Policy):
         return {
             **super().stats(),
             "probes": self.probes,
-            "rechecks": self.rechecks,
-            "edge_wait_ms": round(self.wait_s * 1e3, 3),
+            "rechecks": self.stale.rechecks,
+            "edge_wait_ms": round(self.load.wait_s * 1e3, 3),
             "changes": self.changes,
             "resets": {"net": self.net.resets, "edge": self.edge.resets},
             "rel_noise": {"net": self.net.rel_noise, "edge": self.edge.rel_noise},
