@@ -63,7 +63,7 @@ def test_no_probe_on_key_frames_and_bounded_probing_when_device_only_wins(tiny):
     all_key = build_world(tiny, slow_link, 2000, seed=7, key_frame_prob=1.0)
     policy = ANS(tiny)
     r = run(policy, all_key)
-    assert policy.probes == 0 and np.all(r.splits[200:] == tiny.device_only)
+    assert policy.prober.probes == 0 and np.all(r.splits[200:] == tiny.device_only)
 
     r = simulate("tiny-yolov2-tx2", slow_link, "ans", seed=7, frames=4000)
     offloaded = np.mean(r.splits[500:] != tiny.device_only)
@@ -143,7 +143,7 @@ def test_an_edge_coming_back_is_re_checked_at_once(tiny):
     assert policy.choose(False) == tiny.device_only and policy.probe_interval(0) > 1
     policy.edge_online()
     probe = policy.choose(False)
-    assert probe != tiny.device_only and policy.probes == 1
+    assert probe != tiny.device_only and policy.prober.probes == 1
     assert policy.choose(False) == tiny.device_only  # then back to the interval
 
 

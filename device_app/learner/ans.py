@@ -43,6 +43,7 @@ import numpy as np
 from .censoring import Censoring
 from .persist import StateError, check_header, state_header
 from .policy import Feedback, Policy
+from .probing import Prober, optimistic_offload
 from .profile import BITS_COLUMN, SplitProfile
 from .load_price import LoadPrice
 from .ridge import ArmRidge
@@ -295,16 +296,8 @@ class ANS(Policy):
         self.bank = ArmRidge(arms, c.lam)
         self.net = ComponentModel(self.bank, 0, c)
         self.edge = ComponentModel(self.bank, 1, c)
-        self.idle = 0  # device-only frames since the last offload
-        self.probes = 0
         self.changes = 0  # changes detected (either component)
-        # The best offloading seen: the split whose estimate, right after it was observed, was
-        # the lowest and beat device-only; remembered to probe while device-only wins (is
-        # that regime back?).
-        self.good_split: int | None = None
-        self.good_s = math.inf
-        self.recheck = False  # the last probe looked off: probe again at once
-        self._probe_split: int | None = None
+        self.prober = Prober(c.probe_min, c.probe_max, c.change_prior_frames)
         self.censoring = Censoring(profile.n_splits, c.probe_max)
         self.stale = Staleness(profile.n_splits, c.stale_after, c.stale_rate)
         self.load = LoadPrice(seed)
@@ -351,47 +344,29 @@ class ANS(Policy):
         if merit[split] < merit[self._current]:
             self._current = split
         if self.offload[split]:
-            self.idle = 0
+            self.prober.offloaded()
             return split
-        self.idle += 1
+        self.prober.waited()
         if key_frame:
             return self._device_only()
-        # Probe where offloading paid off best: that split answers "is it good again?". A
-        # cheaper split may tell nothing about it (a tiny tensor sees the RTT, not the bandwidth).
-        probe = self.good_split
-        if probe is None:
-            probe = int(np.argmin(np.where(self.offload, index, np.inf)))
-        if not self.recheck and self.idle < self.probe_interval(probe):
-            return self._device_only()
-        self.idle = 0
-        self.recheck = False
-        self.probes += 1
-        self._probe_split = probe
-        return probe
+        probe = self.prober.next(self.t, self.changes, lambda: int(np.argmin(np.where(self.offload, index, np.inf))),
+                                 self._probe_costs)
+        return probe if probe is not None else self._device_only()
 
     def _device_only(self) -> int:
         self.stale.observed(self.t, self.profile.device_only)  # the device times every run of its own
         return self.profile.device_only
 
-    def probe_interval(self, probe: int) -> float:
-        """Frames between probes while device-only wins, from their cost and their value.
+    def _probe_costs(self, probe: int) -> tuple[float, float, float]:
+        """A probe's estimated total delay, device-only's, and (while offloading never won) the
+        most optimistic offloading estimate."""
+        optimistic = math.nan if self.prober.good_split is not None else optimistic_offload(
+            self.front_delay_s, self._offload_s, self._width_s, self.offload)
+        return float(self.front_delay_s[probe] + self._offload_s[probe]), float(self.front_delay_s[-1]), optimistic
 
-        A probe costs c = (its estimated delay − device-only's) now; not probing costs, per
-        frame after the conditions come back, G = device-only − the delay offloading
-        achieved before (or, if it never won, its most optimistic estimate now). With changes
-        arriving at rate ρ, probing every I frames costs about c/I + ρ·G·I/2 per frame, least
-        at I = sqrt(2c/(ρG)), kept within [probe_min, probe_max].
-        ρ is the rate of changes detected so far, with a prior of one per ``change_prior_frames``.
-        """
-        device = float(self.front_delay_s[-1])
-        cost = max(float(self.front_delay_s[probe] + self._offload_s[probe]) - device, 1e-6)
-        if self.good_split is not None:
-            gain = max(device - min(self.good_s, device), 1e-6)
-        else:  # offloading never won: at most what its most optimistic estimate would save
-            optimistic = np.where(self.offload, self.front_delay_s + self._offload_s - self._width_s, np.inf)
-            gain = max(device - float(optimistic.min()), 1e-6)
-        rate = (self.changes + 1) / (self.t + self.config.change_prior_frames)
-        return min(max(math.sqrt(2.0 * cost / (rate * gain)), self.config.probe_min), self.config.probe_max)
+    def probe_interval(self, probe: int) -> float:
+        """Frames between probes of ``probe`` while device-only wins (``Prober.interval``)."""
+        return self.prober.interval(self.t, self.changes, *self._probe_costs(probe))
 
     def update(self, feedback: Feedback) -> None:
         p = feedback.split
@@ -399,8 +374,7 @@ class ANS(Policy):
             return
         if feedback.censored:  # a lower bound: held, never fitted
             self.censoring.missed(self.t, p, feedback.offload_s)
-            if p == self._probe_split:  # a probe that missed: the next one waits its interval
-                self._probe_split = None
+            self.prober.missed(p)
             return
         self.censoring.observed(p)
         if feedback.edge_s is None or feedback.transfer_s is None:
@@ -411,8 +385,9 @@ class ANS(Policy):
             edge, transfer = feedback.edge_s, feedback.transfer_s
         # The queueing wait goes to the load price, not to the network model (transfer minus
         # wait) nor the edge model (batches of one only).
-        transfer, batched = self.load.acknowledged(feedback.wait_s, feedback.batch_size, edge, transfer,
-                                                   feedback.edge_s is not None, float(self.edge.pred[p]))
+        batched = feedback.batch_size > 1 and feedback.edge_s is not None
+        transfer = self.load.acknowledged(feedback.wait_s, feedback.batch_size, edge, transfer,
+                                          float(self.edge.pred[p]) if batched else None)
         net_verdict, net_y = self.net.assess(p, transfer)
         edge_verdict, edge_y = (OK, None) if batched else self.edge.assess(p, edge)
         fit = [y for y in (net_y, edge_y) if y is not None]
@@ -425,12 +400,9 @@ class ANS(Policy):
         changed = net_verdict is CHANGED or edge_verdict is CHANGED
         self.stale.observed(self.t, p, changed)
         self.changes += changed
-        estimate = float(self.front_delay_s[p]) + float(self._offload_s[p])
-        if estimate <= min(self.good_s, float(self.front_delay_s[-1])) and self.net.pinned(p) and self.edge.pinned(p):
-            self.good_split, self.good_s = p, estimate
-        if p == self._probe_split:
-            self._probe_split = None
-            self.recheck = net_verdict is not OK or edge_verdict is not OK
+        self.prober.answered(p, float(self.front_delay_s[p]) + float(self._offload_s[p]), float(self.front_delay_s[-1]),
+                             lambda: self.net.pinned(p) and self.edge.pinned(p),
+                             net_verdict is not OK or edge_verdict is not OK)
 
     def prime_edge(self, compute_s: np.ndarray) -> bool:
         """Start the edge model from the edge's own compute table (seconds per split, NaN where
@@ -462,12 +434,12 @@ class ANS(Policy):
         """An edge came (back) online after none was: what offloading costs may have changed
         while none was there. Re-check at once: the next frame that device-only would win
         probes the best offloading split seen, instead of waiting out the probe interval."""
-        self.recheck = True
+        self.prober.recheck = True
 
     def stats(self) -> dict:
         return {
             **super().stats(),
-            "probes": self.probes,
+            "probes": self.prober.probes,
             "rechecks": self.stale.rechecks,
             "edge_wait_ms": round(self.load.wait_s * 1e3, 3),
             "changes": self.changes,

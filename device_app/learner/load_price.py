@@ -26,16 +26,16 @@ class LoadPrice:
         self.own_busy_s *= 1.0 - OWN_LOAD_EWMA
 
     def acknowledged(self, wait_s: float | None, batch_size: int, edge_s: float, transfer_s: float,
-                     edge_timed: bool, edge_pred_s: float) -> tuple[float, bool]:
-        """An offloaded frame's timing: the network's share (transfer minus the queueing wait),
-        and whether its edge time was a batch's (then not this request's own compute alone)."""
+                     solo_s: float | None) -> float:
+        """An offloaded frame's timing; the network's share (transfer minus the queueing wait).
+        ``solo_s``: for a batch's edge time, what this request alone would have taken (the
+        surplus is load); None for a request run alone."""
         queued = 0.0 if wait_s is None else min(max(wait_s, 0.0), transfer_s)
-        batched = batch_size > 1 and edge_timed
         self.own_busy_s += OWN_LOAD_EWMA * edge_s / max(batch_size, 1)
-        wait = queued + (max(edge_s - max(edge_pred_s, 0.0), 0.0) if batched else 0.0)
-        if wait_s is not None or batched:
+        wait = queued + (max(edge_s - max(solo_s, 0.0), 0.0) if solo_s is not None else 0.0)
+        if wait_s is not None or solo_s is not None:
             self.wait_s += WAIT_EWMA * (wait - self.wait_s)
-        return transfer_s - queued, batched
+        return transfer_s - queued
 
     def reported(self, utilisation: float, wait_s: float, service_s: float, frame_rate: float, edges: int) -> bool:
         """An edge's load report: its busy fraction, the mean queueing wait and tail run time it

@@ -1,0 +1,82 @@
+"""Probing instead of the paper's fixed forced sampling: while device-only wins, an offloading
+frame is sent now and then, as often as its cost is worth the delay it saves by noticing a
+recovered link early, and again at once when a probe looks off or an edge comes back."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+
+class Prober:
+    def __init__(self, probe_min: int, probe_max: int, change_prior_frames: float) -> None:
+        self.probe_min, self.probe_max, self.change_prior_frames = probe_min, probe_max, change_prior_frames
+        self.idle = 0  # device-only frames since the last offload
+        self.probes = 0
+        # The best offloading seen: the split whose estimate, right after it was observed, was
+        # the lowest and beat device-only; probed while device-only wins (is that regime back?).
+        # A cheaper split may tell nothing about it (a tiny tensor sees the RTT, not the bandwidth).
+        self.good_split: int | None = None
+        self.good_s = math.inf
+        self.recheck = False  # the last probe looked off (or an edge came back): probe again at once
+        self.pending: int | None = None  # the split of the probe whose answer is awaited
+
+    def offloaded(self) -> None:
+        """The learner chose to offload on its merits: no probe needed."""
+        self.idle = 0
+
+    def waited(self) -> None:
+        """The learner chose device-only for this frame."""
+        self.idle += 1
+
+    def next(self, t: int, changes: int, fallback, costs) -> int | None:
+        """On a device-only frame that may probe: the split to probe now, or None.
+        ``fallback()``: the split to probe when offloading never won; ``costs(probe)`` ->
+        (probe's total, device-only's, most optimistic offloading) estimates, for its interval."""
+        probe = self.good_split if self.good_split is not None else fallback()
+        if not self.recheck and self.idle < self.interval(t, changes, *costs(probe)):
+            return None
+        self.idle = 0
+        self.recheck = False
+        self.probes += 1
+        self.pending = probe
+        return probe
+
+    def interval(self, t: int, changes: int, probe_s: float, device_s: float, optimistic_s: float) -> float:
+        """Frames between probes while device-only wins, from their cost and their value.
+
+        A probe costs c = (its estimated delay − device-only's) now; not probing costs, per
+        frame after the conditions come back, G = device-only − the delay offloading
+        achieved before (or, if it never won, its most optimistic estimate now). With changes
+        arriving at rate ρ, probing every I frames costs about c/I + ρ·G·I/2 per frame, least
+        at I = sqrt(2c/(ρG)), kept within [probe_min, probe_max].
+        ρ is the rate of changes detected so far, with a prior of one per ``change_prior_frames``.
+        """
+        cost = max(probe_s - device_s, 1e-6)
+        if self.good_split is not None:
+            gain = max(device_s - min(self.good_s, device_s), 1e-6)
+        else:  # offloading never won: at most what its most optimistic estimate would save
+            gain = max(device_s - optimistic_s, 1e-6)
+        rate = (changes + 1) / (t + self.change_prior_frames)
+        return min(max(math.sqrt(2.0 * cost / (rate * gain)), self.probe_min), self.probe_max)
+
+    def missed(self, split: int) -> None:
+        """No answer in time: a probe that missed waits its interval before the next."""
+        if split == self.pending:
+            self.pending = None
+
+    def answered(self, split: int, estimate_s: float, device_s: float, pinned, surprised: bool) -> None:
+        """An offloaded frame's answer: the best offloading seen so far may move (if ``pinned()``:
+        data, more than the prior, sets that estimate), and an answer to a probe that looked off
+        asks for another at once."""
+        if estimate_s <= min(self.good_s, device_s) and pinned():
+            self.good_split, self.good_s = split, estimate_s
+        if split == self.pending:
+            self.pending = None
+            self.recheck = surprised
+
+
+def optimistic_offload(front_s: np.ndarray, offload_s: np.ndarray, width_s: np.ndarray, offload: np.ndarray) -> float:
+    """The lowest lower-confidence total delay of any offloading split."""
+    return float(np.where(offload, front_s + offload_s - width_s, np.inf).min())
