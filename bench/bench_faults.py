@@ -84,7 +84,8 @@ class Device:
         self.out = work / f"{name}.jsonl"
         self.seen: list[tuple[float, dict]] = []
         self.proc = subprocess.Popen(ANS + ["device", "--bundle", str(bundle), "--source", str(clip), "--broker",
-                                            f"mqtt://127.0.0.1:{port}", "--id", device_id or name, "--out", str(self.out),
+                                            f"mqtt://127.0.0.1:{port}", "--id", device_id or name,
+                                            "--out", str(self.out),
                                             "--state-dir", str(work / f"state-{name}"), *extra],
                                      stdout=subprocess.DEVNULL, stderr=open(work / f"{name}.log", "w"),
                                      env={**ENV, **(env or {})})

@@ -173,7 +173,7 @@ def run_one(name: str, policy, system: System, frames: list, events: dict, state
     contender starts from the same calibration of the heads (measured once): with heads 30x
     slower, calibrating again per run would give each a slightly different board."""
     from device_app.learner.policy import FixedSplit
-    from device_app.runtime import Device
+    from device_app.runtime import make_device
     from device_app.settings import DeviceSettings
     from mqtt.connection import MqttSettings
 
@@ -181,9 +181,10 @@ def run_one(name: str, policy, system: System, frames: list, events: dict, state
     state.mkdir(parents=True, exist_ok=True)
     shutil.copy(calibration, state / "calibration.json")
     # One interpreter thread: the device has one core (more threads on it only fight each other).
-    device = Device(DeviceSettings(bundle=str(system.bundle), id=f"live-{name}", deadline_ms=1000,
-                                   policy=policy if isinstance(policy, str) else "device-only", emulate_slowdown=30.0,
-                                   threads=1, state_dir=str(state), mqtt=MqttSettings(broker=system.device_broker)))
+    device = make_device(DeviceSettings(
+        bundle=str(system.bundle), id=f"live-{name}", deadline_ms=1000, emulate_slowdown=30.0, threads=1,
+        policy=policy if isinstance(policy, str) else "device-only", state_dir=str(state),
+        mqtt=MqttSettings(broker=system.device_broker)))
     if not isinstance(policy, str):
         device.policy = FixedSplit(device.policy.profile, policy, name)
     device.connect()
@@ -196,9 +197,8 @@ def run_one(name: str, policy, system: System, frames: list, events: dict, state
             if k >= warmup:
                 records.append({**record, "frame": k - warmup})
     finally:
-        device.client.disconnect()
-        device.client.loop_stop()
-        device.runner = None  # this run's interpreters and their threads go now, not when the GC finds them
+        device.link.close()
+        device.model.runner = None  # this run's interpreters and their threads go now, not when the GC finds them
         del device
         gc.collect()
     return records

@@ -26,12 +26,13 @@ from lab.testbed import NS, NS_IP, Link  # noqa: E402
 
 def run_policy(policy: str, bundle: Path, broker: str, frames: list, schedule: list[tuple[int, float]],
                slowdown: float, state: Path, link: Link) -> list[dict]:
-    from device_app.runtime import Device
+    from device_app.runtime import make_device
     from device_app.settings import DeviceSettings
     from mqtt.connection import MqttSettings
 
-    device = Device(DeviceSettings(bundle=str(bundle), id=f"bench-{policy}", policy=policy, deadline_ms=1000,
-                                   emulate_slowdown=slowdown, state_dir=str(state), mqtt=MqttSettings(broker=broker)))
+    device = make_device(DeviceSettings(bundle=str(bundle), id=f"bench-{policy}", policy=policy, deadline_ms=1000,
+                                        emulate_slowdown=slowdown, state_dir=str(state),
+                                        mqtt=MqttSettings(broker=broker)))
     device.connect()
     records = []
     changes = dict(schedule)
@@ -43,8 +44,7 @@ def run_policy(policy: str, bundle: Path, broker: str, frames: list, schedule: l
             if k % 50 == 0:
                 print(f"\r  {policy}: {k}/{len(frames)}", end="", file=sys.stderr, flush=True)
     finally:
-        device.client.disconnect()
-        device.client.loop_stop()
+        device.link.close()
     print(file=sys.stderr)
     return records
 

@@ -39,7 +39,7 @@ def ms(values) -> float:
 def per_split(bundle: Path, broker: Broker, frames: int) -> list[dict]:
     from lab.demo import start_edge
     from device_app.learner.policy import FixedSplit
-    from device_app.runtime import Device
+    from device_app.runtime import make_device
     from device_app.settings import DeviceSettings
     from device_app.sources import demo_clip, open_source
     from mqtt.connection import MqttSettings
@@ -48,10 +48,10 @@ def per_split(bundle: Path, broker: Broker, frames: int) -> list[dict]:
     edge = start_edge(bundle, broker.url, Path(tempfile.gettempdir()) / "bench-edge.log")
     rows = []
     try:
-        device = Device(DeviceSettings(bundle=str(bundle), id="bench", deadline_ms=5000,
-                                       mqtt=MqttSettings(broker=broker.url)))
+        device = make_device(DeviceSettings(bundle=str(bundle), id="bench", deadline_ms=5000,
+                                            mqtt=MqttSettings(broker=broker.url)))
         device.connect()
-        for split in range(len(device.bundle.splits)):
+        for split in range(len(device.model.bundle.splits)):
             device.policy = FixedSplit(device.policy.profile, split, f"split-{split}")
             records, start = [], None
             for k, frame in enumerate(clip * 2):  # the first pass warms up (tail tracing, caches)
@@ -61,7 +61,7 @@ def per_split(bundle: Path, broker: Broker, frames: int) -> list[dict]:
                 records.append(device.process(k, frame))
             wall = time.perf_counter() - start
             t = [r["timing"] for r in records if r["timing"]]
-            sp = device.bundle.splits[split]
+            sp = device.model.bundle.splits[split]
             rows.append({"split": split, "cut": sp.cut or "(device only)",
                          "sent_kb": round(sp.transfer_bytes / 1024, 1),
                          "delay_ms": ms([r["delay_s"] for r in records]), "fps": round(len(records) / wall, 1),
@@ -69,8 +69,7 @@ def per_split(bundle: Path, broker: Broker, frames: int) -> list[dict]:
                          "front_ms": round(float(device.policy.front_delay_s[split]) * 1e3, 2),
                          "answered": sum(r["edge"] is not None for r in records)})
             print(f"split {split:>2}: {rows[-1]}", flush=True)
-        device.client.disconnect()
-        device.client.loop_stop()
+        device.link.close()
     finally:
         edge.terminate()
         edge.wait(30)

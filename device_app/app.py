@@ -16,7 +16,7 @@ from common.disk import JsonLines
 from common.errors import ConfigurationError
 from common.service import Notifier
 
-from .runtime import Device
+from .runtime import make_device
 from .settings import DeviceSettings
 from .sources import open_source
 
@@ -71,7 +71,7 @@ def run_device(settings: DeviceSettings, stop: threading.Event | None = None, li
     source = settings.source
     if source != "demo" and not source.startswith("camera:") and not Path(source).is_file():
         raise ConfigurationError(f"{source}: no such video file")  # now, not after calibrating and connecting
-    device = Device(settings, notifier=notifier)
+    device = make_device(settings, notifier=notifier)
     records: list[dict] = []
     sinks = [lambda frame, record: records.append(record)]
     if on_frame is not None:
@@ -84,20 +84,20 @@ def run_device(settings: DeviceSettings, stop: threading.Event | None = None, li
         if settings.video_out:
             from .annotate import AnnotatedVideo, Overlay
 
-            video = AnnotatedVideo(settings.video_out, Overlay(device.labels, device.device_only))
+            video = AnnotatedVideo(settings.video_out, Overlay(device.model.labels, device.model.device_only))
             stack.callback(video.close)
             sinks.append(video.write)
         if settings.snapshot_interval_s > 0:
             from .annotate import Overlay, Snapshots
 
-            sinks.append(Snapshots(device.publish_snapshot, Overlay(device.labels, device.device_only),
+            sinks.append(Snapshots(device.publish_snapshot, Overlay(device.model.labels, device.model.device_only),
                                    settings.snapshot_interval_s))
         if live:
             line = LiveLine(settings.frames)
             stack.callback(line.close)
             sinks.append(line)
         device.run(open_source(settings.source, settings.frames, settings.loop), stop, sinks)
-    summary = summarise(records, device.device_only)
+    summary = summarise(records, device.model.device_only)
     local = summary["frames"] - summary["offloaded"] - summary["fallbacks"]
     return (f"{summary['frames']} frames: {summary['offloaded']} answered by the edge, {summary['fallbacks']} "
             f"meant for the edge but finished on the device (edge away, late or refusing), {local} on the "

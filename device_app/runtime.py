@@ -21,34 +21,29 @@ from pathlib import Path
 
 import numpy as np
 
-from common.bundle import Bundle
 from common.detect import counts, objects
 from common.detect import detections as decode_detections
 from common.disk import write_problem
 from common.logs import RateLimitedLog
 from common.service import Heartbeat, Notifier
-from common.tflite import SegmentRunner, load_delegate
 from mqtt.codec import encode
 from mqtt.connection import parse_broker
 from mqtt.discovery import announce
-from mqtt.protocol import Request, Result, Topics, bundle_hash_bytes, encode_request, request_size
+from mqtt.protocol import Request, Result, Topics, encode_request, request_size
 
-from .heads import calibrate
+from .edge_view import EdgeView
 from .keyframe import KeyFrameDetector
-from .learner.persist import StateError, load_state, save_state
 from .learner.policy import Feedback
 from .learner.profile import load_profile
 from .learner.registry import make_policy
-from .link import Connected, EdgeLoad, EdgeStatus, EdgeTable, Link, Lost, OwnStats, ResultIn, table_array
+from .learner_store import LearnerStore
+from .link import Connected, Link, ResultIn
+from .local_model import LocalModel, load_model
 from .settings import DeviceSettings
 from .sources import preprocess
 from .telemetry import DeviceStats
 
 log = logging.getLogger("ans.device")
-
-#: What a restored learner state learnt under another broker or edge counts, relative to one
-#: restored from the same (``resume_weight``).
-FOREIGN_WEIGHT = 0.2
 
 
 @dataclass(frozen=True)
@@ -59,108 +54,63 @@ class Answer:
     offload_s: float
 
 
-class Device:
-    """One device. ``interpreter``: a TFLite interpreter class the host app supplies (default LiteRT)."""
+class PacketLimit:
+    """Splits whose request the broker would refuse (over the Maximum Packet Size of its CONNACK)
+    are never chosen: their front delay is infinite until a bigger limit comes."""
 
-    def __init__(self, settings: DeviceSettings, interpreter=None, notifier: Notifier | None = None,
+    def __init__(self, request_bytes: np.ndarray):
+        self.request_bytes = request_bytes
+        self.too_big = np.zeros(len(request_bytes), dtype=bool)
+
+    def apply(self, limit: int | None, policy, calibrated: np.ndarray) -> None:
+        too_big = self.request_bytes > limit if limit else np.zeros_like(self.too_big)
+        for split in np.flatnonzero(too_big & ~self.too_big):
+            log.warning("split %d sends %d bytes, over the broker's maximum packet size %d: never offloaded",
+                        split, self.request_bytes[split], limit)
+        policy.set_front_delay(too_big, np.inf)
+        back = self.too_big & ~too_big  # a bigger limit after a reconnect
+        policy.set_front_delay(back, calibrated[back])
+        self.too_big = too_big
+
+
+def make_device(settings: DeviceSettings, interpreter=None, notifier: Notifier | None = None,
+                link: Link | None = None) -> Device:
+    """A device with its model loaded and checked and its heads timed (``local_model.load_model``:
+    the heavy part); ``interpreter``: a TFLite interpreter class the host app supplies."""
+    return Device(settings, load_model(settings, interpreter, notifier), notifier, link)
+
+
+class Device:
+    """One device: the frame loop (the only thread that reads or writes its state) around the
+    model, the learner and the link."""
+
+    def __init__(self, settings: DeviceSettings, model: LocalModel, notifier: Notifier | None = None,
                  link: Link | None = None):
         self.settings = s = settings
         self.notifier = notifier or Notifier()
-        self.bundle = Bundle(s.bundle)
-        delegate = load_delegate(s.delegate, s.delegate_options, log=log.warning) if s.delegate else None
-        self.runner = SegmentRunner(self.bundle, interpreter, s.threads, delegate, log=log.warning,
-                                     fused_heads=s.fused_heads)
-        self.state_dir = Path(s.state_dir) if s.state_dir else None
-        # Calibrated on this device at first start, cached against the bundle hash.
-        self.measured = calibrate(self.runner, cache=self.state_dir / "calibration.json" if self.state_dir else None,
-                                  log=log.info, progress=lambda done, of: self.notifier.extend(
-                                      120, f"{s.id}: timing the heads on this device, {done}/{of}"))
-        self.calibrated = s.emulate_slowdown * self.measured
+        self.model = model
         # The learner prices each split's transfer with the codec actually used on the wire.
         profile = load_profile(s.bundle, codec=s.codec)
-        self.policy = make_policy(s.policy, replace(profile, front_delay_s=self.calibrated.copy()))
-        self.host, self.port = parse_broker(s.mqtt.broker)
-        self.seen_edges: set[str] = set()  # edges that came online this run: saved with the learner state
-        self._saved_edges: set[str] = set()  # the edges the restored state was learnt with
-        self._load_learner()
-        self.topics = Topics(s.mqtt.prefix)
-        self.hash16 = bundle_hash_bytes(self.bundle.content_hash)
-        model = self.bundle.manifest.model
-        self.size = tuple(model.preprocessing.size)
-        self.scale = float(model.preprocessing.scale)
-        self.decoding = model.decoding
-        self.labels = list(model.decoding.labels) or [str(k) for k in range(model.decoding.classes)]
-        self._last_counts: dict | None = None  # objects per label last published (None: publish again)
-        self.device_only = self.bundle.device_only
-        topic_len = len(self.topics.request(s.id).encode())
-        self.request_bytes = np.array([request_size(sp.cut_shape, s.codec) + topic_len + 16 if sp.cut_shape
-                                       else 0 for sp in self.bundle.splits])
-        self.too_big = np.zeros(len(self.bundle.splits), dtype=bool)
-        self.keyframes = KeyFrameDetector()
-        self.stats = DeviceStats(len(self.bundle.splits))
-        # What the link's events told the frame thread (no other thread reads or writes these):
-        self.online = False  # the broker session is up
-        self.edges: set[str] = set()
-        # Bumped whenever an edge leaves (or the broker does): a request in flight then is not a
-        # measure of offloading, and must not be taught to the learner as a slow answer.
-        self.edge_epoch = 0
-        self.edge_back = False  # an edge came online with none before: the learner re-checks offloading
-        self.sent_ids: deque[int] = deque(maxlen=256)  # recent requests: a result for any other frame is bogus
+        self.policy = make_policy(s.policy, replace(profile, front_delay_s=model.calibrated.copy()))
+        self.stats = DeviceStats(len(model.bundle.splits))
         self.logs = RateLimitedLog(log)
-        self.table: np.ndarray | None = None  # an edge's compute table not yet given to the learner
-        self.loads: dict = {}  # edge -> its latest load report, not yet given to the learner
-        self.instance = uuid.uuid4().hex[:8]  # this process, in its stats: another one with the same id is a twin
-        self.twin: str | None = None
+        host, port = parse_broker(s.mqtt.broker)
+        self.store = LearnerStore(self.policy, s.state_dir, f"{host}:{port}", s.initial_state, s.resume_weight,
+                                  self.write_or_say)
+        self.view = EdgeView(s.id, model.bundle.content_hash, uuid.uuid4().hex[:8], self.logs, self.stats.count,
+                             self.store.edge_online)
+        self.topics = Topics(s.mqtt.prefix)
+        topic_len = len(self.topics.request(s.id).encode())
+        self.packets = PacketLimit(np.array([request_size(sp.cut_shape, s.codec) + topic_len + 16 if sp.cut_shape
+                                             else 0 for sp in model.bundle.splits]))
+        self.keyframes = KeyFrameDetector()
+        self.sent_ids: deque[int] = deque(maxlen=256)  # recent requests: a result for any other frame is bogus
+        self._last_counts: dict | None = None  # objects per label last published (None: publish again)
         self._started: deque[float] = deque(maxlen=20)  # when the last frames started: this device's frame rate
-        self.link = link or Link(s.mqtt, s.id, self.topics, len(self.bundle.splits), self._birth, self.stats.count)
-
-    # -- learner state: resume after a restart --
-
-    def _learner_path(self) -> Path | None:
-        return self.state_dir / "learner.json" if self.state_dir and self.policy.stateful else None
-
-    def _broker_name(self) -> str:
-        return f"{self.host}:{self.port}"
-
-    def _load_learner(self) -> None:
-        """Resume from the saved state as a prior (it counts ``resume_weight`` of fresh observations);
-        learnt through another broker it counts ``FOREIGN_WEIGHT`` of that again, and so it does if
-        the edge that comes online is none of those it was learnt with, or if it is another
-        device's (``initial_state``, used while this device has no state of its own)."""
-        path = self._learner_path()
-        borrowed = path is None or not path.is_file()
-        if borrowed:  # nothing of its own yet: another device's state, if the user gave one
-            path = Path(self.settings.initial_state) if self.settings.initial_state else None
-            if path is None or not self.policy.stateful:
-                return
-        try:
-            state = load_state(path)
-            context = state.pop("context", None)
-            self.policy.load_state(state, weight=self.settings.resume_weight)
-            log.info("resumed the learner from %s", path)
-        except StateError as exc:
-            log.warning("starting the learner afresh: %s", exc)
-            return
-        if borrowed:
-            self._weaken_prior(f"by another device ({path})")
-            return
-        if not isinstance(context, dict):
-            return
-        edges = context.get("edges")
-        self._saved_edges = {e for e in edges if isinstance(e, str)} if isinstance(edges, list) else set()
-        if context.get("broker") != self._broker_name():
-            self._saved_edges = set()
-            self._weaken_prior(f"through another broker ({str(context.get('broker'))[:64]})")
-
-    def _weaken_prior(self, why: str) -> None:
-        if self.policy.weaken(FOREIGN_WEIGHT):
-            log.info("the restored learner state was learnt %s: kept as a weak prior", why)
+        self.link = link or Link(s.mqtt, s.id, self.topics, len(model.bundle.splits), self._birth, self.stats.count)
 
     def save_learner(self) -> None:
-        path = self._learner_path()
-        if path is not None:
-            context = {"broker": self._broker_name(), "edges": sorted(self.seen_edges or self._saved_edges)}
-            self.write_or_say(path, save_state, path, {**self.policy.state(), "context": context})
+        self.store.save()
 
     def write_or_say(self, path: Path, write, *args) -> None:
         """``write(*args)``; a failed write (a full disk) is counted (``totals.write_errors``) and said
@@ -180,7 +130,7 @@ class Device:
         client.publish(self.topics.device_status(self.settings.id), b"online", qos=1, retain=True)
         if self.settings.home_assistant:
             announce(client, "device", self.settings.id, self.topics, self.settings.stats_interval_s,
-                     self.settings.discovery_prefix, self.labels, snapshot=self.settings.snapshot_interval_s > 0)
+                     self.settings.discovery_prefix, self.model.labels, snapshot=self.settings.snapshot_interval_s > 0)
 
     def _take_events(self, wait_s: float = 0.0, frame_id: int | None = None) -> ResultIn | None:
         """Take in what the link heard; with ``wait_s``, wait that long for more (and, with
@@ -202,76 +152,24 @@ class Device:
                 self._take(event)
 
     def _take(self, event) -> None:
-        if isinstance(event, EdgeStatus):
-            if event.online:
-                self.edge_back = self.edge_back or not self.edges
-                self.edges.add(event.edge)
-                if len(self.seen_edges) < 64:
-                    self.seen_edges.add(event.edge)
-            elif event.edge in self.edges:
-                self.edges.discard(event.edge)
-                self.edge_epoch += 1
-        elif isinstance(event, EdgeLoad):
-            if event.edge in self.edges:  # the latest per online edge, for the learner
-                self.loads[event.edge] = event.report
-        elif isinstance(event, EdgeTable):
-            self._compute_table(event.table)
-        elif isinstance(event, OwnStats):
-            self._check_twin(event.instance)
-        elif isinstance(event, Connected):
-            self.online = True
-            self._limit_packets(event.max_packet)
+        if isinstance(event, Connected):
+            self.packets.apply(event.max_packet, self.policy, self.model.calibrated)
             self._last_counts = None  # the broker may have lost the retained counts: say them again
-        elif isinstance(event, Lost):
-            # Until the broker is back no edge can answer: finish frames here instead of waiting out deadlines.
-            self.online = False
-            self.edges.clear()
-            self.edge_epoch += 1
-
-    def _limit_packets(self, limit: int | None) -> None:
-        """Splits whose request the broker would refuse are never chosen (their front delay is infinite)."""
-        too_big = self.request_bytes > limit if limit else np.zeros_like(self.too_big)
-        for split in np.flatnonzero(too_big & ~self.too_big):
-            log.warning("split %d sends %d bytes, over the broker's maximum packet size %d: never offloaded",
-                        split, self.request_bytes[split], limit)
-        self.policy.set_front_delay(too_big, np.inf)
-        back = self.too_big & ~too_big  # a bigger limit after a reconnect
-        self.policy.set_front_delay(back, self.calibrated[back])
-        self.too_big = too_big
-
-    def _compute_table(self, table) -> None:
-        """An edge's compute table: kept for the learner if it is for this bundle."""
-        if table.bundle != self.bundle.content_hash:
-            self.logs.warning("compute-table", "ignoring the compute table of edge %r: it is for bundle %s, this "
-                              "device runs %s", table.edge[:64], table.bundle[:12], self.bundle.content_hash[:12])
-            return
-        self.table = table_array(table)
-
-    def _check_twin(self, instance: str | None) -> None:
-        """Stats on this device's own topic from another instance: two devices share one id. They would
-        mix up each other's results and status (a silent tug of war): said loudly, counted, and shown
-        in the stats (``duplicate_id``) until it stops."""
-        if instance == self.instance:
-            return
-        self.twin = str(instance)
-        self.stats.count("duplicate_id")
-        self.logs.error("duplicate-id", "another device is running with id %r on this broker (instance %s, this one is "
-                        "%s): results and status are mixed up between them; give each device its own id",
-                        self.settings.id, self.twin, self.instance)
+        self.view.take(event)
 
     def _hear_loads(self) -> None:
         """The edges' load reports, to a learner that prices the wait it would add."""
-        edges = max(len(self.edges), 1)
+        edges = max(len(self.view.edges), 1)
         span = self._started[-1] - self._started[0]
         rate = (len(self._started) - 1) / span if span > 0 else 0.0
-        for edge in list(self.loads):
-            report = self.loads.pop(edge, None)
+        for edge in list(self.view.loads):
+            report = self.view.loads.pop(edge, None)
             if report is not None and rate > 0:
                 self.policy.edge_load(report.utilisation, report.wait_s, report.service_s, rate, edges)
 
     def _start_from_table(self) -> None:
         """A learner that knows nothing of the edge yet starts from what the edge says of itself."""
-        table, self.table = self.table, None
+        table, self.view.table = self.view.table, None
         if table is not None and self.policy.prime_edge(table):
             log.info("learner started from the edge's compute table (%d splits)", int(np.isfinite(table).sum()))
 
@@ -290,7 +188,7 @@ class Device:
 
     def _head(self, split: int, image: np.ndarray) -> list[np.ndarray]:
         """Run split p's head (the whole model for device-only), learning its front-end delay as it goes."""
-        outputs, took = self._timed(float(self.measured[split]), self.runner.run, split, image)
+        outputs, took = self._timed(float(self.model.measured[split]), self.model.runner.run, split, image)
         if split:
             self.policy.observe_front_delay(split, took)
         return outputs
@@ -301,7 +199,7 @@ class Device:
         bytes (a few ms for the input split), which the learner prices with the bits, not as nothing."""
         sent = time.monotonic()
         payload, quant = encode(cut, self.settings.codec)
-        request = Request(frame_id, split, self.hash16, cut.shape, self.settings.codec, quant,
+        request = Request(frame_id, split, self.model.hash16, cut.shape, self.settings.codec, quant,
                           sent_ns=time.time_ns())
         if not self.link.send(self.topics.request(self.settings.id), encode_request(request, payload)):
             return None  # not connected (queued for later) or queue full: no answer in time, finish here
@@ -313,25 +211,24 @@ class Device:
         """One frame, start to finish; always returns its detections."""
         start = time.monotonic()
         self._take_events()  # what the link heard since the last frame
-        image = preprocess(frame, self.size, self.scale)
+        image = preprocess(frame, self.model.input_size, self.model.input_scale)
         self._started.append(start)
-        if self.table is not None:
+        if self.view.table is not None:
             self._start_from_table()
-        if self.loads:
+        if self.view.loads:
             self._hear_loads()
         estimate = self.policy.estimate()
         best = int(np.argmin(estimate)) if estimate is not None else None
-        if self.edge_back:  # an edge is there again: the learner re-checks offloading now
-            self.edge_back = False
-            if self._saved_edges and not self._saved_edges & self.edges:
-                self._weaken_prior(f"with another edge ({', '.join(sorted(self._saved_edges))[:100]})")
-            self._saved_edges = set()  # checked once, against the first edge seen
+        if self.view.edge_back:  # an edge is there again: the learner re-checks offloading now
+            self.view.edge_back = False
+            self.store.first_edges(self.view.edges)
             self.policy.edge_online()
         split = self.policy.choose(self.keyframes(frame))
-        if self.too_big[split]:
-            split = self.device_only
-        attempted = split != self.device_only and bool(self.edges)
-        epoch = self.edge_epoch
+        device_only = self.model.device_only
+        if self.packets.too_big[split]:
+            split = device_only
+        attempted = split != device_only and bool(self.view.edges)
+        epoch = self.view.epoch
         cut = self._head(split, image)[0] if attempted else None
         answer = self._offload(frame_id, split, cut) if attempted else None
         if answer is not None and answer.result.status == "ok":
@@ -350,23 +247,24 @@ class Device:
             timing = {"offload_s": offload_s, "edge_compute_s": result.compute_s, "edge_wait_s": result.wait_s,
                       "batch_size": result.batch_size}
         else:  # device-only by choice, no edge online, late or refused: finish here
-            if attempted and epoch == self.edge_epoch:  # the learner is told: this took at least the deadline
+            if attempted and epoch == self.view.epoch:  # the learner is told: this took at least the deadline
                 self.policy.update(Feedback(split, self.settings.deadline_ms / 1e3, censored=True))
                 if answer is not None:
                     self.logs.error("refused", "the edge refused frame %d: %s", frame_id, answer.result.error[:300])
                     if answer.result.error_kind == "bundle":  # it serves another model: no split will do
-                        self.edges.discard(answer.result.edge)  # until it comes online again (redeployed)
+                        self.view.refused(answer.result.edge)
             if attempted:  # finished from the cut tensor it already has, not from the input again
                 # (device-only and a head may run fused, or not: the difference is an estimate, at least 0)
-                rest_s = max(float(self.measured[-1] - self.measured[split]), 0.0)
-                outputs, _ = self._timed(rest_s, self.runner.finish, split, cut)
+                rest_s = max(float(self.model.measured[-1] - self.model.measured[split]), 0.0)
+                outputs, _ = self._timed(rest_s, self.model.runner.finish, split, cut)
             else:
-                outputs = self._head(self.device_only, image)
-            detections = decode_detections(outputs, self.decoding, self.size)
-            fallback, answered_by, timing = split != self.device_only, None, {}
+                outputs = self._head(device_only, image)
+            detections = decode_detections(outputs, self.model.decoding, self.model.input_size)
+            fallback, answered_by, timing = split != device_only, None, {}
         record = {"frame": frame_id, "split": split, "fallback": fallback, "delay_s": time.monotonic() - start,
-                  "detections": detections, "objects": objects(detections, self.labels, frame.shape[1], frame.shape[0]),
-                  "edge": answered_by, "edge_online": bool(self.edges),
+                  "detections": detections,
+                  "objects": objects(detections, self.model.labels, frame.shape[1], frame.shape[0]),
+                  "edge": answered_by, "edge_online": bool(self.view.edges),
                   "finished_from": split if attempted and answered_by is None else None, "timing": timing}
         self.stats.record(record, explored=best is not None and split != best)
         return record
@@ -379,16 +277,16 @@ class Device:
         nothing answers at the broker's address)."""
         answered = self.link.start()
         waited = time.monotonic() + (self.settings.connect_timeout_s if answered else 0.0)
-        while not self.online and self.link.session.reason is None and time.monotonic() < waited:
+        while not self.view.online and self.link.session.reason is None and time.monotonic() < waited:
             if stop is not None and stop.is_set():
                 break
             self.notifier.watchdog()
             self._take_events(0.1)
         self.link.check()
-        if self.online:
+        if self.view.online:
             self._take_events(0.2)  # retained edge status arrives right after subscribing
         else:
-            log.warning("no broker at %s:%d yet; running device-only until it answers", self.host, self.port)
+            log.warning("no broker at %s yet; running device-only until it answers", self.store.broker)
 
     def run(self, frames, stop: threading.Event | None = None, sinks=()) -> int:
         """Process ``frames`` until they end or ``stop`` is set; returns the number of frames done.
@@ -397,13 +295,13 @@ class Device:
         done = 0
         try:
             self.connect(stop)
-            self.notifier.ready(f"{self.settings.id}: {len(self.edges)} edge(s) online")
+            self.notifier.ready(f"{self.settings.id}: {len(self.view.edges)} edge(s) online")
             heartbeat = Heartbeat(self.notifier, self.settings.stats_interval_s, self.publish_stats, self.link)
             for frame_id, frame in enumerate(frames):
                 record = self.process(frame_id, frame)
                 done += 1
                 self.link.publish(self.topics.detections(self.settings.id), json.dumps(record))
-                tally = counts(record["objects"], self.labels)
+                tally = counts(record["objects"], self.model.labels)
                 if tally != self._last_counts:  # retained, on change: what Home Assistant's sensors read
                     self._last_counts = tally
                     self.link.publish(self.topics.objects(self.settings.id), json.dumps(tally), retain=True)
@@ -414,7 +312,7 @@ class Device:
                     break
         finally:
             self.notifier.stopping()
-            if self.online:  # the last window's stats, so monitors do not show a stale one
+            if self.view.online:  # the last window's stats, so monitors do not show a stale one
                 self.publish_stats()
             else:
                 self.save_learner()
@@ -425,10 +323,10 @@ class Device:
         self.link.publish(self.topics.snapshot(self.settings.id), jpeg, retain=True)
 
     def publish_stats(self) -> dict:
-        edges = sorted(self.edges)
-        message = self.stats.report(self.policy, device=self.settings.id, edges_online=edges, instance=self.instance,
-                                    duplicate_id=self.twin, fused_heads=self.runner.fused())
-        self.twin = None  # said again if the twin is still there in the next window
+        message = self.stats.report(self.policy, device=self.settings.id, edges_online=sorted(self.view.edges),
+                                    instance=self.view.instance, duplicate_id=self.view.twin,
+                                    fused_heads=self.model.runner.fused())
+        self.view.twin = None  # said again if the twin is still there in the next window
         self.link.publish(self.topics.device_stats(self.settings.id), json.dumps(message))
         self.save_learner()
         self.notifier.status(f"{message['fps']} fps, split {message['split']}, "

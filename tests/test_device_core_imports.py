@@ -44,12 +44,12 @@ class Block:
             raise ImportError(f'{name} must not be imported on the device')
 sys.meta_path.insert(0, Block())
 import numpy as np
-from device_app.runtime import Device
+from device_app.runtime import make_device
 from device_app.settings import DeviceSettings
 from mqtt.connection import MqttSettings
 bundle, port, frames = sys.argv[1], sys.argv[2], np.load(sys.argv[3])
-device = Device(DeviceSettings(bundle=bundle, id='cam-core', policy=sys.argv[4], deadline_ms=2000,
-                               mqtt=MqttSettings(broker=f'mqtt://127.0.0.1:{port}')))
+device = make_device(DeviceSettings(bundle=bundle, id='cam-core', policy=sys.argv[4], deadline_ms=2000,
+                                    mqtt=MqttSettings(broker=f'mqtt://127.0.0.1:{port}')))
 records = []
 device.run(iter(frames), sinks=[lambda frame, record: records.append(record)])
 print(json.dumps(records))

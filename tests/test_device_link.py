@@ -12,24 +12,25 @@ import pytest
 pytest.importorskip("paho.mqtt.client")
 
 from device_app.link import Connected, Lost  # noqa: E402
-from device_app.runtime import Device  # noqa: E402
+from device_app.runtime import make_device  # noqa: E402
 from device_app.settings import DeviceSettings  # noqa: E402
 from lab.local_broker import free_port  # noqa: E402
 from mqtt.connection import MqttSettings  # noqa: E402
-from mqtt.protocol import ComputeTable, LoadReport, Result, encode_compute_table, encode_load, encode_result  # noqa: E402
+from mqtt.protocol import (ComputeTable, LoadReport, Result, encode_compute_table, encode_load,  # noqa: E402
+                           encode_result)
 
 EDGES = [f"edge-{k}" for k in range(5)]
 
 
 def test_ten_thousand_messages_interleaved_with_frames_leave_a_consistent_view(demo_bundle):
-    device = Device(DeviceSettings(bundle=str(demo_bundle / "bundle"), id="cam-i", connect_timeout_s=0,
-                                   deadline_ms=2.0, policy="ans",
-                                   mqtt=MqttSettings(broker=f"mqtt://127.0.0.1:{free_port()}")))
+    device = make_device(DeviceSettings(bundle=str(demo_bundle / "bundle"), id="cam-i", connect_timeout_s=0,
+                                        deadline_ms=2.0, policy="ans",
+                                        mqtt=MqttSettings(broker=f"mqtt://127.0.0.1:{free_port()}")))
     link, rng = device.link, random.Random(7)
     sent: list[int] = []
     link.send = lambda topic, payload: sent.append(len(sent)) or True
-    n = len(device.bundle.splits)
-    table = encode_compute_table(ComputeTable(device.bundle.content_hash, "edge-0", [0.001] * (n - 1) + [None]))
+    n = len(device.model.bundle.splits)
+    table = encode_compute_table(ComputeTable(device.model.bundle.content_hash, "edge-0", [0.001] * (n - 1) + [None]))
     expected: set[str] = set()  # what the frame thread must believe once it has taken every event in
     done = threading.Event()
 
@@ -67,10 +68,10 @@ def test_ten_thousand_messages_interleaved_with_frames_leave_a_consistent_view(d
     frame, records, epochs = np.zeros((240, 320, 3), np.uint8), [], []
     while not done.is_set() or not link.events.empty():
         records.append(device.process(len(records), frame))
-        epochs.append(device.edge_epoch)
-        assert device.edges <= set(EDGES) and len(device.seen_edges) <= len(EDGES)
+        epochs.append(device.view.epoch)
+        assert device.view.edges <= set(EDGES) and len(device.store.seen_edges) <= len(EDGES)
     thread.join()
     device._take_events()
-    assert device.edges == expected
+    assert device.view.edges == expected
     assert all(r["detections"] is not None for r in records) and epochs == sorted(epochs)
     assert [r["frame"] for r in records] == list(range(len(records)))

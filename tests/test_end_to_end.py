@@ -174,14 +174,14 @@ def test_the_learners_run_for_real(demo_bundle, tmp_path, policy):
 
 
 def test_publishes_beyond_the_outage_queue_are_counted_not_dropped_in_silence(demo_bundle, caplog):
-    from device_app.runtime import Device
+    from device_app.runtime import make_device
     from device_app.settings import DeviceSettings
     from mqtt.connection import MqttSettings
     from lab.local_broker import free_port
 
     # Nobody listens on this port: the client stays disconnected, as in a broker outage.
-    device = Device(DeviceSettings(bundle=str(demo_bundle / "bundle"), id="cam-q", connect_timeout_s=0,
-                                   mqtt=MqttSettings(broker=f"mqtt://127.0.0.1:{free_port()}")))
+    device = make_device(DeviceSettings(bundle=str(demo_bundle / "bundle"), id="cam-q", connect_timeout_s=0,
+                                        mqtt=MqttSettings(broker=f"mqtt://127.0.0.1:{free_port()}")))
     for k in range(105):
         device.link.publish(device.topics.detections("cam-q"), json.dumps({"frame": k}))
     assert device.stats.totals["unsent"] == 5  # paho holds 100 for the reconnect
@@ -194,22 +194,23 @@ def test_a_miss_while_the_edge_left_is_not_taught_but_a_slow_edge_is(demo_bundle
     to the learner; a miss with the edge still online is ("at least the deadline")."""
     import numpy as np
 
-    from device_app.runtime import Device
+    from device_app.runtime import make_device
     from device_app.settings import DeviceSettings
     from lab.local_broker import free_port
     from mqtt.connection import MqttSettings
 
-    device = Device(DeviceSettings(bundle=str(demo_bundle / "bundle"), id="cam-m", connect_timeout_s=0,
-                                   policy="edge-only", mqtt=MqttSettings(broker=f"mqtt://127.0.0.1:{free_port()}")))
+    device = make_device(DeviceSettings(bundle=str(demo_bundle / "bundle"), id="cam-m", connect_timeout_s=0,
+                                        policy="edge-only",
+                                        mqtt=MqttSettings(broker=f"mqtt://127.0.0.1:{free_port()}")))
     taught = []
     device.policy.update = taught.append
     frame = np.zeros((240, 320, 3), np.uint8)
     for edge_left in (True, False):
-        device.edges = {"edge-1"}
+        device.view.edges = {"edge-1"}
 
         def no_answer(frame_id, split, image, edge_left=edge_left):
             if edge_left:
-                device.edge_epoch += 1  # what paho's thread does when the edge's status turns offline
+                device.view.epoch += 1  # what paho's thread does when the edge's status turns offline
             return None
         device._offload = no_answer
         record = device.process(0, frame)
@@ -222,18 +223,19 @@ def test_an_emulated_board_finishes_a_late_frame_whatever_its_calibration(demo_b
     frame finished on an emulated slow board from such a split's cut still finishes."""
     import numpy as np
 
-    from device_app.runtime import Device
+    from device_app.runtime import make_device
     from device_app.settings import DeviceSettings
     from lab.local_broker import free_port
     from mqtt.connection import MqttSettings
 
-    device = Device(DeviceSettings(bundle=str(demo_bundle / "bundle"), id="cam-f", connect_timeout_s=0,
-                                   emulate_slowdown=2.0, mqtt=MqttSettings(broker=f"mqtt://127.0.0.1:{free_port()}")))
+    device = make_device(DeviceSettings(bundle=str(demo_bundle / "bundle"), id="cam-f", connect_timeout_s=0,
+                                        emulate_slowdown=2.0,
+                                        mqtt=MqttSettings(broker=f"mqtt://127.0.0.1:{free_port()}")))
     split = 8
-    device.measured = device.measured.copy()
-    device.measured[split] = 2 * device.measured[-1]  # this head costs more than the whole model
+    device.model.measured = device.model.measured.copy()
+    device.model.measured[split] = 2 * device.model.measured[-1]  # this head costs more than the whole model
     device.policy.choose = lambda key_frame: split
-    device.edges = {"edge-1"}
+    device.view.edges = {"edge-1"}
     device._offload = lambda frame_id, split, image: None  # the edge does not answer in time
     record = device.process(0, np.zeros((240, 320, 3), np.uint8))
     assert record["fallback"] and record["split"] == split and record["detections"] is not None
@@ -245,17 +247,18 @@ def test_garbage_timings_and_results_for_frames_never_sent_are_not_learnt(demo_b
     import numpy as np
 
     from device_app.link import ResultIn
-    from device_app.runtime import Device
+    from device_app.runtime import make_device
     from device_app.settings import DeviceSettings
     from lab.local_broker import free_port
     from mqtt.connection import MqttSettings
     from mqtt.protocol import Result
 
-    device = Device(DeviceSettings(bundle=str(demo_bundle / "bundle"), id="cam-g", connect_timeout_s=0,
-                                   policy="edge-only", mqtt=MqttSettings(broker=f"mqtt://127.0.0.1:{free_port()}")))
+    device = make_device(DeviceSettings(bundle=str(demo_bundle / "bundle"), id="cam-g", connect_timeout_s=0,
+                                        policy="edge-only",
+                                        mqtt=MqttSettings(broker=f"mqtt://127.0.0.1:{free_port()}")))
     taught = []
     device.policy.update = taught.append
-    device.edges = {"edge-x"}
+    device.view.edges = {"edge-x"}
     frame = np.zeros((240, 320, 3), np.uint8)
     for k in range(3):
         def send(topic, payload, k=k):  # what comes back for the request: a stray result, then its own

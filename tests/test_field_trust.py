@@ -274,13 +274,13 @@ def test_a_full_disk_stops_no_detection_and_cuts_no_line(demo_bundle, tmp_path, 
 
 
 def test_without_a_broker_frames_start_at_once(demo_bundle):
-    from device_app.runtime import Device
+    from device_app.runtime import make_device
     from device_app.settings import DeviceSettings
     from lab.local_broker import free_port
 
-    device = Device(DeviceSettings(bundle=str(demo_bundle / "bundle"), id=f"cam-{uuid.uuid4().hex[:4]}",
-                                   connect_timeout_s=300, policy="edge-only",
-                                   mqtt=MqttSettings(broker=f"mqtt://127.0.0.1:{free_port()}")))
+    device = make_device(DeviceSettings(bundle=str(demo_bundle / "bundle"), id=f"cam-{uuid.uuid4().hex[:4]}",
+                                        connect_timeout_s=300, policy="edge-only",
+                                        mqtt=MqttSettings(broker=f"mqtt://127.0.0.1:{free_port()}")))
     first = []
     frames = (first.append(time.monotonic()) or f for f in [np.zeros((240, 320, 3), np.uint8)] * 3)
     began = time.monotonic()

@@ -40,3 +40,38 @@ def test_the_readme_layout_table_names_every_top_level_package():
     named = set(re.findall(r"^\| `([a-z_]+)/`", table, re.MULTILINE))
     assert set(PACKAGES) <= named, f"missing from the README's layout table: {set(PACKAGES) - named}"
     assert all((REPO / name).is_dir() for name in named), f"named but absent: {[n for n in named if not (REPO / n).is_dir()]}"
+
+
+def _attributes(cls) -> set[str]:
+    """The instance attributes a class sets (``self.x = ...`` anywhere in its methods)."""
+    import ast
+
+    names = set()
+    for node in ast.walk(cls):
+        targets = node.targets if isinstance(node, ast.Assign) else [node.target] if isinstance(
+            node, (ast.AnnAssign, ast.AugAssign)) else []
+        for target in targets:
+            for t in ast.walk(target):
+                if isinstance(t, ast.Attribute) and isinstance(t.value, ast.Name) and t.value.id == "self":
+                    names.add(t.attr)
+    return names
+
+
+def test_device_classes_are_small_and_nobody_asks_a_policy_what_it_can_do():
+    """Every class on the device holds at most 15 attributes; the learner's interface is declared
+    (``Policy``), so no caller probes a policy with getattr or hasattr."""
+    import ast
+
+    classes = {node.name: node for path in (REPO / "device_app").rglob("*.py")
+               for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))) if isinstance(node, ast.ClassDef)}
+
+    def held(name: str) -> set[str]:  # its own and what its bases in device_app set
+        node = classes[name]
+        return _attributes(node).union(*(held(b.id) for b in node.bases if isinstance(b, ast.Name) and b.id in classes))
+    assert {"Device", "ANS", "MuLinUCB", "Link", "EdgeView"} <= set(classes)
+    for name in classes:
+        assert len(held(name)) <= 15, (name, sorted(held(name)))
+    for package in ("device_app", "ans", "lab", "edge_app"):
+        for path in (REPO / package).rglob("*.py"):
+            for line in path.read_text(encoding="utf-8").splitlines():
+                assert not re.search(r"(getattr|hasattr)\((self\.)?(policy|learner|p)\b", line), (path.name, line)

@@ -296,7 +296,6 @@ class ANS(Policy):
         self.bank = ArmRidge(arms, c.lam)
         self.net = ComponentModel(self.bank, 0, c)
         self.edge = ComponentModel(self.bank, 1, c)
-        self.changes = 0  # changes detected (either component)
         self.prober = Prober(c.probe_min, c.probe_max, c.change_prior_frames)
         self.censoring = Censoring(profile.n_splits, c.probe_max)
         self.stale = Staleness(profile.n_splits, c.stale_after, c.stale_rate)
@@ -349,7 +348,7 @@ class ANS(Policy):
         self.prober.waited()
         if key_frame:
             return self._device_only()
-        probe = self.prober.next(self.t, self.changes, lambda: int(np.argmin(np.where(self.offload, index, np.inf))),
+        probe = self.prober.next(self.t, lambda: int(np.argmin(np.where(self.offload, index, np.inf))),
                                  self._probe_costs)
         return probe if probe is not None else self._device_only()
 
@@ -366,7 +365,7 @@ class ANS(Policy):
 
     def probe_interval(self, probe: int) -> float:
         """Frames between probes of ``probe`` while device-only wins (``Prober.interval``)."""
-        return self.prober.interval(self.t, self.changes, *self._probe_costs(probe))
+        return self.prober.interval(self.t, *self._probe_costs(probe))
 
     def update(self, feedback: Feedback) -> None:
         p = feedback.split
@@ -399,7 +398,7 @@ class ANS(Policy):
         self._refresh()
         changed = net_verdict is CHANGED or edge_verdict is CHANGED
         self.stale.observed(self.t, p, changed)
-        self.changes += changed
+        self.prober.changes += changed
         self.prober.answered(p, float(self.front_delay_s[p]) + float(self._offload_s[p]), float(self.front_delay_s[-1]),
                              lambda: self.net.pinned(p) and self.edge.pinned(p),
                              net_verdict is not OK or edge_verdict is not OK)
@@ -442,7 +441,7 @@ class ANS(Policy):
             "probes": self.prober.probes,
             "rechecks": self.stale.rechecks,
             "edge_wait_ms": round(self.load.wait_s * 1e3, 3),
-            "changes": self.changes,
+            "changes": self.prober.changes,
             "resets": {"net": self.net.resets, "edge": self.edge.resets},
             "rel_noise": {"net": self.net.rel_noise, "edge": self.edge.rel_noise},
         }

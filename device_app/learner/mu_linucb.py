@@ -7,6 +7,7 @@ learner (``ans``) lives in ``ans.py``.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -14,6 +15,25 @@ from .persist import StateError, check_header, state_header
 from .policy import Feedback, Policy
 from .profile import SplitProfile
 from .ridge import ArmRidge
+
+
+@dataclass(frozen=True)
+class PaperConfig:
+    """μLinUCB's constants as the paper states them."""
+
+    key_weight: float = 0.8  # L on key frames
+    nonkey_weight: float = 0.2  # L on other frames
+    forced_sampling: bool = True  # every ceil(T^mu)-th frame may not be device-only
+    mu: float = 0.25
+    horizon: int = 200  # T at start, doubled when passed
+    delta: float = 0.1
+    c_noise: float = 0.05
+    c_theta: float = 1.0
+    lam: float = 1.0  # ridge prior
+
+    def __post_init__(self) -> None:
+        if not (0 <= self.nonkey_weight <= 1 and 0 <= self.key_weight < 1):
+            raise ValueError("frame weights must lie in [0, 1) for key frames and [0, 1] otherwise")
 
 
 class MuLinUCB(Policy):
@@ -28,40 +48,23 @@ class MuLinUCB(Policy):
     name = "mu-linucb-paper"
     stateful = True
 
-    def __init__(
-        self,
-        profile: SplitProfile,
-        *,
-        key_weight: float = 0.8,
-        nonkey_weight: float = 0.2,
-        forced_sampling: bool = True,
-        mu: float = 0.25,
-        horizon: int = 200,
-        delta: float = 0.1,
-        c_noise: float = 0.05,
-        c_theta: float = 1.0,
-        lam: float = 1.0,
-    ) -> None:
+    def __init__(self, profile: SplitProfile, config: PaperConfig | None = None) -> None:
         super().__init__(profile)
-        if not (0 <= nonkey_weight <= 1 and 0 <= key_weight < 1):
-            raise ValueError("frame weights must lie in [0, 1) for key frames and [0, 1] otherwise")
+        self.config = c = config or PaperConfig()
         self.x = profile.contexts
         self.offload = np.arange(profile.n_splits) != profile.device_only
-        self.key_weight, self.nonkey_weight = key_weight, nonkey_weight
-        self.forced_sampling, self.mu = forced_sampling, mu
-        self.delta, self.c_noise, self.c_theta = delta, c_noise, c_theta
         self.c_x = float(np.max(np.linalg.norm(self.x, axis=1)))
-        self.model = ArmRidge(self.x[None], lam)
-        self.horizon = horizon
-        self._set_horizon(horizon)
+        self.model = ArmRidge(self.x[None], c.lam)
+        self.horizon = c.horizon
+        self._set_horizon(c.horizon)
         self.forced = 0  # frames whose choice was forced to offload
 
     def _set_horizon(self, horizon: int) -> None:
         self.horizon = horizon
         d = self.x.shape[1]
-        log_term = math.log((1.0 + horizon * self.c_x**2) / self.delta)
-        self.alpha = (self.c_theta + self.c_noise * math.sqrt(d * log_term)) / (1.0 - self.key_weight)
-        self.forced_every = math.ceil(horizon**self.mu)
+        log_term = math.log((1.0 + horizon * self.c_x**2) / self.config.delta)
+        self.alpha = (self.config.c_theta + self.config.c_noise * math.sqrt(d * log_term)) / (1.0 - self.config.key_weight)
+        self.forced_every = math.ceil(horizon**self.config.mu)
 
     def estimate(self) -> np.ndarray:
         """Expected total delay of every split under the current model."""
@@ -69,7 +72,7 @@ class MuLinUCB(Policy):
 
     def indices(self, key_frame: bool) -> np.ndarray:
         """The lower-confidence total delay of every split."""
-        weight = self.key_weight if key_frame else self.nonkey_weight
+        weight = self.config.key_weight if key_frame else self.config.nonkey_weight
         return self.model.mean[0] - self.alpha * math.sqrt(1.0 - weight) * self.model.width[0] + self.front_delay_s
 
     def _choose(self, key_frame: bool) -> int:
@@ -77,7 +80,7 @@ class MuLinUCB(Policy):
         while t > self.horizon:
             self._set_horizon(2 * self.horizon)
         index = self.indices(key_frame)
-        if self.forced_sampling and t % self.forced_every == 0:
+        if self.config.forced_sampling and t % self.forced_every == 0:
             self.forced += 1
             index = np.where(self.offload, index, np.inf)
         return int(np.argmin(index))
@@ -109,6 +112,6 @@ class MuLinUCB(Policy):
 
 def plain_linucb(profile: SplitProfile) -> MuLinUCB:
     """LinUCB without key-frame weighting or forced sampling, same features and α."""
-    policy = MuLinUCB(profile, key_weight=0.0, nonkey_weight=0.0, forced_sampling=False)
+    policy = MuLinUCB(profile, PaperConfig(key_weight=0.0, nonkey_weight=0.0, forced_sampling=False))
     policy.name = "linucb"
     return policy

@@ -14,6 +14,7 @@ class Prober:
         self.probe_min, self.probe_max, self.change_prior_frames = probe_min, probe_max, change_prior_frames
         self.idle = 0  # device-only frames since the last offload
         self.probes = 0
+        self.changes = 0  # changes the learner detected: their rate sets how often probing pays
         # The best offloading seen: the split whose estimate, right after it was observed, was
         # the lowest and beat device-only; probed while device-only wins (is that regime back?).
         # A cheaper split may tell nothing about it (a tiny tensor sees the RTT, not the bandwidth).
@@ -30,12 +31,12 @@ class Prober:
         """The learner chose device-only for this frame."""
         self.idle += 1
 
-    def next(self, t: int, changes: int, fallback, costs) -> int | None:
+    def next(self, t: int, fallback, costs) -> int | None:
         """On a device-only frame that may probe: the split to probe now, or None.
         ``fallback()``: the split to probe when offloading never won; ``costs(probe)`` ->
         (probe's total, device-only's, most optimistic offloading) estimates, for its interval."""
         probe = self.good_split if self.good_split is not None else fallback()
-        if not self.recheck and self.idle < self.interval(t, changes, *costs(probe)):
+        if not self.recheck and self.idle < self.interval(t, *costs(probe)):
             return None
         self.idle = 0
         self.recheck = False
@@ -43,7 +44,7 @@ class Prober:
         self.pending = probe
         return probe
 
-    def interval(self, t: int, changes: int, probe_s: float, device_s: float, optimistic_s: float) -> float:
+    def interval(self, t: int, probe_s: float, device_s: float, optimistic_s: float) -> float:
         """Frames between probes while device-only wins, from their cost and their value.
 
         A probe costs c = (its estimated delay − device-only's) now; not probing costs, per
@@ -58,7 +59,7 @@ class Prober:
             gain = max(device_s - min(self.good_s, device_s), 1e-6)
         else:  # offloading never won: at most what its most optimistic estimate would save
             gain = max(device_s - optimistic_s, 1e-6)
-        rate = (changes + 1) / (t + self.change_prior_frames)
+        rate = (self.changes + 1) / (t + self.change_prior_frames)
         return min(max(math.sqrt(2.0 * cost / (rate * gain)), self.probe_min), self.probe_max)
 
     def missed(self, split: int) -> None:
