@@ -66,6 +66,15 @@ def summarise(records: list[dict], device_only: int) -> dict:
     }
 
 
+def _results_file(path: str) -> JsonLines:
+    """The results file; a path that cannot be a file (no such folder, no permission) is the
+    configuration's fault (exit 2), anything else at opening is not."""
+    try:
+        return JsonLines(path)
+    except (FileNotFoundError, NotADirectoryError, IsADirectoryError, PermissionError) as exc:
+        raise ConfigurationError(f"results_out {path}: cannot write there: {exc.strerror}") from None
+
+
 def run_device(settings: DeviceSettings, stop: threading.Event | None = None, live: bool = False,
                notifier: Notifier | None = None, on_frame=None) -> str:
     source = settings.source
@@ -78,7 +87,7 @@ def run_device(settings: DeviceSettings, stop: threading.Event | None = None, li
         sinks.append(lambda frame, record: on_frame(record))
     with contextlib.ExitStack() as stack:
         if settings.results_out:
-            out = JsonLines(settings.results_out)
+            out = _results_file(settings.results_out)
             stack.callback(out.close)
             sinks.append(lambda frame, record: device.write_or_say(out.path, out.write, record))
         if settings.video_out:

@@ -159,9 +159,6 @@ class Link:
         silence (the frames themselves are all answered)."""
         self.outbox.publish(topic, payload, retain=retain)
 
-    def connected(self) -> bool:
-        return self.client.is_connected()
-
     def check(self) -> None:
         """BrokerRefused when the broker refused this device for good."""
         self.session.check()

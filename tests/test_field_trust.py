@@ -237,6 +237,17 @@ def test_json_lines_are_whole_or_absent_when_the_disk_fills(tmp_path, monkeypatc
     assert [json.loads(line)["frame"] for line in (tmp_path / "results.jsonl").read_text().splitlines()] == [0, 2]
 
 
+def test_a_results_path_that_cannot_be_a_file_is_a_configuration_error(tmp_path):
+    from common.errors import ConfigurationError, exit_status
+    from device_app.app import _results_file
+
+    for bad in (tmp_path / "no-such-folder" / "r.jsonl", tmp_path):
+        with pytest.raises(ConfigurationError, match="results_out") as caught:
+            _results_file(str(bad))
+        assert exit_status(caught.value) == 2
+    assert exit_status(OSError(28, "No space left on device")) == 1  # a running fault: restarted
+
+
 @pytest.fixture
 def tiny_disk(tmp_path):
     """A 64 kB tmpfs (root only): the state and results of a device on a full disk."""
