@@ -22,7 +22,8 @@ from mqtt.protocol import (Address, ComputeTable, LoadReport, ProtocolError, Res
 
 log = logging.getLogger("ans.device")
 
-#: Events waiting for the frame thread at most; past it (a flood of junk) new ones are dropped and counted.
+#: Events waiting for the frame thread at most; past it (a flood of junk) new ones are dropped, said at
+#: most once a minute (the stats are the frame thread's: paho's thread does not touch them).
 MAX_EVENTS = 10_000
 
 
