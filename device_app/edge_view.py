@@ -6,7 +6,7 @@ import numpy as np
 
 from common.logs import RateLimitedLog
 
-from .link import Connected, EdgeLoad, EdgeStatus, EdgeTable, Lost, OwnStats, table_array
+from .link import Connected, EdgeLoad, EdgeStatus, EdgeTable, Lost, OwnStats
 
 
 class EdgeView:
@@ -60,7 +60,7 @@ class EdgeView:
             self.logs.warning("compute-table", "ignoring the compute table of edge %r: it is for bundle %s, this "
                               "device runs %s", table.edge[:64], table.bundle[:12], self.bundle_hash[:12])
             return
-        self.table = table_array(table)
+        self.table = np.array([np.nan if v is None else v for v in table.compute_s])  # NaN: not measured
 
     def _check_twin(self, instance: str | None) -> None:
         """Stats on this device's own topic from another instance: two devices share one id. They would

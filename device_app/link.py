@@ -12,7 +12,6 @@ import queue
 import time
 from dataclasses import dataclass
 
-import numpy as np
 from paho.mqtt.enums import MQTTErrorCode
 
 from common.logs import RateLimitedLog
@@ -167,7 +166,3 @@ class Link:
     def close(self) -> None:
         go_offline(self.client, self.topics.device_status(self.device_id))
 
-
-def table_array(table: ComputeTable) -> np.ndarray:
-    """A compute table as seconds per split, NaN where the edge did not measure one."""
-    return np.array([np.nan if v is None else v for v in table.compute_s])

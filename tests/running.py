@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import queue
+import signal
 import subprocess
 import sys
 import time
@@ -60,6 +61,13 @@ def start_edge(tmp: Path, port: int, *extra: str, env: dict | None = None) -> su
             break
     proc.kill()
     raise RuntimeError("the edge did not come up")
+
+
+def stop(proc: subprocess.Popen) -> None:
+    """SIGTERM (systemd's stop), and wait for the process to finish cleanly."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(30)
 
 
 def device_args(tmp: Path, port: int, name: str, policy: str, *extra: str) -> list[str]:

@@ -3,7 +3,6 @@ device, no frame lost when the edge dies, offloading back when it returns, a bro
 survived, oversized requests never sent, stats and discovery on their topics."""
 
 import json
-import signal
 import subprocess
 import time
 
@@ -11,17 +10,13 @@ import numpy as np
 import pytest
 
 from .broker import started
-from .running import ENV, Recorder, dev_config, device_args, records, run_device, spawn, start_edge, wait_for
+from .running import (ENV, Recorder, dev_config, device_args, records, run_device, spawn, start_edge, stop,
+                      wait_for)
 
 
 def same_detections(a, b):
     a, b = np.array(a).reshape(-1, 6), np.array(b).reshape(-1, 6)
     return a.shape == b.shape and np.allclose(a, b, atol=2e-3)
-
-
-def stop(proc):
-    proc.send_signal(signal.SIGTERM)
-    proc.wait(30)
 
 
 def test_every_frame_is_answered_as_on_the_device(demo_bundle, tmp_path):

@@ -23,17 +23,11 @@ from paho.mqtt.reasoncodes import ReasonCode  # noqa: E402
 from mqtt.connection import BrokerRefused, MqttSettings, SessionGuard  # noqa: E402
 
 from .broker import ADMIN, MOSQUITTO, PLUGIN, Certificates, production_config, started  # noqa: E402
-from .running import ENV, device_args, records, spawn, start_edge, wait_for  # noqa: E402
+from .running import ENV, device_args, records, spawn, start_edge, stop, wait_for  # noqa: E402
 from .test_broker_security import CLIENTS, PASSWORDS, Client, wait_listening  # noqa: E402
 
 broker_needed = pytest.mark.skipif(not shutil.which(MOSQUITTO) or PLUGIN is None,
                                    reason="mosquitto with its dynamic security plugin is not installed")
-
-
-def stop(proc: subprocess.Popen) -> None:
-    if proc.poll() is None:
-        proc.terminate()
-        proc.wait(60)
 
 
 def password_env(tmp_path: Path, role: str, user: str) -> dict:
