@@ -12,17 +12,17 @@ from common.errors import ConfigurationError, CredentialsRefused, SourceLost, ex
 from device_app.learner.persist import StateError, load_state, save_state
 from device_app.learner.profile import load_profile
 from device_app.learner.registry import POLICY_NAMES, make_policy
-from lab.sim.scenarios import SCENARIOS
+from lab.sim.scenarios import RANDOM_PREFIX, SCENARIOS, Scenario, scenario
 from lab.sim.simulator import DEFAULT_EDGE_RATE, DEFAULT_LAYER_OVERHEAD_S, build_world, run
 from device_app.settings import DEVICE_POLICIES
 from lab.sim.trace import load_trace
 
 
-def _trace(spec: str, frames: int):
-    """A CSV path, or the name of a built-in scenario."""
-    if spec in SCENARIOS and not Path(spec).exists():
-        return SCENARIOS[spec](frames)
-    return load_trace(spec)
+def _scenario(spec: str, frames: int) -> Scenario:
+    """A CSV path, the name of a built-in scenario, or ``random-<seed>``."""
+    if not Path(spec).exists() and (spec in SCENARIOS or spec.startswith(RANDOM_PREFIX)):
+        return scenario(spec, frames)
+    return Scenario(load_trace(spec))
 
 
 def cmd_simulate(args: argparse.Namespace) -> int:
@@ -42,10 +42,10 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         bundle = Bundle(folder if folder.is_dir() else folder.parent)
         runner = SegmentRunner(bundle, fused_heads=1)  # heads as the device runs them once in use
         profile = replace(profile, front_delay_s=calibrate(runner, log=lambda *_: None))
-    trace = _trace(args.trace, args.frames)
-    world = build_world(profile, trace, args.frames, args.seed, args.noise, args.key_frame_prob,
-                        args.edge_rate, args.layer_overhead_ms * 1e-3)
-    policy = make_policy(args.policy, profile, world.mean_total_s)
+    world_of = _scenario(args.trace, args.frames)
+    world = build_world(profile, world_of.trace, args.frames, args.seed, args.noise, args.key_frame_prob,
+                        args.edge_rate, args.layer_overhead_ms * 1e-3, world_of.outliers, world_of.outage)
+    policy = make_policy(args.policy, profile, world.oracle_s)
     if (args.state_in or args.state_out) and not policy.stateful:  # said before the run, not after it
         raise StateError(f"policy '{args.policy}' keeps no state to load or save")
     if args.state_in:
@@ -105,7 +105,10 @@ def cmd_experiment(args: argparse.Namespace) -> int:
         return 0
     from lab.sim.experiment import run_experiment
 
-    run_experiment(Path(args.out), tuple(args.profiles), tuple(args.scenarios), tuple(args.policies),
+    scenarios = tuple(args.scenarios)
+    if args.random:
+        scenarios = tuple(f"{RANDOM_PREFIX}{seed}" for seed in range(args.first_seed, args.first_seed + args.random))
+    run_experiment(Path(args.out), tuple(args.profiles), scenarios, tuple(args.policies),
                    args.seeds, args.frames, args.noise, args.key_frame_prob, args.jobs)
     print((Path(args.out) / "summary.md").read_text())
     return 0
@@ -429,7 +432,8 @@ def build_parser() -> argparse.ArgumentParser:
                           "or a built-in profile: tiny-yolov2-tx2, vgg16-tx2")
     sim.add_argument("--trace",
                      help="CSV frame,bandwidth_mbps,rtt_ms,edge_slowdown[,key_frame], "
-                          f"or a built-in scenario: {', '.join(SCENARIOS)}")
+                          f"a built-in scenario ({', '.join(SCENARIOS)}), or random-SEED: a random schedule "
+                          "(lab/random_schedule.py)")
     sim.add_argument("--policy", default="ans", choices=POLICY_NAMES, help="the policy to play (default ans)")
     sim.add_argument("--frames", type=int, default=4500, help="frames to simulate")
     sim.add_argument("--seed", type=int, default=0, help="seed of the noise and key frames")
@@ -463,6 +467,10 @@ def build_parser() -> argparse.ArgumentParser:
                      help="built-in profiles, paper-schema JSON files or bundles")
     exp.add_argument("--scenarios", nargs="+", default=list(SCENARIOS), choices=list(SCENARIOS),
                      help="built-in scenarios to run")
+    exp.add_argument("--random", type=int, default=0, metavar="N",
+                     help="instead of the built-in scenarios, N random schedules (steps and drifts of bandwidth, "
+                          "RTT and edge load, outlier frames, restarts), seeds --first-seed on")
+    exp.add_argument("--first-seed", type=int, default=0, help="the first random schedule's seed (default 0)")
     exp.add_argument("--policies", nargs="+", default=list(POLICY_NAMES), choices=POLICY_NAMES,
                      help="policies to compare")
     exp.add_argument("--seeds", type=int, default=5, help="runs per policy, scenario and profile")

@@ -24,6 +24,7 @@ import numpy as np
 from common.detect import counts, objects
 from common.detect import detections as decode_detections
 from common.disk import write_problem
+from common.heap import settle
 from common.logs import RateLimitedLog
 from common.service import Heartbeat, Notifier
 from mqtt.codec import encode
@@ -77,7 +78,9 @@ def make_device(settings: DeviceSettings, interpreter=None, notifier: Notifier |
                 link: Link | None = None) -> Device:
     """A device with its model loaded and checked and its heads timed (``local_model.load_model``:
     the heavy part); ``interpreter``: a TFLite interpreter class the host app supplies."""
-    return Device(settings, load_model(settings, interpreter, notifier), notifier, link)
+    device = Device(settings, load_model(settings, interpreter, notifier), notifier, link)
+    settle()  # the frames' own garbage only: no collection through the set-up's objects mid-frame
+    return device
 
 
 class Device:

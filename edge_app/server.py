@@ -26,6 +26,7 @@ import numpy as np
 
 from common.bundle import read_manifest
 from common.detect import detections as decode_detections
+from common.heap import settle
 from common.logs import RateLimitedLog
 from common.service import Heartbeat, Notifier
 from mqtt.connection import Outbox, SessionGuard, go_offline, make_client, parse_broker, start
@@ -409,6 +410,7 @@ class EdgeServer:
             self.notifier.status(f"warming tails {done}/{total}")
 
         self.tails.warm_up(warming)
+        settle()  # no full garbage collection through TensorFlow's objects in the middle of a frame
         log.info("%d tails warm in %.1f s", len(self.tails._tails), time.monotonic() - started)
         start(self.client, self.settings.mqtt)
         try:

@@ -11,8 +11,9 @@ What it changes against the paper's algorithm (``mu_linucb.py``), and why:
 * Normalised features with an intercept, and exploration scaled to the noise
   actually observed (the paper's α on raw MAC counts makes widths meaningless).
 * Change detection instead of never forgetting: a two-sided CUSUM on each
-  component's standardised residuals; on an alarm the component is re-fit from
-  the observations that raised it, with the old model rescaled to them as prior.
+  component's standardised residuals, which a lone outlier frame cannot set off (a settled
+  model needs a confirmed change); on an alarm the component is re-fit from the observations
+  that raised it, with the old model rescaled to them as prior.
 * Probing instead of fixed forced sampling: while device-only wins, an offloading
   frame is sent now and then, as often as its cost is worth the delay it saves by
   noticing a recovered link early (``probe_interval``), and again at once when a
@@ -24,8 +25,9 @@ What it changes against the paper's algorithm (``mu_linucb.py``), and why:
   that grows with the time since, so a split that looked bad once (a transient, a cold edge)
   is re-checked eventually, the nearly-best ones soonest. Each re-check doubles that split's
   horizon (back-off: logarithmically many re-checks in steady state, so regret stays
-  sublinear); a change detected there brings it back to ``stale_after``. A re-check lasts one
-  frame unless the split then beats the one in use.
+  sublinear); a change detected there brings it back to ``stale_after``, and a split that last
+  delivered much better than the one in use now is re-checked sooner (the way back from
+  device-only). A re-check lasts one frame unless the split then beats the one in use.
 * Load is priced apart: the edge's queueing wait (acknowledgements, and the edges' load
   reports for a device that does not offload) is added to every offloading split, and a
   near-tie does not flip the choice (hysteresis), so devices sharing an edge do not herd.
@@ -41,6 +43,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .censoring import Censoring
+from .change import ChangeDetector
 from .persist import StateError, check_header, state_header
 from .policy import Feedback, Policy
 from .probing import Prober, optimistic_offload
@@ -103,24 +106,24 @@ class ComponentModel:
 
     Delay noise is multiplicative (a 10% jitter on 200 ms is not one on 5 ms), so
     residuals are taken relative to the predicted delay and standardised by the
-    relative noise observed so far. A two-sided CUSUM on those scores detects a
-    change: it reacts within one or two frames to a large shift, accumulates
-    evidence over a few frames for a smaller or noisier one, and ignores a lone spike.
+    relative noise observed so far; a change detector (``change.py``) watches those scores.
     """
 
     FLOOR_S = 1e-3  # delays below this are treated as this, so relative noise stays defined
     WARMUP = 3  # observations before change detection starts
     RECENT = 16  # observations kept to re-fit from after a change
+    # Observations after which a part is settled (or where data pins the arm down): a far-off one is
+    # then news or an outlier, not misfit of a young model, and it takes a confirmed change to re-fit.
+    SETTLED = 8
 
     def __init__(self, bank: ArmRidge, index: int, config: AnsConfig) -> None:
         self.bank, self.i = bank, index
         self.z = bank.arms[index]
         self.prior_widths = np.linalg.norm(self.z, axis=1) / math.sqrt(bank.lam)
-        self.drift, self.threshold = config.cusum_drift, config.cusum_threshold
+        self.detector = ChangeDetector(config.cusum_drift, config.cusum_threshold)
         self.decay = 0.5 ** (1.0 / config.noise_halflife)
         self.rel_var = config.prior_rel_noise**2  # EWMA of squared relative residuals
         self.level = self.FLOOR_S  # EWMA of observed delays (s), the scale of this component
-        self.up = self.down = 0.0  # CUSUM statistics
         self.recent: list[tuple[int, float, float]] = []  # (split, y, score) since the CUSUM last stood at zero
         self.change_obs: list[tuple[int, float]] = []  # what the last change was fitted to, and since
         self.guessed = False  # the last change was seen at one kind of split only: which kind of change is a guess
@@ -152,33 +155,33 @@ class ComponentModel:
         width = float(self.bank.width[self.i, split])
         spread = self.rel_noise * math.sqrt(1.0 + width * width)
         score = (y - pred) / level / spread
-        if self.bank.n[self.i] >= self.WARMUP:
-            self.up = max(0.0, self.up + score - self.drift)
-            self.down = max(0.0, self.down - score - self.drift)
-        if self.up == 0.0 and self.down == 0.0:
+        settled = self.bank.n[self.i] >= self.SETTLED or self.pinned(split)
+        detector = self.detector
+        alarm = detector.step(score, settled) if self.bank.n[self.i] >= self.WARMUP else 0.0
+        if detector.idle:
             self.recent.clear()
         else:
             self.recent = self.recent[-(self.RECENT - 1):] + [(split, y, score)]
         if self.guessed:  # each observation after a guessed change may settle what it was
             obs = self.change_obs + [(split, y)]
             if self._refit(obs, joint_only=True):
-                self.up = self.down = 0.0
+                detector.reset()
                 self.recent = []
                 return CHANGED, None
             self.change_obs = obs[-self.RECENT:]
             self.guessed = len(obs) <= self.RECENT
-        if max(self.up, self.down) > self.threshold:
-            self._restart(1.0 if self.up > self.down else -1.0)
+        if alarm:
+            self._restart(alarm)
             return CHANGED, None
         self.level = max(self.decay * self.level + (1.0 - self.decay) * y, self.FLOOR_S)
         target = y
-        if self.pinned(split):
-            # Only where data already pins this arm down is the residual noise rather than misfit;
-            # there, Huber-style, a lone spike moves the fit no more than three noise widths.
+        if settled:
+            # Only once the part is settled is the residual noise rather than misfit; then,
+            # Huber-style, a lone spike moves the fit no more than three noise widths.
             clipped = min(max(score, -3.0), 3.0)
             self.rel_var = self.decay * self.rel_var + (1.0 - self.decay) * (clipped * spread) ** 2
             target = pred + clipped * spread * level
-        surprising = abs(score) > 3.0 or max(self.up, self.down) > self.threshold / 2
+        surprising = abs(score) > 3.0 or detector.halfway
         return (SUSPECT if surprising else OK), target
 
     def _restart(self, side: float) -> None:
@@ -192,7 +195,7 @@ class ComponentModel:
         if self.guessed:  # the last change's own evidence is still what there is
             recent = self.change_obs + recent
         self._refit(recent[-self.RECENT:])
-        self.up = self.down = 0.0
+        self.detector.reset()
         self.recent = []
         self.resets += 1
 
@@ -265,7 +268,7 @@ class ComponentModel:
             raise ValueError(f"delay level must be positive and finite, got {level}")
         self.bank.load_state(self.i, state["ridge"])
         self.rel_var, self.level = rel_var, level
-        self.up = self.down = 0.0
+        self.detector.reset()
         self.recent = []
         self.change_obs, self.guessed = [], False
 
@@ -327,7 +330,7 @@ class ANS(Policy):
         if weight >= 1.0:
             return estimate, estimate
         merit = estimate - math.sqrt(1.0 - weight) * self._width_s
-        return merit - self.stale.bonus(self.t, estimate), merit
+        return merit - self.stale.bonus(self.t, estimate, self._current), merit
 
     def _choose(self, key_frame: bool) -> int:
         self.load.frame()
@@ -353,8 +356,9 @@ class ANS(Policy):
         return probe if probe is not None else self._device_only()
 
     def _device_only(self) -> int:
-        self.stale.observed(self.t, self.profile.device_only)  # the device times every run of its own
-        return self.profile.device_only
+        device_only = self.profile.device_only  # the device times every run of its own
+        self.stale.observed(self.t, device_only, float(self.front_delay_s[device_only]))
+        return device_only
 
     def _probe_costs(self, probe: int) -> tuple[float, float, float]:
         """A probe's estimated total delay, device-only's, and (while offloading never won) the
@@ -397,7 +401,7 @@ class ANS(Policy):
             self.bank.update(p, fit, slice(i, i + 1))
         self._refresh()
         changed = net_verdict is CHANGED or edge_verdict is CHANGED
-        self.stale.observed(self.t, p, changed)
+        self.stale.observed(self.t, p, float(self.front_delay_s[p]) + feedback.offload_s, changed)
         self.prober.changes += changed
         self.prober.answered(p, float(self.front_delay_s[p]) + float(self._offload_s[p]), float(self.front_delay_s[-1]),
                              lambda: self.net.pinned(p) and self.edge.pinned(p),

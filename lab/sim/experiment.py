@@ -20,7 +20,9 @@ import numpy as np
 from device_app.learner.profile import load_profile
 from device_app.learner.registry import make_policy
 
-from .scenarios import SCENARIOS
+from lab.random_schedule import random_schedule
+
+from .scenarios import RANDOM_PREFIX, SCENARIOS, scenario
 from .simulator import build_world, run
 
 DEFAULT_PROFILES = ("tiny-yolov2-tx2", "vgg16-tx2")
@@ -42,9 +44,10 @@ class Job:
 
 def _run_job(job: Job) -> tuple[Job, dict, np.ndarray, np.ndarray, np.ndarray]:
     profile = load_profile(job.profile)
-    trace = SCENARIOS[job.scenario](job.frames)
-    world = build_world(profile, trace, job.frames, job.seed, job.noise, job.key_frame_prob)
-    result = run(make_policy(job.policy, profile, world.mean_total_s), world)
+    world_of = scenario(job.scenario, job.frames)
+    world = build_world(profile, world_of.trace, job.frames, job.seed, job.noise, job.key_frame_prob,
+                        outliers=world_of.outliers, outage=world_of.outage)
+    result = run(make_policy(job.policy, profile, world.oracle_s), world)
     return job, result.summary(), result.delay_s, result.oracle_delay_s, result.splits
 
 
@@ -62,13 +65,10 @@ def run_experiment(
 ) -> dict:
     for p in profiles:
         load_profile(p)  # fail before any work on a bad profile
-    unknown = [s for s in scenarios if s not in SCENARIOS]
-    if unknown:
-        raise ValueError(f"unknown scenario(s) {', '.join(unknown)} (choose from {', '.join(SCENARIOS)})")
     out.mkdir(parents=True, exist_ok=True)
     (out / "traces").mkdir(exist_ok=True)
     for s in scenarios:
-        SCENARIOS[s](frames).write_csv(out / "traces" / f"{s}.csv")
+        scenario(s, frames).trace.write_csv(out / "traces" / f"{s}.csv")  # (checks every name first)
 
     todo = [Job(p, s, pol, seed, frames, noise, key_frame_prob)
             for p in profiles for s in scenarios for pol in policies for seed in range(seeds)]
@@ -86,7 +86,7 @@ def run_experiment(
         {"settings": {"frames": frames, "seeds": seeds, "noise": noise, "key_frame_prob": key_frame_prob},
          "table": table,
          "runs": [s for v in runs.values() for _, s, *_ in v]}, indent=1))
-    (out / "summary.md").write_text(_markdown(table, profiles, scenarios, policies))
+    (out / "summary.md").write_text(_markdown(table, profiles, scenarios, policies, frames))
     for p in profiles:
         for s in scenarios:
             plot_runs(out / f"{_slug(p)}_{s}.png", p, s, {pol: runs[(p, s, pol)] for pol in policies})
@@ -115,7 +115,9 @@ def _table(runs, profiles, scenarios, policies) -> dict:
     return table
 
 
-def _markdown(table, profiles, scenarios, policies) -> str:
+def _markdown(table, profiles, scenarios, policies, frames: int) -> str:
+    if any(s.startswith(RANDOM_PREFIX) for s in scenarios):
+        return _markdown_random(table, profiles, scenarios, policies, frames)
     lines = []
     for p in profiles:
         lines += [f"### {p}", "", "| policy | " + " | ".join(scenarios) + " |",
@@ -128,6 +130,24 @@ def _markdown(table, profiles, scenarios, policies) -> str:
             lines.append(f"| {pol} | " + " | ".join(cells) + " |")
         lines.append("")
     lines.append("Cells: mean end-to-end delay per frame, averaged over seeds, and in brackets its ratio to the oracle's.")
+    return "\n".join(lines) + "\n"
+
+
+def _markdown_random(table, profiles, scenarios, policies, frames: int) -> str:
+    """Random schedules: one row per schedule (what was drawn), the median and the worst."""
+    lines = []
+    for p in profiles:
+        lines += [f"### {p}", "", "| schedule | " + " | ".join(policies) + " |", "|---|" + "---|" * len(policies)]
+        for s in scenarios:
+            lines.append(f"| {s} | " + " | ".join(f"{table[p][s][pol]['ratio_to_oracle']:.3f}" for pol in policies)
+                         + " |")
+        for label, fn in (("median", np.median), ("worst", np.max)):
+            lines.append(f"| **{label}** | " + " | ".join(
+                f"{fn([table[p][s][pol]['ratio_to_oracle'] for s in scenarios]):.3f}" for pol in policies) + " |")
+        lines.append("")
+    lines.append("Cells: mean delay per frame over the oracle's, averaged over noise seeds. The schedules:")
+    lines.append("")
+    lines += [f"- {random_schedule(int(s[len(RANDOM_PREFIX):]), frames).describe()}" for s in scenarios]
     return "\n".join(lines) + "\n"
 
 

@@ -7,6 +7,12 @@ device-only below about 40; on VGG16 edge-only wins down to about 10 Mbit/s.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
+import numpy as np
+
+from lab.random_schedule import random_schedule
+
 from .trace import Trace, make_trace
 
 RTT_MS = 10.0
@@ -50,3 +56,41 @@ SCENARIOS = {
     "flapping": flapping,
     "rtt-jump": rtt_jump,
 }
+
+
+#: A simulated restart: frames without an edge online (the edge warming its tails again, the
+#: broker coming back), as a share of the run.
+OUTAGE_SHARE = {"edge-restart": 0.05, "broker-restart": 0.01}
+RANDOM_PREFIX = "random-"
+
+
+@dataclass(frozen=True)
+class Scenario:
+    """A trace and what it cannot say: outlier frames and outages (see ``build_world``)."""
+
+    trace: Trace
+    outliers: np.ndarray | None = None
+    outage: np.ndarray | None = None
+
+
+def scenario(name: str, frames: int) -> Scenario:
+    """A built-in scenario by name, or ``random-<seed>``: the random schedule of that seed."""
+    if name in SCENARIOS:
+        return Scenario(SCENARIOS[name](frames))
+    if name.startswith(RANDOM_PREFIX) and name[len(RANDOM_PREFIX):].isdigit():
+        return from_schedule(int(name[len(RANDOM_PREFIX):]), frames)
+    raise ValueError(f"unknown scenario {name!r} (choose from {', '.join(SCENARIOS)}, or random-<seed>)")
+
+
+def from_schedule(seed: int, frames: int) -> Scenario:
+    schedule = random_schedule(seed, frames)
+    levels = schedule.levels()
+    rtt = RTT_MS + levels["rtt_added_ms"]
+    moved = np.flatnonzero(np.any(np.diff(np.stack([levels["bandwidth_mbps"], rtt, levels["edge_slowdown"]]),
+                                           axis=1) != 0, axis=0)) + 1
+    rows = [(int(f), float(levels["bandwidth_mbps"][f]), float(rtt[f]), float(levels["edge_slowdown"][f]))
+            for f in [0, *moved]]
+    outage = np.zeros(frames, dtype=bool)
+    for restart in schedule.restarts():
+        outage[restart.frame:restart.frame + max(1, int(OUTAGE_SHARE[restart.kind] * frames))] = True
+    return Scenario(make_trace(rows), schedule.outliers(), outage)

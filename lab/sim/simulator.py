@@ -5,9 +5,12 @@ Ground truth for frame t and split p (device-only has no offloading delay):
     d_e(p,t) = rtt + transfer_bits(p)/bandwidth
                + edge_slowdown·(backend_MACs(p)/edge_rate + backend_layers(p)·layer_overhead)
 
-times (1 + noise·N(0,1)), clipped at 0. The total delay is d_f(p) + d_e(p,t). The
-noise draws are made once per world, so every policy run on the same world sees
-the same draws and regrets are comparable frame by frame.
+times (1 + noise·N(0,1)), clipped at 0, and times an outlier factor on the frames a schedule
+makes outliers (a pause, a retransmission: unforeseeable, so not part of the oracle's mean). The
+total delay is d_f(p) + d_e(p,t). During an outage (no edge online: a restart) every split runs on
+the device and nothing is fed back; the learner hears that the edge is back when it is. The noise
+draws are made once per world, so every policy run on the same world sees the same draws and
+regrets are comparable frame by frame.
 """
 
 from __future__ import annotations
@@ -42,6 +45,7 @@ class World:
     mean_total_s: np.ndarray  # (N, K) true mean total delay
     key_frame: np.ndarray  # (N,) bool
     conditions: dict[str, np.ndarray] = field(repr=False)
+    outage: np.ndarray | None = None  # (N,) bool: no edge online, every frame runs on the device
 
     @property
     def frames(self) -> int:
@@ -50,7 +54,19 @@ class World:
     @property
     def total_s(self) -> np.ndarray:
         """(N, K) realised total delay of every split at every frame."""
-        return self.profile.front_delay_s + self.net_s + self.edge_s
+        return self._device_in_outage(self.profile.front_delay_s + self.net_s + self.edge_s)
+
+    @property
+    def oracle_s(self) -> np.ndarray:
+        """(N, K) what the oracle knows: every split's mean delay, device-only during an outage."""
+        return self._device_in_outage(self.mean_total_s)
+
+    def _device_in_outage(self, total: np.ndarray) -> np.ndarray:
+        if self.outage is None or not self.outage.any():
+            return total
+        total = total.copy()
+        total[self.outage] = self.profile.front_delay_s[self.profile.device_only]
+        return total
 
 
 def build_world(
@@ -62,7 +78,10 @@ def build_world(
     key_frame_prob: float = 0.1,
     edge_rate: float = DEFAULT_EDGE_RATE,
     layer_overhead_s: float = DEFAULT_LAYER_OVERHEAD_S,
+    outliers: np.ndarray | None = None,
+    outage: np.ndarray | None = None,
 ) -> World:
+    """``outliers``: (N,) factor of each frame's offloading delay (1: none); ``outage``: (N,) bool."""
     if frames < 1:
         raise ValueError(f"frames must be at least 1, got {frames}")
     if noise < 0 or not 0 <= key_frame_prob <= 1 or edge_rate <= 0 or layer_overhead_s < 0:
@@ -79,6 +98,8 @@ def build_world(
     net_mean = (rtt + profile.transfer_bits / bps) * offload
     edge_mean = cond["edge_slowdown"][:, None] * edge_work_s(profile, edge_rate, layer_overhead_s) * offload
     scale = np.maximum(1.0 + noise * eps, 0.0)
+    if outliers is not None:
+        scale *= np.asarray(outliers, dtype=np.float64)[:frames, None]
     return World(
         profile=profile,
         net_s=net_mean * scale,
@@ -86,6 +107,7 @@ def build_world(
         mean_total_s=profile.front_delay_s + net_mean + edge_mean,
         key_frame=np.asarray(key, dtype=bool),
         conditions=cond,
+        outage=None if outage is None else np.asarray(outage, dtype=bool)[:frames],
     )
 
 
@@ -129,16 +151,21 @@ def run(policy: Policy, world: World, progress=None, every: int = 500) -> RunRes
     n = world.frames
     device_only = world.profile.device_only
     total = world.total_s
+    outage = world.outage if world.outage is not None else np.zeros(n, dtype=bool)
     splits = np.empty(n, dtype=np.int64)
     for t in range(n):
+        if t and outage[t - 1] and not outage[t]:
+            policy.edge_online()
         p = policy.choose(bool(world.key_frame[t]))
+        if outage[t]:
+            p = device_only  # no edge to offload to: the device runs it all, and learns nothing
         splits[t] = p
         if p != device_only:
             net, edge = float(world.net_s[t, p]), float(world.edge_s[t, p])
             policy.update(Feedback(split=p, offload_s=net + edge, transfer_s=net, edge_s=edge))
         if progress is not None and (t + 1) % every == 0:
             progress(t + 1, splits[: t + 1])
-    oracle = np.argmin(world.mean_total_s, axis=1)
+    oracle = np.argmin(world.oracle_s, axis=1)
     rows = np.arange(n)
     return RunResult(
         policy=policy.name,
