@@ -13,15 +13,25 @@ frames in three phases (the change at 1/3, back at 2/3):
 * ``rtt``: +0 -> +80 ms round trip (the relay) -> +0;
 * ``overload``: two CPU hogs beside the edge (its tails about 3x slower), then none;
 * ``edge-restart``: the edge is killed at 1/3 and started again at once (back when warm);
-* ``broker-restart``: the broker is stopped at 1/3 for 2 s.
+* ``broker-restart``: the broker is stopped at 1/3 for 2 s;
+* ``drift``: from frame 100 the link slides 100 -> 40 -> 16 -> 8 -> 4 -> 2 Mbit/s over 64 frames,
+  stays at 2 Mbit/s and comes back to 100 Mbit/s at frame 200 (of 300);
+* ``outliers``: ``bandwidth`` with 5% of the frames made single outliers (150 ms more round trip
+  for one frame, about 4x a frame's delay);
+* ``random-SEED`` (``--random N --first-seed S``): the random schedule of that seed
+  (``lab/random_schedule.py``: steps and drifts of bandwidth, round trip and edge load, outlier
+  frames, an edge or broker restart); edge load maps to 0-3 CPU hogs beside the edge.
 
-Policies: ``ans``, ``mu-linucb-paper``, ``device-only``, ``edge-only``, and the live oracle: every
-split forced through the same schedule, the best one per phase. Per scenario it reports mean and
+Policies (``--policies``): ``ans``, ``mu-linucb-paper``, ``device-only``, ``edge-only``, and the live
+oracle: every split forced through the same schedule, the best one per phase (fixed scenarios) or
+per stretch between changes of at least 30 frames (drift, random). Per scenario it reports mean and
 p95 delay per policy and phase, the ratio to the live oracle, the frames each policy takes after
 each change to come back within 1.2x of the new best split's delay (rolling median of 5 frames),
-and a plot (docs/img/live-<scenario>.png: chosen split and delay over time, the oracle's split).
+the learner's change alarms (per 1,000 frames of the baseline: before the first change), and a
+plot (``--out``/live-<scenario>.png: chosen split and delay over time, the oracle's split).
 
-    sudo .venv/bin/python bench/bench_live.py [--scenarios bandwidth rtt ...] [--frames 300] [--warmup 60]
+    sudo .venv/bin/python bench/bench_live.py [--scenarios bandwidth rtt ...] [--random N --first-seed S]
+        [--frames 300] [--warmup 60] [--policies ans ...]
 """
 
 from __future__ import annotations
@@ -48,6 +58,9 @@ from lab.testbed import NS, NS_IP, CpuHog, DelayRelay, Link, pin_this_process  #
 
 POLICIES = ("ans", "mu-linucb-paper", "device-only", "edge-only")
 HIGH_MBIT, LOW_MBIT, RTT_ADDED_S = 100.0, 4.0, 0.080
+DRIFT_MBIT, DRIFT_FROM, DRIFT_BACK = (40.0, 16.0, 8.0, 4.0, 2.0), 100, 200  # steps over 64 frames
+OUTLIER_S, OUTLIER_SHARE = 0.150, 0.05  # an outlier frame: this much more round trip
+MIN_STRETCH = 30  # frames: the live oracle's shortest stretch between changes (drift, random)
 EDGE_CORE, DEVICE_CORE = 1, 0
 
 
@@ -63,6 +76,8 @@ class System:
         self.broker.start()
         self.relay = DelayRelay(NS_IP, self.broker.port).__enter__()
         self.hog = CpuHog(EDGE_CORE, 2)
+        self.hogs = 0  # how many the random schedules' edge load runs
+        self.rtt_added_s = 0.0
         self.edge: subprocess.Popen | None = None
         self.busy: list[threading.Thread] = []
         self.start_edge()
@@ -107,6 +122,24 @@ class System:
         thread.start()
         self.busy.append(thread)
 
+    def set_rtt(self, added_s: float) -> None:
+        self.rtt_added_s = added_s
+        self.relay.delay_s = added_s / 2
+
+    def outlier(self, on: bool) -> None:
+        """One frame's worth of hiccup: ``OUTLIER_S`` more round trip while ``on``."""
+        self.relay.delay_s = (self.rtt_added_s + (OUTLIER_S if on else 0.0)) / 2
+
+    def set_load(self, slowdown: float) -> None:
+        """A random schedule's edge slowdown as CPU hogs beside the edge: 0 below 1.5x, 1 below 4x,
+        2 below 10x, 3 beyond (two hogs make its tails about 3x slower)."""
+        count = 0 if slowdown < 1.5 else 1 if slowdown < 4 else 2 if slowdown < 10 else 3
+        if count != self.hogs:
+            self.hog.stop()
+            self.hog.count, self.hogs = count, count
+            if count:
+                self.hog.start()
+
     def restart_broker(self) -> None:
         self.broker.stop()
         time.sleep(2.0)
@@ -118,8 +151,9 @@ class System:
             thread.join(60)
         self.busy = []
         self.link.shape(HIGH_MBIT)
-        self.relay.delay_s = 0.0
+        self.set_rtt(0.0)
         self.hog.stop()
+        self.hog.count, self.hogs = 2, 0
         if self.broker.proc is None:
             self.broker.start()
         if self.edge is None or self.edge.poll() is not None:
@@ -138,12 +172,25 @@ class System:
 
 
 def schedule(scenario: str, frames: int, system: System) -> dict[int, object]:
+    """What happens before which scored frame."""
     third = frames // 3
+    if scenario.startswith("random-"):
+        return random_events(int(scenario.removeprefix("random-")), frames, system)
+    if scenario == "drift":
+        steps = {DRIFT_FROM + 16 * k: mbit for k, mbit in enumerate(DRIFT_MBIT)}
+        return {**{f: (lambda m=m: system.link.shape(m)) for f, m in steps.items()},
+                DRIFT_BACK: lambda: system.link.shape(HIGH_MBIT)}
+    if scenario == "outliers":
+        events = schedule("bandwidth", frames, system)
+        rng = np.random.default_rng(0)
+        for f in rng.choice(np.arange(1, frames - 1), size=int(OUTLIER_SHARE * frames), replace=False):
+            _then(events, int(f), lambda: system.outlier(True))
+            _then(events, int(f) + 1, lambda: system.outlier(False))
+        return events
     if scenario == "bandwidth":
         return {third: lambda: system.link.shape(LOW_MBIT), 2 * third: lambda: system.link.shape(HIGH_MBIT)}
     if scenario == "rtt":
-        return {third: lambda: setattr(system.relay, "delay_s", RTT_ADDED_S / 2),
-                2 * third: lambda: setattr(system.relay, "delay_s", 0.0)}
+        return {third: lambda: system.set_rtt(RTT_ADDED_S), 2 * third: lambda: system.set_rtt(0.0)}
     if scenario == "overload":
         return {third: system.hog.start, 2 * third: system.hog.stop}
     if scenario == "edge-restart":
@@ -151,6 +198,53 @@ def schedule(scenario: str, frames: int, system: System) -> dict[int, object]:
     if scenario == "broker-restart":
         return {third: lambda: system.in_background(system.restart_broker)}
     raise ValueError(scenario)
+
+
+def _then(events: dict, frame: int, action) -> None:
+    """Add ``action`` to what happens before ``frame`` (after what is there already)."""
+    before = events.get(frame)
+    events[frame] = action if before is None else (lambda: (before(), action()))
+
+
+def random_events(seed: int, frames: int, system: System) -> dict[int, object]:
+    from lab.random_schedule import random_schedule
+
+    actions = {
+        "bandwidth_mbps": system.link.shape,
+        "rtt_added_ms": lambda v: system.set_rtt(v / 1e3),
+        "edge_slowdown": system.set_load,
+        "outlier": lambda v: system.outlier(True),
+        "edge-restart": lambda v: (system.stop_edge(), system.in_background(system.start_edge)),
+        "broker-restart": lambda v: system.in_background(system.restart_broker),
+    }
+    events: dict[int, object] = {}
+    for change in random_schedule(seed, frames).changes:
+        _then(events, change.frame, lambda c=change: actions[c.kind](c.value))
+        if change.kind == "outlier":
+            _then(events, change.frame + 1, lambda: system.outlier(False))
+    return events
+
+
+def stretches(scenario: str, frames: int) -> list[tuple[int, int]]:
+    """The live oracle's stretches: the phases of a fixed scenario; for drift and random schedules,
+    the frames between changes of the conditions, merged to at least ``MIN_STRETCH`` frames."""
+    third = frames // 3
+    if scenario == "drift":
+        cuts = [DRIFT_FROM + 16 * k for k in range(len(DRIFT_MBIT))] + [DRIFT_BACK]
+    elif scenario.startswith("random-"):
+        from lab.random_schedule import random_schedule
+
+        cuts = sorted({c.frame for c in random_schedule(int(scenario.removeprefix("random-")), frames).changes
+                       if c.kind != "outlier"})
+    else:
+        return [(0, third), (third, 2 * third), (2 * third, frames)]
+    out: list[tuple[int, int]] = []
+    start = 0
+    for cut in [*cuts, frames]:
+        if cut - start >= MIN_STRETCH and frames - cut >= MIN_STRETCH or cut == frames:
+            out.append((start, cut))
+            start = cut
+    return out
 
 
 def undominated(bundle: Path) -> list[int]:
@@ -195,7 +289,7 @@ def run_one(name: str, policy, system: System, frames: list, events: dict, state
                 events[k - warmup]()
             record = device.process(k, frame)
             if k >= warmup:
-                records.append({**record, "frame": k - warmup})
+                records.append({**record, "frame": k - warmup, "alarms": device.policy.stats().get("changes", 0)})
     finally:
         device.link.close()
         device.model.runner = None  # this run's interpreters and their threads go now, not when the GC finds them
@@ -224,19 +318,20 @@ def recovery(delays: np.ndarray, start: int, end: int, target: float) -> int | N
     return None
 
 
-def summarise(runs: dict[str, list[dict]], n_splits: int, frames: int) -> dict:
-    third = frames // 3
-    phases = [(0, third), (third, 2 * third), (2 * third, frames)]
+def summarise(runs: dict[str, list[dict]], n_splits: int, phases: list[tuple[int, int]], baseline: int,
+              policies=POLICIES) -> dict:
+    """``baseline``: scored frames before the first change."""
     delays = {name: np.array([r["delay_s"] for r in records]) * 1e3 for name, records in runs.items()}
     forced = {k: delays[f"split-{k}"] for k in range(n_splits) if f"split-{k}" in delays}
     oracle_split = [min(forced, key=lambda k: forced[k][a:b].mean()) for a, b in phases]
     oracle_mean = [float(forced[k][a:b].mean()) for k, (a, b) in zip(oracle_split, phases)]
     oracle_total = float(np.mean(np.concatenate([forced[k][a:b] for k, (a, b) in zip(oracle_split, phases)])))
     out = {"oracle": {"split_per_phase": oracle_split, "phase_mean_ms": oracle_mean, "mean_ms": oracle_total}}
-    for name in POLICIES:
+    for name in policies:
         if name not in delays:
             continue
         d = delays[name]
+        alarms = [r["alarms"] for r in runs[name]]
         out[name] = {
             "mean_ms": float(d.mean()), "p95_ms": float(np.percentile(d, 95)),
             "ratio_to_oracle": float(d.mean() / oracle_total),
@@ -244,23 +339,25 @@ def summarise(runs: dict[str, list[dict]], n_splits: int, frames: int) -> dict:
             "phase_p95_ms": [float(np.percentile(d[a:b], 95)) for a, b in phases],
             "frames_to_recover": [recovery(d, a, b, m) for (a, b), m in zip(phases[1:], oracle_mean[1:])],
             "fallbacks": int(sum(r["fallback"] for r in runs[name])),
+            "alarms": int(alarms[-1] - alarms[0]),
+            "baseline_alarms": int(alarms[max(baseline - 1, 0)] - alarms[0]), "baseline_frames": baseline,
         }
     return out
 
 
-def plot(scenario: str, runs: dict, summary: dict, frames: int, n_splits: int, path: Path) -> None:
+def plot(scenario: str, runs: dict, summary: dict, phases: list[tuple[int, int]], n_splits: int, path: Path,
+         policies=POLICIES) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    third = frames // 3
-    shown = [p for p in POLICIES if p in runs]
-    fig, axes = plt.subplots(len(shown), 1, figsize=(10, 2.2 * len(shown)), sharex=True)
-    oracle_line = np.concatenate([[s] * n for s, n in zip(summary["oracle"]["split_per_phase"],
-                                                          (third, third, frames - 2 * third))])
+    shown = [p for p in policies if p in runs]
+    fig, axes = plt.subplots(len(shown), 1, figsize=(10, 2.2 * len(shown) + 0.6), sharex=True, squeeze=False)
+    axes = axes[:, 0]
+    oracle_line = np.concatenate([[s] * (b - a) for s, (a, b) in zip(summary["oracle"]["split_per_phase"], phases)])
     twins = []
-    for ax, name in zip(np.atleast_1d(axes), shown):
+    for ax, name in zip(axes, shown):
         records = runs[name]
         x = [r["frame"] for r in records]
         colours = ["tab:blue" if r["edge"] else "tab:red" if r["fallback"] else "tab:gray" for r in records]
@@ -274,7 +371,7 @@ def plot(scenario: str, runs: dict, summary: dict, frames: int, n_splits: int, p
         twin.set_ylim(-0.5, n_splits - 0.5)
         twin.set_yticks(range(0, n_splits, 3))
         twin.set_ylabel("split", fontsize=8)
-        for change in (third, 2 * third):
+        for change, _ in phases[1:]:
             ax.axvline(change, color="orange", lw=1.5, zorder=0)
         s = summary[name]
         ax.set_title(f"{name}: mean {s['mean_ms']:.1f} ms ({s['ratio_to_oracle']:.2f}x the live oracle)",
@@ -282,7 +379,7 @@ def plot(scenario: str, runs: dict, summary: dict, frames: int, n_splits: int, p
     twins[0].legend(fontsize=7, loc="upper right")
     fig.suptitle(f"live testbed: {scenario} (orange: the changes). Dots: delay; blue edge, red fallback, grey device",
                  fontsize=9)
-    np.atleast_1d(axes)[-1].set_xlabel("frame")
+    axes[-1].set_xlabel("frame")
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
@@ -297,8 +394,14 @@ def main() -> None:
     parser.add_argument("--splits", type=int, nargs="+",
                         help="the live oracle's candidates (default: every split that no other split dominates: "
                              "not a split whose next one only max-pools and sends less)")
+    parser.add_argument("--random", type=int, default=0, metavar="N",
+                        help="instead of --scenarios, N random schedules, seeds --first-seed on")
+    parser.add_argument("--first-seed", type=int, default=0)
+    parser.add_argument("--policies", nargs="+", default=list(POLICIES), choices=POLICIES)
     parser.add_argument("--out", type=Path, default=REPO / "docs" / "img")
     args = parser.parse_args()
+    scenarios = ([f"random-{k}" for k in range(args.first_seed, args.first_seed + args.random)] if args.random
+                 else args.scenarios)
     if os.geteuid() != 0:
         sys.exit("bench/bench_live.py needs root (network namespace, tc, CPU pinning)")
     pin_this_process(DEVICE_CORE)
@@ -311,49 +414,52 @@ def main() -> None:
     n_splits = len(json.loads((bundle / "manifest.json").read_text())["splits"])
     clip = list(open_source(str(demo_clip())))
     frames = [clip[k % len(clip)] for k in range(args.frames)]
-    contenders = [(p, p) for p in POLICIES] + [(f"split-{k}", k) for k in (args.splits or undominated(bundle))]
+    contenders = [(p, p) for p in args.policies] + [(f"split-{k}", k) for k in (args.splits or undominated(bundle))]
     calibration = calibrate_once(bundle, work / "calibration")
     results, started = {}, time.monotonic()
     with Link(HIGH_MBIT) as link:
         system = System(work, bundle, link)
         try:
-            for scenario in args.scenarios:
+            for scenario in scenarios:
                 runs = {}
+                events = schedule(scenario, args.frames, system)
+                phases = stretches(scenario, args.frames)
                 for i, (name, policy) in enumerate(contenders):
                     print(f"[{time.monotonic() - started:6.0f} s] {scenario}: {name} ({i + 1}/{len(contenders)})",
                           file=sys.stderr, flush=True)
                     runs[name] = run_one(name, policy, system, frames, schedule(scenario, args.frames, system),
                                          work / f"state-{scenario}-{name}", args.warmup, calibration)
-                summary = summarise(runs, n_splits, args.frames)
+                summary = summarise(runs, n_splits, phases, min(events), args.policies)
                 results[scenario] = summary
                 args.out.mkdir(parents=True, exist_ok=True)
-                plot(scenario, runs, summary, args.frames, n_splits, args.out / f"live-{scenario}.png")
+                plot(scenario, runs, summary, phases, n_splits, args.out / f"live-{scenario}.png", args.policies)
                 (work / f"runs-{scenario}.json").write_text(json.dumps(
                     {name: [{k: r[k] for k in ("frame", "split", "delay_s", "edge", "fallback", "finished_from",
-                                               "timing")}
+                                               "timing", "alarms")}
                             for r in records] for name, records in runs.items()}))
-                print(report(scenario, summary), flush=True)
+                print(report(scenario, summary, args.policies), flush=True)
         finally:
             system.close()
     (work / "live.json").write_text(json.dumps(results, indent=1))
     print(f"results in {work / 'live.json'}; plots in {args.out}")
 
 
-def report(scenario: str, s: dict) -> str:
+def report(scenario: str, s: dict, policies=POLICIES) -> str:
     o = s["oracle"]
     lines = [f"\n### {scenario}", "",
              f"Live oracle: splits {' / '.join(map(str, o['split_per_phase']))} per phase, "
              f"{' / '.join(f'{m:.1f}' for m in o['phase_mean_ms'])} ms (mean {o['mean_ms']:.1f} ms).", "",
              "| policy | mean (x oracle) | per phase: mean | per phase: p95 | frames to recover after each change | "
-             "fallbacks |", "|---|---|---|---|---|---|"]
-    for name in POLICIES:
+             "fallbacks | change alarms (in the baseline's frames) |", "|---|---|---|---|---|---|---|"]
+    for name in policies:
         if name not in s:
             continue
         p = s[name]
         rec = ", ".join("never" if r is None else str(r) for r in p["frames_to_recover"])
         lines.append(f"| {name} | {p['mean_ms']:.1f} ms ({p['ratio_to_oracle']:.2f}x) | "
                      f"{' / '.join(f'{m:.1f}' for m in p['phase_mean_ms'])} | "
-                     f"{' / '.join(f'{m:.0f}' for m in p['phase_p95_ms'])} | {rec} | {p['fallbacks']} |")
+                     f"{' / '.join(f'{m:.0f}' for m in p['phase_p95_ms'])} | {rec} | {p['fallbacks']} | "
+                     f"{p['alarms']} ({p['baseline_alarms']} in {p['baseline_frames']}) |")
     return "\n".join(lines)
 
 

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from device_app.learner.ans import ANS, AnsConfig
+from device_app.learner.change import ChangeDetector
 from device_app.learner.persist import StateError, load_state, save_state
 from device_app.learner.policy import Feedback
 from lab.sim.scenarios import SCENARIOS
@@ -77,7 +78,7 @@ def test_a_bandwidth_change_seen_at_one_split_reprices_the_others(tiny):
     run(policy, world)
     slow = 100e6 / 8  # the link is now 8x slower; only split 20 is observed
     truth = 0.010 + tiny.transfer_bits / slow
-    for _ in range(3):
+    for _ in range(ChangeDetector.CONFIRM_FAR):  # far off: confirmed by the fourth (a lone outlier is not)
         policy.update(Feedback(20, truth[20] + policy.edge.pred[20], truth[20], float(policy.edge.pred[20])))
     for other in (0, 12, 16, 24, 28):
         assert policy.net.pred[other] == pytest.approx(truth[other], rel=0.2), f"split {other}"
@@ -251,7 +252,7 @@ def test_an_rtt_jump_is_told_apart_from_a_bandwidth_drop(tiny):
     big = int(np.nanargmax(np.where(policy.offload, tiny.transfer_bits, np.nan)))
     assert tiny.transfer_bits[big] > 10 * tiny.transfer_bits[settled]
     truth = (0.010 + 0.080) + tiny.transfer_bits / (100e6)  # RTT 10 -> 90 ms at the same 100 Mbit/s
-    for split in (settled, settled, settled, big, big):
+    for split in [settled] * ChangeDetector.CONFIRM_FAR + [big, big]:  # confirmed at one split, then told apart
         edge = float(policy.edge.pred[split])
         policy.update(Feedback(split, truth[split] + edge, truth[split], edge))
     for other in np.flatnonzero(policy.offload):

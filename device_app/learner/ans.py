@@ -380,6 +380,7 @@ class ANS(Policy):
             self.prober.missed(p)
             return
         self.censoring.observed(p)
+        expected_s = float(self._offload_s[p])
         if feedback.edge_s is None or feedback.transfer_s is None:
             # An edge that sends no timing: attribute to it what the edge model expects.
             edge = max(float(self.edge.pred[p]), 0.0)
@@ -403,9 +404,9 @@ class ANS(Policy):
         changed = net_verdict is CHANGED or edge_verdict is CHANGED
         self.stale.observed(self.t, p, float(self.front_delay_s[p]) + feedback.offload_s, changed)
         self.prober.changes += changed
+        good_news = (net_verdict is not OK or edge_verdict is not OK) and feedback.offload_s < expected_s
         self.prober.answered(p, float(self.front_delay_s[p]) + float(self._offload_s[p]), float(self.front_delay_s[-1]),
-                             lambda: self.net.pinned(p) and self.edge.pinned(p),
-                             net_verdict is not OK or edge_verdict is not OK)
+                             lambda: self.net.pinned(p) and self.edge.pinned(p), good_news)
 
     def prime_edge(self, compute_s: np.ndarray) -> bool:
         """Start the edge model from the edge's own compute table (seconds per split, NaN where

@@ -1,37 +1,45 @@
-"""Change detection on standardised residuals that a lone outlier cannot set off.
+"""Change detection on standardised residuals that outlier frames cannot set off.
 
 A two-sided CUSUM: it reacts within a few frames to a large shift, accumulates evidence over more
 frames for a smaller or noisier one, and ignores a lone spike. Outliers (a pause, a retransmission,
-a garbage collection) are single frames far off; a change lasts. Once the model behind the scores
-is settled, one score moves the statistic by at most ``STEP_CAP``, so it takes three to alarm
-however far off they are, and an alarm needs the median of the last ``CONFIRM`` scores to point
-its way: a lone outlier, or two, among ordinary frames never sets it off.
+a garbage collection) are single frames far off, a few of them in a row now and then; a change
+lasts. So, once the model behind the scores is settled, one score moves the statistic by at most
+``STEP_CAP`` noise widths, and an alarm needs the last scores to agree with it: the last
+``CONFIRM`` all pointing its way by twice the drift or more, or, when one of the last ``CONFIRM_FAR``
+was far off (an outlier, or the first frames of a large change), all of those beyond
+``FAR`` noise widths. With 5% of frames outliers, a false alarm then needs four in a row
+(once in about 160,000 frames); a large change is confirmed by its fourth frame.
 """
 
 from __future__ import annotations
 
 
 class ChangeDetector:
-    STEP_CAP = 4.0  # noise widths one score may move the statistic by, once settled
-    CONFIRM = 3  # scores whose median must point the alarm's way, once settled
+    STEP_CAP = 3.5  # noise widths one score may move the statistic by, once settled
+    FAR = 3.0  # noise widths beyond which a score is far off
+    CONFIRM = 3  # last scores that must all point the alarm's way, once settled ...
+    CONFIRM_FAR = 4  # ... or all be far off its way, if one of these was
 
     def __init__(self, drift: float, threshold: float) -> None:
         self.drift, self.threshold = drift, threshold
         self.up = self.down = 0.0
-        self.last: list[float] = []  # the last CONFIRM scores
+        self.last: list[float] = []  # the last CONFIRM_FAR scores
 
     def step(self, score: float, settled: bool) -> float:
         """Take one score; the alarm's side (+1: the part got slower, -1: faster), or 0."""
         step = min(max(score, -self.STEP_CAP), self.STEP_CAP) if settled else score
         self.up = max(0.0, self.up + step - self.drift)
         self.down = max(0.0, self.down - step - self.drift)
-        last = self.last = self.last[1 - self.CONFIRM:] + [score]
+        last = self.last = self.last[1 - self.CONFIRM_FAR:] + [score]
         if max(self.up, self.down) <= self.threshold:
             return 0.0
         side = 1.0 if self.up > self.down else -1.0
-        if settled and not (len(last) == self.CONFIRM and sorted(last)[self.CONFIRM // 2] * side > 2.0 * self.drift):
-            return 0.0
-        return side
+        return side if not settled or self._confirmed(side, last) else 0.0
+
+    def _confirmed(self, side: float, last: list[float]) -> bool:
+        if max(abs(score) for score in last) > self.STEP_CAP:
+            return len(last) == self.CONFIRM_FAR and min(score * side for score in last) > self.FAR
+        return min(score * side for score in last[-self.CONFIRM:]) > 2.0 * self.drift
 
     @property
     def idle(self) -> bool:

@@ -1,6 +1,6 @@
 """Probing instead of the paper's fixed forced sampling: while device-only wins, an offloading
 frame is sent now and then, as often as its cost is worth the delay it saves by noticing a
-recovered link early, and again at once when a probe looks off or an edge comes back."""
+recovered link early, and again at once when a probe brings good news or an edge comes back."""
 
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ class Prober:
         # A cheaper split may tell nothing about it (a tiny tensor sees the RTT, not the bandwidth).
         self.good_split: int | None = None
         self.good_s = math.inf
-        self.recheck = False  # the last probe looked off (or an edge came back): probe again at once
+        self.recheck = False  # the last probe brought good news (or an edge came back): probe again at once
         self.pending: int | None = None  # the split of the probe whose answer is awaited
 
     def offloaded(self) -> None:
@@ -67,17 +67,19 @@ class Prober:
         if split == self.pending:
             self.pending = None
 
-    def answered(self, split: int, estimate_s: float, device_s: float, pinned, surprised: bool) -> None:
+    def answered(self, split: int, estimate_s: float, device_s: float, pinned, good_news: bool) -> None:
         """An offloaded frame's answer: the best offloading seen so far may move (if ``pinned()``:
-        data, more than the prior, sets that estimate), and an answer to a probe that looked off
-        asks for another at once."""
+        data, more than the prior, sets that estimate), and an answer to a probe with good news
+        (far faster than expected) asks for another at once, to confirm it. Bad news asks for
+        none: device-only wins already, and a probe on a link getting worse is the dearest frame."""
         if estimate_s <= min(self.good_s, device_s) and pinned():
             self.good_split, self.good_s = split, estimate_s
         if split == self.pending:
             self.pending = None
-            self.recheck = surprised
+            self.recheck = good_news
 
 
 def optimistic_offload(front_s: np.ndarray, offload_s: np.ndarray, width_s: np.ndarray, offload: np.ndarray) -> float:
     """The lowest lower-confidence total delay of any offloading split."""
     return float(np.where(offload, front_s + offload_s - width_s, np.inf).min())
+
