@@ -14,6 +14,7 @@ frames in three phases (the change at 1/3, back at 2/3):
 * ``overload``: two CPU hogs beside the edge (its tails about 3x slower), then none;
 * ``edge-restart``: the edge is killed at 1/3 and started again at once (back when warm);
 * ``broker-restart``: the broker is stopped at 1/3 for 2 s;
+* ``steady``: nothing changes (how often the learner raises a change alarm in steady state);
 * ``drift``: from frame 100 the link slides 100 -> 40 -> 16 -> 8 -> 4 -> 2 Mbit/s over 64 frames,
   stays at 2 Mbit/s and comes back to 100 Mbit/s at frame 200 (of 300);
 * ``outliers``: ``bandwidth`` with 5% of the frames made single outliers (150 ms more round trip
@@ -176,6 +177,8 @@ def schedule(scenario: str, frames: int, system: System) -> dict[int, object]:
     third = frames // 3
     if scenario.startswith("random-"):
         return random_events(int(scenario.removeprefix("random-")), frames, system)
+    if scenario == "steady":
+        return {}
     if scenario == "drift":
         steps = {DRIFT_FROM + 16 * k: mbit for k, mbit in enumerate(DRIFT_MBIT)}
         return {**{f: (lambda m=m: system.link.shape(m)) for f, m in steps.items()},
@@ -236,6 +239,8 @@ def stretches(scenario: str, frames: int) -> list[tuple[int, int]]:
 
         cuts = sorted({c.frame for c in random_schedule(int(scenario.removeprefix("random-")), frames).changes
                        if c.kind != "outlier"})
+    elif scenario == "steady":
+        return [(0, frames)]
     else:
         return [(0, third), (third, 2 * third), (2 * third, frames)]
     out: list[tuple[int, int]] = []
@@ -320,7 +325,7 @@ def recovery(delays: np.ndarray, start: int, end: int, target: float) -> int | N
 
 def summarise(runs: dict[str, list[dict]], n_splits: int, phases: list[tuple[int, int]], baseline: int,
               policies=POLICIES) -> dict:
-    """``baseline``: scored frames before the first change."""
+    """``baseline``: scored frames before the first change of the conditions."""
     delays = {name: np.array([r["delay_s"] for r in records]) * 1e3 for name, records in runs.items()}
     forced = {k: delays[f"split-{k}"] for k in range(n_splits) if f"split-{k}" in delays}
     oracle_split = [min(forced, key=lambda k: forced[k][a:b].mean()) for a, b in phases]
@@ -429,7 +434,8 @@ def main() -> None:
                           file=sys.stderr, flush=True)
                     runs[name] = run_one(name, policy, system, frames, schedule(scenario, args.frames, system),
                                          work / f"state-{scenario}-{name}", args.warmup, calibration)
-                summary = summarise(runs, n_splits, phases, min(events), args.policies)
+                summary = summarise(runs, n_splits, phases, phases[1][0] if len(phases) > 1 else args.frames,
+                                    args.policies)
                 results[scenario] = summary
                 args.out.mkdir(parents=True, exist_ok=True)
                 plot(scenario, runs, summary, phases, n_splits, args.out / f"live-{scenario}.png", args.policies)

@@ -17,7 +17,7 @@ What it changes against the paper's algorithm (``mu_linucb.py``), and why:
 * Probing instead of fixed forced sampling: while device-only wins, an offloading
   frame is sent now and then, as often as its cost is worth the delay it saves by
   noticing a recovered link early (``probe_interval``), and again at once when a
-  probe looks off.
+  probe brings good news.
 * A change seen at splits that weigh RTT and bandwidth (or fixed overhead and load)
   differently is fitted as both at once; seen at one kind of split it is a guess, fitted
   again at the first observation of the other kind.

@@ -82,4 +82,3 @@ class Prober:
 def optimistic_offload(front_s: np.ndarray, offload_s: np.ndarray, width_s: np.ndarray, offload: np.ndarray) -> float:
     """The lowest lower-confidence total delay of any offloading split."""
     return float(np.where(offload, front_s + offload_s - width_s, np.inf).min())
-

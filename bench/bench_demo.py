@@ -1,0 +1,109 @@
+"""``ans demo`` over and over, as a user runs it: ``--runs`` outage runs in a row in one folder (each
+resumes the learner state the run before saved), then ``--pairs`` pairs of runs without the outage,
+one fresh (no saved state) and one warm-started from the state the fresh one saved.
+
+Per outage run: the median delay before the outage (the frames before it: the edge is stopped at
+the middle frame) and over the last 60 frames, and their ratio to the best pre-outage median of all
+runs (the target: every run within 1.2x). Per pair: the warm run's median over the fresh one's (the
+target: at most 1.05x). Writes ``--out``/demo-runs.json and demo-runs.png.
+
+    .venv/bin/python bench/bench_demo.py [--runs 20] [--pairs 3] [--out /tmp/ans-demo-bench]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+ANS = [sys.executable, "-m", "ans.cli"]
+LAST = 60
+
+
+def demo(folder: Path, outage: bool) -> list[dict]:
+    """One ``ans demo`` in ``folder`` (its bundle and state kept between runs); its per-frame records."""
+    results = folder / "results.jsonl"
+    results.unlink(missing_ok=True)
+    subprocess.run(ANS + ["demo", "--out", str(folder)] + ([] if outage else ["--no-outage"]), check=True,
+                   cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return [json.loads(line) for line in results.read_text().splitlines()]
+
+
+def median_ms(records: list[dict]) -> float:
+    return float(np.median([r["delay_s"] for r in records])) * 1e3
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=20)
+    parser.add_argument("--pairs", type=int, default=3)
+    parser.add_argument("--out", type=Path, default=Path("/tmp/ans-demo-bench"))
+    args = parser.parse_args()
+    args.out.mkdir(parents=True, exist_ok=True)
+    started = time.monotonic()
+    outage_dir, pair_dir = args.out / "outage", args.out / "pairs"
+    runs = []
+    for k in range(args.runs):
+        records = demo(outage_dir, outage=True)
+        half = len(records) // 2
+        runs.append({"before_ms": median_ms(records[:half]), "last_ms": median_ms(records[-LAST:])})
+        print(f"[{time.monotonic() - started:5.0f} s] outage run {k + 1}/{args.runs}: median before the outage "
+              f"{runs[-1]['before_ms']:.1f} ms, last {LAST} frames {runs[-1]['last_ms']:.1f} ms", flush=True)
+    best = min(r["before_ms"] for r in runs) if runs else float("nan")
+    for r in runs:
+        r["last_over_best_before"] = r["last_ms"] / best
+    pairs = []
+    for k in range(args.pairs):
+        shutil.rmtree(pair_dir / "state", ignore_errors=True)
+        fresh = median_ms(demo(pair_dir, outage=False))
+        warm = median_ms(demo(pair_dir, outage=False))
+        pairs.append({"fresh_ms": fresh, "warm_ms": warm, "warm_over_fresh": warm / fresh})
+        print(f"[{time.monotonic() - started:5.0f} s] pair {k + 1}/{args.pairs}: fresh {fresh:.1f} ms, "
+              f"warm-started {warm:.1f} ms ({warm / fresh:.2f}x)", flush=True)
+    (args.out / "demo-runs.json").write_text(json.dumps({"runs": runs, "pairs": pairs}, indent=1))
+    if runs:
+        ratios = [r["last_over_best_before"] for r in runs]
+        print(f"\noutage runs: last {LAST} frames over the best pre-outage median ({best:.1f} ms): median "
+              f"{np.median(ratios):.2f}x, worst {max(ratios):.2f}x, within 1.2x: {sum(x <= 1.2 for x in ratios)}"
+              f"/{len(ratios)}")
+    if pairs:
+        ratios = ", ".join(f"{p['warm_over_fresh']:.2f}x" for p in pairs)
+        print(f"warm-started over fresh: {ratios}")
+    plot(runs, pairs, best, args.out / "demo-runs.png")
+    print(f"wrote {args.out / 'demo-runs.json'} and {args.out / 'demo-runs.png'}")
+
+
+def plot(runs: list[dict], pairs: list[dict], best: float, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 3.6), gridspec_kw={"width_ratios": [3, 1]})
+    x = np.arange(1, len(runs) + 1)
+    left.bar(x - 0.2, [r["before_ms"] for r in runs], 0.4, label="before the outage", color="tab:gray")
+    left.bar(x + 0.2, [r["last_ms"] for r in runs], 0.4, label=f"last {LAST} frames", color="tab:blue")
+    left.axhline(1.2 * best, color="tab:red", lw=1, label="1.2x the best before")
+    left.set(xlabel="run (each resumes the last one's state)", ylabel="median delay (ms)", xticks=x)
+    left.legend(fontsize=8)
+    left.set_title("ans demo, edge stopped and restarted half-way", fontsize=9)
+    k = np.arange(1, len(pairs) + 1)
+    right.bar(k - 0.2, [p["fresh_ms"] for p in pairs], 0.4, label="fresh", color="tab:gray")
+    right.bar(k + 0.2, [p["warm_ms"] for p in pairs], 0.4, label="warm-started", color="tab:green")
+    right.set(xlabel="pair", xticks=k)
+    right.legend(fontsize=8)
+    right.set_title("--no-outage: fresh vs warm", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+if __name__ == "__main__":
+    main()
