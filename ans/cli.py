@@ -12,7 +12,8 @@ from common.errors import ConfigurationError, CredentialsRefused, SourceLost, ex
 from device_app.learner.persist import StateError, load_state, save_state
 from device_app.learner.profile import load_profile
 from device_app.learner.registry import POLICY_NAMES, make_policy
-from lab.sim.scenarios import RANDOM_PREFIX, SCENARIOS, Scenario, scenario
+from lab.random_schedule import PREFIX as RANDOM_PREFIX, names as random_names
+from lab.sim.scenarios import SCENARIOS, Scenario, scenario
 from lab.sim.simulator import DEFAULT_EDGE_RATE, DEFAULT_LAYER_OVERHEAD_S, build_world, run
 from device_app.settings import DEVICE_POLICIES
 from lab.sim.trace import load_trace
@@ -107,7 +108,7 @@ def cmd_experiment(args: argparse.Namespace) -> int:
 
     scenarios = tuple(args.scenarios)
     if args.random:
-        scenarios = tuple(f"{RANDOM_PREFIX}{seed}" for seed in range(args.first_seed, args.first_seed + args.random))
+        scenarios = tuple(random_names(args.first_seed, args.random))
     run_experiment(Path(args.out), tuple(args.profiles), scenarios, tuple(args.policies),
                    args.seeds, args.frames, args.noise, args.key_frame_prob, args.jobs)
     print((Path(args.out) / "summary.md").read_text())

@@ -28,7 +28,7 @@ oracle: every split forced through the same schedule, the best one per phase (fi
 per stretch between changes of at least 30 frames (drift, random). Per scenario it reports mean and
 p95 delay per policy and phase, the ratio to the live oracle, the frames each policy takes after
 each change to come back within 1.2x of the new best split's delay (rolling median of 5 frames),
-the learner's change alarms (per 1,000 frames of the baseline: before the first change), and a
+the learner's change alarms (all, and in the baseline: the frames before the first change), and a
 plot (``--out``/live-<scenario>.png: chosen split and delay over time, the oracle's split).
 
     sudo .venv/bin/python bench/bench_live.py [--scenarios bandwidth rtt ...] [--random N --first-seed S]
@@ -174,9 +174,12 @@ class System:
 
 def schedule(scenario: str, frames: int, system: System) -> dict[int, object]:
     """What happens before which scored frame."""
+    from lab.random_schedule import named
+
     third = frames // 3
-    if scenario.startswith("random-"):
-        return random_events(int(scenario.removeprefix("random-")), frames, system)
+    drawn = named(scenario, frames)
+    if drawn is not None:
+        return random_events(drawn, system)
     if scenario == "steady":
         return {}
     if scenario == "drift":
@@ -209,9 +212,8 @@ def _then(events: dict, frame: int, action) -> None:
     events[frame] = action if before is None else (lambda: (before(), action()))
 
 
-def random_events(seed: int, frames: int, system: System) -> dict[int, object]:
-    from lab.random_schedule import random_schedule
-
+def random_events(drawn, system: System) -> dict[int, object]:
+    """A random schedule's changes (``lab.random_schedule.Schedule``) as the system's actions."""
     actions = {
         "bandwidth_mbps": system.link.shape,
         "rtt_added_ms": lambda v: system.set_rtt(v / 1e3),
@@ -221,7 +223,7 @@ def random_events(seed: int, frames: int, system: System) -> dict[int, object]:
         "broker-restart": lambda v: system.in_background(system.restart_broker),
     }
     events: dict[int, object] = {}
-    for change in random_schedule(seed, frames).changes:
+    for change in drawn.changes:
         _then(events, change.frame, lambda c=change: actions[c.kind](c.value))
         if change.kind == "outlier":
             _then(events, change.frame + 1, lambda: system.outlier(False))
@@ -231,14 +233,14 @@ def random_events(seed: int, frames: int, system: System) -> dict[int, object]:
 def stretches(scenario: str, frames: int) -> list[tuple[int, int]]:
     """The live oracle's stretches: the phases of a fixed scenario; for drift and random schedules,
     the frames between changes of the conditions, merged to at least ``MIN_STRETCH`` frames."""
+    from lab.random_schedule import named
+
     third = frames // 3
+    drawn = named(scenario, frames)
     if scenario == "drift":
         cuts = [DRIFT_FROM + 16 * k for k in range(len(DRIFT_MBIT))] + [DRIFT_BACK]
-    elif scenario.startswith("random-"):
-        from lab.random_schedule import random_schedule
-
-        cuts = sorted({c.frame for c in random_schedule(int(scenario.removeprefix("random-")), frames).changes
-                       if c.kind != "outlier"})
+    elif drawn is not None:
+        cuts = sorted({c.frame for c in drawn.changes if c.kind != "outlier"})
     elif scenario == "steady":
         return [(0, frames)]
     else:
@@ -405,8 +407,9 @@ def main() -> None:
     parser.add_argument("--policies", nargs="+", default=list(POLICIES), choices=POLICIES)
     parser.add_argument("--out", type=Path, default=REPO / "docs" / "img")
     args = parser.parse_args()
-    scenarios = ([f"random-{k}" for k in range(args.first_seed, args.first_seed + args.random)] if args.random
-                 else args.scenarios)
+    from lab.random_schedule import names
+
+    scenarios = names(args.first_seed, args.random) if args.random else args.scenarios
     if os.geteuid() != 0:
         sys.exit("bench/bench_live.py needs root (network namespace, tc, CPU pinning)")
     pin_this_process(DEVICE_CORE)
@@ -427,7 +430,6 @@ def main() -> None:
         try:
             for scenario in scenarios:
                 runs = {}
-                events = schedule(scenario, args.frames, system)
                 phases = stretches(scenario, args.frames)
                 for i, (name, policy) in enumerate(contenders):
                     print(f"[{time.monotonic() - started:6.0f} s] {scenario}: {name} ({i + 1}/{len(contenders)})",

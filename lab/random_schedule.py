@@ -15,9 +15,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-BASE_MBIT, BASE_RTT_MS = 100.0, 0.0  # the baseline every schedule starts from and returns to
+PREFIX = "random-"  # a random schedule as a scenario: random-<seed>
 KINDS = ("bandwidth_mbps", "rtt_added_ms", "edge_slowdown")
-BASELINE = {"bandwidth_mbps": BASE_MBIT, "rtt_added_ms": BASE_RTT_MS, "edge_slowdown": 1.0}
+BASELINE = {"bandwidth_mbps": 100.0, "rtt_added_ms": 0.0, "edge_slowdown": 1.0}  # where every schedule starts and ends
 OUTLIER_FACTOR = 4.0  # an outlier frame's offloading delay, times its usual
 DRIFT_EVERY = 10  # a drift moves one step every this many frames (at least 6 steps)
 
@@ -62,11 +62,21 @@ class Schedule:
         return f"seed {self.seed}: " + ("; ".join(self.episodes) or "steady")
 
 
-def random_schedule(seed: int, frames: int, outliers: float | None = None, restarts: bool = True) -> Schedule:
+def names(first_seed: int, count: int) -> list[str]:
+    """The scenario names of ``count`` random schedules, seeds ``first_seed`` on."""
+    return [f"{PREFIX}{seed}" for seed in range(first_seed, first_seed + count)]
+
+
+def named(name: str, frames: int) -> Schedule | None:
+    """The random schedule a scenario name stands for (``random-<seed>``), or None."""
+    seed = name.removeprefix(PREFIX)
+    return random_schedule(int(seed), frames) if name.startswith(PREFIX) and seed.isdigit() else None
+
+
+def random_schedule(seed: int, frames: int) -> Schedule:
     """One to three episodes (a change, held, then back), each a step or a drift of bandwidth
-    (2-60 Mbit/s from 100), added round trip (20-120 ms) or edge load (2-20x slower); a share of
-    single outlier frames (``outliers``, else 0, 1, 3 or 5% at random); and, if ``restarts``, an
-    edge restart (30% of schedules) or a broker restart (15%)."""
+    (2-60 Mbit/s from 100), added round trip (20-120 ms) or edge load (2-20x slower); 0, 1, 3 or
+    5% of the frames single outliers; an edge restart (30% of schedules) or a broker restart (15%)."""
     if frames < 60:
         raise ValueError(f"a random schedule needs at least 60 frames, got {frames}")
     rng = np.random.default_rng(seed)
@@ -90,19 +100,18 @@ def random_schedule(seed: int, frames: int, outliers: float | None = None, resta
         changes += _move(kind, start + ramp_in + hold, ramp_out, target, base)
         episodes.append(f"{kind} {base:g} -> {target:.3g} at frame {start} ({_shape(ramp_in)}), "
                         f"back from frame {start + ramp_in + hold} ({_shape(ramp_out)})")
-    share = float(rng.choice([0.0, 0.01, 0.03, 0.05])) if outliers is None else outliers
+    share = float(rng.choice([0.0, 0.01, 0.03, 0.05]))
     n_out = int(round(share * frames))
     for frame in sorted(rng.choice(np.arange(1, frames), size=n_out, replace=False)) if n_out else ():
         changes.append(Change(int(frame), "outlier", OUTLIER_FACTOR))
     if n_out:
         episodes.append(f"{n_out} outlier frames (x{OUTLIER_FACTOR:g})")
-    if restarts:
-        draw = rng.random()
-        kind = "edge-restart" if draw < 0.3 else "broker-restart" if draw < 0.45 else None
-        if kind is not None:
-            frame = int(rng.uniform(0.2, 0.8) * frames)
-            changes.append(Change(frame, kind, 1.0))
-            episodes.append(f"{kind} at frame {frame}")
+    draw = rng.random()
+    kind = "edge-restart" if draw < 0.3 else "broker-restart" if draw < 0.45 else None
+    if kind is not None:
+        frame = int(rng.uniform(0.2, 0.8) * frames)
+        changes.append(Change(frame, kind, 1.0))
+        episodes.append(f"{kind} at frame {frame}")
     changes = [c for c in changes if c.frame < frames]
     changes.sort(key=lambda c: c.frame)
     return Schedule(seed, frames, tuple(changes), tuple(episodes))

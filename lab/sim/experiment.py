@@ -20,9 +20,9 @@ import numpy as np
 from device_app.learner.profile import load_profile
 from device_app.learner.registry import make_policy
 
-from lab.random_schedule import random_schedule
+from lab.random_schedule import named
 
-from .scenarios import RANDOM_PREFIX, SCENARIOS, scenario
+from .scenarios import SCENARIOS, scenario
 from .simulator import build_world, run
 
 DEFAULT_PROFILES = ("tiny-yolov2-tx2", "vgg16-tx2")
@@ -116,8 +116,9 @@ def _table(runs, profiles, scenarios, policies) -> dict:
 
 
 def _markdown(table, profiles, scenarios, policies, frames: int) -> str:
-    if any(s.startswith(RANDOM_PREFIX) for s in scenarios):
-        return _markdown_random(table, profiles, scenarios, policies, frames)
+    drawn = [named(s, frames) for s in scenarios]
+    if any(drawn):
+        return _markdown_random(table, profiles, scenarios, policies, drawn)
     lines = []
     for p in profiles:
         lines += [f"### {p}", "", "| policy | " + " | ".join(scenarios) + " |",
@@ -133,7 +134,7 @@ def _markdown(table, profiles, scenarios, policies, frames: int) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _markdown_random(table, profiles, scenarios, policies, frames: int) -> str:
+def _markdown_random(table, profiles, scenarios, policies, drawn) -> str:
     """Random schedules: one row per schedule (what was drawn), the median and the worst."""
     lines = []
     for p in profiles:
@@ -147,7 +148,7 @@ def _markdown_random(table, profiles, scenarios, policies, frames: int) -> str:
         lines.append("")
     lines.append("Cells: mean delay per frame over the oracle's, averaged over noise seeds. The schedules:")
     lines.append("")
-    lines += [f"- {random_schedule(int(s[len(RANDOM_PREFIX):]), frames).describe()}" for s in scenarios]
+    lines += [f"- {schedule.describe()}" for schedule in drawn if schedule is not None]
     return "\n".join(lines) + "\n"
 
 

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from lab.random_schedule import random_schedule
+from lab.random_schedule import Schedule, named
 
 from .trace import Trace, make_trace
 
@@ -61,7 +61,6 @@ SCENARIOS = {
 #: A simulated restart: frames without an edge online (the edge warming its tails again, the
 #: broker coming back), as a share of the run.
 OUTAGE_SHARE = {"edge-restart": 0.05, "broker-restart": 0.01}
-RANDOM_PREFIX = "random-"
 
 
 @dataclass(frozen=True)
@@ -77,13 +76,14 @@ def scenario(name: str, frames: int) -> Scenario:
     """A built-in scenario by name, or ``random-<seed>``: the random schedule of that seed."""
     if name in SCENARIOS:
         return Scenario(SCENARIOS[name](frames))
-    if name.startswith(RANDOM_PREFIX) and name[len(RANDOM_PREFIX):].isdigit():
-        return from_schedule(int(name[len(RANDOM_PREFIX):]), frames)
+    drawn = named(name, frames)
+    if drawn is not None:
+        return from_schedule(drawn)
     raise ValueError(f"unknown scenario {name!r} (choose from {', '.join(SCENARIOS)}, or random-<seed>)")
 
 
-def from_schedule(seed: int, frames: int) -> Scenario:
-    schedule = random_schedule(seed, frames)
+def from_schedule(schedule: Schedule) -> Scenario:
+    frames = schedule.frames
     levels = schedule.levels()
     rtt = RTT_MS + levels["rtt_added_ms"]
     moved = np.flatnonzero(np.any(np.diff(np.stack([levels["bandwidth_mbps"], rtt, levels["edge_slowdown"]]),
