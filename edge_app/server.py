@@ -31,7 +31,7 @@ from common.logs import RateLimitedLog
 from common.service import Heartbeat, Notifier
 from mqtt.connection import Outbox, SessionGuard, go_offline, make_client, parse_broker, start
 from mqtt.discovery import announce
-from mqtt.protocol import (LOAD_PERIOD_S, ComputeTable, LoadReport, ProtocolError, Request, Result, Topics,
+from mqtt.protocol import (LOAD_PERIOD_S, ComputeTable, LoadWindow, ProtocolError, Request, Result, Topics,
                            bundle_hash_bytes, decode_header, decode_request, encode_compute_table, encode_load,
                            encode_result)
 
@@ -157,32 +157,6 @@ class Pending:
     picked: float | None = None  # when the worker took it: received..picked is the queueing wait
 
 
-class LoadWindow:
-    """What the next load report says: tail-runner time, runs and waits since the last one."""
-
-    def __init__(self) -> None:
-        self._reset()
-
-    def _reset(self) -> None:
-        self.since = time.monotonic()
-        self.busy = 0.0
-        self.runs = 0
-        self.waits: list[float] = []
-
-    def batch(self, compute_s: float, waits: list[float]) -> None:
-        self.busy += compute_s
-        self.runs += 1
-        self.waits.extend(waits)
-
-    def report(self, queue: int) -> LoadReport:
-        now = time.monotonic()
-        span = max(now - self.since, 1e-6)
-        report = LoadReport(min(self.busy / span, 1.0), float(np.mean(self.waits)) if self.waits else 0.0,
-                            self.busy / self.runs if self.runs else 0.0, queue)
-        self._reset()
-        return report
-
-
 class EdgeStats:
     """Counters and samples since the last stats message (counted from two threads)."""
 
@@ -264,7 +238,7 @@ class EdgeServer:
         self.queue: FairQueue[Pending] = FairQueue(s.per_device_queue, s.queue_size)
         self.budget = ErrorBudget(s.error_replies_per_s, 20 * s.error_replies_per_s)
         self.stats = EdgeStats()
-        self.load = LoadWindow()  # worker thread only
+        self.load = LoadWindow(time.monotonic())  # worker thread only
         self.logs = RateLimitedLog(log)
         self.max_bytes = int(s.max_request_mb * 2**20)
         self.accelerator = _accelerator()
@@ -448,7 +422,7 @@ class EdgeServer:
 
     def publish_load(self) -> None:
         """QoS 0, not retained: a figure for the next second, worthless later, and lost ones do no harm."""
-        report = self.load.report(len(self.queue))
+        report = self.load.report(len(self.queue), time.monotonic())
         self.outbox.publish(self.topics.edge_load(self.settings.id), encode_load(report), qos=0)
 
     def publish_compute_table(self) -> None:

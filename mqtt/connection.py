@@ -176,6 +176,8 @@ class SessionGuard:
         self.host, self.port = parse_broker(settings.broker)
         self.settings, self.name, self.log, self.on_lost = settings, name, log, on_lost
         self.logs = RateLimitedLog(log)
+        # Why the broker refused this client for good: set once, by paho's thread, and never changed
+        # after, so any thread may read it (``check``, the device's wait for an edge) without a lock.
         self.reason: str | None = None
         self.up_since: float | None = None  # monotonic time of the CONNACK of the session now open
         self.lost_at: float | None = None
@@ -264,7 +266,8 @@ class SessionGuard:
                             self.refused_publishes)
 
     def _give_up(self, client, why: str) -> None:
-        self.reason = why
+        if self.reason is None:  # the first verdict stands
+            self.reason = why
         client.disconnect()
 
     def check(self) -> None:

@@ -214,6 +214,33 @@ class LoadReport:
     queue: int
 
 
+class LoadWindow:
+    """What the next load report says: tail-runner time, runs and waits since the last one. The
+    clock is the caller's (the edge's monotonic time, the fleet simulator's simulated time)."""
+
+    def __init__(self, now: float) -> None:
+        self._reset(now)
+
+    def _reset(self, now: float) -> None:
+        self.since = now
+        self.busy = 0.0
+        self.runs = 0
+        self.waits: list[float] = []
+
+    def batch(self, compute_s: float, waits: list[float]) -> None:
+        self.busy += compute_s
+        self.runs += 1
+        self.waits.extend(waits)
+
+    def report(self, queue: int, now: float) -> LoadReport:
+        """The report for the window ending ``now``, which starts the next one."""
+        span = max(now - self.since, 1e-6)
+        report = LoadReport(min(self.busy / span, 1.0), float(np.mean(self.waits)) if self.waits else 0.0,
+                            self.busy / self.runs if self.runs else 0.0, queue)
+        self._reset(now)
+        return report
+
+
 def encode_load(report: LoadReport) -> bytes:
     return _strict_json(report)
 

@@ -8,8 +8,9 @@ import pytest
 
 from device_app.learner.ans import ANS
 from device_app.learner.change import ChangeDetector
-from device_app.learner.policy import Policy
+from device_app.learner.policy import Feedback, Policy
 from device_app.learner.profile import load_profile
+from device_app.learner.probing import Prober
 from device_app.learner.staleness import Staleness
 from lab.random_schedule import BASELINE, OUTLIER_FACTOR, random_schedule
 from lab.sim.scenarios import SCENARIOS, scenario
@@ -51,6 +52,12 @@ def test_a_lone_outlier_does_not_set_off_the_change_detector_but_a_change_does()
     assert -1.0 in alarms[len(quiet):]  # a small one: its scores accumulate
     detector.reset()  # a young model (not settled) re-fits at once: the prior may simply be wrong
     assert detector.step(30.0, settled=False) == 1.0
+    # Re-fitted a few frames ago (young in its fit, not in its life): a lone outlier is no
+    # change, a second far score in a row is.
+    detector.reset()
+    assert not any(detector.step(s, settled=False, refitted=True) for s in [0.2, 40.0, -0.3, 0.1])
+    detector.reset()
+    assert [detector.step(s, settled=False, refitted=True) for s in [0.2, 40.0, 35.0]] == [0.0, 0.0, 1.0]
 
 
 def _outliers(frames: int, seed: int) -> np.ndarray:
@@ -80,6 +87,75 @@ def test_outlier_frames_reset_no_settled_model(profile, seed):
     before = dict(policy.stats()["resets"])
     run(policy, world)
     assert policy.stats()["resets"] == before
+
+
+def _feed(policy: ANS, split: int, net_s, edge_s: float, rng, noise: float = 0.03) -> None:
+    for net in net_s:
+        policy.choose(False)
+        n, e = net * (1 + noise * rng.standard_normal()), edge_s * (1 + noise * rng.standard_normal())
+        policy.update(Feedback(split, n + e, n, e))
+
+
+def test_a_millisecond_shift_of_a_small_part_is_no_change_but_a_real_one_is():
+    """On a shared CPU a part of a few milliseconds moves by one for stretches of frames: no
+    re-fit for that; a part three times slower is one."""
+    prof = load_profile("tiny-yolov2-tx2")
+    split = int(np.flatnonzero(np.arange(prof.n_splits) != prof.device_only)[-1])
+    rng = np.random.default_rng(0)
+    policy = ANS(prof)
+    _feed(policy, split, [3e-3] * 40, 5e-3, rng)
+    before = policy.stats()["resets"]["net"]
+    _feed(policy, split, ([3e-3] * 15 + [4e-3] * 15) * 20, 5e-3, rng)
+    assert policy.stats()["resets"]["net"] == before
+    _feed(policy, split, [9e-3] * 6, 5e-3, rng)
+    assert policy.stats()["resets"]["net"] == before + 1
+
+
+@pytest.mark.parametrize("profile", ["tiny-yolov2-tx2", "vgg16-tx2"])
+def test_a_recovered_link_is_believed_at_30_percent_noise(profile):
+    """Residuals on the log scale: good news (the link 19x faster again) scores as far as bad
+    news. On relative residuals it could not score beyond about 3 widths at 30% noise, and
+    flapping cost 1.09-1.10x the oracle."""
+    prof = load_profile(profile)
+    ratios = [run(ANS(prof), build_world(prof, SCENARIOS["flapping"](4500), 4500, seed, noise=0.3))
+              .summary()["ratio_to_oracle"] for seed in (0, 1)]
+    assert max(ratios) <= 1.07, ratios
+
+
+def test_a_guess_is_not_settled_with_what_is_seen_long_after_it():
+    """A longer round trip seen at a small tensor only is a guess (a slower link would look the
+    same). If the next observation at another kind of split comes long after (a stretch on the
+    device alone) and the round trip is back to normal by then, the two must not be fitted as one
+    change: the small tensors would stay priced at the old round trip and never be tried again."""
+    prof = load_profile("tiny-yolov2-tx2")
+    offload = np.flatnonzero(np.arange(prof.n_splits) != prof.device_only)
+    small = int(offload[np.argmin(prof.transfer_bits[offload])])
+    big = int(offload[np.argmax(prof.transfer_bits[offload])])
+    net = lambda split, rtt_s: rtt_s + prof.transfer_bits[split] / 100e6  # noqa: E731
+    rng = np.random.default_rng(1)
+    policy = ANS(prof)
+    for split in (small, big) * 30:  # both kinds seen: the round trip and the link are known
+        _feed(policy, split, [net(split, 0.002)], 2e-3, rng)
+    _feed(policy, small, [net(small, 0.082)] * 8, 2e-3, rng)  # 80 ms more, seen at the small tensor
+    assert policy.stats()["resets"]["net"] >= 1
+    for _ in range(150):  # on the device alone: nothing seen
+        policy.choose(False)
+    _feed(policy, big, [net(big, 0.002)] * 8, 2e-3, rng)  # the round trip is back: seen at the big one
+    assert policy.net.pred[small] < net(small, 0.002) + 0.02  # the small tensor no longer pays 80 ms
+
+
+def test_the_probe_goes_to_the_split_that_last_beat_device_only():
+    """Not to one a young model once estimated lower: its estimate may never have been true, and
+    a probe of the input split on a slow link is the dearest frame there is."""
+    prober = Prober(probe_min=10, probe_max=128, change_prior_frames=1000.0)
+    prober.answered(0, delivered_s=0.200, device_s=0.080, good_news=False)  # worse than device-only: not it
+    assert prober.good_split is None
+    prober.answered(10, delivered_s=0.045, device_s=0.080, good_news=False)
+    prober.answered(8, delivered_s=0.050, device_s=0.080, good_news=False)  # the split now in use
+    assert (prober.good_split, prober.good_s) == (8, 0.050)
+    prober.pending = 4  # a probe's answer, however good, is not the split in use
+    prober.answered(4, delivered_s=0.030, device_s=0.080, good_news=True)
+    assert prober.good_split == 8 and prober.recheck
 
 
 def test_a_split_that_last_delivered_much_better_is_re_checked_sooner():

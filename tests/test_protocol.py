@@ -4,7 +4,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from mqtt.codec import encode
-from mqtt.protocol import (MAX_DIMS, ComputeTable, ProtocolError, Request, Result, Topics, bundle_hash_bytes,
+from mqtt.protocol import (MAX_DIMS, ComputeTable, LoadWindow, ProtocolError, Request, Result, Topics, bundle_hash_bytes,
                            decode_compute_table, decode_request, decode_result, encode_compute_table, encode_request,
                            encode_result)
 
@@ -128,3 +128,16 @@ def test_topics_are_parsed_only_when_they_are_of_this_tree():
                   "ans/v1/device/cam-1", "", "/", "#"):
         assert t.parse(other) is None, other
     assert t.every("device", "stats") in t.everything("stats")
+
+
+def test_a_load_window_reports_what_ran_since_the_last_report_on_the_callers_clock():
+    window = LoadWindow(now=10.0)
+    window.batch(0.1, [0.01, 0.03])
+    window.batch(0.3, [0.02])
+    report = window.report(queue=2, now=11.0)
+    assert report.utilisation == pytest.approx(0.4) and report.wait_s == pytest.approx(0.02)
+    assert report.service_s == pytest.approx(0.2) and report.queue == 2
+    idle = window.report(queue=0, now=12.0)  # the next window starts at the last report
+    assert (idle.utilisation, idle.wait_s, idle.service_s) == (0.0, 0.0, 0.0)
+    window.batch(5.0, [])
+    assert window.report(queue=0, now=13.0).utilisation == 1.0  # busy beyond the span: capped

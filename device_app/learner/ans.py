@@ -15,12 +15,15 @@ What it changes against the paper's algorithm (``mu_linucb.py``), and why:
   model needs a confirmed change); on an alarm the component is re-fit from the observations
   that raised it, with the old model rescaled to them as prior.
 * Probing instead of fixed forced sampling: while device-only wins, an offloading
-  frame is sent now and then, as often as its cost is worth the delay it saves by
-  noticing a recovered link early (``probe_interval``), and again at once when a
-  probe brings good news.
+  frame is sent now and then at the split that last beat device-only, as often as its cost
+  is worth the delay it saves by noticing a recovered link early (``probe_interval``), and
+  again at once when a probe brings good news.
 * A change seen at splits that weigh RTT and bandwidth (or fixed overhead and load)
   differently is fitted as both at once; seen at one kind of split it is a guess, fitted
-  again at the first observation of the other kind.
+  again at the first observation of the other kind within ``GUESS_LIFE`` frames (later, the
+  conditions may have moved again: a guess never joins old and new evidence).
+* Change scores are log ratios (a link 20x faster is as plain as one 20x slower), at least
+  ``JITTER_S`` wide (a millisecond's wobble of a small part is no change).
 * Beliefs decay. A split not observed for ``stale_after`` frames gets an exploration bonus
   that grows with the time since, so a split that looked bad once (a transient, a cold edge)
   is re-checked eventually, the nearly-best ones soonest. Each re-check doubles that split's
@@ -105,13 +108,20 @@ class ComponentModel:
     change detector.
 
     Delay noise is multiplicative (a 10% jitter on 200 ms is not one on 5 ms), so
-    residuals are taken relative to the predicted delay and standardised by the
-    relative noise observed so far; a change detector (``change.py``) watches those scores.
+    residuals are taken as log ratios of observed to predicted delay and standardised by the
+    noise observed so far; a change detector (``change.py``) watches those scores. On the log
+    scale a link 20x faster is as plain as one 20x slower (a relative residual cannot go
+    below -1: at 30% noise good news would never score beyond about three widths).
     """
 
-    FLOOR_S = 1e-3  # delays below this are treated as this, so relative noise stays defined
+    FLOOR_S = 1e-3  # delays below this are treated as this, so log ratios stay defined
+    # A noise width is at least this much (s): on a shared CPU a part of a few milliseconds moves
+    # by a millisecond for stretches of frames (scheduling, caches), which is no change worth a
+    # re-fit, and it changes no decision.
+    JITTER_S = 1e-3
     WARMUP = 3  # observations before change detection starts
     RECENT = 16  # observations kept to re-fit from after a change
+    GUESS_LIFE = 64  # frames over which the observations behind a guessed change may settle it
     # Observations after which a part is settled (or where data pins the arm down): a far-off one is
     # then news or an outlier, not misfit of a young model, and it takes a confirmed change to re-fit.
     SETTLED = 8
@@ -127,7 +137,9 @@ class ComponentModel:
         self.recent: list[tuple[int, float, float]] = []  # (split, y, score) since the CUSUM last stood at zero
         self.change_obs: list[tuple[int, float]] = []  # what the last change was fitted to, and since
         self.guessed = False  # the last change was seen at one kind of split only: which kind of change is a guess
+        self.changed_at = 0  # the frame of the last change
         self.resets = 0
+        self.seen = 0  # observations ever assessed: a re-fit part is young again in its fit, not its noise
 
     @property
     def pred(self) -> np.ndarray:
@@ -147,44 +159,54 @@ class ComponentModel:
         """Whether data, more than the prior, now sets this arm's estimate."""
         return bool(self.bank.width[self.i, split] < 0.5 * self.prior_widths[split])
 
-    def assess(self, split: int, y: float) -> tuple[Verdict, float | None]:
-        """Weigh one observation: (OK or SUSPECT, the value to fit), or (CHANGED, None) when it
-        revealed a change, in which case this part has already been re-fitted."""
+    def assess(self, split: int, y: float, t: int) -> tuple[Verdict, float | None]:
+        """Weigh one observation made at frame ``t``: (OK or SUSPECT, the value to fit), or
+        (CHANGED, None) when it revealed a change, in which case this part has already been
+        re-fitted."""
         pred = float(self.bank.mean[self.i, split])
         level = max(pred, self.FLOOR_S)
         width = float(self.bank.width[self.i, split])
-        spread = self.rel_noise * math.sqrt(1.0 + width * width)
-        score = (y - pred) / level / spread
+        noise = self.rel_noise * math.sqrt(1.0 + width * width)
+        residual = math.log(max(y, self.FLOOR_S) / level)
+        score = residual / max(noise, math.log1p(self.JITTER_S / level))
+        # Settled: enough observations since the last re-fit, or data pin the arm down. A far-off
+        # observation just after a re-fit is no less likely an outlier than before it, though: the
+        # change detector asks for a second one once the part has seen enough observations ever.
         settled = self.bank.n[self.i] >= self.SETTLED or self.pinned(split)
         detector = self.detector
-        alarm = detector.step(score, settled) if self.bank.n[self.i] >= self.WARMUP else 0.0
+        alarm = detector.step(score, settled, self.seen >= self.SETTLED) if self.bank.n[self.i] >= self.WARMUP else 0.0
+        self.seen += 1
         if detector.idle:
             self.recent.clear()
         else:
             self.recent = self.recent[-(self.RECENT - 1):] + [(split, y, score)]
+        if self.guessed and t - self.changed_at > self.GUESS_LIFE:
+            # What the guess was fitted to is too old to be fitted together with what is seen now
+            # (the conditions may have moved again meanwhile, as when a device-only stretch ends).
+            self.guessed, self.change_obs = False, []
         if self.guessed:  # each observation after a guessed change may settle what it was
             obs = self.change_obs + [(split, y)]
-            if self._refit(obs, joint_only=True):
+            if self._refit(obs, t, joint_only=True):
                 detector.reset()
                 self.recent = []
                 return CHANGED, None
             self.change_obs = obs[-self.RECENT:]
             self.guessed = len(obs) <= self.RECENT
         if alarm:
-            self._restart(alarm)
+            self._restart(alarm, t)
             return CHANGED, None
         self.level = max(self.decay * self.level + (1.0 - self.decay) * y, self.FLOOR_S)
         target = y
         if settled:
             # Only once the part is settled is the residual noise rather than misfit; then,
             # Huber-style, a lone spike moves the fit no more than three noise widths.
-            clipped = min(max(score, -3.0), 3.0)
-            self.rel_var = self.decay * self.rel_var + (1.0 - self.decay) * (clipped * spread) ** 2
-            target = pred + clipped * spread * level
+            clipped = min(max(residual, -3.0 * noise), 3.0 * noise)
+            self.rel_var = self.decay * self.rel_var + (1.0 - self.decay) * clipped * clipped
+            target = level * math.exp(clipped)
         surprising = abs(score) > 3.0 or detector.halfway
         return (SUSPECT if surprising else OK), target
 
-    def _restart(self, side: float) -> None:
+    def _restart(self, side: float, t: int) -> None:
         """A change: re-fit from the observations that revealed it, with the old model,
         adjusted to them, as the prior for what they do not tell (``_refit``). Of the
         observations since the CUSUM left zero, those that did not themselves point the alarm's
@@ -194,12 +216,12 @@ class ComponentModel:
                   or [(s, v) for s, v, _ in self.recent])
         if self.guessed:  # the last change's own evidence is still what there is
             recent = self.change_obs + recent
-        self._refit(recent[-self.RECENT:])
+        self._refit(recent[-self.RECENT:], t)
         self.detector.reset()
         self.recent = []
         self.resets += 1
 
-    def _refit(self, obs: list[tuple[int, float]], joint_only: bool = False) -> bool:
+    def _refit(self, obs: list[tuple[int, float]], t: int, joint_only: bool = False) -> bool:
         """Re-fit this part from ``obs`` (all after the change), the old model adjusted to them
         as the prior; False (and nothing done) if ``joint_only`` and they cannot tell the two
         kinds of change apart.
@@ -235,7 +257,7 @@ class ComponentModel:
         for s, v in obs:
             self.bank.update(s, [v], mine)
         self.guessed = fitted is None
-        self.change_obs = list(obs)
+        self.change_obs, self.changed_at = list(obs), t
         return True
 
     @staticmethod
@@ -348,6 +370,7 @@ class ANS(Policy):
         if self.offload[split]:
             self.prober.offloaded()
             return split
+
         self.prober.waited()
         if key_frame:
             return self._device_only()
@@ -392,8 +415,8 @@ class ANS(Policy):
         batched = feedback.batch_size > 1 and feedback.edge_s is not None
         transfer = self.load.acknowledged(feedback.wait_s, feedback.batch_size, edge, transfer,
                                           float(self.edge.pred[p]) if batched else None)
-        net_verdict, net_y = self.net.assess(p, transfer)
-        edge_verdict, edge_y = (OK, None) if batched else self.edge.assess(p, edge)
+        net_verdict, net_y = self.net.assess(p, transfer, self.t)
+        edge_verdict, edge_y = (OK, None) if batched else self.edge.assess(p, edge, self.t)
         fit = [y for y in (net_y, edge_y) if y is not None]
         if len(fit) == 2:
             self.bank.update(p, fit)
@@ -405,8 +428,7 @@ class ANS(Policy):
         self.stale.observed(self.t, p, float(self.front_delay_s[p]) + feedback.offload_s, changed)
         self.prober.changes += changed
         good_news = (net_verdict is not OK or edge_verdict is not OK) and feedback.offload_s < expected_s
-        self.prober.answered(p, float(self.front_delay_s[p]) + float(self._offload_s[p]), float(self.front_delay_s[-1]),
-                             lambda: self.net.pinned(p) and self.edge.pinned(p), good_news)
+        self.prober.answered(p, float(self.front_delay_s[p]) + feedback.offload_s, float(self.front_delay_s[-1]), good_news)
 
     def prime_edge(self, compute_s: np.ndarray) -> bool:
         """Start the edge model from the edge's own compute table (seconds per split, NaN where

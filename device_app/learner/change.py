@@ -8,7 +8,9 @@ lasts. So, once the model behind the scores is settled, one score moves the stat
 ``CONFIRM`` all pointing its way by twice the drift or more, or, when one of the last ``CONFIRM_FAR``
 was far off (an outlier, or the first frames of a large change), all of those beyond
 ``FAR`` noise widths. With 5% of frames outliers, a false alarm then needs four in a row
-(once in about 160,000 frames); a large change is confirmed by its fourth frame.
+(once in about 160,000 frames); a large change is confirmed by its fourth frame. A part
+re-fitted a few frames ago may be wrong (or a drift goes on), so its steps are not capped, but
+a lone outlier must not re-fit it to itself: it alarms on two far-off scores in a row.
 """
 
 from __future__ import annotations
@@ -25,8 +27,10 @@ class ChangeDetector:
         self.up = self.down = 0.0
         self.last: list[float] = []  # the last CONFIRM_FAR scores
 
-    def step(self, score: float, settled: bool) -> float:
-        """Take one score; the alarm's side (+1: the part got slower, -1: faster), or 0."""
+    def step(self, score: float, settled: bool, refitted: bool = False) -> float:
+        """Take one score; the alarm's side (+1: the part got slower, -1: faster), or 0.
+        ``refitted``: the part is young since a re-fit but not in its life: an alarm needs the
+        last two scores beyond ``FAR`` its way (a drift goes on, an outlier is alone)."""
         step = min(max(score, -self.STEP_CAP), self.STEP_CAP) if settled else score
         self.up = max(0.0, self.up + step - self.drift)
         self.down = max(0.0, self.down - step - self.drift)
@@ -34,7 +38,11 @@ class ChangeDetector:
         if max(self.up, self.down) <= self.threshold:
             return 0.0
         side = 1.0 if self.up > self.down else -1.0
-        return side if not settled or self._confirmed(side, last) else 0.0
+        if settled:
+            return side if self._confirmed(side, last) else 0.0
+        if refitted:
+            return side if len(last) >= 2 and min(last[-1] * side, last[-2] * side) > self.FAR else 0.0
+        return side
 
     def _confirmed(self, side: float, last: list[float]) -> bool:
         if max(abs(score) for score in last) > self.STEP_CAP:

@@ -15,8 +15,8 @@ class Prober:
         self.idle = 0  # device-only frames since the last offload
         self.probes = 0
         self.changes = 0  # changes the learner detected: their rate sets how often probing pays
-        # The best offloading seen: the split whose estimate, right after it was observed, was
-        # the lowest and beat device-only; probed while device-only wins (is that regime back?).
+        # The best offloading seen: the split that last beat device-only (on its merits, not as a
+        # probe), and the least it delivered; probed while device-only wins (is that regime back?).
         # A cheaper split may tell nothing about it (a tiny tensor sees the RTT, not the bandwidth).
         self.good_split: int | None = None
         self.good_s = math.inf
@@ -67,13 +67,17 @@ class Prober:
         if split == self.pending:
             self.pending = None
 
-    def answered(self, split: int, estimate_s: float, device_s: float, pinned, good_news: bool) -> None:
-        """An offloaded frame's answer: the best offloading seen so far may move (if ``pinned()``:
-        data, more than the prior, sets that estimate), and an answer to a probe with good news
-        (far faster than expected) asks for another at once, to confirm it. Bad news asks for
-        none: device-only wins already, and a probe on a link getting worse is the dearest frame."""
-        if estimate_s <= min(self.good_s, device_s) and pinned():
-            self.good_split, self.good_s = split, estimate_s
+    def answered(self, split: int, delivered_s: float, device_s: float, good_news: bool) -> None:
+        """An offloaded frame's answer (``delivered_s``: the frame's whole delay): a split that
+        beat device-only becomes the best offloading seen, what to probe once device-only wins
+        (the split that did best last, not the lowest estimate ever: a young model's estimate of a
+        split once tried can be far too good, and the probes would go to it for good). An
+        answer to a probe with good news (far faster than expected) asks for another at once, to
+        confirm it. Bad news asks for none: device-only wins already, and a probe on a link
+        getting worse is the dearest frame."""
+        if delivered_s < device_s and split != self.pending:
+            if split != self.good_split or delivered_s < self.good_s:
+                self.good_split, self.good_s = split, delivered_s
         if split == self.pending:
             self.pending = None
             self.recheck = good_news

@@ -34,7 +34,7 @@ from common.json_file import read_json
 from device_app.learner.policy import Feedback, FixedSplit, Policy
 from device_app.learner.profile import SplitProfile, load_profile
 from device_app.learner.registry import make_policy
-from mqtt.protocol import LOAD_PERIOD_S
+from mqtt.protocol import LOAD_PERIOD_S, LoadWindow
 
 from .simulator import DEFAULT_EDGE_RATE, DEFAULT_LAYER_OVERHEAD_S, edge_work_s
 
@@ -89,9 +89,7 @@ class Edge:
     queue: list = field(default_factory=list)  # pending requests, oldest first
     busy_until: float = 0.0
     busy_s: float = 0.0  # total time serving
-    window_busy: float = 0.0
-    window_runs: int = 0
-    window_waits: list = field(default_factory=list)
+    load: LoadWindow = field(default_factory=lambda: LoadWindow(0.0))  # what its next load report says
     batches: list = field(default_factory=list)  # sizes
 
 
@@ -174,12 +172,10 @@ def simulate_fleet(spec: FleetSpec, policies: dict[str, Policy], seed: int = 0, 
         service = float(spec.service_s(p, len(same))[first["split"]]) * jitter(streams[first["device"]])
         edge.busy_until = now + service
         edge.busy_s += service
-        edge.window_busy += service
-        edge.window_runs += 1
         edge.batches.append(len(same))
-        for r in same:
-            wait = now - r["arrived"]
-            edge.window_waits.append(wait)
+        waits = [now - r["arrived"] for r in same]
+        edge.load.batch(service, waits)
+        for r, wait in zip(same, waits):
             back = now + service + devices[r["device"]].rtt_ms * 1e-3 / 2
             heapq.heappush(events, (back, next(order), "result", {**r, "wait": wait, "compute": service,
                                                                   "batch": len(same)}))
@@ -231,13 +227,11 @@ def simulate_fleet(spec: FleetSpec, policies: dict[str, Policy], seed: int = 0, 
             finish_frame(d, r["started"], now, r["split"])
         elif kind == "load":
             for edge in edges:
-                utilisation = min(edge.window_busy / LOAD_PERIOD_S, 1.0)
-                wait = float(np.mean(edge.window_waits)) if edge.window_waits else 0.0
-                service = edge.window_busy / edge.window_runs if edge.window_runs else 0.0
-                edge.window_busy, edge.window_waits, edge.window_runs = 0.0, [], 0
+                report = edge.load.report(len(edge.queue), now)
                 for name, p in policies.items():
                     if devices[name].join_s <= now < devices[name].leave_s:
-                        p.edge_load(utilisation, wait, service, frame_rate(devices[name]), spec.edges)
+                        p.edge_load(report.utilisation, report.wait_s, report.service_s, frame_rate(devices[name]),
+                                    spec.edges)
     return FleetResult(
         policy=name,
         delays={d: np.array(v) for d, v in out_delay.items()},
