@@ -370,7 +370,6 @@ class ANS(Policy):
         if self.offload[split]:
             self.prober.offloaded()
             return split
-
         self.prober.waited()
         if key_frame:
             return self._device_only()
