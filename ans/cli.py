@@ -126,12 +126,13 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_convert(args: argparse.Namespace) -> int:
-    # Inputs first: a missing or corrupt file is one line, before TensorFlow's start-up noise.
-    from common.model_files import model_file_problem
+    # Inputs first: a missing, corrupt or foreign file is one line, before TensorFlow's start-up noise.
+    from common.model_files import model_format
 
-    problem = model_file_problem(args.model) if args.model else None
-    if problem:
-        raise ValueError(problem)
+    if args.model:
+        args.model_format, problem = model_format(args.model)
+        if problem:
+            raise ValueError(problem)
     for path in args.darknet or []:
         if not Path(path).is_file():
             raise ValueError(f"{path}: no such file")
@@ -314,7 +315,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     conv = sub.add_parser("convert", help="split a detector into TFLite segments (the device), an edge model and a manifest")
     source = conv.add_mutually_exclusive_group(required=True)
-    source.add_argument("--model", help="a Keras functional model file (.keras or .h5)")
+    source.add_argument("--model", help="a detector: Keras (.keras or .h5, functional or Sequential), ONNX (opset 11+), "
+                        "TFLite (float32) or a TensorFlow SavedModel folder; the format is read from the content")
     source.add_argument("--zoo", choices=["tiny-yolov2", "demo"],
                         help="a built-in detector: the paper's tiny-yolov2 (seeded weights), or the trained demo")
     source.add_argument("--darknet", nargs=2, metavar=("CFG", "WEIGHTS"),

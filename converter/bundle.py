@@ -13,10 +13,12 @@ import dataclasses
 import hashlib
 import json
 import os
+import re
 import shutil
 import tempfile
 import time
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -30,6 +32,12 @@ from .features import layer_cost, tensor_bytes
 from .graph import ModelError, build_graph, cut_layers
 
 TAIL_FILE = "tails/model.keras"
+
+
+def _unsupported() -> tuple:
+    from keras import layers as kl
+
+    return (kl.RNN, kl.Bidirectional, kl.LSTM, kl.GRU, kl.SimpleRNN, kl.ConvLSTM2D)
 
 
 def content_hash(model) -> str:
@@ -58,7 +66,19 @@ def to_tflite(model, calibration: np.ndarray | None = None) -> bytes:
             warnings.simplefilter("ignore")
             return conv.convert()
     except Exception as exc:
-        raise ModelError(f"'{model.name}' does not convert to TFLite built-in ops: {str(exc).splitlines()[0]}") from None
+        raise ModelError(tflite_failure(model.name, str(exc))) from None
+
+
+def tflite_failure(name: str, message: str) -> str:
+    """One line out of the TFLite converter's MLIR diagnostics: the TensorFlow op and the layer it is in."""
+    op = re.search(r"'(tf\.\w+)' op", message)
+    scope = re.search(r'"([^"/]+)/([^"/]+)/', message)
+    layer = re.sub(r"_\d+$", "", scope.group(2)) if scope else None
+    where = f" in layer '{layer}'" if layer else ""
+    if op:
+        return (f"'{name}': TensorFlow op {op.group(1)}{where} has no TFLite built-in equivalent; replace that "
+                "layer by standard convolution, pooling, element-wise and reshaping layers")
+    return f"'{name}' does not convert to TFLite built-in ops{where}: {message.strip().splitlines()[0][:200]}"
 
 
 def output_order(tflite: bytes, model) -> list[int]:
@@ -108,6 +128,10 @@ def plan_splits(model) -> tuple[object, list, list[dict]]:
     """The functional model, its cut layers, and every split's description (all but file paths)."""
     graph = build_graph(model)
     model = graph.model
+    for layer in graph.order:
+        if isinstance(layer, _unsupported()):
+            raise ModelError(f"layer '{layer.name}' ({type(layer).__name__}): recurrent layers have no TFLite "
+                             "built-in form that can be cut; a detector has none, remove it")
     cuts = cut_layers(graph)
     if not cuts:
         raise ModelError(f"'{model.name}' has no layer boundary where one tensor separates the input from the "
@@ -133,10 +157,12 @@ def plan_splits(model) -> tuple[object, list, list[dict]]:
 
 
 def convert(model, out: str | Path, *, name: str | None = None, preprocessing: Preprocessing | None = None,
-            decoding: Decoding | None = None, calibration: np.ndarray | None = None, log=print) -> Manifest:
+            decoding: Decoding | None = None, calibration: np.ndarray | None = None, log=print,
+            check: Callable[[Path], object] | None = None) -> Manifest:
     """Write the bundle of ``model`` to ``out`` (or find it there already) and return its manifest.
     ``calibration``: preprocessed images (NHWC float32) to quantize the device's segments to int8
-    with; without them the segments are float32."""
+    with; without them the segments are float32. ``check``: called with the finished bundle's folder
+    before it takes ``out``'s place; what it raises leaves ``out`` as it was."""
     import keras
     import tensorflow as tf
 
@@ -200,6 +226,8 @@ def convert(model, out: str | Path, *, name: str | None = None, preprocessing: P
         manifest = Manifest(model=info, segments=segments, splits=splits,
                             converter={"tensorflow": tf.__version__, "keras": keras.__version__})
         (tmp / "manifest.json").write_text(manifest.to_json())
+        if check is not None:
+            check(tmp)
         _swap_into_place(tmp, out)
         log(f"wrote {out} ({len(splits)} splits, {time.monotonic() - started:.1f}s)")
         return manifest

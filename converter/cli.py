@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import time
 
 import numpy as np
 
@@ -11,12 +12,16 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's start-up
 
 
 def convert_command(args: argparse.Namespace) -> int:
+    import keras
+
     from common.bundle import Decoding
-    from common.keras_model import load_keras_model
 
     from .bundle import convert
+    from .verify import verify_bundle
     from .zoo import TINY_YOLOV2_ANCHORS, demo_decoding, demo_model, tiny_yolov2
 
+    started = time.monotonic()
+    reference = runtime = None
     if args.zoo == "demo":
         print("loading the trained demo detector")
         model, decoding = demo_model(), demo_decoding()
@@ -29,8 +34,14 @@ def convert_command(args: argparse.Namespace) -> int:
 
         model, decoding = build_darknet(*args.darknet)
     else:
-        model = load_keras_model(args.model)
-        decoding = None
+        from .user_model import load_user_model
+
+        print(f"reading {args.model} ({args.model_format})")
+        user = load_user_model(args.model, args.model_format)
+        model, reference, runtime = user.model, user.reference, user.runtime
+        decoding = Decoding(classes=len(user.labels), labels=user.labels) if user.labels else None
+    if reference is None:  # a model built here is its own reference
+        runtime, reference = f"Keras {keras.__version__}", _keras_reference(model)
     calibration = None
     if args.quantize == "int8":
         from .calibration import calibration_images, demo_scenes
@@ -45,7 +56,11 @@ def convert_command(args: argparse.Namespace) -> int:
         else:  # the zoo's tiny-yolov2 has seeded weights: any images measure its ranges
             calibration = np.random.default_rng(0).random((64, *size, 3), dtype=np.float32)
             print("int8: calibrating with 64 random images (seeded zoo weights)")
-    manifest = convert(model, args.out, name=args.name, decoding=decoding, calibration=calibration)
+    images = _check_images(model, demo=args.zoo == "demo")
+    manifest = convert(model, args.out, name=args.name, decoding=decoding, calibration=calibration,
+                       check=None if calibration is not None else
+                       lambda folder: verify_bundle(folder, reference, runtime, images))
+    print(f"converted in {time.monotonic() - started:.1f}s")
     print(f"{'split':>5}  {'cut after':<16}{'sent (bytes)':>14}{'front MMACs':>13}{'back conv MMACs':>17}")
     for s in manifest.splits:
         print(f"{s.index:>5}  {s.cut or '(device only)':<16}{s.transfer_bytes:>14,}{s.front_macs / 1e6:>13.1f}"
@@ -68,3 +83,22 @@ def convert_command(args: argparse.Namespace) -> int:
             precision_report(model, args.out, demo=args.zoo == "demo", images=None if args.zoo == "demo"
                              else calibration[:16])
     return 0
+
+
+def _keras_reference(model):
+    def run(x: np.ndarray) -> list[np.ndarray]:
+        out = model(x, training=False)
+        return [np.asarray(o) for o in (out if isinstance(out, (list, tuple)) else [out])]
+
+    return run
+
+
+def _check_images(model, demo: bool) -> np.ndarray:
+    """What every split is checked on: the demo's own scenes, or seeded random images in [0, 1]."""
+    shape = [int(d) for d in model.input.shape[1:]]
+    if demo:
+        from common.scenes import make_frame
+
+        rng = np.random.default_rng(7)
+        return np.stack([make_frame(rng, shape[0])[0] for _ in range(4)]).astype(np.float32) / 255
+    return np.random.default_rng(7).random((4, *shape), dtype=np.float32)

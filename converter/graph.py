@@ -64,13 +64,25 @@ def as_functional(model) -> keras.Model:
     from keras.src.models.sequential import Sequential
 
     if isinstance(model, Sequential):
-        if not model.built or not model.inputs:
-            raise ModelError("the Sequential model has no defined input; give it a keras.Input first")
-        return keras.Model(model.inputs, model.outputs, name=model.name)
+        return _sequential_as_functional(model)
     if not isinstance(model, Functional):
         raise ModelError(f"{type(model).__name__} is a subclassed Keras model: only functional (or Sequential) "
                          "models expose the layer graph needed to split them")
     return model
+
+
+def _sequential_as_functional(model) -> keras.Model:
+    """The Sequential model rebuilt as a functional one with fresh layers, each applied once. A
+    Sequential model's own layers carry a node per build (a reloaded one several), which would read
+    as shared weights."""
+    if not model.built or not model.inputs:
+        raise ModelError("the Sequential model has no defined input; give it a keras.Input first")
+    x = inputs = keras.Input(shape=tuple(model.inputs[0].shape[1:]), name=model.inputs[0].name or None)
+    for layer in model.layers:
+        fresh = layer.__class__.from_config(layer.get_config())
+        x = fresh(x)
+        fresh.set_weights(layer.get_weights())
+    return keras.Model(inputs, x, name=model.name)
 
 
 def _tensors(value) -> list:
@@ -110,6 +122,20 @@ def build_graph(model: keras.Model) -> Graph:
     return Graph(model=model, order=order, parents=parents, children=children)
 
 
+def _gated(graph: Graph, name: str) -> bool:
+    """Whether ``name`` feeds a gate and the product of itself and that gate, and nothing else: SiLU
+    (x * sigmoid(x)) as ONNX and TFLite spell it. A cut before the product sends as much."""
+    from common.keras_model import Elementwise
+
+    kids = [graph.model.get_layer(k) for k in graph.children[name]]
+    if len(kids) != 2:
+        return False
+    gates = [k for k in kids if isinstance(k, (kl.Activation, Elementwise)) and len(graph.children[k.name]) == 1]
+    products = [k for k in kids if isinstance(k, kl.Multiply)]
+    return (len(gates) == 1 and len(products) == 1 and graph.children[gates[0].name] == [products[0].name]
+            and sorted(graph.parents[products[0].name]) == sorted([name, gates[0].name]))
+
+
 def cut_layers(graph: Graph) -> list:
     """The layers after which the model can be cut, in order from the input (input and
     output ends excluded)."""
@@ -127,6 +153,8 @@ def cut_layers(graph: Graph) -> list:
                 continue  # TFLite fuses the follower into this op: cut after it instead
             if isinstance(layer, FUSING_ELEMENTWISE) and isinstance(child, ACTIVATIONS):
                 continue  # a residual add and its activation: one op for TFLite, one cut after both
+        if _gated(graph, name):
+            continue  # x * sigmoid(x) (SiLU, and hard-swish alike): one activation, cut after the product
         inside = graph.ancestors(name)
         if all(c in inside for a in inside - {name} for c in graph.children[a]):
             cuts.append(layer)
