@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 from common.errors import ConfigurationError, CredentialsRefused, SourceLost, exit_status
+from common.model_files import DECODER_CHOICES
 from device_app.learner.persist import StateError, load_state, save_state
 from device_app.learner.profile import load_profile
 from device_app.learner.registry import POLICY_NAMES, make_policy
@@ -133,7 +134,7 @@ def cmd_convert(args: argparse.Namespace) -> int:
         args.model_format, problem = model_format(args.model)
         if problem:
             raise ValueError(problem)
-    for path in args.darknet or []:
+    for path in [*(args.darknet or []), *([args.labels] if args.labels else [])]:
         if not Path(path).is_file():
             raise ValueError(f"{path}: no such file")
     if args.calibration_images:
@@ -322,6 +323,10 @@ def build_parser() -> argparse.ArgumentParser:
     source.add_argument("--darknet", nargs=2, metavar=("CFG", "WEIGHTS"),
                         help="a Darknet tiny-YOLO .cfg and its .weights (yolov2/v3/v4-tiny)")
     conv.add_argument("--out", required=True, help="bundle folder to write (replaced atomically)")
+    conv.add_argument("--decoder", choices=DECODER_CHOICES,
+                      default="auto", help="--model: how outputs become detections (default: told by the output "
+                      "shapes; yolox-raw: a YOLOX export without the grid decode)")
+    conv.add_argument("--labels", metavar="FILE", help="class names, one per line (default: the model's metadata)")
     conv.add_argument("--classes", type=int, default=80, help="zoo: number of classes")
     conv.add_argument("--size", type=int, default=416, help="zoo: input size (a multiple of 32)")
     conv.add_argument("--width", type=float, default=1.0, help="zoo: filter-count multiplier")

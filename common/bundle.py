@@ -46,8 +46,10 @@ class Preprocessing:
 
 @dataclass(frozen=True)
 class Decoding:
-    kind: Literal["none", "yolov2-region", "yolo"] = "none"
-    """How raw outputs become detections."""
+    kind: Literal["none", "yolov2-region", "yolo", "yolov8", "yolox", "boxes-scores"] = "none"
+    """How raw outputs become detections: YOLOv2's region output; YOLOv3/v4 [yolo] outputs; YOLOv8 and
+    YOLO11's anchor-free [1, 4 + C, N] (centre, size in input pixels, class scores); YOLOX's
+    [1, N, 5 + C] (and YOLOv5's); two outputs, boxes [1, N, 4] (relative corners) and scores [1, N, C]."""
     anchors: list[tuple[float, float]] = field(default_factory=list)
     """Anchor (w, h): grid cells for yolov2-region, pixels for yolo."""
     masks: list[list[int]] = field(default_factory=list)
@@ -56,6 +58,13 @@ class Decoding:
     """Number of classes."""
     labels: list[str] = field(default_factory=list)
     """Class names, index = class id."""
+    strides: list[int] = field(default_factory=list)
+    """yolox: the grid strides when the export left the grid decode out (raw offsets and log sizes);
+    empty when boxes are already in input pixels."""
+    box_order: Literal["xyxy", "yxyx"] = "xyxy"
+    """boxes-scores: the order of the box corners (TensorFlow's detectors write y first)."""
+    background: bool = False
+    """boxes-scores: score column 0 is the background class, not a class of its own."""
 
     def __post_init__(self) -> None:
         if self.classes < 0:

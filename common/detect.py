@@ -1,4 +1,5 @@
-"""From a YOLOv2-region output to detections: decode, threshold, non-maximum suppression.
+"""From a detector's raw outputs to detections: decode (YOLOv2 region, YOLOv3/v4, YOLOv8/YOLO11
+anchor-free, YOLOX/YOLOv5, boxes + scores), threshold, non-maximum suppression.
 
 Numpy only: this runs on the device (device-only frames) as well as on the edge.
 """
@@ -66,6 +67,63 @@ def decode_yolo(outputs: list[np.ndarray], anchors, masks: list[list[int]], clas
     return nms(rows, nms_iou)[:max_detections]
 
 
+def _rows(centre_size: np.ndarray, scores: np.ndarray, input_size: tuple[int, int], conf: float,
+          nms_iou: float, max_detections: int) -> np.ndarray:
+    """(cx, cy, w, h) boxes in input pixels and per-class scores -> NMS-ed relative rows."""
+    cls, best = scores.argmax(axis=-1), scores.max(axis=-1)
+    keep = best >= conf
+    h_in, w_in = input_size
+    cx, cy, w, h = (centre_size[keep, k] for k in range(4))
+    boxes = np.stack([(cx - w / 2) / w_in, (cy - h / 2) / h_in, (cx + w / 2) / w_in, (cy + h / 2) / h_in], axis=-1)
+    rows = np.column_stack([boxes, best[keep], cls[keep]]).astype(np.float32)
+    return nms(rows, nms_iou)[:max_detections]
+
+
+def decode_anchor_free(output: np.ndarray, classes: int, input_size: tuple[int, int], conf: float = 0.25,
+                       nms_iou: float = 0.45, max_detections: int = 100) -> np.ndarray:
+    """YOLOv8 / YOLO11 ([1, 4 + classes, N], distribution focal loss decoded in the graph): centre and
+    size in input pixels, then the class scores (sigmoid applied). Rows as ``decode_yolov2``."""
+    pred = np.asarray(output, dtype=np.float32).reshape(4 + classes, -1).T
+    return _rows(pred[:, :4], pred[:, 4:], input_size, conf, nms_iou, max_detections)
+
+
+def decode_yolox(output: np.ndarray, classes: int, input_size: tuple[int, int], strides: list[int],
+                 conf: float = 0.25, nms_iou: float = 0.45, max_detections: int = 100) -> np.ndarray:
+    """YOLOX (and YOLOv5) [1, N, 5 + classes]: box, objectness, class scores (sigmoids applied). With
+    ``strides``, the export left the grid decode out: xy are offsets in cells of each stride's grid
+    (the levels in order, rows first) and wh log sizes in cells."""
+    pred = np.asarray(output, dtype=np.float32).reshape(-1, 5 + classes)
+    box = pred[:, :4]
+    if strides:
+        h_in, w_in = input_size
+        grids, scale = [], []
+        for s in strides:
+            gy, gx = np.mgrid[0:h_in // s, 0:w_in // s]
+            grids.append(np.stack([gx.ravel(), gy.ravel()], axis=-1))
+            scale.append(np.full(gx.size, s))
+        grid, scale = np.concatenate(grids).astype(np.float32), np.concatenate(scale).astype(np.float32)[:, None]
+        if len(grid) != len(pred):
+            raise ValueError(f"yolox output has {len(pred)} rows; strides {strides} give {len(grid)}")
+        box = np.column_stack([(box[:, :2] + grid) * scale, np.exp(np.minimum(box[:, 2:4], 10.0)) * scale])
+    return _rows(box, pred[:, 4:5] * pred[:, 5:], input_size, conf, nms_iou, max_detections)
+
+
+def decode_boxes_scores(boxes: np.ndarray, scores: np.ndarray, box_order: str = "xyxy", background: bool = False,
+                        conf: float = 0.25, nms_iou: float = 0.45, max_detections: int = 100) -> np.ndarray:
+    """SSD-style two outputs: boxes [1, N, 4] as relative corners, scores [1, N, C] (column 0 the
+    background when ``background``). Rows as ``decode_yolov2``."""
+    boxes = np.asarray(boxes, dtype=np.float32).reshape(-1, 4)
+    scores = np.asarray(scores, dtype=np.float32).reshape(len(boxes), -1)
+    if box_order == "yxyx":
+        boxes = boxes[:, [1, 0, 3, 2]]
+    if background:
+        scores = scores[:, 1:]
+    cls, best = scores.argmax(axis=-1), scores.max(axis=-1)
+    keep = best >= conf
+    rows = np.column_stack([boxes[keep], best[keep], cls[keep]]).astype(np.float32)
+    return nms(rows, nms_iou)[:max_detections]
+
+
 def detections(outputs: list[np.ndarray], decoding: Decoding, input_size: tuple[int, int]) -> list[list[float]]:
     """Detections from a model's raw outputs (in the manifest's order), as the manifest's ``decoding``
     says; none for ``none``. ``input_size``: the network input's height and width."""
@@ -73,6 +131,12 @@ def detections(outputs: list[np.ndarray], decoding: Decoding, input_size: tuple[
         return decode_yolov2(outputs[0], decoding.anchors, decoding.classes).tolist()
     if decoding.kind == "yolo":
         return decode_yolo(outputs, decoding.anchors, decoding.masks, decoding.classes, input_size).tolist()
+    if decoding.kind == "yolov8":
+        return decode_anchor_free(outputs[0], decoding.classes, input_size).tolist()
+    if decoding.kind == "yolox":
+        return decode_yolox(outputs[0], decoding.classes, input_size, decoding.strides).tolist()
+    if decoding.kind == "boxes-scores":
+        return decode_boxes_scores(outputs[0], outputs[1], decoding.box_order, decoding.background).tolist()
     return []
 
 

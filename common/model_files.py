@@ -10,6 +10,8 @@ from pathlib import Path
 _HDF5 = b"\x89HDF\r\n\x1a\n"
 #: What ``ans convert --model`` reads.
 MODEL_FORMATS = ("keras", "h5", "onnx", "tflite", "savedmodel")
+#: ``ans convert --decoder``: how a model's outputs become detections ("auto": told by their shapes).
+DECODER_CHOICES = ("auto", "none", "yolov8", "yolox", "yolox-raw", "boxes-scores")
 _READS = "a Keras .keras or .h5 file, an ONNX file, a TFLite file or a TensorFlow SavedModel folder"
 
 

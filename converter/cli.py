@@ -12,11 +12,15 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's start-up
 
 
 def convert_command(args: argparse.Namespace) -> int:
+    import dataclasses
+
     import keras
 
     from common.bundle import Decoding
+    from common.keras_model import ModelError
 
     from .bundle import convert
+    from .decoders import choose_decoding, read_labels
     from .verify import verify_bundle
     from .zoo import TINY_YOLOV2_ANCHORS, demo_decoding, demo_model, tiny_yolov2
 
@@ -39,9 +43,22 @@ def convert_command(args: argparse.Namespace) -> int:
         print(f"reading {args.model} ({args.model_format})")
         user = load_user_model(args.model, args.model_format)
         model, reference, runtime = user.model, user.reference, user.runtime
-        decoding = Decoding(classes=len(user.labels), labels=user.labels) if user.labels else None
     if reference is None:  # a model built here is its own reference
         runtime, reference = f"Keras {keras.__version__}", _keras_reference(model)
+    images = _check_images(model, demo=args.zoo == "demo")
+    labels = read_labels(args.labels) if args.labels else None
+    if args.model:
+        size = tuple(int(d) for d in model.input.shape[1:3])
+        shapes = [[1, *[int(d) for d in t.shape[1:]]] for t in model.outputs]
+        decoding = choose_decoding(args.decoder, shapes, reference(images[:1]), size,
+                                   labels if labels is not None else user.labels)
+        print(f"decoder: {decoding.kind}, {decoding.classes} classes"
+              + (f" ({', '.join(decoding.labels[:5])}{', ...' if len(decoding.labels) > 5 else ''})"
+                 if decoding.labels else ""))
+    elif labels is not None:
+        if len(labels) != decoding.classes:
+            raise ModelError(f"{args.labels}: {len(labels)} labels for a model with {decoding.classes} classes")
+        decoding = dataclasses.replace(decoding, labels=labels)
     calibration = None
     if args.quantize == "int8":
         from .calibration import calibration_images, demo_scenes
@@ -56,7 +73,6 @@ def convert_command(args: argparse.Namespace) -> int:
         else:  # the zoo's tiny-yolov2 has seeded weights: any images measure its ranges
             calibration = np.random.default_rng(0).random((64, *size, 3), dtype=np.float32)
             print("int8: calibrating with 64 random images (seeded zoo weights)")
-    images = _check_images(model, demo=args.zoo == "demo")
     manifest = convert(model, args.out, name=args.name, decoding=decoding, calibration=calibration,
                        check=None if calibration is not None else
                        lambda folder: verify_bundle(folder, reference, runtime, images))

@@ -1,6 +1,7 @@
 import numpy as np
+import pytest
 
-from common.detect import decode_yolov2, nms
+from common.detect import decode_yolov2, detections, nms
 
 ANCHORS = [(1.0, 1.0), (2.0, 2.0)]
 
@@ -62,3 +63,32 @@ def test_yolo_heads_decode_with_their_own_anchors_in_pixels():
     np.testing.assert_allclose(by_class[0][:4], [3.5 / 4 - 37 / 256, 0.125 - 29 / 128, 3.5 / 4 + 37 / 256,
                                                  0.125 + 29 / 128], atol=1e-5)
     assert all(r[4] > 0.99 for r in rows)
+
+
+def test_anchor_free_yolox_and_boxes_scores_outputs_decode_to_the_same_box():
+    """One object at (16..48, 8..40) of a 64x64 input, class 1, as each layout writes it."""
+    from common.bundle import Decoding
+
+    want = [0.25, 0.125, 0.75, 0.625]
+    n = 8 * 8 + 4 * 4 + 2 * 2
+    v8 = np.zeros((1, 4 + 3, n), np.float32)
+    v8[0, :4, 5] = [32, 24, 32, 32]
+    v8[0, 4 + 1, 5] = 0.9
+    (row,) = detections([v8], Decoding(kind="yolov8", classes=3), (64, 64))
+    assert np.allclose(row[:4], want) and row[4] == pytest.approx(0.9) and row[5] == 1
+
+    raw = np.zeros((1, n, 5 + 3), np.float32)
+    raw[0, :, 2:4] = -5.0  # tiny boxes everywhere, and no objectness
+    cell = 3 * 8 + 4  # stride 8: row 3, column 4 -> centre (4 + 0, 3 + 0) * 8 = (32, 24)
+    raw[0, cell] = [0.0, 0.0, np.log(4.0), np.log(4.0), 0.95, 0.0, 0.9, 0.1]
+    (row,) = detections([raw], Decoding(kind="yolox", classes=3, strides=[8, 16, 32]), (64, 64))
+    assert np.allclose(row[:4], want) and row[4] == pytest.approx(0.95 * 0.9) and row[5] == 1
+
+    boxes = np.zeros((1, 5, 4), np.float32)
+    boxes[0, 2] = [want[1], want[0], want[3], want[2]]  # y first
+    scores = np.zeros((1, 5, 4), np.float32)
+    scores[0, :, 0] = 1.0  # background everywhere else
+    scores[0, 2] = [0.05, 0.05, 0.85, 0.05]
+    (row,) = detections([boxes, scores], Decoding(kind="boxes-scores", classes=4, box_order="yxyx",
+                                                  background=True), (64, 64))
+    assert np.allclose(row[:4], want) and row[4] == pytest.approx(0.85) and row[5] == 1

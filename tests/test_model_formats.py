@@ -193,3 +193,25 @@ def test_ans_convert_takes_an_onnx_file_by_its_content(tmp_path):
     assert "converted in" in proc.stdout
     manifest = read_manifest(tmp_path / "bundle")
     assert len(manifest.model.outputs) == 2 and manifest.model.input.shape == [1, 64, 64, 3]
+
+
+def test_the_decoder_and_labels_are_told_by_the_outputs(tmp_path):
+    from converter.decoders import choose_decoding
+
+    rng = np.random.default_rng(0)
+    for build, kind, classes in ((lambda: yolov8(size=64, classes=3, width=0.125), "yolov8", 3),
+                                 (lambda: yolox(size=64, classes=4, width=0.125), "yolox", 4),
+                                 (lambda: ssd_mobilenet(size=64, classes=5, width=0.25), "boxes-scores", 5)):
+        path = tmp_path / f"{kind}.onnx"
+        onnx.save(build(), path)
+        user = load_user_model(path, "onnx")
+        shapes = [[1, *[int(d) for d in t.shape[1:]]] for t in user.model.outputs]
+        sample = user.reference(rng.random((1, 64, 64, 3), dtype=np.float32))
+        decoding = choose_decoding("auto", shapes, sample, (64, 64), user.labels)
+        assert (decoding.kind, decoding.classes) == (kind, classes)
+        assert decoding.strides == ([8, 16, 32] if kind == "yolox" else [])  # the export left the decode out
+    assert decoding.labels == []
+    with pytest.raises(ModelError, match="2 labels for a model with 5 classes"):
+        choose_decoding("auto", shapes, sample, (64, 64), ["a", "b"])
+    with pytest.raises(ModelError, match="--decoder yolov8 does not fit"):
+        choose_decoding("yolov8", shapes, sample, (64, 64), [])
