@@ -94,7 +94,7 @@ def limits(bundles: list[str]) -> str:
     for folder in bundles:
         manifest = read_manifest(folder)
         for k, split in enumerate(manifest.splits):
-            size = request_size(split.cut_shape, "float32") if split.cut_shape else 0
+            size = request_size(split.shapes, "float32") if split.tensors else 0
             if size > largest:
                 largest, where = size, f"{manifest.model.name} split {k}, float32"
     packet = max(largest + PACKET_MARGIN, 256 * 2**10)

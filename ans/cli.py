@@ -123,7 +123,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
         return run_demo(Path(args.out), args.frames or 4500)
     from lab.demo import run_system_demo
 
-    return run_system_demo(Path(args.out), args.frames or 300, args.slowdown, not args.no_outage)
+    return run_system_demo(Path(args.out), args.frames or 300, args.slowdown, not args.no_outage,
+                           Path(args.bundle) if args.bundle else None, args.source or "demo")
 
 
 def cmd_convert(args: argparse.Namespace) -> int:
@@ -501,6 +502,8 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--slowdown", type=float, default=30.0,
                       help="run heads this many times slower, standing in for a board slower than this machine")
     demo.add_argument("--no-outage", action="store_true", help="do not stop and restart the edge half-way")
+    demo.add_argument("--bundle", help="your converted model (ans convert --out B) instead of the demo detector")
+    demo.add_argument("--source", help="a video file or camera:N instead of the demo clip")
     demo.add_argument("--simulated", action="store_true", help="the learner alone, in a simulated world")
     demo.set_defaults(func=cmd_demo)
     return parser

@@ -45,7 +45,7 @@ def main() -> None:
         for codec in CODECS:
             def round_trip(codec=codec):
                 payload, quant = encode(x, codec)
-                message = encode_request(Request(1, 1, HASH, shape, codec, quant), payload)
+                message = encode_request(Request(1, 1, HASH, (shape,), codec, (quant,)), [payload])
                 decode_request(message)
             t = median_s(round_trip, args.repeat)
             cells.append(f"{t * 1e3:>10.2f} ({t / copy:>4.1f}x)")

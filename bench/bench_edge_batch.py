@@ -46,9 +46,9 @@ def main() -> None:
     print("\n| split | batch | XLA | per call (median) | per request | requests/s |")
     print("|---|---|---|---|---|---|")
     for split in chosen:
-        shape = splits[split].cut_shape[1:]
+        shapes = [shape[1:] for shape in splits[split].shapes]
         for batch in args.batches:
-            x = np.random.default_rng(0).random((batch, *shape), dtype=np.float32)
+            x = [np.random.default_rng(0).random((batch, *shape), dtype=np.float32) for shape in shapes]
             for xla, runner in runners.items():
                 for _ in range(2):  # trace / compile, warm
                     runner.run(split, x)

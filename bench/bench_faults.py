@@ -248,9 +248,9 @@ def flood(ctx, kind: str, rate: int, frames: int) -> dict:
 
     manifest = read_manifest(ctx.bundle)
     split = manifest.splits[len(manifest.splits) // 2]
-    x = np.zeros(split.cut_shape, np.float32)
-    valid = encode_request(Request(1, split.index, bundle_hash_bytes(manifest.model.content_hash), tuple(x.shape)),
-                           encode(x, "float32")[0])
+    xs = [np.zeros(shape, np.float32) for shape in split.shapes]
+    valid = encode_request(Request(1, split.index, bundle_hash_bytes(manifest.model.content_hash),
+                                   tuple(x.shape for x in xs)), [encode(x, "float32")[0] for x in xs])
     out = {"kind": kind, "rate_per_s": rate}
     with started(dev_config(), ctx.work / f"flood-{kind}-{rate}") as broker:
         edge = Edge(ctx.bundle, broker.port, ctx.work)

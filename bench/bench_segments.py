@@ -1,7 +1,8 @@
 """Segments against one head file per split: bundle size, the cost of chaining, and what finishing a
 late frame from its cut tensor saves.
 
-For the demo detector and tiny-YOLOv2 (80 classes, 416x416), it converts the model as ANS does
+For the demo detector, tiny-YOLOv2 (80 classes, 416x416) and a YOLOv8n-shaped ONNX model at 320
+(imported; its neck and head cut with two or three tensors), it converts the model as ANS does
 (segments), and also writes the old layout for comparison (one TFLite head per split, each from the
 input, plus the whole model). Then, per split, on one core of this machine (LiteRT, XNNPACK):
 
@@ -10,7 +11,8 @@ input, plus the whole model). Then, per split, on one core of this machine (Lite
 * fallback: a frame the edge did not answer, finished from split p's cut (segments p+1..end) vs
   run again from the input (every segment).
 
-    .venv/bin/python bench/bench_segments.py [--repeats 50] [--out docs/img/segments.png]
+    .venv/bin/python bench/bench_segments.py [--repeats 50] [--models demo tiny-yolov2 yolov8n]
+        [--out docs/img/segments.png]
 
 (tiny-YOLOv2 runs a fifth of the repeats: each of its runs is about 40 times the demo's.)
 
@@ -46,12 +48,12 @@ def one_file(path: Path):
     with captured(2):
         it = default_interpreter()(model_path=str(path), num_threads=1)
         it.allocate_tensors()
-    source, target = it.get_input_details()[0]["index"], it.get_output_details()[0]["index"]
+    source, targets = it.get_input_details()[0]["index"], [d["index"] for d in it.get_output_details()]
 
     def run(x):
         it.set_tensor(source, x)
         it.invoke()
-        return it.get_tensor(target)
+        return [it.get_tensor(t) for t in targets]
     return run
 
 
@@ -73,9 +75,10 @@ def measure(name: str, model, work: Path, repeats: int) -> dict:
     from_input = median_time(lambda: runner.run(last, x), repeats)
     for split in manifest.splits[1:]:
         p = split.index
-        if split.cut is not None:
+        if split.tensors:
             head_file = work / f"head_{p}.tflite"
-            head_file.write_bytes(to_tflite(keras.Model(model.input, model.get_layer(split.cut).output)))
+            sent = [model.get_layer(n).output for n in split.names]
+            head_file.write_bytes(to_tflite(keras.Model(model.input, sent if len(sent) > 1 else sent[0])))
             old_heads += head_file.stat().st_size
             single = one_file(head_file)
         else:
@@ -88,10 +91,10 @@ def measure(name: str, model, work: Path, repeats: int) -> dict:
         for _ in range(3):  # interleaved, so drift hits all alike
             chained_s.append(median_time(lambda: runner.run(p, x), repeats // 3 + 1))
             single_s.append(median_time(lambda: single(x), repeats // 3 + 1))
-            fused_s.append(median_time(lambda: runner.invoke(head, x), repeats // 3 + 1))
+            fused_s.append(median_time(lambda: runner.invoke(head, [x]), repeats // 3 + 1))
         head = None  # its memory goes before the next split's
         chained, alone, fused = (float(np.median(t)) for t in (chained_s, single_s, fused_s))
-        cut = runner.run(p, x)[0] if p < last else None
+        cut = runner.run(p, x) if p < last else None
         finish = median_time(lambda: runner.finish(p, cut), repeats) if cut is not None else 0.0
         rows.append({"split": p, "cut": split.cut or "(device only)", "head_one_file_s": alone, "head_chained_s": chained,
                      "head_fused_s": fused, "fused_rss_mb": fused_mb, "finish_from_cut_s": finish,
@@ -134,19 +137,32 @@ def plot(results: dict, out: Path) -> None:
     print(f"\nwrote {out}")
 
 
+def yolov8n():
+    from converter.onnx_import import import_onnx
+    from lab.onnx_models import yolov8
+
+    return import_onnx(yolov8(size=320, classes=80))[0]
+
+
+#: name -> (title, model, share of --repeats: tiny-YOLOv2's run is about 40 times the demo's)
+MODELS = {"demo": ("demo detector", demo_model, 1), "tiny-yolov2": ("tiny-YOLOv2 (80 classes, 416)",
+                                                                   lambda: tiny_yolov2(classes=80, size=416), 5),
+          "yolov8n": ("YOLOv8n-shaped ONNX (320)", yolov8n, 5)}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=50)
+    parser.add_argument("--models", nargs="+", choices=list(MODELS), default=["demo", "tiny-yolov2"])
     parser.add_argument("--out", type=Path, default=REPO / "docs" / "img" / "segments.png")
     args = parser.parse_args()
     results = {}
     with tempfile.TemporaryDirectory() as tmp:
-        for name, make in (("demo detector", demo_model), ("tiny-YOLOv2 (80 classes, 416)",
-                                                           lambda: tiny_yolov2(classes=80, size=416))):
-            work = Path(tmp) / name.split()[0]
+        for key in args.models:
+            name, make, share = MODELS[key]
+            work = Path(tmp) / key
             work.mkdir()
-            repeats = args.repeats if name.startswith("demo") else max(6, args.repeats // 5)  # 40x the work per run
-            results[name] = measure(name, make(), work, repeats)
+            results[name] = measure(name, make(), work, max(6, args.repeats // share))
     plot(results, args.out)
 
 

@@ -82,9 +82,9 @@ def batching(bundle: Path, splits=(0, 8), repeat: int = 15) -> list[dict]:
     tails = TailRunner(bundle)
     rows = []
     for split in splits:
-        shape = tails.manifest.splits[split].cut_shape
+        shapes = tails.manifest.splits[split].shapes
         for size in (1, 2, 4, 8):
-            x = np.random.default_rng(0).random((size, *shape[1:]), dtype=np.float32)
+            x = [np.random.default_rng(0).random((size, *shape[1:]), dtype=np.float32) for shape in shapes]
             batch_ms = round(median_time(lambda: tails.run(split, x), repeat) * 1e3, 2)
             rows.append({"split": split, "batch": size, "batch_ms": batch_ms, "per_request_ms": batch_ms / size})
             print(f"batch: {rows[-1]}", flush=True)

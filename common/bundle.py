@@ -4,9 +4,11 @@ writes what the same code reads on the device and the edge. Standard library onl
 or an Android app reads it without pydantic.
 
 The device's side of a bundle is the model cut into consecutive TFLite *segments* between the
-cut points (segment k computes cut k from cut k-1; the last one the model's outputs), so every
-weight is stored once: split p's head is segments 1..p, and a frame the edge did not answer is
-finished from the cut tensor the device already has with segments p+1..end.
+cut points (segment k computes what cut k needs from what cuts before it left; the last one the
+model's outputs), so every weight is stored once: split p's head is segments 1..p, and a frame the
+edge did not answer is finished from the cut tensors the device already has with segments p+1..end.
+A cut is one tensor or several (a feature pyramid's levels are alive at once): segments read and
+write tensors by name.
 
 Versioned (``schema_version``) and strict: unknown keys, missing keys and wrong types are
 refused with the entry at fault, so a typo or a manifest from a newer converter fails loudly
@@ -26,7 +28,7 @@ from typing import Literal, Union, get_args, get_origin, get_type_hints
 from .errors import ConfigurationError
 from .json_file import read_json
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 MANIFEST = "manifest.json"
 
 
@@ -106,52 +108,66 @@ class FileRef:
 @dataclass(frozen=True)
 class Segment:
     index: int
-    """1, 2, ...: segment k computes cut k from cut k-1 (segment 1 from the input)."""
+    """1, 2, ...: segment k computes cut k's new tensors (segment 1 from the input)."""
     file: FileRef
     """The segment as a TFLite model (batch 1, float32 in and out)."""
-    input: TensorInfo
-    """What it reads: the model input (segment 1) or the previous segment's output."""
+    inputs: list[TensorInfo]
+    """What it reads, by name: the model input (segment 1), or tensors computed by segments before it."""
+    input_order: list[int]
+    """For each entry of ``inputs``, its position among the interpreter's input tensors."""
     outputs: list[TensorInfo]
-    """What it computes: the next cut tensor, or for the last segment the model's outputs in the
-    manifest's order."""
+    """What it computes: the tensors of its cut that are new, or for the last segment the model's
+    outputs in the manifest's order."""
     output_order: list[int]
     """For each entry of ``outputs``, its position among the interpreter's output tensors (TFLite
     may order a model's outputs differently)."""
     precision: Literal["float32", "int8"] = "float32"
-    """Weights and arithmetic inside the segment; its input and output are float32 either way."""
+    """Weights and arithmetic inside the segment; its inputs and outputs are float32 either way."""
 
     def __post_init__(self) -> None:
         if sorted(self.output_order) != list(range(len(self.outputs))):
             raise ValueError("output_order must be a permutation of the outputs' positions")
+        if sorted(self.input_order) != list(range(len(self.inputs))) or not self.inputs:
+            raise ValueError("input_order must be a permutation of the inputs' positions")
 
 
 @dataclass(frozen=True)
 class Split:
     index: int
     """0 = send the input, last = everything on the device. The device runs segments 1..index."""
-    cut: str | None
-    """Layer whose output is sent; None for device-only."""
+    tensors: list[TensorInfo]
+    """What is sent, in order: one tensor (a layer's output, the input for split 0) or several alive
+    at once; none for device-only."""
     tail: FileRef | None
-    """Keras model the edge builds the rest from, starting at ``cut``; None for device-only."""
-    cut_shape: list[int]
-    """Shape of the tensor sent (batch 1); [] for device-only."""
+    """Keras model the edge builds the rest from, starting at ``tensors``; None for device-only."""
     transfer_bytes: int
-    """Raw payload bytes of the tensor sent (0 for device-only)."""
+    """Raw payload bytes of the tensors sent (0 for device-only)."""
     codec_bytes: dict[str, int]
-    """Payload bytes of the tensor sent with each cut-tensor codec (float32 = transfer_bytes, float16, int8)."""
+    """Payload bytes of the tensors sent with each cut-tensor codec (float32 = transfer_bytes, float16, int8)."""
     context: list[float]
     """Back-end context: conv MACs, conv layers, fc MACs, fc layers, activation MACs, activation layers,
     transfer bits."""
     front_macs: int
     """MACs the device computes for this split (all layer kinds)."""
-    cut_dtype: str = "float32"
-    """Dtype of the tensor sent."""
 
     def __post_init__(self) -> None:
         if self.index < 0 or self.transfer_bytes < 0 or self.front_macs < 0:
             raise ValueError("index, transfer_bytes and front_macs must not be negative")
         if len(self.context) != 7:
             raise ValueError(f"context holds 7 numbers, not {len(self.context)}")
+
+    @property
+    def cut(self) -> str | None:
+        """The split as people read it: the layer(s) after which it cuts; None for device-only."""
+        return " + ".join(t.name for t in self.tensors) or None
+
+    @property
+    def names(self) -> list[str]:
+        return [t.name for t in self.tensors]
+
+    @property
+    def shapes(self) -> list[list[int]]:
+        return [t.shape for t in self.tensors]
 
 
 @dataclass(frozen=True)
@@ -162,30 +178,39 @@ class Manifest:
     splits: list[Split]
     converter: dict[str, str] = field(default_factory=dict)
     """Versions of the tools that made the bundle."""
-    schema_version: Literal[2] = SCHEMA_VERSION
+    schema_version: Literal[3] = SCHEMA_VERSION
 
     def __post_init__(self) -> None:
         if [s.index for s in self.splits] != list(range(len(self.splits))) or len(self.splits) < 2:
             raise ValueError("splits must be numbered 0, 1, 2, ... in order, at least two")
         if [s.index for s in self.segments] != list(range(1, len(self.splits))):
             raise ValueError(f"segments must be numbered 1 to {len(self.splits) - 1}, one per split but the first")
-        # The segments chain: each reads what the one before computes, the first the input, the
-        # last computes the outputs; each split sends what its last segment computes.
-        wanted = self.model.input
+        # The segments chain: each reads tensors computed before it (the first, the input), the last
+        # computes the outputs; each split sends tensors computed by its segments, every one that
+        # a later segment reads, so that the rest can be computed from what was sent.
+        known = {self.model.input.name: self.model.input.shape}
+        if self.splits[0].shapes != [self.model.input.shape]:
+            raise ValueError("splits[0] must send the input")
         for segment in self.segments:
-            if segment.input.shape != wanted.shape:
-                raise ValueError(f"segments[{segment.index - 1}] ({segment.file.path}) reads {segment.input.shape}, "
-                                 f"but what comes before it is {wanted.shape}: the segments do not chain")
+            for t in segment.inputs:
+                if known.get(t.name) != t.shape:
+                    raise ValueError(f"segments[{segment.index - 1}] ({segment.file.path}) reads {t.name} "
+                                     f"{t.shape}, which no segment before it computes: the segments do not chain")
             if segment.index < len(self.segments):
-                if len(segment.outputs) != 1:
-                    raise ValueError(f"segments[{segment.index - 1}] ({segment.file.path}) must compute one tensor")
-                wanted = segment.outputs[0]
-                if self.splits[segment.index].cut_shape != wanted.shape:
-                    raise ValueError(f"splits[{segment.index}] sends {self.splits[segment.index].cut_shape}, but "
-                                     f"{segment.file.path} computes {wanted.shape}")
+                known.update({t.name: t.shape for t in segment.outputs})
+                split = self.splits[segment.index]
+                if any(known.get(t.name) != t.shape for t in split.tensors) or not split.tensors:
+                    raise ValueError(f"splits[{segment.index}] sends {split.cut} {split.shapes}, which segments "
+                                     f"1..{segment.index} do not compute")
+                later = {t.name for s in self.segments[segment.index:] for t in s.inputs}
+                missing = sorted((later & set(known)) - set(split.names))
+                if missing:
+                    raise ValueError(f"splits[{segment.index}] does not send {missing[0]}, which a later segment reads")
         last = self.segments[-1]
         if [o.shape for o in last.outputs] != [o.shape for o in self.model.outputs]:
             raise ValueError(f"the last segment ({last.file.path}) does not compute the model's outputs")
+        if self.splits[-1].tensors or any(not s.tensors for s in self.splits[:-1]):
+            raise ValueError("every split but the last sends at least one tensor; the last (device-only) none")
 
     @property
     def device_only(self) -> int:

@@ -171,9 +171,11 @@ def _lambda_layers(path: Path) -> list[str]:
     return found
 
 
-def tail_model(model: keras.Model, cut: str) -> keras.Model:
-    """What the edge runs for a split: from ``cut``'s output to the model's outputs (weights
-    shared with ``model``). Cutting at the input is the whole model."""
-    if cut == model.input._keras_history.operation.name:
+def tail_model(model: keras.Model, names: list[str]) -> keras.Model:
+    """What the edge runs for a split: from the outputs of the layers ``names`` (what the split
+    sends, in its order) to the model's outputs, weights shared with ``model``. Cutting at the
+    input is the whole model."""
+    if names == [model.input._keras_history.operation.name]:
         return model
-    return keras.Model(model.get_layer(cut).output, model.outputs, name=f"tail_{cut}")
+    inputs = [model.get_layer(n).output for n in names]
+    return keras.Model(inputs if len(inputs) > 1 else inputs[0], model.outputs, name=f"tail_{names[-1]}")

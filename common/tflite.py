@@ -103,15 +103,17 @@ class SegmentRunner:
         except (ValueError, RuntimeError, OSError) as exc:
             raise BundleError(f"{path}: cannot be loaded as a TFLite model: {str(exc).splitlines()[0]}") from None
         inputs, outputs = it.get_input_details(), it.get_output_details()
-        if len(inputs) != 1 or list(inputs[0]["shape"]) != segment.input.shape:
+        read = [list(inputs[k]["shape"]) for k in segment.input_order] if len(inputs) == len(segment.inputs) \
+            else None
+        if read != [t.shape for t in segment.inputs]:
             raise BundleError(f"{path}: reads {[list(d['shape']) for d in inputs]}, the manifest says "
-                              f"{segment.input.shape}: the segments do not chain")
+                              f"{[t.shape for t in segment.inputs]}: the segments do not chain")
         got = [list(outputs[k]["shape"]) for k in segment.output_order] if len(outputs) == len(segment.outputs) \
             else None
         if got != [o.shape for o in segment.outputs]:
             raise BundleError(f"{path}: computes {[list(d['shape']) for d in outputs]}, the manifest says "
                               f"{[o.shape for o in segment.outputs]}: the segments do not chain")
-        return it, inputs[0]["index"], [outputs[k]["index"] for k in segment.output_order]
+        return it, [inputs[k]["index"] for k in segment.input_order], [outputs[k]["index"] for k in segment.output_order]
 
     def _segment_files(self, upto: int) -> list[bytes]:
         """Segments 1..``upto`` as bytes, read again: what was checked at load must still be there."""
@@ -123,6 +125,12 @@ class SegmentRunner:
             files.append(data)
         return files
 
+    def _sent(self, split: int) -> list[str]:
+        """What split ``split``'s head hands over, by name: the tensors it sends, or the model's outputs."""
+        if split == len(self._interpreters):
+            return [o.name for o in self.bundle.segments[-1].outputs]
+        return self.bundle.splits[split].names
+
     def fuse(self, split: int, files: list[bytes] | None = None) -> tuple:
         """Split ``split``'s head (segments 1..split) as one interpreter: (interpreter, input, outputs in
         the manifest's order). ``files``: the segments' bytes if already read (``_segment_files``).
@@ -130,13 +138,14 @@ class SegmentRunner:
         from .tflite_fuse import fuse_segments
 
         segments = self.bundle.segments[:split]
-        model = fuse_segments((files or self._segment_files(split))[:split])
+        reads = [[s.inputs[pos].name for pos in _inverse(s.input_order)] for s in segments]
+        writes = [[s.outputs[pos].name for pos in _inverse(s.output_order)] for s in segments]
+        model = fuse_segments((files or self._segment_files(split))[:split], reads, writes, self._sent(split))
         try:
             it = self._make(f"the fused head of split {split}", model_content=model)
         except TypeError:
             raise ValueError("the interpreter takes no model_content") from None
-        outputs = it.get_output_details()
-        return it, it.get_input_details()[0]["index"], [outputs[k]["index"] for k in segments[-1].output_order]
+        return it, [it.get_input_details()[0]["index"]], [d["index"] for d in it.get_output_details()]
 
     def _build(self, split: int) -> None:
         try:
@@ -177,24 +186,31 @@ class SegmentRunner:
             threading.Thread(target=self._build, args=(split,), name=f"fuse-head-{split}", daemon=True).start()
 
     @staticmethod
-    def invoke(loaded: tuple, x: np.ndarray) -> list[np.ndarray]:
-        """A loaded model (a segment, or a head from ``fuse``) on ``x``: its outputs in the manifest's order."""
-        it, source, targets = loaded
-        it.set_tensor(source, x)
+    def invoke(loaded: tuple, inputs: list[np.ndarray]) -> list[np.ndarray]:
+        """A loaded model (a segment, or a head from ``fuse``) on ``inputs`` (in the manifest's order):
+        its outputs in the manifest's order."""
+        it, sources, targets = loaded
+        for source, x in zip(sources, inputs):
+            it.set_tensor(source, x)
         it.invoke()
         return [it.get_tensor(t) for t in targets]
 
-    def segment(self, k: int, x: np.ndarray) -> list[np.ndarray]:
-        """Segment ``k`` (1-based) on ``x``: its outputs in the manifest's order."""
-        return self.invoke(self._interpreters[k - 1], x)
+    def segment(self, k: int, known: dict[str, np.ndarray]) -> list[np.ndarray]:
+        """Segment ``k`` (1-based) on the tensors it reads from ``known``, which it adds its outputs to;
+        its outputs in the manifest's order."""
+        segment = self.bundle.segments[k - 1]
+        outputs = self.invoke(self._interpreters[k - 1], [known[t.name] for t in segment.inputs])
+        known.update(zip((t.name for t in segment.outputs), outputs))
+        return outputs
 
     def segment_times(self, image: np.ndarray, repeats: int) -> list[float]:
-        """Median time of each segment on what it really reads: the image for segment 1, the previous
-        segment's output after that. Split p's head, chained, takes their sum up to p."""
-        times, x = [], image
-        for loaded in self._interpreters:
-            times.append(median_time(lambda: self.invoke(loaded, x), repeats))
-            x = self.invoke(loaded, x)[0]
+        """Median time of each segment on what it really reads: the image for segment 1, what the
+        segments before it computed after that. Split p's head, chained, takes their sum up to p."""
+        times, known = [], {self.bundle.manifest.model.input.name: image}
+        for k, (loaded, segment) in enumerate(zip(self._interpreters, self.bundle.segments), 1):
+            inputs = [known[t.name] for t in segment.inputs]
+            times.append(median_time(lambda: self.invoke(loaded, inputs), repeats))
+            self.segment(k, known)
         return times
 
     def head_times(self, image: np.ndarray, repeats: int, progress=None) -> list[float]:
@@ -209,7 +225,7 @@ class SegmentRunner:
                 files = self._segment_files(splits)  # read and checked once, not once per head
                 for split in range(1, splits + 1):
                     head = self.fuse(split, files)
-                    fused.append(median_time(lambda: self.invoke(head, image), repeats))
+                    fused.append(median_time(lambda: self.invoke(head, [image]), repeats))
                     if progress is not None:
                         progress(split, splits)
             except Exception as exc:  # as in _build: the device will chain, so that is what it costs
@@ -220,24 +236,34 @@ class SegmentRunner:
         return chained.tolist()
 
     def run(self, split: int, image: np.ndarray) -> list[np.ndarray]:
-        """Split ``split``'s head: the cut tensor (one array), or every model output for device-only."""
+        """Split ``split``'s head: the tensors it sends (the image for split 0), or every model output
+        for device-only."""
         if self.fused_heads:
             self._adopt()
             if split in self._fused:
                 self._fused.move_to_end(split)
-                return self.invoke(self._fused[split], image)
+                return self.invoke(self._fused[split], [image])
             self._note_run(split)
-        outputs = [image]
+        known = {self.bundle.manifest.model.input.name: image}
         for k in range(1, split + 1):
-            outputs = self.segment(k, outputs[0])
-        return outputs
+            self.segment(k, known)
+        return [known[name] for name in self._sent(split)]
 
-    def finish(self, split: int, cut: np.ndarray) -> list[np.ndarray]:
-        """The model's outputs from split ``split``'s cut tensor (the input itself for split 0: the
+    def finish(self, split: int, cut: list[np.ndarray]) -> list[np.ndarray]:
+        """The model's outputs from split ``split``'s cut tensors (the input itself for split 0: the
         device-only head, fused like any head when the edge stays away)."""
         if split == 0:
-            return self.run(len(self._interpreters), cut)
-        outputs = [cut]
+            return self.run(len(self._interpreters), cut[0])
+        known = dict(zip(self.bundle.splits[split].names, cut))
+        outputs = []
         for k in range(split + 1, len(self._interpreters) + 1):
-            outputs = self.segment(k, outputs[0])
+            outputs = self.segment(k, known)
         return outputs
+
+
+def _inverse(order: list[int]) -> list[int]:
+    """For a map manifest position -> interpreter position, the manifest position of each interpreter one."""
+    inverse = [0] * len(order)
+    for manifest_pos, interpreter_pos in enumerate(order):
+        inverse[interpreter_pos] = manifest_pos
+    return inverse

@@ -4,7 +4,8 @@ A bundle stores the model once, as segments between cut points; split p's head i
 Run one after another, each boundary costs an interpreter call and two copies of the cut tensor
 (tens of microseconds each, 10-35% of a small head). The split the learner settles on is better
 run as one model: this joins the segments' graphs (the flatbuffer schema that LiteRT ships, and
-``flatbuffers``), each segment's input becoming the tensor the one before computes. The weights
+``flatbuffers``), each segment's inputs becoming the tensors of those names that segments before it
+compute. The weights
 are the segments' own bytes; nothing is computed differently.
 """
 
@@ -26,9 +27,12 @@ def _schema():
     return schema
 
 
-def fuse_segments(models: list[bytes]) -> bytes:
-    """One TFLite model computing ``models`` in turn: each reads the single output of the one before;
-    the fused model's outputs are the last model's, in its order."""
+def fuse_segments(models: list[bytes], reads: list[list[str]], writes: list[list[str]], wanted: list[str]) -> bytes:
+    """One TFLite model computing ``models`` in turn. Tensors pass between them by name: ``reads[k]``
+    names model k's inputs and ``writes[k]`` its outputs, in the interpreter's order; the fused model
+    reads the first model's input and computes ``wanted``, in that order."""
+    if not models:
+        raise FuseError("nothing to fuse")
     import flatbuffers
 
     schema = _schema()
@@ -55,15 +59,19 @@ def fuse_segments(models: list[bytes]) -> bytes:
     graph = schema.SubGraphT()
     graph.tensors, graph.operators, graph.name = [], [], "fused"
     codes: dict[tuple, int] = {}
-    link = None  # index of the tensor the next segment reads
-    links = []  # every tensor one segment computes and the next reads
+    known: dict[str, int] = {}  # tensor name -> its index in the fused graph
+    links = set()  # every tensor one segment computes and a later one reads
     for k, data in enumerate(models):
         model = schema.ModelT.InitFromPackedBuf(bytearray(data), 0)
         if not model.subgraphs or len(model.subgraphs) != 1:
             raise FuseError(f"segment {k + 1}: {len(model.subgraphs or [])} subgraphs, one expected")
         sub = model.subgraphs[0]
-        if len(sub.inputs) != 1:
-            raise FuseError(f"segment {k + 1}: {len(sub.inputs)} inputs, one expected")
+        if len(sub.inputs) != len(reads[k]) or len(sub.outputs) != len(writes[k]):
+            raise FuseError(f"segment {k + 1}: {len(sub.inputs)} inputs and {len(sub.outputs)} outputs, the "
+                            f"manifest names {len(reads[k])} and {len(writes[k])}")
+        if k == 0 and len(sub.inputs) != 1:
+            raise FuseError(f"segment 1: {len(sub.inputs)} inputs, one expected (the image)")
+        reading = {int(t): name for t, name in zip(sub.inputs, reads[k])}
         buffers = {0: 0}
         for i, buffer in enumerate(model.buffers or []):
             if i and buffer is not None:
@@ -73,12 +81,15 @@ def fuse_segments(models: list[bytes]) -> bytes:
                 fused.buffers.append(AlignedBuffer(data=buffer.data))
         tensors = {}
         for i, tensor in enumerate(sub.tensors):
-            if i == sub.inputs[0] and link is not None:
-                before = graph.tensors[link]
+            if i in reading and k > 0:
+                if reading[i] not in known:
+                    raise FuseError(f"segment {k + 1} reads {reading[i]}, which no segment before it computes")
+                before = graph.tensors[known[reading[i]]]
                 if list(before.shape) != list(tensor.shape) or before.type != tensor.type:
                     raise FuseError(f"segment {k + 1} reads {list(tensor.shape)}, the one before computes "
                                     f"{list(before.shape)}: they do not chain")
-                tensors[i] = link
+                tensors[i] = known[reading[i]]
+                links.add(tensors[i])
                 continue
             tensor.buffer = buffers.get(tensor.buffer, 0)
             tensor.name = f"s{k + 1}/".encode() + (tensor.name or b"")
@@ -98,15 +109,12 @@ def fuse_segments(models: list[bytes]) -> bytes:
             graph.operators.append(op)
         if k == 0:
             graph.inputs = [tensors[sub.inputs[0]]]
-        outputs = [tensors[t] for t in sub.outputs]
-        if k < len(models) - 1 and len(outputs) != 1:
-            raise FuseError(f"segment {k + 1}: {len(outputs)} outputs, one expected before the last")
-        if link is not None:
-            links.append(link)
-        link, graph.outputs = outputs[0], outputs
-    if link is None:
-        raise FuseError("nothing to fuse")
-    _requantize_across(graph, fused.operatorCodes, links, schema)
+        known.update({name: tensors[t] for t, name in zip(sub.outputs, writes[k])})
+    missing = [name for name in wanted if name not in known]
+    if missing:
+        raise FuseError(f"no segment computes {missing[0]}")
+    graph.outputs = [known[name] for name in wanted]
+    _requantize_across(graph, fused.operatorCodes, sorted(links), schema)
     fused.subgraphs = [graph]
     builder = flatbuffers.Builder(sum(len(d) for d in models) + (1 << 16))
     builder.Finish(fused.Pack(builder), file_identifier=b"TFL3")
@@ -129,20 +137,22 @@ def _requantize_across(graph, codes: list, links: list[int], schema) -> None:
     dropped, renamed = set(), {}
     for link in links:
         back, ahead = producer.get(link), readers.get(link, [])
-        if (back is None or kind(back) != schema.BuiltinOperator.DEQUANTIZE or len(ahead) != 1
-                or kind(ahead[0]) != schema.BuiltinOperator.QUANTIZE or link in graph.outputs):
+        if (back is None or kind(back) != schema.BuiltinOperator.DEQUANTIZE or not ahead
+                or any(kind(op) != schema.BuiltinOperator.QUANTIZE for op in ahead) or link in graph.outputs):
             continue
-        source, target = back.inputs[0], ahead[0].outputs[0]
-        a, b = graph.tensors[source].quantization, graph.tensors[target].quantization
-        same = (graph.tensors[source].type == graph.tensors[target].type and a is not None and b is not None
-                and len(a.scale) == len(b.scale) == 1 and list(a.zeroPoint) == list(b.zeroPoint)
-                and float(a.scale[0]) == float(b.scale[0]))  # exactly: ops like MAX_POOL_2D want that
+        source = back.inputs[0]
         dropped.add(id(back))
-        if same:  # the int8 tensor goes straight on
-            dropped.add(id(ahead[0]))
-            renamed[target] = source
-        else:
-            ahead[0].inputs = [source]
+        for quantize in ahead:  # every later segment that reads the tensor quantizes it again
+            target = quantize.outputs[0]
+            a, b = graph.tensors[source].quantization, graph.tensors[target].quantization
+            same = (graph.tensors[source].type == graph.tensors[target].type and a is not None and b is not None
+                    and len(a.scale) == len(b.scale) == 1 and list(a.zeroPoint) == list(b.zeroPoint)
+                    and float(a.scale[0]) == float(b.scale[0]))  # exactly: ops like MAX_POOL_2D want that
+            if same:  # the int8 tensor goes straight on
+                dropped.add(id(quantize))
+                renamed[target] = source
+            else:
+                quantize.inputs = [source]
     graph.operators = [op for op in graph.operators if id(op) not in dropped]
     for op in graph.operators:
         op.inputs = [renamed.get(t, t) for t in op.inputs]

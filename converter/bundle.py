@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import itertools
 import json
 import os
 import re
@@ -29,9 +30,11 @@ from common.fd_capture import captured
 from mqtt.codec import CODECS, payload_bytes
 
 from .features import layer_cost, tensor_bytes
-from .graph import ModelError, build_graph, cut_layers
+from .graph import ModelError, build_graph, cut_points
 
 TAIL_FILE = "tails/model.keras"
+#: The most tensors one cut sends by default (a feature pyramid's three levels).
+MAX_CUT_TENSORS = 3
 
 
 def _unsupported() -> tuple:
@@ -48,18 +51,23 @@ def content_hash(model) -> str:
     return h.hexdigest()
 
 
-def to_tflite(model, calibration: np.ndarray | None = None) -> bytes:
+def to_tflite(model, calibration: np.ndarray | list[np.ndarray] | None = None) -> bytes:
     """Convert with LiteRT built-in ops only (what a device interpreter runs), batch 1. With
-    ``calibration`` (inputs of ``model``, one per row), full-integer int8 weights and arithmetic
-    inside, ranges taken from those inputs; input and output stay float32 either way, so int8
-    segments chain and feed the codecs like float ones."""
+    ``calibration`` (inputs of ``model``, one per row; a list of such arrays for a model of several
+    inputs), full-integer int8 weights and arithmetic inside, ranges taken from those inputs; input
+    and output stay float32 either way, so int8 segments chain and feed the codecs like float ones."""
     import tensorflow as tf
 
     conv = tf.lite.TFLiteConverter.from_keras_model(model)
     conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
     if calibration is not None:
+        columns = calibration if isinstance(calibration, list) else [calibration]
+        if len(columns) > 1:  # the calibrator feeds the inputs in the TFLite model's order, not the model's
+            order, _ = io_order(to_tflite(model), model)
+            columns = [columns[order.index(j)] for j in range(len(columns))]
         conv.optimizations = [tf.lite.Optimize.DEFAULT]
-        conv.representative_dataset = lambda: ([row[None].astype(np.float32)] for row in calibration)
+        conv.representative_dataset = lambda: ([c[i:i + 1].astype(np.float32) for c in columns]
+                                               for i in range(len(columns[0])))
         conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
     try:  # the converter prints its progress from C++ and warns from Python: neither is for the user
         with captured(1, 2), warnings.catch_warnings():
@@ -81,27 +89,51 @@ def tflite_failure(name: str, message: str) -> str:
     return f"'{name}' does not convert to TFLite built-in ops{where}: {message.strip().splitlines()[0][:200]}"
 
 
-def output_order(tflite: bytes, model) -> list[int]:
-    """Where each of ``model``'s outputs is among the TFLite model's output tensors: matched by
-    running both on the same random input (TFLite may reorder a multi-output model's outputs)."""
+def io_order(tflite: bytes, model) -> tuple[list[int], list[int]]:
+    """Where each of ``model``'s inputs and outputs is among the TFLite model's (TFLite may reorder
+    them): found by running both on the same random inputs, of every assignment of the inputs that
+    fits their shapes the one whose outputs match best."""
     from ai_edge_litert.interpreter import Interpreter
 
     with captured(2):  # LiteRT's note that it made an XNNPACK delegate
         it = Interpreter(model_content=tflite)
         it.allocate_tensors()
-    x = np.random.default_rng(0).random([1, *[int(d) for d in model.input.shape[1:]]], dtype=np.float32)
-    it.set_tensor(it.get_input_details()[0]["index"], x)
-    it.invoke()
-    got = [it.get_tensor(d["index"]) for d in it.get_output_details()]
-    want = [np.asarray(t) for t in (model(x, training=False) if len(model.outputs) > 1 else [model(x, training=False)])]
-    order = []
-    for w in want:
-        errors = [float(np.max(np.abs(g - w))) if g.shape == w.shape and k not in order else np.inf
-                  for k, g in enumerate(got)]
-        order.append(int(np.argmin(errors)))
-    if sorted(order) != list(range(len(got))) or len(got) != len(want):
-        raise ModelError(f"'{model.name}': cannot match its TFLite outputs to the model's")
-    return order
+    rng = np.random.default_rng(0)
+    xs = [rng.random([1, *[int(d) for d in t.shape[1:]]], dtype=np.float32) for t in model.inputs]
+    want = [np.asarray(t) for t in _listed(model(xs if len(xs) > 1 else xs[0], training=False))]
+    ins, outs = it.get_input_details(), it.get_output_details()
+    best = (np.inf, None, None)
+    for assignment in itertools.permutations(range(len(ins))):
+        if len(ins) != len(xs) or any(list(ins[j]["shape"]) != list(x.shape) for j, x in zip(assignment, xs)):
+            continue
+        for j, x in zip(assignment, xs):
+            it.set_tensor(ins[j]["index"], x)
+        it.invoke()
+        got = [it.get_tensor(d["index"]) for d in outs]
+        order = []
+        for w in want:
+            errors = [float(np.max(np.abs(g - w))) if g.shape == w.shape and k not in order else np.inf
+                      for k, g in enumerate(got)]
+            order.append(int(np.argmin(errors)))
+        total = sum(float(np.max(np.abs(got[k] - w))) if got[k].shape == w.shape else np.inf
+                    for k, w in zip(order, want))
+        if total < best[0] and sorted(order) == list(range(len(got))) and len(got) == len(want):
+            best = (total, list(assignment), order)
+    if best[1] is None:
+        raise ModelError(f"'{model.name}': cannot match its TFLite inputs and outputs to the model's")
+    return best[1], best[2]
+
+
+def _run_in_batches(model, inputs: list[np.ndarray], size: int = 16) -> list[np.ndarray]:
+    """``model``'s outputs on ``inputs`` (one array per model input), 16 rows at a time: a direct call,
+    not ``predict``, which traces a function per model and warns about it."""
+    parts = [_listed(model(x if len(x) > 1 else x[0], training=False))
+             for x in ([a[i:i + size] for a in inputs] for i in range(0, len(inputs[0]), size))]
+    return [np.concatenate([np.asarray(p[j]) for p in parts]) for j in range(len(parts[0]))]
+
+
+def _listed(outputs) -> list:
+    return list(outputs) if isinstance(outputs, (list, tuple)) else [outputs]
 
 
 def _tensor(t, name: str) -> TensorInfo:
@@ -124,50 +156,67 @@ def _reusable(out: Path, info: ModelInfo, splits_meta: list[dict], precision: st
     return old if intact else None
 
 
-def plan_splits(model) -> tuple[object, list, list[dict]]:
-    """The functional model, its cut layers, and every split's description (all but file paths)."""
+def plan_splits(model, max_tensors: int = MAX_CUT_TENSORS) -> tuple[object, list[list[str]], list[dict]]:
+    """The functional model, its cuts (each the layers whose outputs it sends), and every split's
+    description (all but file paths)."""
     graph = build_graph(model)
     model = graph.model
     for layer in graph.order:
         if isinstance(layer, _unsupported()):
             raise ModelError(f"layer '{layer.name}' ({type(layer).__name__}): recurrent layers have no TFLite "
                              "built-in form that can be cut; a detector has none, remove it")
-    cuts = cut_layers(graph)
-    if not cuts:
-        raise ModelError(f"'{model.name}' has no layer boundary where one tensor separates the input from the "
-                         "outputs: there is nothing to split")
     costs = {layer.name: layer_cost(layer).vector() for layer in graph.order}
+    cuts = cut_points(graph, max_tensors, cost=lambda layer: costs[layer.name][0] + costs[layer.name][2])
+    if not cuts:
+        raise ModelError(f"'{model.name}' has no layer boundary where at most {max_tensors} tensors separate the "
+                         "input from the outputs: there is nothing to split")
     total = sum(costs.values())
-    names = [graph.input_layer.name] + [c.name for c in cuts] + [None]
+    graph_input = graph.input_layer.name
     splits_meta = []
-    for i, cut in enumerate(names):
-        if i == 0:
-            on_device, shape = np.zeros_like(total), [1, *[int(d) for d in model.input.shape[1:]]]
-        elif cut is None:
-            on_device, shape = total, []
+    for i, cut in enumerate([[graph_input], *cuts, []]):
+        if not cut:
+            on_device = total
+        elif i == 0:
+            on_device = np.zeros_like(total)
         else:
-            on_device = sum(costs[n] for n in graph.ancestors(cut))
-            shape = [1, *[int(d) for d in model.get_layer(cut).output.shape[1:]]]
-        nbytes = tensor_bytes(shape) if shape else 0
-        splits_meta.append(dict(index=i, cut=cut, cut_shape=shape, cut_dtype="float32", transfer_bytes=nbytes,
-                                codec_bytes={c: payload_bytes(shape, c) if shape else 0 for c in CODECS},
+            on_device = sum(costs[n] for n in set().union(*(graph.ancestors(c) for c in cut)))
+        tensors = [dataclasses.asdict(_tensor(model.get_layer(n).output, n)) for n in cut]
+        shapes = [t["shape"] for t in tensors]
+        nbytes = sum(tensor_bytes(shape) for shape in shapes)
+        splits_meta.append(dict(index=i, tensors=tensors, transfer_bytes=nbytes,
+                                codec_bytes={c: sum(payload_bytes(shape, c) for shape in shapes) for c in CODECS},
                                 context=[*(total - on_device).tolist(), 8.0 * nbytes],
                                 front_macs=int(on_device[0] + on_device[2] + on_device[4])))
     return model, cuts, splits_meta
 
 
+def _segment_inputs(graph, outputs: list[str], available: set[str]) -> list[str]:
+    """The tensors among ``available`` that computing ``outputs`` reads, in the graph's order."""
+    needed, seen, todo = set(), set(outputs), list(outputs)
+    while todo:
+        for p in graph.parents[todo.pop()]:
+            if p in available:
+                needed.add(p)
+            elif p not in seen:
+                seen.add(p)
+                todo.append(p)
+    position = {layer.name: i for i, layer in enumerate(graph.order)}
+    return sorted(needed, key=lambda n: position.get(n, -1))  # the graph's order (the input first)
+
+
 def convert(model, out: str | Path, *, name: str | None = None, preprocessing: Preprocessing | None = None,
             decoding: Decoding | None = None, calibration: np.ndarray | None = None, log=print,
-            check: Callable[[Path], object] | None = None) -> Manifest:
+            check: Callable[[Path], object] | None = None, max_tensors: int = MAX_CUT_TENSORS) -> Manifest:
     """Write the bundle of ``model`` to ``out`` (or find it there already) and return its manifest.
     ``calibration``: preprocessed images (NHWC float32) to quantize the device's segments to int8
     with; without them the segments are float32. ``check``: called with the finished bundle's folder
-    before it takes ``out``'s place; what it raises leaves ``out`` as it was."""
+    before it takes ``out``'s place; what it raises leaves ``out`` as it was. ``max_tensors``: the
+    most tensors one cut may send."""
     import keras
     import tensorflow as tf
 
     out = Path(out)
-    model, cuts, splits_meta = plan_splits(model)
+    model, cuts, splits_meta = plan_splits(model, max_tensors)
     graph_input = model.input._keras_history.operation.name
     size = tuple(int(d) for d in model.input.shape[1:3])
     info = ModelInfo(
@@ -204,25 +253,39 @@ def convert(model, out: str | Path, *, name: str | None = None, preprocessing: P
         # again, which would leave the caller's model with layers applied twice.
         copy = keras.models.clone_model(model)
         copy.set_weights(model.get_weights())
-        bounds = [copy.input] + [copy.get_layer(c.name).output for c in cuts] + [copy.outputs]
-        names = [graph_input] + [c.name for c in cuts]
+        graph = build_graph(copy)
+        # The copy's layers keep their names but its input layer is new: the manifest says graph_input.
+        outputs_of = {layer.name: layer.output for layer in copy.layers}
+        outputs_of[graph_input] = copy.input
+        graph.parents.update({n: [graph_input if p == graph.input_layer.name else p for p in ps]
+                              for n, ps in graph.parents.items()})
+        model_outputs = [t._keras_history.operation.name for t in copy.outputs]
+        available = {graph_input}
+        store = {graph_input: calibration}  # int8: what each tensor is on the calibration images
         segments = []
-        inputs = calibration  # what segment k reads, for its int8 ranges: the previous segment's outputs
-        for k in range(1, len(bounds)):
-            last = k == len(bounds) - 1
-            sub = keras.Model(bounds[k - 1], bounds[k], name=f"segment_{k}")
-            data = to_tflite(sub, inputs)
-            if inputs is not None and not last:
-                inputs = np.asarray(sub.predict(inputs, batch_size=16, verbose=0))
+        for k, cut in enumerate([*cuts, model_outputs], 1):
+            last = k == len(cuts) + 1
+            new = model_outputs if last else [n for n in cut if n not in available]
+            reads = _segment_inputs(graph, new, available)
+            sub = keras.Model([outputs_of[n] for n in reads] if len(reads) > 1 else outputs_of[reads[0]],
+                              [outputs_of[n] for n in new] if len(new) > 1 or last else outputs_of[new[0]],
+                              name=f"segment_{k}")
+            data = to_tflite(sub, None if calibration is None else [store[n] for n in reads])
+            if calibration is not None and not last:
+                store.update(zip(new, _run_in_batches(sub, [store[n] for n in reads])))
             rel = f"segments/segment_{k:03d}.tflite"
             (tmp / rel).write_bytes(data)
-            outputs = info.outputs if last else [_tensor(cuts[k - 1].output, cuts[k - 1].name)]
+            input_order, output_order = io_order(data, sub)
             segments.append(Segment(index=k, file=FileRef(path=rel, sha256=sha256_file(tmp / rel)),
-                                    input=_tensor(bounds[k - 1], names[k - 1]), outputs=outputs,
-                                    output_order=output_order(data, sub), precision=precision))
-            step(1 + k, f"segment {k}: {names[k - 1]} -> {'the outputs' if last else cuts[k - 1].name} "
-                        f"({len(data) / 1e6:.1f} MB{', int8' if inputs is not None else ''})")
-        splits = [Split(tail=None if meta["cut"] is None else tail, **meta) for meta in splits_meta]
+                                    inputs=[_tensor(outputs_of[n], n) for n in reads], input_order=input_order,
+                                    outputs=info.outputs if last else [_tensor(outputs_of[n], n) for n in new],
+                                    output_order=output_order, precision=precision))
+            available.update(new)
+            step(1 + k, f"segment {k}: {' + '.join(reads)} -> {'the outputs' if last else ' + '.join(new)} "
+                        f"({len(data) / 1e6:.1f} MB{', int8' if calibration is not None else ''})")
+        splits = [Split(tail=tail if meta["tensors"] else None, **{**meta, "tensors": [TensorInfo(**t) for t in
+                                                                                      meta["tensors"]]})
+                  for meta in splits_meta]
         manifest = Manifest(model=info, segments=segments, splits=splits,
                             converter={"tensorflow": tf.__version__, "keras": keras.__version__})
         (tmp / "manifest.json").write_text(manifest.to_json())

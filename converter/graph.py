@@ -1,9 +1,13 @@
-"""Where a Keras functional model can be cut in two with one tensor.
+"""Where a Keras functional model can be cut in two, with one tensor or a few.
 
-A layer L is a single-tensor cut when, of L and all its ancestors, only L feeds a layer
-outside that set: then the device computes that set, sends L's output, and the edge
-needs nothing else. In a residual block only the block's output qualifies; before a
-route's second branch nothing does.
+Walking the layers in a topological order, the tensors alive after a layer are those computed so
+far that a later layer still reads. Where at most ``max_tensors`` are alive, the model can be cut
+there: the device computes everything so far and sends them, and the edge needs nothing else. With
+one tensor (a layer L such that, of L and all its ancestors, only L feeds a layer outside that set)
+this is the classic cut: in a residual block only the block's output qualifies. A feature pyramid
+keeps two or three levels alive through its neck and head: cuts of several tensors go there. A cut
+of several tensors is dropped when another cut reached without any convolution or dense layer in
+between sends no more bytes in no more tensors (the two halves of a residual block before their add).
 
 Three more rules. No cut between an op and what TFLite fuses into it (convolution or
 dense | batch-norm | activation, and a residual add | activation): the cut goes after the
@@ -17,6 +21,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import keras
+import numpy as np
 from keras import layers as kl
 
 from common.keras_model import ModelError
@@ -42,6 +47,7 @@ class Graph:
     order: list  # layers in topological order, the input layer first
     parents: dict  # layer name -> names of the layers whose outputs it consumes
     children: dict  # layer name -> names of the layers consuming its output
+    output_names: frozenset  # the layers whose outputs are the model's
 
     @property
     def input_layer(self):
@@ -112,14 +118,21 @@ def build_graph(model: keras.Model) -> Graph:
             children[p].append(name)
     by_name = {layer.name: layer for layer in model.layers}
     order, placed = [], set()
-    while len(order) < len(by_name):  # Kahn's algorithm, stable in the model's own layer order
+    for n in by_name:  # the model's own order where it is topological: each branch as it was built
+        if any(p not in placed for p in parents[n]) or (not order and parents[n]):
+            order, placed = [], set()
+            break
+        order.append(by_name[n])
+        placed.add(n)
+    while len(order) < len(by_name):  # else Kahn's algorithm, stable in the model's own layer order
         ready = [n for n in by_name if n not in placed and all(p in placed for p in parents[n])]
         if not ready:
             raise ModelError("the layer graph has a cycle")
         for n in ready:
             order.append(by_name[n])
             placed.add(n)
-    return Graph(model=model, order=order, parents=parents, children=children)
+    outputs = frozenset(t._keras_history.operation.name for t in model.outputs)
+    return Graph(model=model, order=order, parents=parents, children=children, output_names=outputs)
 
 
 def _gated(graph: Graph, name: str) -> bool:
@@ -136,26 +149,65 @@ def _gated(graph: Graph, name: str) -> bool:
             and sorted(graph.parents[products[0].name]) == sorted([name, gates[0].name]))
 
 
+def _sendable(graph: Graph, name: str) -> bool:
+    """Whether a cut may send ``name``'s output: not a model output (the edge would hand it back), one
+    tensor, not mere data movement (the cut before it sends as much), not between an op and what
+    TFLite fuses into it, not the input of a SiLU."""
+    layer = graph.model.get_layer(name)
+    if name in graph.output_names or len(_tensors(layer.output)) != 1 or isinstance(layer, DATA_MOVEMENT):
+        return False
+    kids = graph.children[name]
+    if len(kids) == 1:
+        child = graph.model.get_layer(kids[0])
+        if isinstance(layer, FUSING_OPS) and isinstance(child, FUSABLE_FOLLOWERS) and not (
+                isinstance(layer, kl.BatchNormalization) and isinstance(child, kl.BatchNormalization)):
+            return False  # TFLite fuses the follower into this op: cut after it instead
+        if isinstance(layer, FUSING_ELEMENTWISE) and isinstance(child, ACTIVATIONS):
+            return False  # a residual add and its activation: one op for TFLite, one cut after both
+    return not _gated(graph, name)  # x * sigmoid(x) (SiLU, hard-swish): one activation, cut after the product
+
+
+def cut_points(graph: Graph, max_tensors: int = 3, cost=None) -> list[list[str]]:
+    """Every cut, in order from the input (input and output ends excluded), as the names of the layers
+    whose outputs it sends (at most ``max_tensors``). ``cost(layer) -> conv + dense MACs`` drops cuts of
+    several tensors that another cut, no convolution or dense layer away, beats or equals."""
+    order = [layer.name for layer in graph.order]
+    position = {name: i for i, name in enumerate(order)}
+    last_read = {name: max((position[c] for c in graph.children[name]), default=-1) for name in order}
+    candidates = []  # (position, alive names)
+    for i, name in enumerate(order[1:], 1):
+        if name in graph.output_names:
+            break  # from here on the device would hold a model output the edge needs
+        alive = [n for n in order[:i + 1] if last_read[n] > i]
+        if graph.input_layer.name in alive:
+            continue  # the input and more: split 0 sends the input alone
+        if 0 < len(alive) <= max_tensors and all(_sendable(graph, n) for n in alive):
+            if not candidates or candidates[-1][1] != alive:
+                candidates.append((i, alive))
+    if cost is None or max_tensors == 1:
+        return [alive for _, alive in candidates]
+    size = {name: _bytes(graph.model.get_layer(name)) for name in order}
+    heavy = np.cumsum([cost(graph.model.get_layer(n)) for n in order])
+    kept = []
+    for k, (i, alive) in enumerate(candidates):
+        if len(alive) > 1:
+            mine = (sum(size[n] for n in alive), len(alive))
+
+            def beats(j, other):  # no more bytes in no more tensors; of equals, the later one
+                theirs = (sum(size[n] for n in other), len(other))
+                return theirs[0] <= mine[0] and theirs[1] <= mine[1] and (theirs != mine or j > i)
+
+            if any(beats(j, other) for j, other in candidates
+                   if j != i and heavy[max(j, i)] == heavy[min(j, i)]):
+                continue
+        kept.append(alive)
+    return kept
+
+
+def _bytes(layer) -> int:
+    return int(np.prod([int(d) for d in layer.output.shape[1:]])) * 4
+
+
 def cut_layers(graph: Graph) -> list:
-    """The layers after which the model can be cut, in order from the input (input and
-    output ends excluded)."""
-    output_layers = {t._keras_history.operation.name for t in graph.model.outputs}
-    cuts = []
-    for layer in graph.order[1:]:
-        name = layer.name
-        if name in output_layers or len(_tensors(layer.output)) != 1 or isinstance(layer, DATA_MOVEMENT):
-            continue
-        kids = graph.children[name]
-        if len(kids) == 1:
-            child = graph.model.get_layer(kids[0])
-            if isinstance(layer, FUSING_OPS) and isinstance(child, FUSABLE_FOLLOWERS) and not (
-                    isinstance(layer, kl.BatchNormalization) and isinstance(child, kl.BatchNormalization)):
-                continue  # TFLite fuses the follower into this op: cut after it instead
-            if isinstance(layer, FUSING_ELEMENTWISE) and isinstance(child, ACTIVATIONS):
-                continue  # a residual add and its activation: one op for TFLite, one cut after both
-        if _gated(graph, name):
-            continue  # x * sigmoid(x) (SiLU, and hard-swish alike): one activation, cut after the product
-        inside = graph.ancestors(name)
-        if all(c in inside for a in inside - {name} for c in graph.children[a]):
-            cuts.append(layer)
-    return cuts
+    """The layers after which the model can be cut with one tensor, in order from the input."""
+    return [graph.model.get_layer(alive[0]) for alive in cut_points(graph, max_tensors=1)]

@@ -49,13 +49,13 @@ def codec_report(bundle: str | Path, samples: int = 4, seed: int = 0, images: np
     for split in manifest.splits:
         if split.tail is None:
             continue
-        tail = tail_model(edge, split.cut)
-        cuts = images if split.index == 0 else np.concatenate(
-            [heads.run(split.index, img[None])[0] for img in images])
-        reference = [np.asarray(o) for o in _as_list(tail(cuts, training=False))]
+        tail = tail_model(edge, split.names)
+        sent = [heads.run(split.index, img[None]) for img in images]  # per image, the tensors sent
+        cuts = [np.concatenate([s[j] for s in sent]) for j in range(len(split.tensors))]  # per tensor, a batch
+        reference = [np.asarray(o) for o in _as_list(tail(_one_or_list(cuts), training=False))]
         for codec in CODECS:
-            decoded = np.stack([decode(*_encoded(c, codec)) for c in cuts])
-            outputs = [np.asarray(o) for o in _as_list(tail(decoded, training=False))]
+            decoded = [np.stack([decode(*_encoded(c, codec)) for c in batch]) for batch in cuts]
+            outputs = [np.asarray(o) for o in _as_list(tail(_one_or_list(decoded), training=False))]
             err = max(float(np.max(np.abs(o - r)) / (np.ptp(r) or 1.0)) for o, r in zip(outputs, reference))
             row = {"index": split.index, "cut": split.cut, "codec": codec, "bytes": split.codec_bytes[codec],
                    "max_rel_error": err}
@@ -68,6 +68,10 @@ def codec_report(bundle: str | Path, samples: int = 4, seed: int = 0, images: np
     (bundle / REPORT_FILE).write_text(json.dumps(report, indent=1))
     log(f"wrote {bundle / REPORT_FILE}")
     return report
+
+
+def _one_or_list(tensors: list):
+    return tensors[0] if len(tensors) == 1 else tensors
 
 
 def _as_list(outputs) -> list:
@@ -87,7 +91,7 @@ def _device_only(runner: SegmentRunner):
     last = runner.bundle.device_only
     if runner.fuse_pays and runner.fuse_pays[last - 1]:
         head = runner.fuse(last)
-        return lambda x: runner.invoke(head, x)
+        return lambda x: runner.invoke(head, [x])
     return lambda x: runner.run(last, x)
 
 

@@ -44,18 +44,19 @@ def verify_bundle(bundle: str | Path, reference: Callable[[np.ndarray], list[np.
         if split.tail is None:
             fallback_err = max(error(runner.run(split.index, img[None]), want) for img, want in zip(images, wants))
         else:
-            tail = tail_model(edge, split.cut)
+            tail = tail_model(edge, split.names)
             for img, want in zip(images, wants):
-                (sent,) = runner.run(split.index, img[None])
-                tail_err = max(tail_err, error([np.asarray(t) for t in _as_list(tail(sent, training=False))], want))
+                sent = runner.run(split.index, img[None])
+                got = tail(sent if len(sent) > 1 else sent[0], training=False)
+                tail_err = max(tail_err, error([np.asarray(t) for t in _as_list(got)], want))
                 fallback_err = max(fallback_err, error(runner.finish(split.index, sent), want))
         rows.append({"index": split.index, "cut": split.cut, "tail": tail_err, "fallback": fallback_err,
                      "ok": max(tail_err, fallback_err) <= tolerance})
     log(f"every split against the original ({runtime}, {len(images)} images, tolerance {tolerance:g} relative):")
-    log(f"{'split':>5}  {'cut after':<28}{'head+tail':>11}{'fallback':>11}")
+    log(f"{'split':>5}  {'cut after':<40}{'head+tail':>11}{'fallback':>11}")
     for row in rows:
         tail = "-" if manifest.splits[row["index"]].tail is None else f"{row['tail']:.1e}"
-        log(f"{row['index']:>5}  {row['cut'] or '(device only)':<28.28}{tail:>11}{row['fallback']:>11.1e}"
+        log(f"{row['index']:>5}  {row['cut'] or '(device only)':<40.40}{tail:>11}{row['fallback']:>11.1e}"
             f"{'' if row['ok'] else '  OFF'}")
     report = {"runtime": runtime, "images": len(images), "tolerance": tolerance, "splits": rows}
     (bundle / VERIFY_FILE).write_text(json.dumps(report, indent=1))

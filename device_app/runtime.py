@@ -104,7 +104,7 @@ class Device:
                              self.store.edge_online)
         self.topics = Topics(s.mqtt.prefix)
         topic_len = len(self.topics.request(s.id).encode())
-        self.packets = PacketLimit(np.array([request_size(sp.cut_shape, s.codec) + topic_len + 16 if sp.cut_shape
+        self.packets = PacketLimit(np.array([request_size(sp.shapes, s.codec) + topic_len + 16 if sp.tensors
                                              else 0 for sp in model.bundle.splits]))
         self.keyframes = KeyFrameDetector()
         self.sent_ids: deque[int] = deque(maxlen=256)  # recent requests: a result for any other frame is bogus
@@ -196,15 +196,15 @@ class Device:
             self.policy.observe_front_delay(split, took)
         return outputs
 
-    def _offload(self, frame_id: int, split: int, cut: np.ndarray) -> Answer | None:
-        """Send the cut tensor; the edge's result and the offloading delay, or None past the deadline.
+    def _offload(self, frame_id: int, split: int, cut: list[np.ndarray]) -> Answer | None:
+        """Send the cut tensors; the edge's result and the offloading delay, or None past the deadline.
         The delay counts from before encoding: framing and copying a tensor cost in proportion to its
         bytes (a few ms for the input split), which the learner prices with the bits, not as nothing."""
         sent = time.monotonic()
-        payload, quant = encode(cut, self.settings.codec)
-        request = Request(frame_id, split, self.model.hash16, cut.shape, self.settings.codec, quant,
-                          sent_ns=time.time_ns())
-        if not self.link.send(self.topics.request(self.settings.id), encode_request(request, payload)):
+        payloads, quants = zip(*(encode(t, self.settings.codec) for t in cut))
+        request = Request(frame_id, split, self.model.hash16, tuple(t.shape for t in cut), self.settings.codec,
+                          quants)
+        if not self.link.send(self.topics.request(self.settings.id), encode_request(request, list(payloads))):
             return None  # not connected (queued for later) or queue full: no answer in time, finish here
         self.sent_ids.append(frame_id)
         arrived = self._take_events(sent + self.settings.deadline_ms / 1e3 - time.monotonic(), frame_id)
@@ -232,7 +232,7 @@ class Device:
             split = device_only
         attempted = split != device_only and bool(self.view.edges)
         epoch = self.view.epoch
-        cut = self._head(split, image)[0] if attempted else None
+        cut = self._head(split, image) if attempted else None
         answer = self._offload(frame_id, split, cut) if attempted else None
         if answer is not None and answer.result.status == "ok":
             result, offload_s = answer.result, answer.offload_s

@@ -76,20 +76,21 @@ class TailRunner:
                                 "bundle on both sides", "bundle")
         if not 0 <= request.split < len(splits) or splits[request.split].tail is None:
             raise ProtocolError(f"split {request.split} has no tail to run (0..{len(splits) - 2} do)", "split")
-        if list(request.shape) != splits[request.split].cut_shape:
-            raise ProtocolError(f"split {request.split} sends shape {splits[request.split].cut_shape}, "
-                                f"got {list(request.shape)}", "shape")
+        if [list(shape) for shape in request.shapes] != splits[request.split].shapes:
+            raise ProtocolError(f"split {request.split} sends shapes {splits[request.split].shapes}, "
+                                f"got {[list(shape) for shape in request.shapes]}", "shape")
 
-    def run(self, split: int, batch: np.ndarray) -> list[np.ndarray]:
-        """Every model output for a batch of cut tensors (batch on axis 0). With XLA a batch is padded
-        to the next power of two, so that a few compiled shapes (all made at warm-up) serve every size."""
+    def run(self, split: int, batch: list[np.ndarray]) -> list[np.ndarray]:
+        """Every model output for a batch of the split's cut tensors (one array per tensor, batch on
+        axis 0). With XLA a batch is padded to the next power of two, so that a few compiled shapes
+        (all made at warm-up) serve every size."""
         if split not in self._tails:
             self._tails[split] = self._compile(split)
-        n = batch.shape[0]
+        n = batch[0].shape[0]
         if self.xla and n & (n - 1):
             padded = 1 << n.bit_length()
-            batch = np.concatenate([batch, np.zeros((padded - n, *batch.shape[1:]), batch.dtype)])
-        outputs = self._tails[split](batch)
+            batch = [np.concatenate([b, np.zeros((padded - n, *b.shape[1:]), b.dtype)]) for b in batch]
+        outputs = self._tails[split](*batch)
         return [np.asarray(o)[:n] for o in (outputs if isinstance(outputs, (list, tuple)) else [outputs])]
 
     def warm_up(self, progress=lambda done, total: None) -> None:
@@ -98,12 +99,12 @@ class TailRunner:
         late, which a learner would take for the edge's speed."""
         todo = [(split, meta) for split, meta in enumerate(self.manifest.splits) if meta.tail is not None]
         for done, (split, meta) in enumerate(todo, 1):
-            x = np.zeros([1, *meta.cut_shape[1:]], np.float32)
+            x = [np.zeros([1, *shape[1:]], np.float32) for shape in meta.shapes]
             for _ in range(2):
                 self.run(split, x)
             size = 2
             while self.xla and size < 2 * self.max_batch:  # every padded shape compiled now, not on a request
-                self.run(split, np.zeros([size, *meta.cut_shape[1:]], np.float32))
+                self.run(split, [np.zeros([size, *shape[1:]], np.float32) for shape in meta.shapes])
                 size *= 2
             runs = []
             for _ in range(3):
@@ -128,9 +129,13 @@ class TailRunner:
 
         from common.keras_model import tail_model
 
-        tail = tail_model(self.model, self.manifest.splits[split].cut)
-        spec = tf.TensorSpec([None, *self.manifest.splits[split].cut_shape[1:]], tf.float32)
-        return tf.function(lambda x: tail(x, training=False), input_signature=[spec], jit_compile=self.xla or None)
+        meta = self.manifest.splits[split]
+        tail = tail_model(self.model, meta.names)
+        specs = [tf.TensorSpec([None, *shape[1:]], tf.float32) for shape in meta.shapes]
+        if len(specs) == 1:
+            return tf.function(lambda x: tail(x, training=False), input_signature=specs, jit_compile=self.xla or None)
+        return tf.function(lambda *xs: tail(list(xs), training=False), input_signature=specs,
+                           jit_compile=self.xla or None)
 
     def detections(self, outputs: list[np.ndarray]) -> list[list[float]]:
         return decode_detections(outputs, self.manifest.model.decoding, tuple(self.manifest.model.preprocessing.size))
@@ -146,14 +151,14 @@ NOT_RETRACING = _NotRetracing()
 
 @dataclass
 class Pending:
-    """A request whose header passed the checks, waiting in its device's queue; the tensor is
+    """A request whose header passed the checks, waiting in its device's queue; the tensors are
     decoded by the worker, not by the network thread."""
 
     device: str
     request: Request
     payload: bytes
     received: float
-    tensor: np.ndarray | None = None
+    tensors: list[np.ndarray] | None = None
     picked: float | None = None  # when the worker took it: received..picked is the queueing wait
 
 
@@ -317,11 +322,11 @@ class EdgeServer:
     # -- batches (the worker thread) --
 
     def _decode(self, pending: Pending) -> Pending | None:
-        """The request with its tensor, or None after answering it with an error."""
+        """The request with its tensors, or None after answering it with an error."""
         try:
-            _, pending.tensor = decode_request(pending.payload, self.max_bytes)
-            if not np.isfinite(pending.tensor).all():
-                raise ProtocolError(f"frame {pending.request.frame_id}: the tensor holds NaN or infinite values",
+            _, pending.tensors = decode_request(pending.payload, self.max_bytes)
+            if not all(np.isfinite(t).all() for t in pending.tensors):
+                raise ProtocolError(f"frame {pending.request.frame_id}: a tensor holds NaN or infinite values",
                                     "non-finite")
         except ProtocolError as exc:
             self._refuse(pending.device, pending.payload, exc.kind, str(exc), pending.request)
@@ -353,7 +358,8 @@ class EdgeServer:
         split = batch[0].request.split
         start = time.monotonic()
         try:
-            tensors = batch[0].tensor if len(batch) == 1 else np.concatenate([p.tensor for p in batch])
+            tensors = batch[0].tensors if len(batch) == 1 else \
+                [np.concatenate([p.tensors[j] for p in batch]) for j in range(len(batch[0].tensors))]
             outputs = self.tails.run(split, tensors)
             compute = time.monotonic() - start
             results = [Result(p.request.frame_id, split, "ok", self.tails.detections([o[i:i + 1] for o in outputs]),

@@ -58,12 +58,22 @@ def _outage(edge: list, bundle: Path, broker: str, log: Path, at: threading.Even
     print("\n   (demo: the edge is back)", flush=True)
 
 
-def run_system_demo(out: Path, frames: int = 300, slowdown: float = 30.0, outage: bool = True) -> int:
+def run_system_demo(out: Path, frames: int = 300, slowdown: float = 30.0, outage: bool = True,
+                    bundle: Path | None = None, source: str = "demo") -> int:
+    """``bundle``: a user's converted model instead of the demo detector; ``source``: a video file
+    (or camera:N) instead of the demo clip."""
+    if bundle is not None:
+        from common.bundle import read_manifest
+
+        manifest = read_manifest(bundle)  # one clear line, before a broker and an edge are started for nothing
     out.mkdir(parents=True, exist_ok=True)
-    bundle = out / "bundle"
-    _step("1/4 converting the trained demo detector into per-split heads and tails (cached after the first run)")
-    subprocess.run(ANS + ["convert", "--zoo", "demo", "--out", str(bundle)], check=True,
-                   env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+    if bundle is None:
+        bundle = out / "bundle"
+        _step("1/4 converting the trained demo detector into per-split heads and tails (cached after the first run)")
+        subprocess.run(ANS + ["convert", "--zoo", "demo", "--out", str(bundle)], check=True,
+                       env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+    else:
+        _step(f"1/4 your bundle: {bundle} ({manifest.model.name}, {len(manifest.splits)} splits)")
     _step("2/4 starting a private Mosquitto (the shipped development config) on a free port")
     broker = Broker(dev_config(), out / "broker")
     broker.start()
@@ -76,9 +86,10 @@ def run_system_demo(out: Path, frames: int = 300, slowdown: float = 30.0, outage
         _step("3/4 starting the edge (TensorFlow tails)")
         edge.append(start_edge(bundle, broker.url, out / "edge.log"))
         print(f"   serving; log in {out / 'edge.log'}")
-        _step(f"4/4 the device on the demo clip ({frames} frames; heads slowed {slowdown:g}x to stand in for a "
-              "board slower than this machine)")
-        settings = DeviceSettings(bundle=str(bundle), id="demo-cam", source="demo", frames=frames,
+        _step(f"4/4 the device on {'the demo clip' if source == 'demo' else source} ({frames} frames; heads slowed "
+              f"{slowdown:g}x to stand in for a board slower than this machine)")
+        settings = DeviceSettings(bundle=str(bundle), id="demo-cam", source=source, frames=frames,
+                                  loop=source != "demo",
                                   state_dir=str(out / "state"), results_out=str(out / "results.jsonl"),
                                   video_out=str(out / "annotated.avi"), emulate_slowdown=slowdown,
                                   stats_interval_s=2.0, mqtt=MqttSettings(broker=broker.url))
@@ -96,13 +107,13 @@ def run_system_demo(out: Path, frames: int = 300, slowdown: float = 30.0, outage
             proc.wait(30)
         broker.stop()
     print(f"\n{summary}")
-    _plot(out)
+    _plot(out, bundle)
     print(f"annotated video: {out / 'annotated.avi'}\nper-frame results: {out / 'results.jsonl'}\n"
           f"plot: {out / 'demo.png'}")
     return 0
 
 
-def _plot(out: Path) -> None:
+def _plot(out: Path, bundle: Path) -> None:
     """Chosen split and delay per frame, coloured by where the frame was finished."""
     import json
 
@@ -116,7 +127,7 @@ def _plot(out: Path) -> None:
     from common.bundle import read_manifest
 
     records = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
-    device_only = read_manifest(out / "bundle").device_only
+    device_only = read_manifest(bundle).device_only
     frames = [r["frame"] for r in records]
     colours = ["tab:blue" if r["edge"] else "tab:red" if r["fallback"] else "tab:gray" for r in records]
     fig, (top, bottom) = plt.subplots(2, 1, figsize=(10, 5.5), sharex=True)

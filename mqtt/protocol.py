@@ -2,8 +2,9 @@
 acknowledgement, and the topic tree. Numpy and the standard library only, so the device
 (or a non-Python client following docs/protocol.md) can speak it.
 
-A request is a fixed little-endian header followed by the raw cut tensor; the edge
-decodes it without copying the tensor. Nothing received is ever unpickled.
+A request is a little-endian header (fixed part, then per cut tensor its shape and quantisation)
+followed by the raw cut tensors one after another; the edge decodes them without copying. Nothing
+received is ever unpickled.
 """
 
 from __future__ import annotations
@@ -18,13 +19,19 @@ import numpy as np
 from .codec import CODECS, CodecError, Quantisation, decode, payload_bytes
 
 MAGIC = b"ANS1"
-VERSION = 1
+#: The request format: 2 carries several cut tensors (1 carried one); either side refuses the other.
+VERSION = 2
+#: The topic tree's version (its own: the request format can change under the same topics).
+TOPIC_VERSION = 1
 MAX_DIMS = 8
+#: The most tensors one request carries.
+MAX_TENSORS = 8
 #: Seconds between an edge's load reports (devices price the queueing wait they would add by them).
 LOAD_PERIOD_S = 1.0
-# magic, header length, version, codec, ndim, flags, frame id, split, reserved, bundle hash (16 bytes),
-# capture and send times (ns, device clock), int8 scale and zero point; then ndim uint32 dims.
-_FIXED = struct.Struct("<4sHBBBBQHH16sqqfi")
+# magic, header length, version, codec, number of tensors, flags, frame id, split, reserved, bundle
+# hash (16 bytes); then per tensor: ndim, int8 scale and zero point, ndim uint32 dims.
+_FIXED = struct.Struct("<4sHBBBBQHH16s")
+_TENSOR = struct.Struct("<B3xfi")
 
 
 class ProtocolError(ValueError):
@@ -42,15 +49,13 @@ class Request:
     frame_id: int
     split: int
     bundle_hash: bytes  # the first 16 bytes of the manifest's content hash
-    shape: tuple[int, ...]
+    shapes: tuple[tuple[int, ...], ...]  # of each cut tensor, in the split's order
     codec: str = "float32"
-    quant: Quantisation = Quantisation()
-    captured_ns: int = 0
-    sent_ns: int = 0
+    quants: tuple[Quantisation, ...] = ()  # of each tensor (int8); none for the float codecs
 
     @property
     def header_size(self) -> int:
-        return _FIXED.size + 4 * len(self.shape)
+        return _FIXED.size + sum(_TENSOR.size + 4 * len(shape) for shape in self.shapes)
 
 
 def bundle_hash_bytes(content_hash: str) -> bytes:
@@ -58,23 +63,28 @@ def bundle_hash_bytes(content_hash: str) -> bytes:
     return bytes.fromhex(content_hash[:32])
 
 
-def request_size(shape: list[int] | tuple[int, ...], codec: str) -> int:
-    """Bytes of the request message for a cut tensor of ``shape`` sent as ``codec``."""
-    return _FIXED.size + 4 * len(shape) + payload_bytes(shape, codec)
+def request_size(shapes: list[list[int]], codec: str) -> int:
+    """Bytes of the request message for cut tensors of ``shapes`` sent as ``codec``."""
+    return _FIXED.size + sum(_TENSOR.size + 4 * len(shape) + payload_bytes(shape, codec) for shape in shapes)
 
 
-def encode_request(request: Request, payload: bytes | memoryview) -> bytes:
-    """Header + payload in one buffer: the tensor bytes are copied once, here."""
-    if len(request.shape) > MAX_DIMS:
-        raise ProtocolError(f"tensor has {len(request.shape)} dimensions, at most {MAX_DIMS} travel")
+def encode_request(request: Request, payloads: list[bytes | memoryview]) -> bytes:
+    """Header + payloads in one buffer: the tensor bytes are copied once, here."""
+    if not 0 < len(request.shapes) <= MAX_TENSORS or len(payloads) != len(request.shapes):
+        raise ProtocolError(f"{len(payloads)} payloads for {len(request.shapes)} tensors; 1 to {MAX_TENSORS} travel")
+    if any(len(shape) > MAX_DIMS for shape in request.shapes):
+        raise ProtocolError(f"a tensor has more than {MAX_DIMS} dimensions")
     if len(request.bundle_hash) != 16:
         raise ProtocolError("bundle hash must be 16 bytes")
-    if len(payload) != payload_bytes(request.shape, request.codec):
-        raise ProtocolError(f"payload of {len(payload)} bytes does not match {request.codec} shape {request.shape}")
-    header = _FIXED.pack(MAGIC, request.header_size, VERSION, CODECS.index(request.codec), len(request.shape), 0,
-                         request.frame_id, request.split, 0, request.bundle_hash, request.captured_ns, request.sent_ns,
-                         request.quant.scale, request.quant.zero_point)
-    return b"".join((header, struct.pack(f"<{len(request.shape)}I", *request.shape), payload))
+    quants = request.quants or (Quantisation(),) * len(request.shapes)
+    parts = [_FIXED.pack(MAGIC, request.header_size, VERSION, CODECS.index(request.codec), len(request.shapes), 0,
+                         request.frame_id, request.split, 0, request.bundle_hash)]
+    for shape, quant, payload in zip(request.shapes, quants, payloads):
+        if len(payload) != payload_bytes(shape, request.codec):
+            raise ProtocolError(f"payload of {len(payload)} bytes does not match {request.codec} shape {shape}")
+        parts.append(_TENSOR.pack(len(shape), quant.scale, quant.zero_point))
+        parts.append(struct.pack(f"<{len(shape)}I", *shape))
+    return b"".join((*parts, *payloads))
 
 
 def decode_header(message: bytes | bytearray | memoryview, max_bytes: int | None = None) -> Request:
@@ -84,8 +94,8 @@ def decode_header(message: bytes | bytearray | memoryview, max_bytes: int | None
         raise ProtocolError(f"message of {len(view)} bytes exceeds the limit of {max_bytes}", "too-large")
     if len(view) < _FIXED.size:
         raise ProtocolError(f"message of {len(view)} bytes is shorter than the {_FIXED.size}-byte header")
-    (magic, header_size, version, codec_id, ndim, _flags, frame_id, split, _reserved, bundle_hash, captured_ns,
-     sent_ns, scale, zero_point) = _FIXED.unpack_from(view, 0)
+    magic, header_size, version, codec_id, count, _flags, frame_id, split, _reserved, bundle_hash = \
+        _FIXED.unpack_from(view, 0)
     if magic != MAGIC:
         raise ProtocolError(f"not an ANS request (magic {bytes(magic)!r})")
     if version != VERSION:
@@ -93,21 +103,43 @@ def decode_header(message: bytes | bytearray | memoryview, max_bytes: int | None
                             "version")
     if codec_id >= len(CODECS):
         raise ProtocolError(f"unknown codec id {codec_id}")
-    if ndim > MAX_DIMS or header_size != _FIXED.size + 4 * ndim or len(view) < header_size:
-        raise ProtocolError(f"header of {header_size} bytes does not fit {ndim} dimensions in {len(view)} bytes")
-    shape = struct.unpack_from(f"<{ndim}I", view, _FIXED.size)
-    return Request(frame_id, split, bytes(bundle_hash), tuple(shape), CODECS[codec_id],
-                   Quantisation(float(scale), int(zero_point)), captured_ns, sent_ns)
+    if not 0 < count <= MAX_TENSORS:
+        raise ProtocolError(f"{count} tensors; a request carries 1 to {MAX_TENSORS}")
+    if not _FIXED.size <= header_size <= len(view):
+        raise ProtocolError(f"header of {header_size} bytes does not fit in {len(view)} bytes")
+    shapes, quants, at = [], [], _FIXED.size
+    for _ in range(count):
+        if at + _TENSOR.size > header_size:
+            raise ProtocolError(f"header of {header_size} bytes does not fit {count} tensors")
+        ndim, scale, zero_point = _TENSOR.unpack_from(view, at)
+        at += _TENSOR.size
+        if ndim > MAX_DIMS or at + 4 * ndim > header_size:
+            raise ProtocolError(f"header of {header_size} bytes does not fit a tensor of {ndim} dimensions")
+        shapes.append(tuple(struct.unpack_from(f"<{ndim}I", view, at)))
+        quants.append(Quantisation(float(scale), int(zero_point)))
+        at += 4 * ndim
+    if at != header_size:
+        raise ProtocolError(f"header says {header_size} bytes, its tensors take {at}")
+    return Request(frame_id, split, bytes(bundle_hash), tuple(shapes), CODECS[codec_id], tuple(quants))
 
 
-def decode_request(message: bytes | bytearray | memoryview, max_bytes: int | None = None) -> tuple[Request, np.ndarray]:
-    """The request and its float32 tensor (a view into ``message`` for float32)."""
+def decode_request(message: bytes | bytearray | memoryview,
+                   max_bytes: int | None = None) -> tuple[Request, list[np.ndarray]]:
+    """The request and its float32 tensors (views into ``message`` for float32)."""
     request = decode_header(message, max_bytes)
+    view = memoryview(message)
+    sizes = [payload_bytes(shape, request.codec) for shape in request.shapes]
+    if request.header_size + sum(sizes) != len(view):
+        raise ProtocolError(f"frame {request.frame_id}: {len(view) - request.header_size} payload bytes for tensors "
+                            f"of {sum(sizes)}", "payload")
+    tensors, at = [], request.header_size
     try:
-        tensor = decode(memoryview(message)[request.header_size:], request.codec, request.shape, request.quant)
+        for shape, quant, size in zip(request.shapes, request.quants, sizes):
+            tensors.append(decode(view[at:at + size], request.codec, shape, quant))
+            at += size
     except CodecError as exc:
         raise ProtocolError(f"frame {request.frame_id}: {exc}", "payload") from None
-    return request, tensor
+    return request, tensors
 
 
 @dataclass(frozen=True)
@@ -276,7 +308,7 @@ class Topics:
     prefix: str = "ans"
 
     def _base(self) -> str:
-        return f"{self.prefix}/v{VERSION}"
+        return f"{self.prefix}/v{TOPIC_VERSION}"
 
     def base(self) -> str:
         """``<prefix>/v1``: everything of this tree lies under it."""

@@ -29,13 +29,15 @@ def test_what_the_converter_writes_the_reader_reads_back_equal(written):
 
 
 @pytest.mark.parametrize("mangle, message", [
-    (lambda d: d.update(schema_version=3), "schema_version 3 is not supported"),
+    (lambda d: d.update(schema_version=4), "schema_version 4 is not supported"),
     (lambda d: d.update(schema_version=1), "a bundle of the first format (one TFLite head per split"),
-    (lambda d: d["segments"][1]["input"].update(shape=[1, 3, 3, 8]), "(segments/segment_002.tflite) reads [1, 3, 3, 8]"),
-    (lambda d: d["segments"].pop(), "segments must be numbered 1 to 4"),
+    (lambda d: d["segments"][1]["inputs"][0].update(shape=[1, 3, 3, 8]),
+     "(segments/segment_002.tflite) reads a1 [1, 3, 3, 8], which no segment before it computes"),
+    (lambda d: d["splits"][2].update(tensors=[d["splits"][1]["tensors"][0]]), "splits[2] does not send res_add"),
+    (lambda d: d["segments"].pop(), "segments must be numbered 1 to 6"),
     (lambda d: d["segments"][0].update(output_order=[1]), "output_order must be a permutation"),
     (lambda d: d["model"].update(colour="red"), "model: unknown key 'colour'"),
-    (lambda d: d["splits"][1].pop("cut_shape"), "splits[1]: missing key 'cut_shape'"),
+    (lambda d: d["splits"][1].pop("tensors"), "splits[1]: missing key 'tensors'"),
     (lambda d: d["splits"][1].update(transfer_bytes="many"), "splits[1].transfer_bytes: expected int, got str"),
     (lambda d: d["model"]["decoding"].update(kind="yolo9"), "model.decoding.kind: 'yolo9' is not one of"),
     (lambda d: d["splits"][1].update(context=[1, 2]), "splits[1]: context holds 7 numbers, not 2"),

@@ -89,13 +89,14 @@ def test_every_split_and_every_fallback_equals_the_whole_model(dag_bundle):
         if split.tail is None:  # device-only: every segment, the model's outputs in order
             errors[f"device-only {split.index}"] = max(float(np.max(np.abs(g - w))) for g, w in zip(head, want))
             continue
-        (sent,) = head
-        assert list(sent.shape) == split.cut_shape and sent.nbytes == split.transfer_bytes
-        if split.cut != manifest.model.input.name:
-            ref = np.asarray(keras.Model(model.input, model.get_layer(split.cut).output)(x, training=False))
-            errors[f"head {split.index}"] = float(np.max(np.abs(sent - ref)))
-        tail = [np.asarray(t) for t in tail_model(edge, split.cut)(sent, training=False)]
-        fallback = runner.finish(split.index, sent)
+        assert [list(s.shape) for s in head] == split.shapes and sum(s.nbytes for s in head) == split.transfer_bytes
+        if split.index:
+            refs = [np.asarray(keras.Model(model.input, model.get_layer(n).output)(x, training=False))
+                    for n in split.names]
+            errors[f"head {split.index}"] = max(float(np.max(np.abs(s - r))) for s, r in zip(head, refs))
+        tail = [np.asarray(t) for t in tail_model(edge, split.names)(head if len(head) > 1 else head[0],
+                                                                      training=False)]
+        fallback = runner.finish(split.index, head)
         assert len(tail) == len(fallback) == len(want)
         errors[f"tail {split.index}"] = max(float(np.max(np.abs(g - w))) for g, w in zip(tail, want))
         errors[f"fallback {split.index}"] = max(float(np.max(np.abs(g - w))) for g, w in zip(fallback, want))
@@ -113,14 +114,16 @@ def test_the_device_side_stores_each_weight_once(dag_bundle):
 def test_manifest_is_read_by_the_device_and_matches_the_model(dag_bundle, tmp_path):
     model, out, manifest = dag_bundle
     profile = load_profile(out, device_macs_per_s=1e9)
-    assert profile.n_splits == len(manifest.splits) == 5  # input, a1, res_add, pool, device-only
+    # input, a1, res_add, pool, then pool (which the small head reads last) with cat, and with gap; device-only
+    assert [s.cut for s in manifest.splits] == ["image", "a1", "res_add", "pool", "pool + cat", "pool + gap", None]
+    assert profile.n_splits == len(manifest.splits) == 7
     assert np.all(profile.contexts[-1] == 0)
     assert profile.contexts[0, 6] == 32 * 32 * 3 * 4 * 8
     # conv MACs left to the edge shrink as the cut moves in; front MACs grow
     assert list(profile.contexts[:, 0]) == sorted(profile.contexts[:, 0], reverse=True)
     assert [s.front_macs for s in manifest.splits] == sorted(s.front_macs for s in manifest.splits)
     doc = json.loads((out / "manifest.json").read_text())
-    assert doc["schema_version"] == 2 and doc["model"]["content_hash"]
+    assert doc["schema_version"] == 3 and doc["model"]["content_hash"]
 
 
 def test_rerun_on_an_unchanged_model_rewrites_nothing(dag_bundle):
@@ -136,7 +139,7 @@ def test_tiny_yolov2_contexts_match_the_paper():
     model = tiny_yolov2(classes=80, size=416)
     _, cuts, splits = plan_splits(model)
     assert splits[0]["context"][0] == 3_537_437_696
-    assert splits[1]["cut"] == "leaky1" and splits[1]["context"][0] == 3_462_677_504
+    assert splits[1]["tensors"][0]["name"] == "leaky1" and splits[1]["context"][0] == 3_462_677_504
     assert splits[0]["context"][1] == 9 and splits[0]["context"][5] == 22  # 8 batch-norm + 8 leaky + 6 pools
     assert splits[0]["transfer_bytes"] == 416 * 416 * 3 * 4
     assert len(splits) == 16 and splits[-1]["context"] == [0.0] * 7
@@ -156,9 +159,11 @@ def test_bad_models_are_refused_clearly(tmp_path):
 
     inp = keras.Input((8, 8, 3))
     joined = kl.Add()([kl.Conv2D(4, 1)(inp), kl.Conv2D(4, 3, padding="same")(inp)])
-    with pytest.raises(ModelError, match="nothing to split"):
-        convert(keras.Model(inp, joined), tmp_path / "b", log=lambda *_: None)
+    with pytest.raises(ModelError, match="at most 1 tensors separate the input from the outputs: there is nothing"):
+        convert(keras.Model(inp, joined), tmp_path / "b", log=lambda *_: None, max_tensors=1)
     assert not any(tmp_path.iterdir())  # no half-written bundle
+    sent = [[t["name"] for t in s["tensors"]] for s in plan_splits(keras.Model(inp, joined))[2]]
+    assert len(sent) == 3 and len(sent[1]) == 2  # by default: the two branches before their add, one cut
 
     (tmp_path / "broken.keras").write_bytes(b"not a zip")
     with pytest.raises(ModelError, match="broken.keras: not a .keras archive"):
@@ -229,9 +234,13 @@ def test_int8_segments_are_smaller_and_close_to_float32(dag_bundle, tmp_path):
     # Fused, int8 segments meet in int8 (requantized, or as they are where both sides share a scale):
     # as close to float32 as the chained segments.
     head = runner.fuse(quantized.device_only)
-    ops = [op["op_name"] for op in head[0]._get_ops_details()]
-    assert ops.count("DEQUANTIZE") == len(want) and ops.count("QUANTIZE") < len(quantized.segments), ops
-    fused = runner.invoke(head, x)
+    ops = head[0]._get_ops_details()
+    types = {t["index"]: t["dtype"] for t in head[0].get_tensor_details()}
+    names = [op["op_name"] for op in ops]
+    assert names.count("DEQUANTIZE") == len(want), names  # the outputs only: no float round trip inside
+    requantized = [op for op in ops if op["op_name"] == "QUANTIZE" and types[op["inputs"][0]] != np.float32]
+    assert len(requantized) == names.count("QUANTIZE") - 1, names  # all but the image's are int8 -> int8
+    fused = runner.invoke(head, [x])
     for f, w in zip(fused, want, strict=True):
         assert f.dtype == np.float32 and float(np.max(np.abs(f - w))) <= 0.05 * float(np.ptp(w))
     lines = []

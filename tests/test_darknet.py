@@ -197,10 +197,16 @@ def test_unsupported_or_broken_cfg_names_the_line(tmp_path, section, message):
 def test_a_darknet_model_becomes_a_bundle(toy, tmp_path):
     _, model, decoding, _ = toy
     manifest = convert(model, tmp_path / "bundle", decoding=decoding, log=lambda *_: None)
-    # leaky_1 feeds the whole CSP-style block (grouped route, conv, shortcut, concatenation) and
-    # nothing inside it is a cut; the route that ends it is reused by the second head, so nothing
-    # after it is one either. The zero-padding before the stride-2 conv is no cut: it only adds bytes.
-    assert [s.cut for s in manifest.splits] == ["image", "leaky_0", "leaky_1", "route_5", None]
+    # leaky_1 feeds the whole CSP-style block (grouped route, conv, shortcut, concatenation): inside
+    # it only cuts of two or three tensors; the route that ends it is reused by the second head, so
+    # after it every cut carries it too. The zero-padding before the stride-2 conv is no cut: it only
+    # adds bytes.
+    single = [s.cut for s in manifest.splits if len(s.tensors) <= 1]
+    assert single == ["image", "leaky_0", "leaky_1", "route_5", None]
+    several = [s for s in manifest.splits if len(s.tensors) > 1]
+    assert several and all(len(s.tensors) <= 3 for s in several)
+    assert all("route_5" in s.names for s in several if s.index > single.index("route_5"))
+    assert not any("pad" in name for s in manifest.splits for name in s.names)
     assert manifest.model.decoding.kind == "yolo"
     # The device's own run (every segment) gives the outputs in the manifest's order, as the edge's
     # tail does: TFLite orders these two outputs the other way round.

@@ -75,19 +75,35 @@ def ask(srv, message: bytes, frame: int = 7):
 
 
 def request(manifest, split=1, shape=None, bundle=None, frame=7, seed=0):
-    shape = shape or manifest.splits[split].cut_shape
-    x = np.random.default_rng(seed).random(shape, dtype=np.float32)
-    payload, quant = encode(x, "float32")
+    shapes = [shape] if shape else manifest.splits[split].shapes
+    xs = [np.random.default_rng(seed).random(s, dtype=np.float32) for s in shapes]
+    payloads, quants = zip(*(encode(x, "float32") for x in xs))
     return encode_request(Request(frame, split, bundle or bundle_hash_bytes(manifest.model.content_hash),
-                                  tuple(shape), "float32", quant), payload)
+                                  tuple(tuple(s) for s in shapes), "float32", quants), list(payloads))
 
 
 def test_a_good_request_is_answered_with_timing(server):
     srv, manifest = server
-    for split in (0, 1, 2, 3):
+    for split in [s.index for s in manifest.splits if s.tail is not None]:  # cuts of one tensor and of two
         result = ask(srv, request(manifest, split))
         assert result.status == "ok" and result.frame_id == 7 and result.split == split
         assert result.compute_s > 0 and result.wait_s >= 0 and result.batch_size == 1
+
+
+def test_a_split_of_several_tensors_is_batched_tensor_by_tensor(server):
+    srv, manifest = server
+    split = next(s for s in manifest.splits if len(s.tensors) > 1)
+    rng = np.random.default_rng(4)
+    xs = [[rng.random(shape, dtype=np.float32) for shape in split.shapes] for _ in range(3)]
+    batched = srv.tails.run(split.index, [np.concatenate([x[j] for x in xs]) for j in range(len(split.tensors))])
+    for i, x in enumerate(xs):
+        for b, a in zip(batched, srv.tails.run(split.index, x), strict=True):
+            np.testing.assert_allclose(b[i:i + 1], a, rtol=1e-5, atol=1e-6)
+    srv.sent.clear()
+    for f in range(3):
+        admit(srv, request(manifest, split.index, frame=f, seed=f))
+    out, batches = serve_all(srv)
+    assert batches == [3] and all(out[f].status == "ok" and out[f].batch_size == 3 for f in range(3))
 
 
 def test_requests_for_one_split_run_as_one_batch_with_the_same_answers(server):
@@ -120,9 +136,9 @@ def test_a_full_queue_is_answered_at_once_not_dropped(server):
 
 @pytest.mark.parametrize("mangle, message", [
     (lambda m, r: b"garbage", "shorter than"),
-    (lambda m, r: r[:-3], "needs"),
+    (lambda m, r: r[:-3], "payload bytes for tensors of"),
     (lambda m, r: request(m, bundle=b"\0" * 16), "deploy the same bundle"),
-    (lambda m, r: request(m, split=4, shape=[1, 8]), "no tail"),
+    (lambda m, r: request(m, split=m.device_only, shape=[1, 8]), "no tail"),
     (lambda m, r: request(m, split=1, shape=[1, 4, 4, 8]), "sends shape"),
 ])
 def test_bad_requests_get_an_error_result_and_the_edge_keeps_serving(server, mangle, message):
@@ -250,7 +266,7 @@ def test_a_flood_of_distinct_errors_logs_a_line_per_kind(server, caplog):
     srv, manifest = server
     caplog.set_level("WARNING", logger="ans.edge")
     for f in range(500):  # every message different: frame ids, sizes, splits
-        admit(srv, request(manifest, split=4, shape=[1, 8], frame=f))
+        admit(srv, request(manifest, split=manifest.device_only, shape=[1, 8], frame=f))
         admit(srv, request(manifest, bundle=bytes([f % 256]) * 16, frame=f))
         admit(srv, b"x" * (f + 1), f"ans/v1/device/cam-{f}/request")
         admit(srv, b"", f"ans/v1/device/{'y' * (65 + f)}/request")
@@ -296,7 +312,8 @@ def test_xla_tails_answer_as_the_traced_ones_for_every_batch_size(server, tmp_pa
     xla.warm_up()
     split = 1
     for batch in (1, 3, 4):
-        x = np.random.default_rng(batch).random((batch, *manifest.splits[split].cut_shape[1:]), dtype=np.float32)
+        x = [np.random.default_rng(batch).random((batch, *s[1:]), dtype=np.float32)
+             for s in manifest.splits[split].shapes]
         for a, b in zip(plain.run(split, x), xla.run(split, x)):
             assert a.shape == b.shape and a.shape[0] == batch
             np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)

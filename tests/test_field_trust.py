@@ -342,8 +342,8 @@ def test_broker_limits_fit_the_largest_request_and_the_broker_takes_them(demo_bu
     from common.bundle import read_manifest
     from mqtt.protocol import request_size
 
-    largest = max(request_size(s.cut_shape, "float32") for s in read_manifest(demo_bundle / "bundle").splits
-                  if s.cut_shape)
+    largest = max(request_size(s.shapes, "float32") for s in read_manifest(demo_bundle / "bundle").splits
+                  if s.tensors)
     lines = limits([str(demo_bundle / "bundle")])
     packet = int(re.search(r"^max_packet_size (\d+)$", lines, re.M)[1])
     assert largest < packet <= largest + 2**17

@@ -33,8 +33,8 @@ def test_heads_compute_the_cut_tensors_and_device_only_the_outputs(bundle):
     runner = SegmentRunner(b)
     x = np.random.default_rng(3).random(b.input_shape, dtype=np.float32)
     for split in b.splits[1:-1]:
-        (cut,) = runner.run(split.index, x)
-        assert list(cut.shape) == split.cut_shape
+        cut = runner.run(split.index, x)
+        assert [list(c.shape) for c in cut] == split.shapes
     outputs = runner.run(b.device_only, x)
     for got, ref in zip(outputs, model(x, training=False), strict=True):  # in the manifest's order
         np.testing.assert_allclose(got, np.asarray(ref), atol=1e-4)
@@ -91,7 +91,7 @@ def test_a_fused_head_computes_what_its_segments_compute(bundle):
     runner = SegmentRunner(b)
     x = np.random.default_rng(6).random(b.input_shape, dtype=np.float32)
     for split in range(2, len(b.splits)):
-        fused = runner.invoke(runner.fuse(split), x)
+        fused = runner.invoke(runner.fuse(split), [x])
         chained = runner.run(split, x)
         assert [f.shape for f in fused] == [c.shape for c in chained]
         for f, c in zip(fused, chained, strict=True):
@@ -104,10 +104,14 @@ def test_segments_that_do_not_chain_are_not_fused(bundle):
     _, out = bundle
     b = Bundle(out)
     files = [(b.folder / s.file.path).read_bytes() for s in b.segments]
+    reads = [[t.name for t in s.inputs] for s in b.segments]
+    writes = [[t.name for t in s.outputs] for s in b.segments]
     with pytest.raises(FuseError, match="segment 2 reads .* they do not chain"):
-        fuse_segments([files[1], files[0]])
+        fuse_segments([files[1], files[0]], [["image"], ["x"]], [["x"] * len(writes[1]), writes[0]], writes[0])
+    with pytest.raises(FuseError, match="segment 2 reads res_add, which no segment before it computes"):
+        fuse_segments([files[0], files[2]], reads[:1] + reads[2:3], writes[:1] + writes[2:3], writes[2])
     with pytest.raises(FuseError, match="nothing to fuse"):
-        fuse_segments([])
+        fuse_segments([], [], [], [])
 
 
 def test_a_segment_replaced_after_load_is_not_fused(bundle, tmp_path):
@@ -134,7 +138,7 @@ def test_the_split_in_use_runs_fused_after_a_few_frames(bundle):
     runner, chained = SegmentRunner(b, fused_heads=1), SegmentRunner(b)
     x = np.random.default_rng(7).random(b.input_shape, dtype=np.float32)
     for split in (3, b.device_only):  # device-only by fallbacks from split 0: the whole model from the input
-        run = (lambda: runner.run(3, x)) if split == 3 else (lambda: runner.finish(0, x))
+        run = (lambda: runner.run(3, x)) if split == 3 else (lambda: runner.finish(0, [x]))
         runner.fused_built.clear()
         for _ in range(FUSE_AFTER):
             assert split not in runner.fused()
@@ -177,7 +181,7 @@ def test_calibration_measures_every_split_and_is_cached(bundle, tmp_path):
     cache = tmp_path / "calibration.json"
     lines = []
     delays = calibrate(runner, repeats=3, cache=cache, log=lines.append)
-    assert delays.shape == (5,) and delays[0] == 0.0 and np.all(np.diff(delays) > 0)  # segments add up
+    assert delays.shape == (7,) and delays[0] == 0.0 and np.all(np.diff(delays) > 0)  # segments add up
     assert len(lines) == 1 and "device-only" in lines[0]
     again = calibrate(runner, cache=cache, log=lines.append)
     assert np.array_equal(again, delays) and len(lines) == 1  # from the cache, nothing measured
@@ -188,10 +192,10 @@ def test_calibration_measures_every_split_and_is_cached(bundle, tmp_path):
     assert len(lines) == 2  # another bundle's numbers are not used
     fusing, steps = SegmentRunner(Bundle(out), fused_heads=1), []
     fused = calibrate(fusing, repeats=3, cache=cache, log=lines.append, progress=lambda *step: steps.append(step))
-    assert steps == [(k, 4) for k in range(1, 5)]  # a slow board's service says how far it is (systemd)
+    assert steps == [(k, 6) for k in range(1, 7)]  # a slow board's service says how far it is (systemd)
     assert len(lines) == 3 and "chained" in lines[1] and "fused" in lines[2]  # heads as they will run
-    assert fused.shape == (5,) and np.all(fused[1:] > 0)
-    assert len(fusing.fuse_pays) == 4  # where fusing is faster, per split: remembered with the delays
+    assert fused.shape == (7,) and np.all(fused[1:] > 0)
+    assert len(fusing.fuse_pays) == 6  # where fusing is faster, per split: remembered with the delays
     restarted = SegmentRunner(Bundle(out), fused_heads=1)
     assert np.array_equal(calibrate(restarted, cache=cache, log=lines.append), fused) and len(lines) == 3
     assert restarted.fuse_pays == fusing.fuse_pays
@@ -254,13 +258,13 @@ runner = SegmentRunner(Bundle({str(out)!r}), fused_heads=1)
 lines = []
 delays = calibrate(runner, repeats=1, log=lines.append)
 assert "fused" in lines[0], lines  # heads fused on the device, without TensorFlow
-(cut,) = runner.run(1, np.zeros(runner.bundle.input_shape, np.float32))
+cut = runner.run(1, np.zeros(runner.bundle.input_shape, np.float32))
 runner.finish(1, cut)
-print('ok', len(delays), cut.shape)
+print('ok', len(delays), cut[0].shape)
 """
     proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert proc.stdout.startswith("ok 5")
+    assert proc.stdout.startswith("ok 7")
 
 
 def test_a_delegate_that_cannot_load_leaves_the_cpu_with_one_warning(bundle):

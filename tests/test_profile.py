@@ -16,24 +16,27 @@ def test_builtin_profiles_load_in_paper_order(tiny, vgg):
     assert tiny.front_delay_s[0] == 0.0 and tiny.front_delay_s[-1] == pytest.approx(0.116404)
 
 
-def _manifest(splits, version=2):
+def _manifest(splits, version=3):
     """A complete manifest (the reader is strict), with these splits and segments that chain them."""
     tensor = {"name": "x", "shape": [1, 4, 4, 3], "dtype": "float32"}
-    shapes = [tensor["shape"]] + [s["cut_shape"] for s in splits[1:-1]]
+    sent = [s["tensors"][0] for s in splits[:-1]]
     segments = [{"index": k, "file": {"path": f"segments/segment_{k:03d}.tflite", "sha256": "0" * 64},
-                 "input": {**tensor, "shape": shapes[k - 1]},
-                 "outputs": [{**tensor, "shape": shapes[k]} if k < len(shapes) else tensor], "output_order": [0]}
+                 "inputs": [sent[k - 1]], "input_order": [0],
+                 "outputs": [sent[k] if k < len(sent) else {**tensor, "name": "out"}], "output_order": [0]}
                 for k in range(1, len(splits))]
     return {"schema_version": version, "splits": splits, "segments": segments, "converter": {},
-            "model": {"name": "toy", "input": tensor, "outputs": [tensor], "content_hash": "ab" * 32,
+            "model": {"name": "toy", "input": tensor, "outputs": [{**tensor, "name": "out"}], "content_hash": "ab" * 32,
                       "preprocessing": {"size": [4, 4]}, "decoding": {"kind": "none"}}}
 
 
 def _split(i, ctx, front_macs):
     nbytes = ctx[6] // 8
-    return {"index": i, "context": ctx, "front_macs": front_macs, "transfer_bytes": nbytes, "cut": f"l{i}",
-            "tail": None, "cut_shape": [1, nbytes // 4] if nbytes else [], "cut_dtype": "float32",
-            "codec_bytes": {"float32": nbytes, "float16": nbytes // 2, "int8": nbytes // 4}}
+    if i == 0:
+        sent = [{"name": "x", "shape": [1, 4, 4, 3], "dtype": "float32"}]
+    else:
+        sent = [{"name": f"l{i}", "shape": [1, nbytes // 4], "dtype": "float32"}] if nbytes else []
+    return {"index": i, "context": ctx, "front_macs": front_macs, "transfer_bytes": nbytes, "tensors": sent,
+            "tail": None, "codec_bytes": {"float32": nbytes, "float16": nbytes // 2, "int8": nbytes // 4}}
 
 
 def test_manifest_loads_and_estimates_front_delay(tmp_path):

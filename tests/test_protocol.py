@@ -4,44 +4,62 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from mqtt.codec import encode
-from mqtt.protocol import (MAX_DIMS, ComputeTable, LoadWindow, ProtocolError, Request, Result, Topics, bundle_hash_bytes,
+from mqtt.protocol import (MAX_DIMS, MAX_TENSORS, ComputeTable, LoadWindow, ProtocolError, Request, Result, Topics, bundle_hash_bytes,
                            decode_compute_table, decode_request, decode_result, encode_compute_table, encode_request,
                            encode_result)
 
 HASH = bundle_hash_bytes("ab" * 32)
 
 
+def one(x: np.ndarray, codec: str = "float32", frame: int = 1, split: int = 1) -> bytes:
+    """A request carrying the one tensor ``x``."""
+    payload, quant = encode(x, codec)
+    return bytes(encode_request(Request(frame, split, HASH, (x.shape,), codec, (quant,)), [payload]))
+
+
 @pytest.mark.parametrize("codec", ["float32", "float16", "int8"])
 def test_request_round_trip(codec):
-    x = np.random.default_rng(0).normal(size=(1, 13, 13, 16)).astype(np.float32)
-    payload, quant = encode(x, codec)
-    req = Request(frame_id=42, split=7, bundle_hash=HASH, shape=x.shape, codec=codec, quant=quant,
-                  captured_ns=123, sent_ns=456)
-    got, tensor = decode_request(bytes(encode_request(req, payload)))
+    """Several cut tensors of different shapes (a feature pyramid's levels), each with its own int8 range."""
+    rng = np.random.default_rng(0)
+    xs = [rng.normal(size=(1, 13, 13, 16)).astype(np.float32), 5 * rng.normal(size=(1, 26, 26, 8)).astype(np.float32),
+          rng.normal(size=(1, 3)).astype(np.float32)]
+    payloads, quants = zip(*(encode(x, codec) for x in xs))
+    req = Request(frame_id=42, split=7, bundle_hash=HASH, shapes=tuple(x.shape for x in xs), codec=codec,
+                  quants=tuple(quants))
+    got, tensors = decode_request(bytes(encode_request(req, list(payloads))))
     assert got == req
-    assert tensor.shape == x.shape and np.allclose(tensor, x, atol=0.05 * np.ptp(x))
+    for tensor, x in zip(tensors, xs):
+        assert tensor.shape == x.shape and np.allclose(tensor, x, atol=0.05 * np.ptp(x))
 
 
-def test_float32_tensor_is_a_view_of_the_message():
-    x = np.ones((1, 4, 4, 2), np.float32)
-    message = encode_request(Request(1, 1, HASH, x.shape), encode(x, "float32")[0])
-    _, tensor = decode_request(message)
-    assert np.shares_memory(tensor, np.frombuffer(message, np.uint8))
+def test_float32_tensors_are_views_of_the_message():
+    xs = [np.ones((1, 4, 4, 2), np.float32), np.zeros((1, 2, 2, 4), np.float32)]
+    message = encode_request(Request(1, 1, HASH, tuple(x.shape for x in xs)), [encode(x, "float32")[0] for x in xs])
+    _, tensors = decode_request(message)
+    assert all(np.shares_memory(t, np.frombuffer(message, np.uint8)) for t in tensors)
+    assert [t.sum() for t in tensors] == [32.0, 0.0]
 
 
 def test_bad_requests_say_what_is_wrong():
     x = np.ones((1, 2, 2, 1), np.float32)
-    good = bytes(encode_request(Request(1, 1, HASH, x.shape), encode(x, "float32")[0]))
+    good = one(x)
     with pytest.raises(ProtocolError, match="shorter than"):
         decode_request(good[:10])
     with pytest.raises(ProtocolError, match="magic"):
         decode_request(b"XXXX" + good[4:])
-    with pytest.raises(ProtocolError, match="needs 16 bytes"):
+    with pytest.raises(ProtocolError, match="15 payload bytes for tensors of 16"):
         decode_request(good[:-1])
     with pytest.raises(ProtocolError, match="exceeds the limit"):
         decode_request(good, max_bytes=10)
     with pytest.raises(ProtocolError, match="does not match"):
-        encode_request(Request(1, 1, HASH, (1, 3)), b"\0" * 8)
+        encode_request(Request(1, 1, HASH, ((1, 3),)), [b"\0" * 8])
+    with pytest.raises(ProtocolError, match=f"1 to {MAX_TENSORS} travel"):
+        encode_request(Request(1, 1, HASH, ((1, 1),) * (MAX_TENSORS + 1)), [b"\0" * 4] * (MAX_TENSORS + 1))
+    old = bytearray(good)
+    old[6] = 1  # the version byte: a device of the one-tensor format
+    with pytest.raises(ProtocolError, match="version 1 is not supported") as err:
+        decode_request(bytes(old))
+    assert err.value.kind == "version"
 
 
 @settings(max_examples=300, deadline=None)
@@ -57,16 +75,18 @@ def test_random_bytes_never_crash_the_decoder(blob):
 @given(st.integers(0, 2**64 - 1), st.integers(0, 65535), st.lists(st.integers(1, 5), max_size=MAX_DIMS),
        st.sampled_from(["float32", "float16", "int8"]), st.data())
 def test_mutated_headers_never_crash_the_decoder(frame, split, shape, codec, data):
-    payload, quant = encode(np.zeros(shape, np.float32), codec)
-    message = bytearray(encode_request(Request(frame, split, HASH, tuple(shape), codec, quant), payload))
+    count = data.draw(st.integers(1, 3))
+    message = bytearray(encode_request(Request(frame, split, HASH, (tuple(shape),) * count, codec,
+                                               (encode(np.zeros(shape, np.float32), codec)[1],) * count),
+                                       [encode(np.zeros(shape, np.float32), codec)[0]] * count))
     for _ in range(data.draw(st.integers(0, 4))):
         position = data.draw(st.integers(0, len(message) - 1))
         message[position] = data.draw(st.integers(0, 255))
     try:
-        req, tensor = decode_request(bytes(message))
+        req, tensors = decode_request(bytes(message))
     except ProtocolError:
         return
-    assert tensor.dtype == np.float32 and tensor.shape == req.shape
+    assert [t.shape for t in tensors] == list(req.shapes) and all(t.dtype == np.float32 for t in tensors)
 
 
 def test_result_round_trip_and_validation():
@@ -111,9 +131,9 @@ def test_topics_are_versioned_and_refuse_wildcards():
 
 def test_huge_claimed_shapes_are_refused_not_allocated():
     x = np.ones((1, 2), np.float32)
-    message = bytearray(encode_request(Request(1, 1, HASH, x.shape), encode(x, "float32")[0]))
+    message = bytearray(one(x))
     message[-8 - 8:-8] = (2**32 - 1).to_bytes(4, "little") * 2  # claim 4e9 x 4e9 elements
-    with pytest.raises(ProtocolError, match="needs"):
+    with pytest.raises(ProtocolError, match="payload bytes for tensors of"):
         decode_request(bytes(message))
 
 

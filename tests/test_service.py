@@ -134,6 +134,8 @@ def test_the_config_file_may_be_named_by_the_environment(tmp_path):
 
 @pytest.mark.parametrize("args, message", [
     (["edge", "--bundle", "/nonexistent"], "/nonexistent/manifest.json: cannot read: No such file or directory"),
+    (["demo", "--bundle", "/nonexistent", "--out", "/nonexistent-out"],
+     "/nonexistent/manifest.json: cannot read: No such file or directory"),
     (["convert", "--model", "/nonexistent.keras", "--out", "/tmp/x"], "/nonexistent.keras: no such file"),
     (["convert", "--darknet", "/nope.cfg", "/nope.weights", "--out", "/tmp/x"], "/nope.cfg: no such file"),
 ])
