@@ -261,7 +261,7 @@ def undominated(bundle: Path) -> list[int]:
     splits, keep = manifest["splits"], []
     for k, split in enumerate(splits):
         nxt = splits[k + 1] if k + 1 < len(splits) else None
-        if (nxt is not None and k > 0 and nxt["cut"] is not None and "pool" in nxt["cut"]
+        if (nxt is not None and k > 0 and any("pool" in t["name"] for t in nxt["tensors"])
                 and nxt["transfer_bytes"] <= split["transfer_bytes"]):
             continue
         keep.append(k)

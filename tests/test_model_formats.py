@@ -219,3 +219,50 @@ def test_the_decoder_and_labels_are_told_by_the_outputs(tmp_path):
         choose_decoding("auto", shapes, sample, (64, 64), ["a", "b"])
     with pytest.raises(ModelError, match="--decoder yolov8 does not fit"):
         choose_decoding("yolov8", shapes, sample, (64, 64), [])
+
+
+def test_a_cut_of_three_tensors_travels_through_the_real_broker_and_edge(tmp_path):
+    """A YOLOv8-shaped model's split through its neck, live: the device's head computes three tensors,
+    one request carries them through Mosquitto, the edge's tail takes all three; every frame is
+    answered by the edge with the detections the device finds on its own."""
+    from common.detect import detections
+    from converter.decoders import choose_decoding
+    from device_app.learner.policy import FixedSplit
+    from device_app.runtime import make_device
+    from device_app.settings import DeviceSettings
+    from device_app.sources import preprocess
+    from mqtt.connection import MqttSettings
+
+    from .broker import started
+    from .running import dev_config, start_edge, stop
+
+    path = tmp_path / "yolov8.onnx"
+    onnx.save(yolov8(size=96, classes=3, width=0.125), path)
+    user = load_user_model(path, "onnx")
+    sample = user.reference(np.random.default_rng(0).random((1, 96, 96, 3), dtype=np.float32))
+    decoding = choose_decoding("auto", [[1, 7, 189]], sample, (96, 96), user.labels)
+    manifest = convert(user.model, tmp_path / "bundle", decoding=decoding, log=lambda *_: None)
+    split = next(s for s in manifest.splits if len(s.tensors) == 3)
+    frames = [np.random.default_rng(k).integers(0, 255, (120, 160, 3), dtype=np.uint8) for k in range(6)]
+    with started(dev_config(), tmp_path) as broker:
+        edge = start_edge(tmp_path, broker.port)
+        device = make_device(DeviceSettings(bundle=str(tmp_path / "bundle"), id="cam-neck", policy="device-only",
+                                            state_dir=str(tmp_path / "state"),
+                                            mqtt=MqttSettings(broker=f"mqtt://127.0.0.1:{broker.port}")))
+        try:
+            device.policy = FixedSplit(device.policy.profile, split.index, "neck")
+            device.connect()
+            assert device.view.edges, "the edge's retained status did not arrive"
+            records = [device.process(k, frame) for k, frame in enumerate(frames)]
+            local = [device.model.runner.run(manifest.device_only, preprocess(f, device.model.input_size,
+                                                                              device.model.input_scale))
+                     for f in frames]
+        finally:
+            device.link.close()
+            stop(edge)
+    assert all(r["edge"] and r["split"] == split.index and not r["fallback"] for r in records), records
+    for r, outputs in zip(records, local):
+        mine = np.array(detections(outputs, decoding, (96, 96))).reshape(-1, 6)
+        theirs = np.array(r["detections"]).reshape(-1, 6)
+        assert mine.shape == theirs.shape and np.allclose(mine, theirs, atol=2e-3)
+    assert sum(len(r["detections"]) for r in records) > 0
