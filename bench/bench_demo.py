@@ -1,6 +1,7 @@
 """``ans demo`` over and over, as a user runs it: ``--runs`` outage runs in a row in one folder (each
 resumes the learner state the run before saved), then ``--pairs`` pairs of runs without the outage,
-one fresh (no saved state) and one warm-started from the state the fresh one saved.
+one fresh (no saved state) and one warm-started (resuming the state the runs before it saved, the
+first from a fresh run's), which of the two first alternating from pair to pair.
 
 Per outage run: the median delay before the outage (the frames before it: the edge is stopped at
 the middle frame) and over the last 60 frames, and the last 60 frames' median over two
@@ -76,18 +77,34 @@ def main() -> None:
     for r in runs:
         r["last_over_best_before"] = r["last_ms"] / best
     pairs = []
+    fresh_dir, warm_dir = pair_dir / "fresh", pair_dir / "warm"
+
+    def fresh_run() -> list[dict]:
+        shutil.rmtree(fresh_dir / "state", ignore_errors=True)
+        return demo(fresh_dir, outage=False)
+
+    def warm_run() -> list[dict]:
+        if not (warm_dir / "state").exists():  # the first warm run resumes what a fresh one saved
+            shutil.copytree(fresh_dir / "state", warm_dir / "state")
+        return demo(warm_dir, outage=False)
+
     for k in range(args.pairs):
-        shutil.rmtree(pair_dir / "state", ignore_errors=True)
-        fresh_records = demo(pair_dir, outage=False)
-        warm_records = demo(pair_dir, outage=False)
+        # Which runs first alternates: a machine that slows down (or speeds up) over minutes then
+        # favours neither.
+        if k % 2 == 0:
+            fresh_records, warm_records = fresh_run(), warm_run()
+        else:
+            warm_records = warm_run()
+            fresh_records = fresh_run()
         fresh, warm = median_ms(fresh_records), median_ms(warm_records)
         # Each over its own run's best split: what the learner lost, whatever the machine delivered.
         fresh_own, warm_own = fresh / best_split_ms(fresh_records), warm / best_split_ms(warm_records)
+        same = same_split_share(fresh_records, warm_records)
         pairs.append({"fresh_ms": fresh, "warm_ms": warm, "warm_over_fresh": warm / fresh,
-                      "fresh_over_best_split": fresh_own, "warm_over_best_split": warm_own})
+                      "fresh_over_best_split": fresh_own, "warm_over_best_split": warm_own, "same_split_share": same})
         print(f"[{time.monotonic() - started:5.0f} s] pair {k + 1}/{args.pairs}: fresh {fresh:.1f} ms "
               f"({fresh_own:.2f}x its best split), warm-started {warm:.1f} ms ({warm_own:.2f}x its best split): "
-              f"{warm / fresh:.2f}x", flush=True)
+              f"{warm / fresh:.2f}x; the same split on {same:.0%} of frames", flush=True)
     (args.out / "demo-runs.json").write_text(json.dumps({"runs": runs, "pairs": pairs}, indent=1))
     if runs:
         ratios = [r["last_over_best_before"] for r in runs]
@@ -104,6 +121,11 @@ def main() -> None:
               f"warm-started {np.median([p['warm_over_best_split'] for p in pairs]):.2f}x")
     plot(runs, pairs, best, args.out / "demo-runs.png")
     print(f"wrote {args.out / 'demo-runs.json'} and {args.out / 'demo-runs.png'}")
+
+
+def same_split_share(a: list[dict], b: list[dict]) -> float:
+    """The share of frames on which two runs of the same clip chose the same split."""
+    return float(np.mean([x["split"] == y["split"] for x, y in zip(a, b)]))
 
 
 def plot(runs: list[dict], pairs: list[dict], best: float, path: Path) -> None:

@@ -1,7 +1,9 @@
 """Key-frame detection: a frame whose structure differs from the previous one (low SSIM).
 
 Key frames are where the scene changed, so the learner serves them greedily rather
-than exploring on them. Pure numpy (no OpenCV): this runs on the device.
+than exploring on them. Pure numpy (no OpenCV): this runs on the device, every frame, so it
+works on an 80-pixel grey thumbnail with SSIM over 8x8 blocks: about 0.1 ms whatever the
+camera's resolution.
 """
 
 from __future__ import annotations
@@ -10,11 +12,15 @@ import numpy as np
 
 _C1 = (0.01 * 255) ** 2
 _C2 = (0.03 * 255) ** 2
-_LUMA = np.array([0.299, 0.587, 0.114])
+_LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)
+#: The thumbnail's longer side: 80 px keeps a scene's structure (objects, edges) and drops the rest.
+MAX_SIDE = 80
+#: SSIM's windows: 8x8 blocks of the thumbnail (10x7 of them at 4:3).
+BLOCK = 8
 
 
-def to_grey(frame: np.ndarray, max_side: int = 160) -> np.ndarray:
-    """Grey float image, decimated so its longer side is at most ``max_side`` pixels.
+def to_grey(frame: np.ndarray, max_side: int = MAX_SIDE) -> np.ndarray:
+    """Grey float32 thumbnail, decimated so its longer side is at most ``max_side`` pixels.
 
     ``frame`` is H×W (grey) or H×W×C with C = 3 or 4 (RGB or BGR alike: the weights differ
     little for SSIM). Decimating before converting keeps the cost independent of the camera
@@ -25,27 +31,26 @@ def to_grey(frame: np.ndarray, max_side: int = 160) -> np.ndarray:
     step = max(1, -(-max(frame.shape[:2]) // max_side))
     small = frame[::step, ::step]
     if small.ndim == 3:
-        return small[..., :3].astype(np.float64) @ _LUMA
-    return small.astype(np.float64)
+        return small[..., :3] @ _LUMA
+    return small.astype(np.float32)
 
 
-def _box_mean(img: np.ndarray, k: int) -> np.ndarray:
-    """Mean over every k×k window (valid positions only), by integral image."""
-    s = np.pad(img, ((1, 0), (1, 0))).cumsum(axis=0).cumsum(axis=1)
-    return (s[k:, k:] - s[:-k, k:] - s[k:, :-k] + s[:-k, :-k]) / (k * k)
-
-
-def ssim(a: np.ndarray, b: np.ndarray, window: int = 7) -> float:
-    """Mean structural similarity of two grey images of equal shape (uniform 7×7 windows)."""
+def ssim(a: np.ndarray, b: np.ndarray, block: int = BLOCK) -> float:
+    """Mean structural similarity of two grey images of equal shape, over non-overlapping
+    ``block`` x ``block`` windows (a ragged edge is left out): each window's means, variances and
+    covariance from one reshape, no sliding filter."""
     if a.shape != b.shape:
         raise ValueError(f"images differ in shape: {a.shape} vs {b.shape}")
-    k = min(window, *a.shape)
-    mu_a, mu_b = _box_mean(a, k), _box_mean(b, k)
-    var_a = _box_mean(a * a, k) - mu_a**2
-    var_b = _box_mean(b * b, k) - mu_b**2
-    cov = _box_mean(a * b, k) - mu_a * mu_b
-    num = (2 * mu_a * mu_b + _C1) * (2 * cov + _C2)
-    den = (mu_a**2 + mu_b**2 + _C1) * (var_a + var_b + _C2)
+    k = max(1, min(block, *a.shape))
+    h, w = a.shape[0] // k * k, a.shape[1] // k * k
+    x = a[:h, :w].reshape(h // k, k, w // k, k).astype(np.float32)
+    y = b[:h, :w].reshape(h // k, k, w // k, k).astype(np.float32)
+    mu_x, mu_y = x.mean(axis=(1, 3)), y.mean(axis=(1, 3))
+    var_x = (x * x).mean(axis=(1, 3)) - mu_x * mu_x
+    var_y = (y * y).mean(axis=(1, 3)) - mu_y * mu_y
+    cov = (x * y).mean(axis=(1, 3)) - mu_x * mu_y
+    num = (2 * mu_x * mu_y + _C1) * (2 * cov + _C2)
+    den = (mu_x * mu_x + mu_y * mu_y + _C1) * (var_x + var_y + _C2)
     return float(np.mean(num / den))
 
 
@@ -55,7 +60,7 @@ class KeyFrameDetector:
     The first frame, and any frame whose size changed, is a key frame.
     """
 
-    def __init__(self, threshold: float = 0.8, max_side: int = 160) -> None:
+    def __init__(self, threshold: float = 0.8, max_side: int = MAX_SIDE) -> None:
         if not 0.0 < threshold <= 1.0:
             raise ValueError(f"SSIM threshold must lie in (0, 1], got {threshold}")
         self.threshold = threshold

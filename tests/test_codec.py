@@ -43,3 +43,26 @@ def test_malformed_payloads_raise_a_clear_error_or_decode(payload, codec, shape,
 def test_unknown_codec():
     with pytest.raises(CodecError, match="unknown codec 'bf16'"):
         encode(np.zeros(3, np.float32), "bf16")
+
+
+def test_opencvs_fast_casts_agree_with_numpys(monkeypatch):
+    """float16 bit for bit (round to nearest even, overflow to infinity, subnormals), int8 within one
+    step: OpenCV rounds x * (1 / scale), numpy x / scale."""
+    import mqtt.codec as codec
+
+    if codec._opencv() is None:
+        pytest.skip("OpenCV is not installed")
+    rng = np.random.default_rng(0)
+    x = np.concatenate([rng.normal(scale=s, size=5000) for s in (1e-6, 1e-3, 1.0, 1e3, 1e5)]).astype(np.float32)
+    x[:8] = [0.0, -0.0, 6.1e-5, 6.0e-8, 65504, 65520, 1e6, -1e6]
+    x = x.reshape(1, 25, 1000)
+    fast = {c: codec.encode(x, c) for c in ("float16", "int8")}
+    monkeypatch.setattr(codec, "_opencv", lambda: None)
+    slow = {c: codec.encode(x, c) for c in ("float16", "int8")}
+    assert bytes(fast["float16"][0]) == bytes(slow["float16"][0])
+    assert fast["int8"][1] == slow["int8"][1]
+    q_fast, q_slow = (np.frombuffer(p[0], np.int8).astype(int) for p in (fast["int8"], slow["int8"]))
+    assert np.abs(q_fast - q_slow).max() <= 1
+    half = np.frombuffer(fast["float16"][0], np.float16).reshape(x.shape)
+    monkeypatch.undo()
+    assert np.array_equal(codec.decode(half.tobytes(), "float16", x.shape), half.astype(np.float32))
