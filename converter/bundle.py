@@ -27,7 +27,7 @@ import numpy as np
 from common.bundle import (BundleError, Decoding, FileRef, Manifest, ModelInfo, Preprocessing, Segment, Split,
                            TensorInfo, read_manifest, sha256_file)
 from common.fd_capture import captured
-from mqtt.codec import CODECS, payload_bytes
+from mqtt.codec import CODECS, IMAGE_CODEC, payload_bytes
 
 from .features import layer_cost, tensor_bytes
 from .graph import ModelError, build_graph, cut_points
@@ -184,7 +184,8 @@ def plan_splits(model, max_tensors: int = MAX_CUT_TENSORS) -> tuple[object, list
         shapes = [t["shape"] for t in tensors]
         nbytes = sum(tensor_bytes(shape) for shape in shapes)
         splits_meta.append(dict(index=i, tensors=tensors, transfer_bytes=nbytes,
-                                codec_bytes={c: sum(payload_bytes(shape, c) for shape in shapes) for c in CODECS},
+                                codec_bytes={c: sum(payload_bytes(shape, c) for shape in shapes)
+                                             for c in (*CODECS, IMAGE_CODEC) if c != IMAGE_CODEC or i == 0},
                                 context=[*(total - on_device).tolist(), 8.0 * nbytes],
                                 front_macs=int(on_device[0] + on_device[2] + on_device[4])))
     return model, cuts, splits_meta

@@ -27,7 +27,7 @@ from common.disk import write_problem
 from common.heap import settle
 from common.logs import RateLimitedLog
 from common.service import Heartbeat, Notifier
-from mqtt.codec import encode
+from mqtt.codec import IMAGE_CODEC, encode, encode_image
 from mqtt.connection import parse_broker
 from mqtt.discovery import announce
 from mqtt.protocol import Request, Result, Topics, encode_request, request_size
@@ -104,8 +104,8 @@ class Device:
                              self.store.edge_online)
         self.topics = Topics(s.mqtt.prefix)
         topic_len = len(self.topics.request(s.id).encode())
-        self.packets = PacketLimit(np.array([request_size(sp.shapes, s.codec) + topic_len + 16 if sp.tensors
-                                             else 0 for sp in model.bundle.splits]))
+        self.packets = PacketLimit(np.array([request_size(sp.shapes, self._codec(sp.index)) + topic_len + 16
+                                             if sp.tensors else 0 for sp in model.bundle.splits]))
         self.keyframes = KeyFrameDetector()
         self.sent_ids: deque[int] = deque(maxlen=256)  # recent requests: a result for any other frame is bogus
         self._last_counts: dict | None = None  # objects per label last published (None: publish again)
@@ -196,14 +196,22 @@ class Device:
             self.policy.observe_front_delay(split, took)
         return outputs
 
+    def _codec(self, split: int) -> str:
+        """Split 0 sends the input as its 8-bit image (lossless, a quarter of float32), the others their
+        tensors with the configured codec."""
+        return IMAGE_CODEC if split == 0 else self.settings.codec
+
     def _offload(self, frame_id: int, split: int, cut: list[np.ndarray]) -> Answer | None:
         """Send the cut tensors; the edge's result and the offloading delay, or None past the deadline.
         The delay counts from before encoding: framing and copying a tensor cost in proportion to its
         bytes (a few ms for the input split), which the learner prices with the bits, not as nothing."""
         sent = time.monotonic()
-        payloads, quants = zip(*(encode(t, self.settings.codec) for t in cut))
-        request = Request(frame_id, split, self.model.hash16, tuple(t.shape for t in cut), self.settings.codec,
-                          quants)
+        codec = self._codec(split)
+        if codec == IMAGE_CODEC:
+            payloads, quants = zip(encode_image(cut[0], self.model.input_scale))
+        else:
+            payloads, quants = zip(*(encode(t, codec) for t in cut))
+        request = Request(frame_id, split, self.model.hash16, tuple(t.shape for t in cut), codec, quants)
         if not self.link.send(self.topics.request(self.settings.id), encode_request(request, list(payloads))):
             return None  # not connected (queued for later) or queue full: no answer in time, finish here
         self.sent_ids.append(frame_id)

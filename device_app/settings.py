@@ -33,7 +33,8 @@ class DeviceSettings:
     """Split-selection policy: ans (default), mu-linucb-paper (the paper's algorithm), linucb, device-only or
     edge-only."""
     codec: str = "float32"
-    """How the cut tensor travels: float32, float16 (half the bytes) or int8 (a quarter)."""
+    """How the cut tensors travel: float32, float16 (half the bytes) or int8 (a quarter). Split 0 always sends the
+    input as its 8-bit image (a quarter of float32, bit for bit the same input)."""
     deadline_ms: float = 500.0
     """A result later than this after sending: the frame is finished on the device and the learner is told."""
     connect_timeout_s: float = 30.0

@@ -4,6 +4,9 @@
 * ``float16``: half the bytes; relative error about 1e-3 on activations.
 * ``int8``: a quarter of the bytes; per-tensor affine quantisation q = round(x/scale) + zero_point,
   with scale and zero point chosen from this tensor's own range (so they travel with it).
+* ``uint8``, for split 0 only: the preprocessed input as the 8-bit image it was made from,
+  x = q × scale with the bundle's preprocessing scale: a quarter of float32's bytes, bit for bit
+  the same input on the edge (the device's preprocessing is float32(q) × float32(scale) too).
 
 Decoding never copies more than once, and never unpickles anything: the payload is raw bytes.
 
@@ -21,9 +24,15 @@ from dataclasses import dataclass
 
 import numpy as np
 
+#: What a device may choose for its cut tensors (``codec`` in its settings).
 CODECS = ("float32", "float16", "int8")
+#: How split 0 sends the input image, whatever the cut-tensor codec.
+IMAGE_CODEC = "uint8"
+#: Every codec a request may name, in the order of their ids on the wire.
+WIRE_CODECS = (*CODECS, IMAGE_CODEC)
 _MAX_SCALE = float(np.finfo(np.float32).max) / 256  # so (q - zero_point) * scale stays finite
-_WIRE_DTYPE = {"float32": np.dtype("<f4"), "float16": np.dtype("<f2"), "int8": np.dtype("i1")}
+_WIRE_DTYPE = {"float32": np.dtype("<f4"), "float16": np.dtype("<f2"), "int8": np.dtype("i1"),
+               "uint8": np.dtype("u1")}
 #: Elements per chunk of the int8 passes: 256 kB of float32, which stays in a core's cache.
 _CHUNK = 1 << 16
 
@@ -76,6 +85,14 @@ def encode(tensor: np.ndarray, codec: str) -> tuple[memoryview, Quantisation]:
     return memoryview(q).cast("B"), Quantisation(scale, zero_point)
 
 
+def encode_image(image: np.ndarray, scale: float) -> tuple[memoryview, Quantisation]:
+    """The preprocessed input ``image`` (8-bit values times ``scale``) as those 8-bit values."""
+    if not 0.0 < scale <= _MAX_SCALE:
+        raise CodecError(f"uint8 scale must lie in (0, {_MAX_SCALE:.3g}], got {scale}")
+    q = np.clip(np.rint(np.asarray(image, dtype=np.float32) / np.float32(scale)), 0, 255).astype(np.uint8)
+    return memoryview(q).cast("B"), Quantisation(float(np.float32(scale)), 0)
+
+
 def decode(payload: bytes | memoryview, codec: str, shape: list[int] | tuple[int, ...],
            quant: Quantisation = Quantisation()) -> np.ndarray:
     """The float32 tensor of ``shape`` carried by ``payload``."""
@@ -90,6 +107,10 @@ def decode(payload: bytes | memoryview, codec: str, shape: list[int] | tuple[int
         return wire
     if codec == "float16":
         return _single(wire)
+    if codec == "uint8":
+        if not 0.0 < quant.scale <= _MAX_SCALE or quant.zero_point != 0:
+            raise CodecError(f"uint8 needs a scale in (0, {_MAX_SCALE:.3g}] and zero point 0, got {quant}")
+        return wire.astype(np.float32) * np.float32(quant.scale)
     if not 0.0 < quant.scale <= _MAX_SCALE:
         raise CodecError(f"int8 scale must lie in (0, {_MAX_SCALE:.3g}], got {quant.scale}")
     if not -128 <= quant.zero_point <= 127:
@@ -134,5 +155,5 @@ def _single(h: np.ndarray) -> np.ndarray:
 
 def _check(codec: str) -> str:
     if codec not in _WIRE_DTYPE:
-        raise CodecError(f"unknown codec {codec!r} (choose from {', '.join(CODECS)})")
+        raise CodecError(f"unknown codec {codec!r} (one of {', '.join(WIRE_CODECS)})")
     return codec

@@ -16,7 +16,7 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-from .codec import CODECS, CodecError, Quantisation, decode, payload_bytes
+from .codec import WIRE_CODECS, CodecError, Quantisation, decode, payload_bytes
 
 MAGIC = b"ANS1"
 #: The request format: 2 carries several cut tensors (1 carried one); either side refuses the other.
@@ -77,7 +77,7 @@ def encode_request(request: Request, payloads: list[bytes | memoryview]) -> byte
     if len(request.bundle_hash) != 16:
         raise ProtocolError("bundle hash must be 16 bytes")
     quants = request.quants or (Quantisation(),) * len(request.shapes)
-    parts = [_FIXED.pack(MAGIC, request.header_size, VERSION, CODECS.index(request.codec), len(request.shapes), 0,
+    parts = [_FIXED.pack(MAGIC, request.header_size, VERSION, WIRE_CODECS.index(request.codec), len(request.shapes), 0,
                          request.frame_id, request.split, 0, request.bundle_hash)]
     for shape, quant, payload in zip(request.shapes, quants, payloads):
         if len(payload) != payload_bytes(shape, request.codec):
@@ -101,7 +101,7 @@ def decode_header(message: bytes | bytearray | memoryview, max_bytes: int | None
     if version != VERSION:
         raise ProtocolError(f"request format version {version} is not supported (this side speaks {VERSION})",
                             "version")
-    if codec_id >= len(CODECS):
+    if codec_id >= len(WIRE_CODECS):
         raise ProtocolError(f"unknown codec id {codec_id}")
     if not 0 < count <= MAX_TENSORS:
         raise ProtocolError(f"{count} tensors; a request carries 1 to {MAX_TENSORS}")
@@ -120,7 +120,7 @@ def decode_header(message: bytes | bytearray | memoryview, max_bytes: int | None
         at += 4 * ndim
     if at != header_size:
         raise ProtocolError(f"header says {header_size} bytes, its tensors take {at}")
-    return Request(frame_id, split, bytes(bundle_hash), tuple(shapes), CODECS[codec_id], tuple(quants))
+    return Request(frame_id, split, bytes(bundle_hash), tuple(shapes), WIRE_CODECS[codec_id], tuple(quants))
 
 
 def decode_request(message: bytes | bytearray | memoryview,

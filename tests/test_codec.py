@@ -66,3 +66,20 @@ def test_opencvs_fast_casts_agree_with_numpys(monkeypatch):
     half = np.frombuffer(fast["float16"][0], np.float16).reshape(x.shape)
     monkeypatch.undo()
     assert np.array_equal(codec.decode(half.tobytes(), "float16", x.shape), half.astype(np.float32))
+
+
+def test_the_input_travels_as_its_8_bit_image_bit_for_bit():
+    """Split 0: the device's input is float32(q) * float32(scale) of an 8-bit resized frame; the edge
+    rebuilds exactly those float32 values from a quarter of the bytes."""
+    from device_app.sources import preprocess
+    from mqtt.codec import IMAGE_CODEC, encode_image
+
+    frame = np.random.default_rng(0).integers(0, 256, (240, 320, 3), dtype=np.uint8)
+    for scale in (1 / 255, 1 / 127.5, 0.0039):
+        x = preprocess(frame, (96, 128), scale)
+        payload, quant = encode_image(x, scale)
+        assert len(payload) == x.size == payload_bytes(x.shape, IMAGE_CODEC) and quant.zero_point == 0
+        y = decode(payload, IMAGE_CODEC, x.shape, quant)
+        assert y.dtype == np.float32 and np.array_equal(y.view(np.uint32), x.view(np.uint32))
+    with pytest.raises(CodecError, match="zero point 0"):
+        decode(payload, IMAGE_CODEC, x.shape, Quantisation(quant.scale, 3))

@@ -47,6 +47,11 @@ def test_manifest_loads_and_estimates_front_delay(tmp_path):
     assert prof.name == "toy" and prof.n_splits == 3
     np.testing.assert_allclose(prof.front_delay_s, [0.0, 0.5, 1.0])
     np.testing.assert_allclose(prof.backend_macs, [110, 55, 0])
+    # The input travels as its 8-bit image where the bundle says how big that is; the rest as the codec.
+    splits[0]["codec_bytes"]["uint8"] = 25
+    (tmp_path / "manifest.json").write_text(json.dumps(_manifest(splits)))
+    for codec, bits in (("float32", [200, 400, 0]), ("int8", [200, 96, 0])):
+        np.testing.assert_allclose(load_profile(tmp_path, codec=codec).contexts[:, -1], bits)
 
 
 @pytest.mark.parametrize(

@@ -25,6 +25,7 @@ import numpy as np
 
 from common.bundle import BundleError, parse_manifest
 from common.errors import ConfigurationError
+from mqtt.codec import IMAGE_CODEC
 
 CONTEXT_FIELDS = (
     "conv_macs",
@@ -188,7 +189,9 @@ def _parse_manifest(doc: dict, where: str, device_macs_per_s: float, codec: str)
     for s in manifest.splits:
         w = f"{where}: splits[{s.index}]"
         row = [_number(v, f"{w}.context[{j}]") for j, v in enumerate(s.context)]
-        if codec != "float32":
+        if s.index == 0 and IMAGE_CODEC in s.codec_bytes:  # the input travels as its 8-bit image
+            row[BITS_COLUMN] = 8 * _number(s.codec_bytes[IMAGE_CODEC], f"{w}.codec_bytes.{IMAGE_CODEC}")
+        elif codec != "float32":
             if codec not in s.codec_bytes:
                 raise ProfileError(f"{w}.codec_bytes: no size for codec {codec!r}")
             row[BITS_COLUMN] = 8 * _number(s.codec_bytes[codec], f"{w}.codec_bytes.{codec}")
