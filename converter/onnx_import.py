@@ -12,7 +12,6 @@ op type and what to do; never a TensorFlow dump.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,6 +20,8 @@ import numpy as np
 from keras import layers as kl
 
 from common.keras_model import Binary, Elementwise, ModelError, Slice
+
+from .layer_names import LayerNames, clean
 
 MIN_OPSET = 11
 #: ONNX axis of a 4-D NCHW tensor -> the axis of the same data held as NHWC.
@@ -95,19 +96,8 @@ class _Importer:
         self.model = model
         self.values: dict[str, object] = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
         self._plain: dict[int, _Value] = {}  # id(nhwc tensor) -> its Permute back to ONNX order
-        self._names: set[str] = set()
+        self._name = LayerNames("node")  # a Keras layer name from an ONNX node or tensor name
         self.nchw = False
-
-    # -- naming ------------------------------------------------------------------------------------
-    def _name(self, base: str) -> str:
-        """A Keras layer name from an ONNX node or tensor name: unique, without '/' or ':'."""
-        name = re.sub(r"[^A-Za-z0-9_.-]", "_", base).strip("_.") or "node"
-        unique, k = name, 1
-        while unique in self._names:
-            k += 1
-            unique = f"{name}_{k}"
-        self._names.add(unique)
-        return unique
 
     # -- layouts ----------------------------------------------------------------------------------
     def plain(self, v: _Value) -> _Value:
@@ -165,7 +155,7 @@ class _Importer:
             if not isinstance(v, _Value):
                 raise ModelError(f"ONNX output '{out.name}' does not depend on the input")
             outputs.append(self.plain(v).tensor)
-        model_name = re.sub(r"[^A-Za-z0-9_.-]", "_", name or graph.name or "onnx_model") or "onnx_model"
+        model_name = clean(name or graph.name or "", "onnx_model")
         return keras.Model(image, outputs if len(outputs) > 1 else outputs[0], name=model_name)
 
     def convert_node(self, node) -> None:

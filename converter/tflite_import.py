@@ -17,6 +17,13 @@ from keras import layers as kl
 
 from common.keras_model import Binary, Elementwise, ModelError, Slice, Tile
 
+from .layer_names import LayerNames, clean
+
+
+#: Element-wise TFLite operators of two operands -> the op names of ``Binary``.
+_BINARY = {"ADD": "add", "SUB": "subtract", "MUL": "multiply", "DIV": "divide", "MAXIMUM": "maximum",
+           "MINIMUM": "minimum"}
+
 
 def _schema():
     from ai_edge_litert import schema_py_generated as schema
@@ -43,7 +50,7 @@ class _Importer:
                        schema.TensorType.INT32: np.int32, schema.TensorType.INT64: np.int64,
                        schema.TensorType.INT8: np.int8, schema.TensorType.UINT8: np.uint8,
                        schema.TensorType.INT16: np.int16}
-        self._names: set[str] = set()
+        self._names = LayerNames("op")
         if len(self.model.subgraphs or []) != 1:
             raise ModelError(f"the TFLite model has {len(self.model.subgraphs or [])} subgraphs (control flow); "
                              "the converter takes models with one")
@@ -52,17 +59,10 @@ class _Importer:
 
     def _name(self, base) -> str:
         """A Keras layer name from a TFLite tensor name: the layer's scope where the name has one
-        ("model/conv3_1/Conv2D" -> "conv3"), unique, without '/' or ':'."""
+        ("model/conv3_1/Conv2D" -> "conv3")."""
         base = base.decode() if isinstance(base, bytes) else str(base or "op")
         parts = [p for p in base.split(":")[0].split("/") if p]
-        base = re.sub(r"_\d+$", "", parts[1]) if len(parts) >= 3 else (parts[-1] if parts else "op")
-        name = re.sub(r"[^A-Za-z0-9_.-]", "_", base).strip("_.")[-60:] or "op"
-        unique, k = name, 1
-        while unique in self._names:
-            k += 1
-            unique = f"{name}_{k}"
-        self._names.add(unique)
-        return unique
+        return self._names(re.sub(r"_\d+$", "", parts[1]) if len(parts) >= 3 else (parts[-1] if parts else "op"))
 
     def tensor_name(self, index: int) -> str:
         name = self.graph.tensors[index].name
@@ -114,7 +114,7 @@ class _Importer:
             if value is None or isinstance(value, np.ndarray):
                 raise ModelError(f"TFLite output '{self.tensor_name(int(i))}' does not depend on the input")
             outputs.append(value)
-        model_name = re.sub(r"[^A-Za-z0-9_.-]", "_", name or "tflite_model") or "tflite_model"
+        model_name = clean(name or "", "tflite_model")
         return keras.Model(image, outputs if len(outputs) > 1 else outputs[0], name=model_name)
 
     def convert_op(self, k: int, op) -> None:
@@ -145,12 +145,16 @@ class _Importer:
         if all(v is None or isinstance(v, np.ndarray) for v in ins):
             self.values[outs[0]] = np.asarray(self._fold(k, op_name, op, ins))
             return
+        options = op.builtinOptions
+        name = self._name(self.tensor_name(outs[0]))
+        if op_name in _BINARY:
+            self.values[outs[0]] = self._binary(k, op_name, ins, options, name, _BINARY[op_name])[0]
+            return
         handler = getattr(self, f"op_{op_name}", None)
         if handler is None:
             raise self.refuse(op_name, k, "not supported by the converter (its operators are listed in "
                                           "docs/converter.md); re-export the model without it")
-        options = op.builtinOptions
-        results = handler(k, op_name, ins, options, self._name(self.tensor_name(outs[0])))
+        results = handler(k, op_name, ins, options, name)
         for index, value in zip(outs, results):
             self.values[index] = value
 
@@ -276,24 +280,6 @@ class _Importer:
             same = list(a.shape[1:]) == list(b.shape[1:])
             y = (keras_layer(name=name) if same and keras_layer else Binary(op, name=name))([a, b])
         return [self._activation(y, getattr(o, "fusedActivationFunction", 0) if o is not None else 0, name)]
-
-    def op_ADD(self, k, op_name, ins, o, name):
-        return self._binary(k, op_name, ins, o, name, "add")
-
-    def op_SUB(self, k, op_name, ins, o, name):
-        return self._binary(k, op_name, ins, o, name, "subtract")
-
-    def op_MUL(self, k, op_name, ins, o, name):
-        return self._binary(k, op_name, ins, o, name, "multiply")
-
-    def op_DIV(self, k, op_name, ins, o, name):
-        return self._binary(k, op_name, ins, o, name, "divide")
-
-    def op_MAXIMUM(self, k, op_name, ins, o, name):
-        return self._binary(k, op_name, ins, o, name, "maximum")
-
-    def op_MINIMUM(self, k, op_name, ins, o, name):
-        return self._binary(k, op_name, ins, o, name, "minimum")
 
     def op_LOGISTIC(self, k, op_name, ins, o, name):
         return [kl.Activation("sigmoid", name=name)(ins[0])]
