@@ -118,7 +118,7 @@ def test_manifest_is_read_by_the_device_and_matches_the_model(dag_bundle, tmp_pa
     assert [s.cut for s in manifest.splits] == ["image", "a1", "res_add", "pool", "pool + cat", "pool + gap", None]
     assert profile.n_splits == len(manifest.splits) == 7
     assert np.all(profile.contexts[-1] == 0)
-    assert profile.contexts[0, 6] == 32 * 32 * 3 * 4 * 8
+    assert profile.contexts[0, 6] == 32 * 32 * 3 * 8  # the input travels as its 8-bit image
     # conv MACs left to the edge shrink as the cut moves in; front MACs grow
     assert list(profile.contexts[:, 0]) == sorted(profile.contexts[:, 0], reverse=True)
     assert [s.front_macs for s in manifest.splits] == sorted(s.front_macs for s in manifest.splits)

@@ -134,8 +134,8 @@ def test_a_broker_restart_is_survived_and_stats_are_published(demo_bundle, tmp_p
 
 def test_requests_over_the_brokers_packet_limit_are_never_sent(demo_bundle, tmp_path):
     tmp = demo_bundle
-    # The input itself (split 0) is 786 kB as float32; every later cut is smaller than 300 kB.
-    config = dev_config().replace("max_packet_size 33554432", "max_packet_size 400000")
+    # The input itself (split 0) travels as its 8-bit image: 197 kB (786 kB as float32).
+    config = dev_config().replace("max_packet_size 33554432", "max_packet_size 150000")
     with started(config, tmp_path) as broker:
         edge = start_edge(tmp, broker.port)
         monitor = Recorder(broker.port, "ans/v1/device/+/request")
@@ -147,7 +147,7 @@ def test_requests_over_the_brokers_packet_limit_are_never_sent(demo_bundle, tmp_
             sent = monitor.drain()
             monitor.close()
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "over the broker's maximum packet size 400000" in proc.stderr
+    assert "over the broker's maximum packet size 150000" in proc.stderr
     got = records(tmp, "cam-big")
     assert len(got) == 10 and all(r["edge"] is None and not r["fallback"] for r in got)
     assert sent == []
