@@ -30,8 +30,8 @@ from lab.sim.simulator import build_world  # noqa: E402
 POLICIES = ("ans", "mu-linucb-paper", "linucb")
 
 
-def frame_times(name: str, frames: int) -> list[float]:
-    profile = load_profile("tiny-yolov2-tx2")
+def frame_times(name: str, frames: int, profile_name: str) -> list[float]:
+    profile = load_profile(profile_name)
     world = build_world(profile, steady(frames), frames, seed=0)
     policy = make_policy(name, profile)
     clock = time.perf_counter
@@ -55,15 +55,18 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--frames", type=int, default=3000)
     parser.add_argument("--repeat", type=int, default=7)
+    parser.add_argument("--profile", default="tiny-yolov2-tx2",
+                        help="a built-in profile or a bundle folder (a YOLOv8-style bundle has 40 splits)")
     args = parser.parse_args()
+    splits = load_profile(args.profile).n_splits
     x = np.ones(7)
     ref = min(timeit.repeat(lambda: x @ x, number=20000, repeat=5)) / 20000 * 1e6
     print(f"reference: one 7-element numpy dot = {ref:.2f} us")
-    print(f"{'policy':<18}{'median us':>10}{'p10 us':>9}   (choose + update per frame, 32 splits)")
+    print(f"{'policy':<18}{'median us':>10}{'p10 us':>9}   (choose + update per frame, {splits} splits)")
     for name in POLICIES:
         samples = []
         for _ in range(args.repeat):
-            samples += frame_times(name, args.frames)
+            samples += frame_times(name, args.frames, args.profile)
         us = np.asarray(samples) * 1e6
         print(f"{name:<18}{statistics.median(us):>10.1f}{np.percentile(us, 10):>9.1f}")
 
