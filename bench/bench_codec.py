@@ -2,14 +2,19 @@
 sizes the bundles send: the device's encoding alone, and the round trip (encode + request framing +
 decode).
 
-    .venv/bin/python bench/bench_codec.py [--repeat 30] [--no-opencv]
+    .venv/bin/python bench/bench_codec.py [--repeat 30] [--no-opencv] [--json]
 
-(``--no-opencv``: numpy's casts alone, as on a device without OpenCV.)
+(``--no-opencv``: numpy's casts alone, as on a device without OpenCV.) With ``--json``, also the demo
+detector's accuracy per split and codec: every frame of the demo clip through split p's head
+(LiteRT), the cut tensors through the codec, and the edge's tail (TensorFlow); mAP@0.5 against the
+clip's truth, next to float32's. The last line is then one JSON object with a list ``codecs`` of
+``{"split", "codec", "bits_per_value", "bytes", "encode_ms", "decode_ms", "map50", "map50_float32"}``.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
 import sys
 import time
@@ -39,6 +44,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeat", type=int, default=30)
     parser.add_argument("--no-opencv", action="store_true", help="numpy's casts alone")
+    parser.add_argument("--json", action="store_true",
+                        help="also the demo detector's mAP per split and codec; the last line one JSON object")
+    parser.add_argument("--splits", type=int, nargs="+", default=[0, 4, 8, 10], help="--json: the splits")
     args = parser.parse_args()
     if args.no_opencv:
         import mqtt.codec
@@ -62,6 +70,63 @@ def main() -> None:
             t = median_s(round_trip, args.repeat)
             cells.append(f"{t * 1e3:>17.2f} ({t / copy:>4.1f}x)")
         print(f"{str(shape[1:]):>18}{x.nbytes / 1e6:>7.2f}{copy * 1e3:>11.2f}" + "".join(cells))
+    if args.json:
+        rows = accuracy(args.splits, args.repeat)
+        print(json.dumps({"codecs": rows}))
+
+
+def accuracy(splits: list[int], repeat: int) -> list[dict]:
+    """The demo detector's mAP@0.5 on the demo clip per split and codec, with the codec's size and time."""
+    import tempfile
+
+    from ans.quiet_tensorflow import import_tensorflow
+
+    import_tensorflow()
+    from common.bundle import Bundle
+    from common.keras_model import load_keras_model, tail_model
+    from common.tflite import SegmentRunner
+    from converter.bundle import convert
+    from converter.train_demo import clip_frames, clip_map
+    from converter.zoo import demo_decoding, demo_model
+    from mqtt.codec import IMAGE_CODEC, decode, encode_image
+
+    images, truth, difficult = clip_frames()
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        manifest = convert(demo_model(), Path(tmp) / "bundle", decoding=demo_decoding(), log=lambda *_: None)
+        runner = SegmentRunner(Bundle(Path(tmp) / "bundle"))
+        edge = load_keras_model(Path(tmp) / "bundle" / manifest.splits[0].tail.path)
+        scale = manifest.model.preprocessing.scale
+        print(f"\ndemo detector on the demo clip ({len(images)} frames): mAP@0.5 per split and codec", flush=True)
+        print(f"{'split':>5}  {'codec':<8}{'bytes':>10}{'bits/value':>11}{'encode ms':>10}{'decode ms':>10}{'mAP@0.5':>9}")
+        for p in splits:
+            split = manifest.splits[p]
+            tail = tail_model(edge, split.names)
+            cuts = [runner.run(p, img[None].astype(np.float32)) for img in images]
+            values = sum(int(np.prod(s)) for s in split.shapes)
+            reference = None
+            for codec in ((*CODECS, IMAGE_CODEC) if p == 0 else CODECS):
+                def coded(tensors, codec=codec):
+                    return [encode_image(t, scale) if codec == IMAGE_CODEC else encode(t, codec) for t in tensors]
+
+                encode_s = median_s(lambda: coded(cuts[0]), repeat)
+                sent = coded(cuts[0])
+                decode_s = median_s(lambda: [decode(b, codec, t.shape, q) for (b, q), t in zip(sent, cuts[0])], repeat)
+                outputs = []
+                for tensors in cuts:
+                    got = [decode(b, codec, t.shape, q) for (b, q), t in zip(coded(tensors), tensors)]
+                    outputs.append(np.asarray(tail(got if len(got) > 1 else got[0], training=False))[0])
+                score = clip_map(outputs, truth, difficult)["map50"]
+                reference = score if codec == "float32" else reference
+                nbytes = sum(len(b) for b, _ in sent)
+                rows.append({"split": p, "codec": codec, "bits_per_value": round(8 * nbytes / values, 3),
+                             "bytes": nbytes, "encode_ms": round(encode_s * 1e3, 3),
+                             "decode_ms": round(decode_s * 1e3, 3), "map50": round(score, 4),
+                             "map50_float32": round(reference, 4)})
+                r = rows[-1]
+                print(f"{p:>5}  {codec:<8}{r['bytes']:>10,}{r['bits_per_value']:>11.2f}{r['encode_ms']:>10.3f}"
+                      f"{r['decode_ms']:>10.3f}{r['map50']:>9.3f}", flush=True)
+    return rows
 
 
 if __name__ == "__main__":
