@@ -24,6 +24,10 @@ from common.keras_model import ModelError, load_keras_model
 from .graph import as_functional
 
 
+#: A label file larger than this inside a model is not a label file (nor read into memory).
+MAX_LABELS_BYTES = 1 << 20
+
+
 @dataclass
 class UserModel:
     model: object
@@ -177,9 +181,9 @@ def _tflite_labels(data: bytes) -> list[str]:
 
     try:
         with zipfile.ZipFile(io.BytesIO(data)) as archive:
-            for name in archive.namelist():
-                if name.endswith(".txt"):
-                    return [line.strip() for line in archive.read(name).decode("utf-8", "replace").splitlines()
+            for info in archive.infolist():
+                if info.filename.endswith(".txt") and info.file_size <= MAX_LABELS_BYTES:
+                    return [line.strip() for line in archive.read(info).decode("utf-8", "replace").splitlines()
                             if line.strip()]
     except (zipfile.BadZipFile, OSError, ValueError):
         return []

@@ -266,3 +266,16 @@ def test_a_cut_of_three_tensors_travels_through_the_real_broker_and_edge(tmp_pat
         theirs = np.array(r["detections"]).reshape(-1, 6)
         assert mine.shape == theirs.shape and np.allclose(mine, theirs, atol=2e-3)
     assert sum(len(r["detections"]) for r in records) > 0
+
+
+def test_a_tflite_models_packed_label_file_is_read():
+    """TFLite Metadata packs the label file in a zip appended to the flatbuffer."""
+    import io
+
+    from converter.user_model import _tflite_labels
+
+    packed = io.BytesIO()
+    with zipfile.ZipFile(packed, "w") as archive:
+        archive.writestr("labelmap.txt", "person\nbicycle\n\ncar\n")
+    assert _tflite_labels(b"TFL3-flatbuffer-bytes" + packed.getvalue()) == ["person", "bicycle", "car"]
+    assert _tflite_labels(b"no zip here") == []
