@@ -186,10 +186,10 @@ def cut_points(graph: Graph, max_tensors: int = 3, cost=None) -> list[list[str]]
                 candidates.append((i, alive))
     if cost is None or max_tensors == 1:
         return [alive for _, alive in candidates]
-    size = {name: _bytes(graph.model.get_layer(name)) for name in order}
+    size = {name: _bytes(graph.model.get_layer(name)) for _, alive in candidates for name in alive}
     heavy = np.cumsum([cost(graph.model.get_layer(n)) for n in order])
     kept = []
-    for k, (i, alive) in enumerate(candidates):
+    for i, alive in candidates:
         if len(alive) > 1:
             mine = (sum(size[n] for n in alive), len(alive))
 
