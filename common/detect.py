@@ -15,6 +15,14 @@ def _sigmoid(x: np.ndarray) -> np.ndarray:
     return 1.0 / (1.0 + np.exp(-x))
 
 
+def _kept(corners: np.ndarray, scores: np.ndarray, conf: float) -> np.ndarray:
+    """Rows (x1, y1, x2, y2, score, class) of the boxes (``corners``: ..., 4) whose best class
+    (``scores``: ..., classes) scores at least ``conf``."""
+    cls, best = scores.argmax(axis=-1), scores.max(axis=-1)
+    keep = best >= conf
+    return np.column_stack([corners[keep], best[keep], cls[keep]]).astype(np.float32)
+
+
 def decode_yolov2(output: np.ndarray, anchors, classes: int, conf: float = 0.25, nms_iou: float = 0.45,
                   max_detections: int = 100) -> np.ndarray:
     """Detections as rows of (x1, y1, x2, y2, score, class), coordinates relative to the image (0..1).
@@ -33,12 +41,8 @@ def decode_yolov2(output: np.ndarray, anchors, classes: int, conf: float = 0.25,
     logits = grid[..., 5:] - grid[..., 5:].max(axis=-1, keepdims=True)
     probs = np.exp(logits) / np.exp(logits).sum(axis=-1, keepdims=True)
     scores = _sigmoid(grid[..., 4])[..., None] * probs
-    cls = scores.argmax(axis=-1)
-    best = scores.max(axis=-1)
-    keep = best >= conf
-    boxes = np.stack([x - w / 2, y - h / 2, x + w / 2, y + h / 2], axis=-1)[keep]
-    rows = np.column_stack([boxes, best[keep], cls[keep]]).astype(np.float32)
-    return nms(rows, nms_iou)[:max_detections]
+    corners = np.stack([x - w / 2, y - h / 2, x + w / 2, y + h / 2], axis=-1)
+    return nms(_kept(corners, scores, conf), nms_iou)[:max_detections]
 
 
 def decode_yolo(outputs: list[np.ndarray], anchors, masks: list[list[int]], classes: int, input_size: tuple[int, int],
@@ -59,10 +63,7 @@ def decode_yolo(outputs: list[np.ndarray], anchors, masks: list[list[int]], clas
         w = a[:, 0] * np.exp(np.minimum(grid[..., 2], 10.0)) / w_in
         h = a[:, 1] * np.exp(np.minimum(grid[..., 3], 10.0)) / h_in
         scores = _sigmoid(grid[..., 4])[..., None] * _sigmoid(grid[..., 5:])
-        cls, best = scores.argmax(axis=-1), scores.max(axis=-1)
-        keep = best >= conf
-        boxes = np.stack([x - w / 2, y - h / 2, x + w / 2, y + h / 2], axis=-1)[keep]
-        found.append(np.column_stack([boxes, best[keep], cls[keep]]).astype(np.float32))
+        found.append(_kept(np.stack([x - w / 2, y - h / 2, x + w / 2, y + h / 2], axis=-1), scores, conf))
     rows = np.concatenate(found) if found else np.zeros((0, 6), np.float32)
     return nms(rows, nms_iou)[:max_detections]
 
@@ -70,13 +71,10 @@ def decode_yolo(outputs: list[np.ndarray], anchors, masks: list[list[int]], clas
 def _rows(centre_size: np.ndarray, scores: np.ndarray, input_size: tuple[int, int], conf: float,
           nms_iou: float, max_detections: int) -> np.ndarray:
     """(cx, cy, w, h) boxes in input pixels and per-class scores -> NMS-ed relative rows."""
-    cls, best = scores.argmax(axis=-1), scores.max(axis=-1)
-    keep = best >= conf
     h_in, w_in = input_size
-    cx, cy, w, h = (centre_size[keep, k] for k in range(4))
-    boxes = np.stack([(cx - w / 2) / w_in, (cy - h / 2) / h_in, (cx + w / 2) / w_in, (cy + h / 2) / h_in], axis=-1)
-    rows = np.column_stack([boxes, best[keep], cls[keep]]).astype(np.float32)
-    return nms(rows, nms_iou)[:max_detections]
+    cx, cy, w, h = (centre_size[:, k] for k in range(4))
+    corners = np.stack([(cx - w / 2) / w_in, (cy - h / 2) / h_in, (cx + w / 2) / w_in, (cy + h / 2) / h_in], axis=-1)
+    return nms(_kept(corners, scores, conf), nms_iou)[:max_detections]
 
 
 def decode_anchor_free(output: np.ndarray, classes: int, input_size: tuple[int, int], conf: float = 0.25,
@@ -118,10 +116,7 @@ def decode_boxes_scores(boxes: np.ndarray, scores: np.ndarray, box_order: str = 
         boxes = boxes[:, [1, 0, 3, 2]]
     if background:
         scores = scores[:, 1:]
-    cls, best = scores.argmax(axis=-1), scores.max(axis=-1)
-    keep = best >= conf
-    rows = np.column_stack([boxes[keep], best[keep], cls[keep]]).astype(np.float32)
-    return nms(rows, nms_iou)[:max_detections]
+    return nms(_kept(boxes, scores, conf), nms_iou)[:max_detections]
 
 
 def detections(outputs: list[np.ndarray], decoding: Decoding, input_size: tuple[int, int]) -> list[list[float]]:
