@@ -88,7 +88,7 @@ def accuracy(splits: list[int], repeat: int) -> list[dict]:
     from converter.bundle import convert
     from converter.train_demo import clip_frames, clip_map
     from converter.zoo import demo_decoding, demo_model
-    from mqtt.codec import IMAGE_CODEC, decode, encode_image
+    from mqtt.codec import IMAGE_CODEC, decode
 
     images, truth, difficult = clip_frames()
     rows = []
@@ -107,7 +107,7 @@ def accuracy(splits: list[int], repeat: int) -> list[dict]:
             reference = None
             for codec in ((*CODECS, IMAGE_CODEC) if p == 0 else CODECS):
                 def coded(tensors, codec=codec):
-                    return [encode_image(t, scale) if codec == IMAGE_CODEC else encode(t, codec) for t in tensors]
+                    return [encode(t, codec, scale) for t in tensors]
 
                 encode_s = median_s(lambda: coded(cuts[0]), repeat)
                 sent = coded(cuts[0])

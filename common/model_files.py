@@ -8,16 +8,14 @@ import zipfile
 from pathlib import Path
 
 _HDF5 = b"\x89HDF\r\n\x1a\n"
-#: What ``ans convert --model`` reads.
-MODEL_FORMATS = ("keras", "h5", "onnx", "tflite", "savedmodel")
 #: ``ans convert --decoder``: how a model's outputs become detections ("auto": told by their shapes).
 DECODER_CHOICES = ("auto", "none", "yolov8", "yolox", "yolox-raw", "boxes-scores")
 _READS = "a Keras .keras or .h5 file, an ONNX file, a TFLite file or a TensorFlow SavedModel folder"
 
 
 def model_format(path: str | Path) -> tuple[str | None, str | None]:
-    """(format, None) for a model ``ans convert`` reads, one of ``MODEL_FORMATS``, told by its content;
-    (None, the reason in one line) for anything else."""
+    """(format, None) for a model ``ans convert`` reads, told by its content: "keras", "h5", "onnx",
+    "tflite" or "savedmodel"; (None, the reason in one line) for anything else."""
     path = Path(path)
     if path.is_dir():
         if (path / "saved_model.pb").is_file() or (path / "saved_model.pbtxt").is_file():

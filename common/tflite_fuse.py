@@ -5,8 +5,7 @@ Run one after another, each boundary costs an interpreter call and two copies of
 (tens of microseconds each, 10-35% of a small head). The split the learner settles on is better
 run as one model: this joins the segments' graphs (the flatbuffer schema that LiteRT ships, and
 ``flatbuffers``), each segment's inputs becoming the tensors of those names that segments before it
-compute. The weights
-are the segments' own bytes; nothing is computed differently.
+compute. The weights are the segments' own bytes; nothing is computed differently.
 """
 
 from __future__ import annotations

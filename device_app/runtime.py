@@ -27,7 +27,7 @@ from common.disk import write_problem
 from common.heap import settle
 from common.logs import RateLimitedLog
 from common.service import Heartbeat, Notifier
-from mqtt.codec import IMAGE_CODEC, encode, encode_image
+from mqtt.codec import IMAGE_CODEC, encode
 from mqtt.connection import parse_broker
 from mqtt.discovery import announce
 from mqtt.protocol import Request, Result, Topics, encode_request, request_size
@@ -207,10 +207,7 @@ class Device:
         bytes (a few ms for the input split), which the learner prices with the bits, not as nothing."""
         sent = time.monotonic()
         codec = self._codec(split)
-        if codec == IMAGE_CODEC:
-            payloads, quants = zip(encode_image(cut[0], self.model.input_scale))
-        else:
-            payloads, quants = zip(*(encode(t, codec) for t in cut))
+        payloads, quants = zip(*(encode(t, codec, self.model.input_scale) for t in cut))
         request = Request(frame_id, split, self.model.hash16, tuple(t.shape for t in cut), codec, quants)
         if not self.link.send(self.topics.request(self.settings.id), encode_request(request, list(payloads))):
             return None  # not connected (queued for later) or queue full: no answer in time, finish here

@@ -132,10 +132,8 @@ class TailRunner:
         meta = self.manifest.splits[split]
         tail = tail_model(self.model, meta.names)
         specs = [tf.TensorSpec([None, *shape[1:]], tf.float32) for shape in meta.shapes]
-        if len(specs) == 1:
-            return tf.function(lambda x: tail(x, training=False), input_signature=specs, jit_compile=self.xla or None)
-        return tf.function(lambda *xs: tail(list(xs), training=False), input_signature=specs,
-                           jit_compile=self.xla or None)
+        return tf.function(lambda *xs: tail(xs[0] if len(xs) == 1 else list(xs), training=False),
+                           input_signature=specs, jit_compile=self.xla or None)
 
     def detections(self, outputs: list[np.ndarray]) -> list[list[float]]:
         return decode_detections(outputs, self.manifest.model.decoding, tuple(self.manifest.model.preprocessing.size))

@@ -53,9 +53,14 @@ def payload_bytes(shape: list[int] | tuple[int, ...], codec: str) -> int:
     return math.prod(int(d) for d in shape) * _WIRE_DTYPE[_check(codec)].itemsize  # Python ints: no overflow
 
 
-def encode(tensor: np.ndarray, codec: str) -> tuple[memoryview, Quantisation]:
-    """The wire bytes (a view of the tensor itself for float32: no copy) and their quantisation."""
+def encode(tensor: np.ndarray, codec: str, scale: float | None = None) -> tuple[memoryview, Quantisation]:
+    """The wire bytes (a view of the tensor itself for float32: no copy) and their quantisation.
+    ``scale``: for ``uint8`` (the input image), the bundle's preprocessing scale."""
     codec = _check(codec)
+    if codec == IMAGE_CODEC:
+        if scale is None:
+            raise CodecError("uint8 encodes the input image: it needs the preprocessing scale")
+        return encode_image(tensor, scale)
     if codec == "float32":
         return memoryview(np.ascontiguousarray(tensor, dtype=np.float32)).cast("B"), Quantisation()
     if codec == "float16":
