@@ -85,7 +85,7 @@ def accuracy(splits: list[int], repeat: int) -> list[dict]:
     from common.bundle import Bundle
     from common.keras_model import load_keras_model, tail_model
     from common.tflite import SegmentRunner
-    from converter.bundle import convert
+    from converter.bundle import convert, run_keras
     from converter.train_demo import clip_frames, clip_map
     from converter.zoo import demo_decoding, demo_model
     from mqtt.codec import IMAGE_CODEC, decode
@@ -115,7 +115,7 @@ def accuracy(splits: list[int], repeat: int) -> list[dict]:
                 outputs = []
                 for tensors in cuts:
                     got = [decode(b, codec, t.shape, q) for (b, q), t in zip(coded(tensors), tensors)]
-                    outputs.append(np.asarray(tail(got if len(got) > 1 else got[0], training=False))[0])
+                    outputs.append(run_keras(tail, got)[0][0])
                 score = clip_map(outputs, truth, difficult)["map50"]
                 reference = score if codec == "float32" else reference
                 nbytes = sum(len(b) for b, _ in sent)

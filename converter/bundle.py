@@ -30,17 +30,12 @@ from common.fd_capture import captured
 from mqtt.codec import CODECS, IMAGE_CODEC, payload_bytes
 
 from .features import layer_cost, tensor_bytes
-from .graph import ModelError, build_graph, cut_points
+from .graph import RECURRENT, ModelError, build_graph, cut_points
 
 TAIL_FILE = "tails/model.keras"
 #: The most tensors one cut sends by default (a feature pyramid's three levels).
 MAX_CUT_TENSORS = 3
 
-
-def _unsupported() -> tuple:
-    from keras import layers as kl
-
-    return (kl.RNN, kl.Bidirectional, kl.LSTM, kl.GRU, kl.SimpleRNN, kl.ConvLSTM2D)
 
 
 def content_hash(model) -> str:
@@ -100,7 +95,7 @@ def io_order(tflite: bytes, model) -> tuple[list[int], list[int]]:
         it.allocate_tensors()
     rng = np.random.default_rng(0)
     xs = [rng.random([1, *[int(d) for d in t.shape[1:]]], dtype=np.float32) for t in model.inputs]
-    want = [np.asarray(t) for t in _listed(model(xs if len(xs) > 1 else xs[0], training=False))]
+    want = run_keras(model, xs)
     ins, outs = it.get_input_details(), it.get_output_details()
     best = (np.inf, None, None)
     for assignment in itertools.permutations(range(len(ins))):
@@ -127,13 +122,14 @@ def io_order(tflite: bytes, model) -> tuple[list[int], list[int]]:
 def _run_in_batches(model, inputs: list[np.ndarray], size: int = 16) -> list[np.ndarray]:
     """``model``'s outputs on ``inputs`` (one array per model input), 16 rows at a time: a direct call,
     not ``predict``, which traces a function per model and warns about it."""
-    parts = [_listed(model(x if len(x) > 1 else x[0], training=False))
-             for x in ([a[i:i + size] for a in inputs] for i in range(0, len(inputs[0]), size))]
-    return [np.concatenate([np.asarray(p[j]) for p in parts]) for j in range(len(parts[0]))]
+    parts = [run_keras(model, [a[i:i + size] for a in inputs]) for i in range(0, len(inputs[0]), size)]
+    return [np.concatenate([p[j] for p in parts]) for j in range(len(parts[0]))]
 
 
-def _listed(outputs) -> list:
-    return list(outputs) if isinstance(outputs, (list, tuple)) else [outputs]
+def run_keras(model, inputs: list[np.ndarray]) -> list[np.ndarray]:
+    """A Keras model on one array per model input: its outputs, always a list of arrays."""
+    outputs = model(inputs[0] if len(inputs) == 1 else inputs, training=False)
+    return [np.asarray(o) for o in (outputs if isinstance(outputs, (list, tuple)) else [outputs])]
 
 
 def _tensor(t, name: str) -> TensorInfo:
@@ -162,7 +158,7 @@ def plan_splits(model, max_tensors: int = MAX_CUT_TENSORS) -> tuple[object, list
     graph = build_graph(model)
     model = graph.model
     for layer in graph.order:
-        if isinstance(layer, _unsupported()):
+        if isinstance(layer, RECURRENT):
             raise ModelError(f"layer '{layer.name}' ({type(layer).__name__}): recurrent layers have no TFLite "
                              "built-in form that can be cut; a detector has none, remove it")
     costs = {layer.name: layer_cost(layer).vector() for layer in graph.order}
@@ -252,14 +248,12 @@ def convert(model, out: str | Path, *, name: str | None = None, preprocessing: P
         tail = FileRef(path=TAIL_FILE, sha256=sha256_file(tmp / TAIL_FILE))
         # Segments are cut from a copy: a Keras model built from inner tensors calls its layers
         # again, which would leave the caller's model with layers applied twice.
-        copy = keras.models.clone_model(model)
+        # Its input gets the original's name (a clone's would be new), the name the manifest uses.
+        copy = keras.models.clone_model(model, input_tensors=keras.Input(shape=model.input.shape[1:],
+                                                                           name=graph_input))
         copy.set_weights(model.get_weights())
         graph = build_graph(copy)
-        # The copy's layers keep their names but its input layer is new: the manifest says graph_input.
         outputs_of = {layer.name: layer.output for layer in copy.layers}
-        outputs_of[graph_input] = copy.input
-        graph.parents.update({n: [graph_input if p == graph.input_layer.name else p for p in ps]
-                              for n, ps in graph.parents.items()})
         model_outputs = [t._keras_history.operation.name for t in copy.outputs]
         available = {graph_input}
         store = {graph_input: calibration}  # int8: what each tensor is on the calibration images

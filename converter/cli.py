@@ -19,7 +19,7 @@ def convert_command(args: argparse.Namespace) -> int:
     from common.bundle import Decoding
     from common.keras_model import ModelError
 
-    from .bundle import convert
+    from .bundle import convert, run_keras
     from .decoders import choose_decoding, read_labels
     from .verify import verify_bundle
     from .zoo import TINY_YOLOV2_ANCHORS, demo_decoding, demo_model, tiny_yolov2
@@ -44,7 +44,7 @@ def convert_command(args: argparse.Namespace) -> int:
         user = load_user_model(args.model, args.model_format)
         model, reference, runtime = user.model, user.reference, user.runtime
     if reference is None:  # a model built here is its own reference
-        runtime, reference = f"Keras {keras.__version__}", _keras_reference(model)
+        runtime, reference = f"Keras {keras.__version__}", lambda x: run_keras(model, [x])
     images = _check_images(model, demo=args.zoo == "demo")
     labels = read_labels(args.labels) if args.labels else None
     if args.model:
@@ -99,14 +99,6 @@ def convert_command(args: argparse.Namespace) -> int:
             precision_report(model, args.out, demo=args.zoo == "demo", images=None if args.zoo == "demo"
                              else calibration[:16])
     return 0
-
-
-def _keras_reference(model):
-    def run(x: np.ndarray) -> list[np.ndarray]:
-        out = model(x, training=False)
-        return [np.asarray(o) for o in (out if isinstance(out, (list, tuple)) else [out])]
-
-    return run
 
 
 def _check_images(model, demo: bool) -> np.ndarray:

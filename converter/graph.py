@@ -26,6 +26,8 @@ from keras import layers as kl
 
 from common.keras_model import ModelError
 
+from .features import tensor_bytes
+
 #: Layers TFLite folds into the op before them.
 FUSABLE_FOLLOWERS = (kl.BatchNormalization, kl.ReLU, kl.LeakyReLU, kl.Activation, kl.ELU, kl.PReLU, kl.Softmax)
 #: Layers that only move or pad data: a cut after one sends what the cut before it sends, or more.
@@ -37,6 +39,8 @@ FUSING_OPS = (kl.Conv1D, kl.Conv2D, kl.Conv3D, kl.DepthwiseConv2D, kl.SeparableC
 #: Element-wise ops that absorb an activation after them (TFLite's fused activation on ADD, MUL, SUB).
 FUSING_ELEMENTWISE = (kl.Add, kl.Multiply, kl.Subtract)
 ACTIVATIONS = (kl.ReLU, kl.LeakyReLU, kl.Activation, kl.ELU, kl.PReLU)
+#: Layers with no TFLite built-in form that can be cut (a detector has none).
+RECURRENT = (kl.RNN, kl.Bidirectional, kl.LSTM, kl.GRU, kl.SimpleRNN, kl.ConvLSTM2D)
 
 
 @dataclass(frozen=True)
@@ -186,7 +190,7 @@ def cut_points(graph: Graph, max_tensors: int = 3, cost=None) -> list[list[str]]
                 candidates.append((i, alive))
     if cost is None or max_tensors == 1:
         return [alive for _, alive in candidates]
-    size = {name: _bytes(graph.model.get_layer(name)) for _, alive in candidates for name in alive}
+    size = {name: tensor_bytes(graph.model.get_layer(name).output.shape) for _, alive in candidates for name in alive}
     heavy = np.cumsum([cost(graph.model.get_layer(n)) for n in order])
     kept = []
     for i, alive in candidates:
@@ -202,10 +206,6 @@ def cut_points(graph: Graph, max_tensors: int = 3, cost=None) -> list[list[str]]
                 continue
         kept.append(alive)
     return kept
-
-
-def _bytes(layer) -> int:
-    return int(np.prod([int(d) for d in layer.output.shape[1:]])) * 4
 
 
 def cut_layers(graph: Graph) -> list:

@@ -21,6 +21,8 @@ from common.keras_model import load_keras_model, tail_model
 from common.tflite import SegmentRunner
 from mqtt.codec import CODECS, decode, encode
 
+from .bundle import run_keras
+
 REPORT_FILE = "codec-report.json"
 
 
@@ -52,10 +54,10 @@ def codec_report(bundle: str | Path, samples: int = 4, seed: int = 0, images: np
         tail = tail_model(edge, split.names)
         sent = [heads.run(split.index, img[None]) for img in images]  # per image, the tensors sent
         cuts = [np.concatenate([s[j] for s in sent]) for j in range(len(split.tensors))]  # per tensor, a batch
-        reference = [np.asarray(o) for o in _as_list(tail(_one_or_list(cuts), training=False))]
+        reference = run_keras(tail, cuts)
         for codec in CODECS:
             decoded = [np.stack([decode(*_encoded(c, codec)) for c in batch]) for batch in cuts]
-            outputs = [np.asarray(o) for o in _as_list(tail(_one_or_list(decoded), training=False))]
+            outputs = run_keras(tail, decoded)
             err = max(float(np.max(np.abs(o - r)) / (np.ptp(r) or 1.0)) for o, r in zip(outputs, reference))
             row = {"index": split.index, "cut": split.cut, "codec": codec, "bytes": split.codec_bytes[codec],
                    "max_rel_error": err}
@@ -68,14 +70,6 @@ def codec_report(bundle: str | Path, samples: int = 4, seed: int = 0, images: np
     (bundle / REPORT_FILE).write_text(json.dumps(report, indent=1))
     log(f"wrote {bundle / REPORT_FILE}")
     return report
-
-
-def _one_or_list(tensors: list):
-    return tensors[0] if len(tensors) == 1 else tensors
-
-
-def _as_list(outputs) -> list:
-    return list(outputs) if isinstance(outputs, (list, tuple)) else [outputs]
 
 
 def _encoded(cut: np.ndarray, codec: str) -> tuple:

@@ -21,6 +21,7 @@ import numpy as np
 
 from common.keras_model import ModelError, load_keras_model
 
+from .bundle import run_keras
 from .graph import as_functional
 
 
@@ -53,10 +54,6 @@ def load_user_model(path: str | Path, fmt: str) -> UserModel:
     raise ModelError(f"{path}: unknown model format {fmt!r}")
 
 
-def _outputs(values) -> list[np.ndarray]:
-    return [np.asarray(v) for v in (values if isinstance(values, (list, tuple)) else [values])]
-
-
 def _keras(path: Path, fmt: str) -> UserModel:
     suffix = f".{fmt}"
     if path.suffix != suffix:  # Keras goes by the name: give it one that says what the content is
@@ -67,7 +64,7 @@ def _keras(path: Path, fmt: str) -> UserModel:
     else:
         model = load_keras_model(path)
     # Split the functional form (a Sequential model rebuilt as one); check against the model as loaded.
-    return UserModel(as_functional(model), f"Keras {_version('keras')}", lambda x: _outputs(model(x, training=False)))
+    return UserModel(as_functional(model), f"Keras {_version('keras')}", lambda x: run_keras(model, [x]))
 
 
 def _onnx(path: Path) -> UserModel:
@@ -145,7 +142,7 @@ def _saved_model(path: Path) -> UserModel:
         result = signature(**{arg: tf.constant(x.astype(np.float32))})
         values = {k: np.asarray(v) for k, v in result.items()}
         if not order:  # the TFLite model orders the outputs its own way: match them once by value
-            ours = _outputs(model(x, training=False))
+            ours = run_keras(model, [x])
             for mine in ours:
                 best = min((k for k in keys if k not in order and values[k].shape == mine.shape),
                            key=lambda k: float(np.max(np.abs(values[k] - mine))), default=None)

@@ -17,6 +17,8 @@ from common.bundle import Bundle
 from common.keras_model import ModelError, load_keras_model, tail_model
 from common.tflite import SegmentRunner
 
+from .bundle import run_keras
+
 TOLERANCE = 1e-4
 VERIFY_FILE = "verification.json"
 
@@ -47,8 +49,7 @@ def verify_bundle(bundle: str | Path, reference: Callable[[np.ndarray], list[np.
             tail = tail_model(edge, split.names)
             for img, want in zip(images, wants):
                 sent = runner.run(split.index, img[None])
-                got = tail(sent if len(sent) > 1 else sent[0], training=False)
-                tail_err = max(tail_err, error([np.asarray(t) for t in _as_list(got)], want))
+                tail_err = max(tail_err, error(run_keras(tail, sent), want))
                 fallback_err = max(fallback_err, error(runner.finish(split.index, sent), want))
         rows.append({"index": split.index, "cut": split.cut, "tail": tail_err, "fallback": fallback_err,
                      "ok": max(tail_err, fallback_err) <= tolerance})
@@ -66,6 +67,3 @@ def verify_bundle(bundle: str | Path, reference: Callable[[np.ndarray], list[np.
                          f"{max(bad[0]['tail'], bad[0]['fallback']):.1e} relative (tolerance {tolerance:g})")
     return report
 
-
-def _as_list(outputs) -> list:
-    return list(outputs) if isinstance(outputs, (list, tuple)) else [outputs]
