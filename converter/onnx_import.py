@@ -19,9 +19,9 @@ import keras
 import numpy as np
 from keras import layers as kl
 
-from common.keras_model import Binary, Elementwise, ModelError, Slice
+from common.keras_model import Elementwise, ModelError, Slice
 
-from .layer_names import LayerNames, clean
+from .imported_layers import LayerNames, clean, two_tensors, with_constant
 
 MIN_OPSET = 11
 #: ONNX axis of a 4-D NCHW tensor -> the axis of the same data held as NHWC.
@@ -405,20 +405,13 @@ class _Importer:
                 c = c.transpose(0, 2, 3, 1)
             if c.shape[0] != 1:
                 raise self.refuse(node, "a constant with a batch dimension above 1")
-            c = c[0]
-            layer = Binary(op, shape=list(c.shape), reverse=reverse, name=name)
-            y = layer(x.tensor)
-            layer.set_weights([c])
-            return [_Value(y, nhwc=x.nhwc)]
+            return [_Value(with_constant(op, x.tensor, c[0], reverse, name), nhwc=x.nhwc)]
         if a.nhwc != b.nhwc:
             if a.rank == b.rank == 4:
                 a, b = self.nhwc(a, node), self.nhwc(b, node)
             else:
                 a, b = self.plain(a), self.plain(b)
-        same = list(a.tensor.shape[1:]) == list(b.tensor.shape[1:])
-        keras_layer = {"add": kl.Add, "subtract": kl.Subtract, "multiply": kl.Multiply}.get(op)
-        layer = keras_layer(name=name) if same and keras_layer else Binary(op, name=name)
-        return [_Value(layer([a.tensor, b.tensor]), nhwc=a.nhwc)]
+        return [_Value(two_tensors(op, a.tensor, b.tensor, name), nhwc=a.nhwc)]
 
     def op_Softmax(self, node, ins, attrs):
         x = ins[0]

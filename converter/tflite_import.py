@@ -15,9 +15,9 @@ import keras
 import numpy as np
 from keras import layers as kl
 
-from common.keras_model import Binary, Elementwise, ModelError, Slice, Tile
+from common.keras_model import Elementwise, ModelError, Slice, Tile
 
-from .layer_names import LayerNames, clean
+from .imported_layers import LayerNames, clean, two_tensors, with_constant
 
 
 #: Element-wise TFLite operators of two operands -> the op names of ``Binary``.
@@ -272,13 +272,9 @@ class _Importer:
             c = c.reshape((1,) * (rank - c.ndim) + c.shape)[0] if c.ndim <= rank else None
             if c is None:
                 raise self.refuse(op_name, k, "a constant wider than the tensor")
-            layer = Binary(op, shape=list(c.shape), reverse=reverse, name=name)
-            y = layer(x)
-            layer.set_weights([c])
+            y = with_constant(op, x, c, reverse, name)
         else:
-            keras_layer = {"add": kl.Add, "subtract": kl.Subtract, "multiply": kl.Multiply}.get(op)
-            same = list(a.shape[1:]) == list(b.shape[1:])
-            y = (keras_layer(name=name) if same and keras_layer else Binary(op, name=name))([a, b])
+            y = two_tensors(op, a, b, name)
         return [self._activation(y, getattr(o, "fusedActivationFunction", 0) if o is not None else 0, name)]
 
     def op_LOGISTIC(self, k, op_name, ins, o, name):
