@@ -153,6 +153,15 @@ def _gated(graph: Graph, name: str) -> bool:
             and sorted(graph.parents[products[0].name]) == sorted([name, gates[0].name]))
 
 
+def _affine(layer) -> bool:
+    """An element-wise op with a constant: an imported graph's unfolded batch norm (scale, shift), which
+    TFLite folds into the op before it, as it does a Keras batch norm."""
+    from common.keras_model import Binary
+
+    return isinstance(layer, Binary) and layer.shape is not None and layer.op in ("add", "subtract", "multiply",
+                                                                                     "divide")
+
+
 def _sendable(graph: Graph, name: str) -> bool:
     """Whether a cut may send ``name``'s output: not a model output (the edge would hand it back), one
     tensor, not mere data movement (the cut before it sends as much), not between an op and what
@@ -163,7 +172,8 @@ def _sendable(graph: Graph, name: str) -> bool:
     kids = graph.children[name]
     if len(kids) == 1:
         child = graph.model.get_layer(kids[0])
-        if isinstance(layer, FUSING_OPS) and isinstance(child, FUSABLE_FOLLOWERS) and not (
+        fusing, follower = isinstance(layer, FUSING_OPS) or _affine(layer), isinstance(child, FUSABLE_FOLLOWERS)
+        if fusing and (follower or _affine(child)) and not (
                 isinstance(layer, kl.BatchNormalization) and isinstance(child, kl.BatchNormalization)):
             return False  # TFLite fuses the follower into this op: cut after it instead
         if isinstance(layer, FUSING_ELEMENTWISE) and isinstance(child, ACTIVATIONS):

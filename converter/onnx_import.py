@@ -314,6 +314,23 @@ class _Importer:
         layer.set_weights([a.astype(np.float32) for a in (gamma, beta, mean, var)])
         return [_Value(y, nhwc=x.nhwc)]
 
+    def op_Pad(self, node, ins, attrs):
+        """Zeros around the height and width of an image tensor (as TensorFlow's exporters write
+        a strided convolution's padding)."""
+        x = ins[0]
+        pads = attrs.get("pads") if len(ins) < 2 or ins[1] is None else self.const(node, ins[1], "pads")
+        value = ins[2] if len(ins) > 2 and ins[2] is not None else attrs.get("value", 0.0)
+        rank = len(x.onnx_shape)
+        pads = [int(p) for p in np.ravel(pads)]
+        widths = {self.axis(x, a): (pads[a], pads[a + rank]) for a in range(rank) if pads[a] or pads[a + rank]}
+        if (attrs.get("mode", "constant") != "constant" or float(np.ravel(value)[0]) != 0.0 or x.rank != 4
+                or not set(widths) <= {1, 2} or min(pads) < 0):
+            raise self.refuse(node, f"{attrs.get('mode', 'constant')} padding {pads} does not convert: only zeros "
+                                    "around the height and width of an image tensor")
+        layer = kl.ZeroPadding2D((widths.get(1, (0, 0)), widths.get(2, (0, 0))),
+                                 name=self._name(node.name or node.output[0]))
+        return [_Value(layer(x.tensor), nhwc=x.nhwc)]
+
     def op_Resize(self, node, ins, attrs):
         x = self.nhwc(ins[0], node)
         n, c, h, w = x.onnx_shape

@@ -279,3 +279,29 @@ def test_a_tflite_models_packed_label_file_is_read():
         archive.writestr("labelmap.txt", "person\nbicycle\n\ncar\n")
     assert _tflite_labels(b"TFL3-flatbuffer-bytes" + packed.getvalue()) == ["person", "bicycle", "car"]
     assert _tflite_labels(b"no zip here") == []
+
+
+def test_a_tensorflow_style_export_pads_explicitly_and_keeps_its_batch_norm(tmp_path):
+    """tf2onnx writes a Pad before a strided convolution and leaves a depthwise convolution's batch
+    norm as Mul and Add by constants: zeros around height and width convert, and no cut falls between
+    a convolution and its scale, shift and activation (TFLite folds them into one op)."""
+    g = GraphBuilder()
+    x = g.conv("images", 3, 8, 3, act="relu6")
+    x = g.node("Pad", [x, g.const(np.array([0, 0, 0, 0, 0, 0, 1, 1], dtype=np.int64))])
+    w = g.rng.normal(0, 0.5, (8, 1, 3, 3)).astype(np.float32)
+    x = g.node("Conv", [x, g.const(w)], kernel_shape=[3, 3], strides=[2, 2], group=8, prefix="dw")
+    x = g.node("Mul", [x, g.const(g.rng.uniform(0.5, 2, (1, 8, 1, 1)).astype(np.float32))], prefix="bn_scale")
+    x = g.node("Add", [x, g.const(g.rng.normal(0, 0.1, (1, 8, 1, 1)).astype(np.float32))], prefix="bn_shift")
+    x = g.node("Clip", [x, g.const(np.float32(0)), g.const(np.float32(6))], prefix="dw_relu6")
+    out = g.conv(x, 8, 4, 1, act=None, prefix="head")
+    path = tmp_path / "tf_style.onnx"
+    onnx.save(g.model("images", [1, 3, 32, 32], {out: [1, 4, 16, 16]}, "tf_style"), path)
+    _, manifest = converted(path, "onnx", tmp_path / "bundle")
+    cuts = [s.cut for s in manifest.splits[1:-1]]
+    # after the first activation, after the depthwise block's activation (not its convolution, scale
+    # or shift), and before the output's transpose back to NCHW
+    assert cuts == ["clip_6", "dw_relu6_17", "head_20"], cuts
+    with pytest.raises(ModelError, match=r"reflect padding .* only zeros around the height and width"):
+        next(n for n in g.nodes if n.op_type == "Pad").attribute.append(onnx.helper.make_attribute("mode", "reflect"))
+        onnx.save(g.model("images", [1, 3, 32, 32], {out: [1, 4, 16, 16]}, "tf_style"), path)
+        load_user_model(path, "onnx")
