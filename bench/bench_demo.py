@@ -26,30 +26,32 @@ from pathlib import Path
 
 import numpy as np
 
+from mqtt.protocol import FrameRecord
+
 REPO = Path(__file__).resolve().parents[1]
 ANS = [sys.executable, "-m", "ans.cli"]
 LAST = 60
 MIN_FRAMES = 10
 
 
-def demo(folder: Path, outage: bool) -> list[dict]:
+def demo(folder: Path, outage: bool) -> list[FrameRecord]:
     """One ``ans demo`` in ``folder`` (its bundle and state kept between runs); its per-frame records."""
     results = folder / "results.jsonl"
     results.unlink(missing_ok=True)
     subprocess.run(ANS + ["demo", "--out", str(folder)] + ([] if outage else ["--no-outage"]), check=True,
                    cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    return [json.loads(line) for line in results.read_text().splitlines()]
+    return [FrameRecord.from_json(line) for line in results.read_text().splitlines()]
 
 
-def median_ms(records: list[dict]) -> float:
-    return float(np.median([r["delay_s"] for r in records])) * 1e3
+def median_ms(records: list[FrameRecord]) -> float:
+    return float(np.median([r.delay_s for r in records])) * 1e3
 
 
-def best_split_ms(records: list[dict]) -> float:
+def best_split_ms(records: list[FrameRecord]) -> float:
     """The lowest median delay of any split run at least ``MIN_FRAMES`` times in ``records``."""
-    by_split: dict[int, list[dict]] = {}
+    by_split: dict[int, list[FrameRecord]] = {}
     for r in records:
-        by_split.setdefault(r["split"], []).append(r)
+        by_split.setdefault(r.split, []).append(r)
     return min((median_ms(rs) for rs in by_split.values() if len(rs) >= MIN_FRAMES), default=float("nan"))
 
 
@@ -79,11 +81,11 @@ def main() -> None:
     pairs = []
     fresh_dir, warm_dir = pair_dir / "fresh", pair_dir / "warm"
 
-    def fresh_run() -> list[dict]:
+    def fresh_run() -> list[FrameRecord]:
         shutil.rmtree(fresh_dir / "state", ignore_errors=True)
         return demo(fresh_dir, outage=False)
 
-    def warm_run() -> list[dict]:
+    def warm_run() -> list[FrameRecord]:
         if not (warm_dir / "state").exists():  # the first warm run resumes what a fresh one saved
             shutil.copytree(fresh_dir / "state", warm_dir / "state")
         return demo(warm_dir, outage=False)
@@ -123,9 +125,9 @@ def main() -> None:
     print(f"wrote {args.out / 'demo-runs.json'} and {args.out / 'demo-runs.png'}")
 
 
-def same_split_share(a: list[dict], b: list[dict]) -> float:
+def same_split_share(a: list[FrameRecord], b: list[FrameRecord]) -> float:
     """The share of frames on which two runs of the same clip chose the same split."""
-    return float(np.mean([x["split"] == y["split"] for x, y in zip(a, b)]))
+    return float(np.mean([x.split == y.split for x, y in zip(a, b)]))
 
 
 def plot(runs: list[dict], pairs: list[dict], best: float, path: Path) -> None:

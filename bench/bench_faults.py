@@ -39,6 +39,7 @@ sys.path.insert(0, str(REPO))
 import numpy as np  # noqa: E402
 
 from lab.local_broker import Broker, dev_config  # noqa: E402
+from mqtt.protocol import FrameRecord  # noqa: E402
 
 ANS = [sys.executable, "-m", "ans.cli"]
 ENV = {**os.environ, "PYTHONPATH": str(REPO), "ANS_EDGE_STATS_INTERVAL_S": "1"}
@@ -101,7 +102,7 @@ class Device:
                 complete = text[:text.rfind("\n") + 1]
                 now = time.monotonic()
                 for line in complete[offset:].splitlines():
-                    self.seen.append((now, json.loads(line)))
+                    self.seen.append((now, FrameRecord.from_json(line)))
                 offset = len(complete)
             if self.proc.poll() is not None and offset == len(self.out.read_text() if self.out.exists() else ""):
                 break
@@ -114,11 +115,11 @@ class Device:
                 raise RuntimeError(f"device stopped at {len(self.seen)} of {n} frames")
             time.sleep(0.02)
 
-    def stop_when_done(self) -> list[dict]:
+    def stop_when_done(self) -> list[FrameRecord]:
         self.proc.wait(600)
         return self.stop()
 
-    def stop(self) -> list[dict]:
+    def stop(self) -> list[FrameRecord]:
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
         self.proc.wait(60)
@@ -128,10 +129,10 @@ class Device:
         return [r for _, r in self.seen]
 
 
-def summary(records: list[dict]) -> dict:
-    delays = np.array([r["delay_s"] for r in records]) * 1e3 if records else np.zeros(1)
-    return {"frames": len(records), "contiguous": [r["frame"] for r in records] == list(range(len(records))),
-            "by_edge": sum(r["edge"] is not None for r in records), "fallbacks": sum(r["fallback"] for r in records),
+def summary(records: list[FrameRecord]) -> dict:
+    delays = np.array([r.delay_s for r in records]) * 1e3 if records else np.zeros(1)
+    return {"frames": len(records), "contiguous": [r.frame for r in records] == list(range(len(records))),
+            "by_edge": sum(r.edge is not None for r in records), "fallbacks": sum(r.fallback for r in records),
             "p50_ms": round(float(np.median(delays)), 1), "p99_ms": round(float(np.percentile(delays, 99)), 1)}
 
 
@@ -210,7 +211,7 @@ def _first_after(dev: Device, since: float, edge: str | None, timeout: float) ->
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         for t, r in list(dev.seen):
-            if t >= since and r["edge"] and (edge is None or r["edge"] == edge):
+            if t >= since and r.edge and (edge is None or r.edge == edge):
                 return round(t - since, 2)
         time.sleep(0.02)
     return None

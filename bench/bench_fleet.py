@@ -63,8 +63,8 @@ def fleet(ctx: Context, devices: int, edges: int, frames: int, policy: str, slow
     if peak:
         rss["device (max)"] = round(max(peak.values()), 1)
     records = [r for rs in results for r in rs]
-    batches = Counter(r["timing"]["batch_size"] for r in records if r["timing"])
-    by_edge = Counter(r["edge"] for r in records if r["edge"])
+    batches = Counter(r.timing.batch_size for r in records if r.timing)
+    by_edge = Counter(r.edge for r in records if r.edge)
     return {
         "devices": devices, "edges": edges, "policy": policy, "frames_expected": devices * frames,
         "frames_answered": len(records), "lost": devices * frames - len(records),
@@ -73,7 +73,7 @@ def fleet(ctx: Context, devices: int, edges: int, frames: int, policy: str, slow
         "duration_s": round(duration, 1),
         "requests_per_s_per_edge": {e: round(n / duration, 1) for e, n in sorted(by_edge.items())} if duration else {},
         "batch_histogram": {str(k): v for k, v in sorted(batches.items())},
-        "edge_wait_ms_median": round(float(np.median([r["timing"]["edge_wait_s"] for r in records if r["timing"]]))
+        "edge_wait_ms_median": round(float(np.median([r.timing.edge_wait_s for r in records if r.timing]))
                                      * 1e3, 3) if batches else None,
         "peak_rss_mb": rss,
     }

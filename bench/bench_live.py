@@ -47,6 +47,7 @@ import sys
 import tempfile
 import threading
 import time
+from dataclasses import asdict
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
@@ -296,7 +297,7 @@ def run_one(name: str, policy, system: System, frames: list, events: dict, state
                 events[k - warmup]()
             record = device.process(k, frame)
             if k >= warmup:
-                records.append({**record, "frame": k - warmup, "alarms": device.policy.stats().get("changes", 0)})
+                records.append({**asdict(record), "frame": k - warmup, "alarms": device.policy.stats().get("changes", 0)})
     finally:
         device.link.close()
         device.model.runner = None  # this run's interpreters and their threads go now, not when the GC finds them

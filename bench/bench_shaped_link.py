@@ -57,13 +57,13 @@ def plot(runs: dict, schedule, n_splits: int, path: Path) -> None:
 
     fig, axes = plt.subplots(len(runs), 1, figsize=(10, 2.1 * len(runs)), sharex=True)
     for ax, (policy, records) in zip(np.atleast_1d(axes), runs.items()):
-        frames = [r["frame"] for r in records]
-        colours = ["tab:blue" if r["edge"] else "tab:red" if r["fallback"] else "tab:gray" for r in records]
-        ax.scatter(frames, [r["delay_s"] * 1e3 for r in records], c=colours, s=5)
+        frames = [r.frame for r in records]
+        colours = ["tab:blue" if r.edge else "tab:red" if r.fallback else "tab:gray" for r in records]
+        ax.scatter(frames, [r.delay_s * 1e3 for r in records], c=colours, s=5)
         ax.set_yscale("log")
         ax.set_ylabel(f"{policy}\ndelay (ms)", fontsize=8)
         twin = ax.twinx()
-        twin.plot(frames, [r["split"] for r in records], color="k", lw=0.7)
+        twin.plot(frames, [r.split for r in records], color="k", lw=0.7)
         twin.set_ylim(-0.5, n_splits - 0.5)
         twin.set_ylabel("split", fontsize=8)
         for frame, _ in schedule[1:]:
@@ -117,12 +117,12 @@ def main() -> None:
     phases = [(0, third), (third, 2 * third), (2 * third, args.frames)]
     summary = {}
     for policy, records in runs.items():
-        delays = np.array([r["delay_s"] for r in records]) * 1e3
+        delays = np.array([r.delay_s for r in records]) * 1e3
         summary[policy] = {"mean_ms": round(float(delays.mean()), 1),
                            "phase_mean_ms": [round(float(delays[a:b].mean()), 1) for a, b in phases],
                            "p95_ms": round(float(np.percentile(delays, 95)), 1),
-                           "fallbacks": sum(r["fallback"] for r in records),
-                           "top_split_per_phase": [int(np.bincount([r["split"] for r in records[a:b]]).argmax())
+                           "fallbacks": sum(r.fallback for r in records),
+                           "top_split_per_phase": [int(np.bincount([r.split for r in records[a:b]]).argmax())
                                                    for a, b in phases]}
     Path(args.out).mkdir(parents=True, exist_ok=True)
     n_splits = len(json.loads((bundle / "manifest.json").read_text())["splits"])

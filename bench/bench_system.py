@@ -60,14 +60,14 @@ def per_split(bundle: Path, broker: Broker, frames: int) -> list[dict]:
                     records = []
                 records.append(device.process(k, frame))
             wall = time.perf_counter() - start
-            t = [r["timing"] for r in records if r["timing"]]
+            t = [r.timing for r in records if r.timing]
             sp = device.model.bundle.splits[split]
             rows.append({"split": split, "cut": sp.cut or "(device only)",
                          "sent_kb": round(sp.transfer_bytes / 1024, 1),
-                         "delay_ms": ms([r["delay_s"] for r in records]), "fps": round(len(records) / wall, 1),
-                         "offload_ms": ms([x["offload_s"] for x in t]), "tail_ms": ms([x["edge_compute_s"] for x in t]),
+                         "delay_ms": ms([r.delay_s for r in records]), "fps": round(len(records) / wall, 1),
+                         "offload_ms": ms([x.offload_s for x in t]), "tail_ms": ms([x.edge_compute_s for x in t]),
                          "front_ms": round(float(device.policy.front_delay_s[split]) * 1e3, 2),
-                         "answered": sum(r["edge"] is not None for r in records)})
+                         "answered": sum(r.edge is not None for r in records)})
             print(f"split {split:>2}: {rows[-1]}", flush=True)
         device.link.close()
     finally:

@@ -4,7 +4,6 @@ the next write; it never stops detection and never leaves a line cut in half."""
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 from pathlib import Path
@@ -29,9 +28,10 @@ class JsonLines:
         self.fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
         self.end = 0  # where the last whole line ends
 
-    def write(self, record: dict) -> None:
-        """Raises OSError when the line could not be written (the file then ends with a whole line)."""
-        data = memoryview((json.dumps(record) + "\n").encode())
+    def write(self, document: bytes) -> None:
+        """One JSON document (no newline in it) as a line. Raises OSError when the line could not be
+        written (the file then ends with a whole line)."""
+        data = memoryview(document + b"\n")
         try:
             while data:
                 data = data[os.write(self.fd, data):]

@@ -8,6 +8,8 @@ from pathlib import Path
 
 import numpy as np
 
+from mqtt.protocol import FrameRecord
+
 _COLOURS = ((230, 60, 60), (60, 110, 240), (60, 200, 90), (240, 200, 40), (200, 80, 220), (40, 200, 210))
 _FONT, _SCALE = 0, 0.4  # cv2.FONT_HERSHEY_SIMPLEX
 
@@ -38,14 +40,14 @@ class Overlay:
         self.labels, self.device_only = labels or [], device_only
         self.times: deque = deque(maxlen=30)
 
-    def draw(self, frame: np.ndarray, record: dict) -> np.ndarray:
+    def draw(self, frame: np.ndarray, record: FrameRecord) -> np.ndarray:
         """The RGB ``frame`` annotated, as a new BGR image (what OpenCV writes)."""
         import cv2
 
         self.times.append(time.monotonic())
         image = cv2.cvtColor(frame, cv2.COLOR_RGB2BGR)
         h, w = image.shape[:2]
-        for x1, y1, x2, y2, score, cls in record["detections"]:
+        for x1, y1, x2, y2, score, cls in record.detections:
             colour = _COLOURS[int(cls) % len(_COLOURS)][::-1]
             cv2.rectangle(image, (int(x1 * w), int(y1 * h)), (int(x2 * w), int(y2 * h)), colour, 2)
             name = self.labels[int(cls)] if 0 <= int(cls) < len(self.labels) else str(int(cls))
@@ -53,18 +55,18 @@ class Overlay:
         _label(cv2, image, self.status(record), 0, h, (32, 32, 32))
         return image
 
-    def status(self, record: dict) -> str:
+    def status(self, record: FrameRecord) -> str:
         """The status bar's text for one frame."""
         span = self.times[-1] - self.times[0] if len(self.times) > 1 else 0.0
         fps = f"{(len(self.times) - 1) / span:.1f} fps" if span > 0 else "- fps"
-        if record["fallback"]:
+        if record.fallback:
             where = "device (fallback)"
-        elif record["split"] == self.device_only:
+        elif record.split == self.device_only:
             where = "device"
         else:
-            where = f"split {record['split']}"
-        edge = "edge online" if record.get("edge_online", record["edge"] is not None) else "edge offline"
-        return f"#{record['frame']}  {fps}  {where}  {record['delay_s'] * 1e3:.0f} ms  {edge}"
+            where = f"split {record.split}"
+        edge = "edge online" if record.edge_online else "edge offline"
+        return f"#{record.frame}  {fps}  {where}  {record.delay_s * 1e3:.0f} ms  {edge}"
 
 
 class AnnotatedVideo:
@@ -74,7 +76,7 @@ class AnnotatedVideo:
         self.path, self.overlay, self.fps = Path(path), overlay, fps
         self.writer = None
 
-    def write(self, frame: np.ndarray, record: dict) -> None:
+    def write(self, frame: np.ndarray, record: FrameRecord) -> None:
         import cv2
 
         if self.writer is None:
@@ -102,7 +104,7 @@ class Snapshots:
         self.publish, self.overlay, self.interval_s, self.quality = publish, overlay, interval_s, quality
         self.last = -float("inf")
 
-    def __call__(self, frame: np.ndarray, record: dict) -> None:
+    def __call__(self, frame: np.ndarray, record: FrameRecord) -> None:
         import cv2
 
         now = time.monotonic()

@@ -15,6 +15,7 @@ import numpy as np
 from common.disk import JsonLines
 from common.errors import ConfigurationError
 from common.service import Notifier
+from mqtt.protocol import FrameRecord
 
 from .runtime import make_device
 from .settings import DeviceSettings
@@ -31,20 +32,20 @@ class LiveLine:
         self.recent: deque = deque(maxlen=60)
         self.last = 0.0
 
-    def __call__(self, frame: np.ndarray, record: dict) -> None:
+    def __call__(self, frame: np.ndarray, record: FrameRecord) -> None:
         self.recent.append((time.monotonic(), record))
         now = time.monotonic()
         if now - self.last < self.every_s:
             return
         self.last = now
         times = [t for t, _ in self.recent]
-        delays = np.array([r["delay_s"] for _, r in self.recent]) * 1e3
+        delays = np.array([r.delay_s for _, r in self.recent]) * 1e3
         fps = (len(times) - 1) / max(times[-1] - times[0], 1e-9) if len(times) > 1 else 0.0
-        off = np.mean([r["edge"] is not None for _, r in self.recent])
-        where = "fallback" if record["fallback"] else f"split {record['split']:>2}"
+        off = np.mean([r.offloaded for _, r in self.recent])
+        where = "fallback" if record.fallback else f"split {record.split:>2}"
         of = f"/{self.total}" if self.total else ""
         lead = "\r" if self.tty else ""
-        print(f"{lead}frame {record['frame'] + 1}{of}  {fps:5.1f} fps  {where}  delay {np.median(delays):6.1f} ms "
+        print(f"{lead}frame {record.frame + 1}{of}  {fps:5.1f} fps  {where}  delay {np.median(delays):6.1f} ms "
               f"(p95 {np.percentile(delays, 95):6.1f})  offloaded {off:4.0%}  ", end="" if self.tty else "\n",
               file=self.stream, flush=True)
 
@@ -53,13 +54,13 @@ class LiveLine:
             print(file=self.stream)
 
 
-def summarise(records: list[dict], device_only: int) -> dict:
-    delays = np.array([r["delay_s"] for r in records]) if records else np.zeros(1)
-    splits = np.bincount([r["split"] for r in records], minlength=device_only + 1) if records else []
+def summarise(records: list[FrameRecord], device_only: int) -> dict:
+    delays = np.array([r.delay_s for r in records]) if records else np.zeros(1)
+    splits = np.bincount([r.split for r in records], minlength=device_only + 1) if records else []
     return {
         "frames": len(records),
-        "offloaded": sum(r["edge"] is not None for r in records),
-        "fallbacks": sum(r["fallback"] for r in records),
+        "offloaded": sum(r.offloaded for r in records),
+        "fallbacks": sum(r.fallback for r in records),
         "median_delay_ms": round(float(np.median(delays)) * 1e3, 2),
         "p95_delay_ms": round(float(np.percentile(delays, 95)) * 1e3, 2),
         "split_histogram": [int(n) for n in splits],
@@ -81,7 +82,7 @@ def run_device(settings: DeviceSettings, stop: threading.Event | None = None, li
     if source != "demo" and not source.startswith("camera:") and not Path(source).is_file():
         raise ConfigurationError(f"{source}: no such video file")  # now, not after calibrating and connecting
     device = make_device(settings, notifier=notifier)
-    records: list[dict] = []
+    records: list[FrameRecord] = []
     sinks = [lambda frame, record: records.append(record)]
     if on_frame is not None:
         sinks.append(lambda frame, record: on_frame(record))
@@ -89,7 +90,7 @@ def run_device(settings: DeviceSettings, stop: threading.Event | None = None, li
         if settings.results_out:
             out = _results_file(settings.results_out)
             stack.callback(out.close)
-            sinks.append(lambda frame, record: device.write_or_say(out.path, out.write, record))
+            sinks.append(lambda frame, record: device.write_or_say(out.path, out.write, record.to_json()))
         if settings.video_out:
             from .annotate import AnnotatedVideo, Overlay
 

@@ -30,7 +30,7 @@ from common.service import Heartbeat, Notifier
 from mqtt.codec import IMAGE_CODEC, encode
 from mqtt.connection import parse_broker
 from mqtt.discovery import announce
-from mqtt.protocol import Request, Result, Topics, encode_request, request_size
+from mqtt.protocol import FrameRecord, Request, Result, Timing, Topics, encode_request, request_size
 
 from .edge_view import EdgeView
 from .keyframe import KeyFrameDetector
@@ -45,6 +45,20 @@ from .sources import preprocess
 from .telemetry import DeviceStats
 
 log = logging.getLogger("ans.device")
+
+#: Requests remembered: a result for a frame not among them is bogus (a stray or a forgery).
+SENT_IDS_KEPT = 256
+#: Frames over which this device's frame rate is measured (the learner prices the load it adds with it).
+RATE_FRAMES = 20
+#: An edge's timing acknowledgement may exceed the round trip the device measured by this factor and
+#: slack (clock granularity, the reply's own serialisation) and still be learnt from.
+ACK_FACTOR, ACK_SLACK_S = 1.05, 2e-3
+#: Bytes an MQTT PUBLISH adds to its topic and payload at most (fixed header, lengths, packet id, properties).
+PUBLISH_OVERHEAD = 16
+#: After the broker accepts the session: how long to take in the retained edge statuses before the first frame.
+RETAINED_S = 0.2
+#: While connecting, how often the stop flag and the service watchdog are looked at.
+CONNECT_POLL_S = 0.1
 
 
 @dataclass(frozen=True)
@@ -104,12 +118,12 @@ class Device:
                              self.store.edge_online)
         self.topics = Topics(s.mqtt.prefix)
         topic_len = len(self.topics.request(s.id).encode())
-        self.packets = PacketLimit(np.array([request_size(sp.shapes, self._codec(sp.index)) + topic_len + 16
+        self.packets = PacketLimit(np.array([request_size(sp.shapes, self._codec(sp.index)) + topic_len + PUBLISH_OVERHEAD
                                              if sp.tensors else 0 for sp in model.bundle.splits]))
         self.keyframes = KeyFrameDetector()
-        self.sent_ids: deque[int] = deque(maxlen=256)  # recent requests: a result for any other frame is bogus
+        self.sent_ids: deque[int] = deque(maxlen=SENT_IDS_KEPT)
         self._last_counts: dict | None = None  # objects per label last published (None: publish again)
-        self._started: deque[float] = deque(maxlen=20)  # when the last frames started: this device's frame rate
+        self._started: deque[float] = deque(maxlen=RATE_FRAMES)  # when the last frames started
         self.link = link or Link(s.mqtt, s.id, self.topics, len(model.bundle.splits), self._birth, self.stats.count)
 
     def save_learner(self) -> None:
@@ -137,7 +151,7 @@ class Device:
 
     def _take_events(self, wait_s: float = 0.0, frame_id: int | None = None) -> ResultIn | None:
         """Take in what the link heard; with ``wait_s``, wait that long for more (and, with
-        ``frame_id``, return as soon as that frame's result is in)."""
+        ``frame_id``, return as soon as that frame's result is in, or no edge is left to send it)."""
         until = time.monotonic() + wait_s
         while True:
             try:
@@ -153,6 +167,8 @@ class Device:
                                       "(from edge %r)", event.result.frame_id, event.result.edge[:64])
             else:
                 self._take(event)
+                if frame_id is not None and not self.view.edges:
+                    return None  # every edge left (or the broker did): no answer will come, finish here now
 
     def _take(self, event) -> None:
         if isinstance(event, Connected):
@@ -215,7 +231,7 @@ class Device:
         arrived = self._take_events(sent + self.settings.deadline_ms / 1e3 - time.monotonic(), frame_id)
         return Answer(arrived.result, arrived.received - sent) if arrived is not None else None
 
-    def process(self, frame_id: int, frame: np.ndarray) -> dict:
+    def process(self, frame_id: int, frame: np.ndarray) -> FrameRecord:
         """One frame, start to finish; always returns its detections."""
         start = time.monotonic()
         self._take_events()  # what the link heard since the last frame
@@ -242,7 +258,7 @@ class Device:
         if answer is not None and answer.result.status == "ok":
             result, offload_s = answer.result, answer.offload_s
             # The timing ack splits the delay: edge compute, and the rest (network both ways + queueing).
-            if result.compute_s + result.wait_s <= offload_s * 1.05 + 2e-3:
+            if result.compute_s + result.wait_s <= offload_s * ACK_FACTOR + ACK_SLACK_S:
                 edge_s = min(result.compute_s, offload_s)
                 self.policy.update(Feedback(split, offload_s, offload_s - edge_s, edge_s,
                                             wait_s=min(result.wait_s, offload_s - edge_s),
@@ -252,8 +268,7 @@ class Device:
                                   "its detections are used, its timing is not learnt from", result.edge[:64],
                                   result.compute_s, result.wait_s, offload_s)
             detections, fallback, answered_by = result.detections, False, result.edge
-            timing = {"offload_s": offload_s, "edge_compute_s": result.compute_s, "edge_wait_s": result.wait_s,
-                      "batch_size": result.batch_size}
+            timing = Timing(offload_s, result.compute_s, result.wait_s, result.batch_size)
         else:  # device-only by choice, no edge online, late or refused: finish here
             if attempted and epoch == self.view.epoch:  # the learner is told: this took at least the deadline
                 self.policy.update(Feedback(split, self.settings.deadline_ms / 1e3, censored=True))
@@ -268,12 +283,11 @@ class Device:
             else:
                 outputs = self._head(device_only, image)
             detections = decode_detections(outputs, self.model.decoding, self.model.input_size)
-            fallback, answered_by, timing = split != device_only, None, {}
-        record = {"frame": frame_id, "split": split, "fallback": fallback, "delay_s": time.monotonic() - start,
-                  "detections": detections,
-                  "objects": objects(detections, self.model.labels, frame.shape[1], frame.shape[0]),
-                  "edge": answered_by, "edge_online": bool(self.view.edges),
-                  "finished_from": split if attempted and answered_by is None else None, "timing": timing}
+            fallback, answered_by, timing = split != device_only, None, None
+        record = FrameRecord(frame_id, split, fallback, time.monotonic() - start, detections,
+                             objects(detections, self.model.labels, frame.shape[1], frame.shape[0]),
+                             answered_by, bool(self.view.edges),
+                             split if attempted and answered_by is None else None, timing)
         self.stats.record(record, explored=best is not None and split != best)
         return record
 
@@ -289,10 +303,10 @@ class Device:
             if stop is not None and stop.is_set():
                 break
             self.notifier.watchdog()
-            self._take_events(0.1)
+            self._take_events(CONNECT_POLL_S)
         self.link.check()
         if self.view.online:
-            self._take_events(0.2)  # retained edge status arrives right after subscribing
+            self._take_events(RETAINED_S)  # retained edge statuses arrive right after subscribing
         else:
             log.warning("no broker at %s yet; running device-only until it answers", self.store.broker)
 
@@ -308,8 +322,8 @@ class Device:
             for frame_id, frame in enumerate(frames):
                 record = self.process(frame_id, frame)
                 done += 1
-                self.link.publish(self.topics.detections(self.settings.id), json.dumps(record))
-                tally = counts(record["objects"], self.model.labels)
+                self.link.publish(self.topics.detections(self.settings.id), record.to_json())
+                tally = counts(record.objects, self.model.labels)
                 if tally != self._last_counts:  # retained, on change: what Home Assistant's sensors read
                     self._last_counts = tally
                     self.link.publish(self.topics.objects(self.settings.id), json.dumps(tally), retain=True)

@@ -7,6 +7,8 @@ from collections import Counter
 
 import numpy as np
 
+from mqtt.protocol import FrameRecord
+
 
 class DeviceStats:
     """Per-frame records since the last report -> fps, delays, splits, fallbacks, learner state."""
@@ -26,11 +28,11 @@ class DeviceStats:
         """One more of ``what`` in the totals (``unsent``, ``write_errors``, ``duplicate_id``)."""
         self.totals[what] += 1
 
-    def record(self, record: dict, explored: bool) -> None:
-        self.delays.append(record["delay_s"])
-        self.splits[record["split"]] += 1
-        outcome = ("fallback" if record["fallback"] else
-                   "offloaded" if record["split"] != self.n_splits - 1 else "local")
+    def record(self, record: FrameRecord, explored: bool) -> None:
+        self.delays.append(record.delay_s)
+        self.splits[record.split] += 1
+        outcome = ("fallback" if record.fallback else
+                   "offloaded" if record.split != self.n_splits - 1 else "local")
         for counter in (self.window, self.totals):
             counter[outcome] += 1
             counter["frames"] += 1

@@ -47,6 +47,12 @@ COMPUTE_EWMA = 0.1
 TABLE_CHANGE = 0.2
 #: The interpreter's thread switch interval while serving (a request never waits for the GIL longer).
 SWITCH_INTERVAL_S = 0.0005
+#: Error replies a burst may send at once, in seconds of the steady rate (``error_replies_per_s``).
+ERROR_BURST_S = 20
+#: Outgoing messages paho holds while the broker is away (results, stats), beyond which they are counted.
+QUEUED_MESSAGES = 1000
+#: Waiting for the broker at start-up longer than this is said once.
+NO_BROKER_SAY_S = 5.0
 
 
 class TailRunner:
@@ -239,13 +245,13 @@ class EdgeServer:
         self.host, self.port = parse_broker(s.mqtt.broker)
         self.topics = Topics(s.mqtt.prefix)
         self.queue: FairQueue[Pending] = FairQueue(s.per_device_queue, s.queue_size)
-        self.budget = ErrorBudget(s.error_replies_per_s, 20 * s.error_replies_per_s)
+        self.budget = ErrorBudget(s.error_replies_per_s, ERROR_BURST_S * s.error_replies_per_s)
         self.stats = EdgeStats()
         self.load = LoadWindow(time.monotonic())  # worker thread only
         self.logs = RateLimitedLog(log)
         self.max_bytes = int(s.max_request_mb * 2**20)
         self.accelerator = _accelerator()
-        self.client = make_client(s.id, self.topics.edge_status(s.id), s.mqtt, queued=1000)
+        self.client = make_client(s.id, self.topics.edge_status(s.id), s.mqtt, queued=QUEUED_MESSAGES)
         self.client.on_connect = self._on_connect
         self.client.on_message = self._on_message
         self.connected = threading.Event()
@@ -396,7 +402,7 @@ class EdgeServer:
             while not self.connected.is_set() and not stop.is_set():
                 self.session.check()
                 self.connected.wait(0.1)
-                if waiting_since and time.monotonic() - waiting_since > 5:
+                if waiting_since and time.monotonic() - waiting_since > NO_BROKER_SAY_S:
                     log.warning("no broker at %s:%d yet; still trying (every %g s at most)", self.host, self.port,
                                 self.settings.mqtt.reconnect_max_s)
                     waiting_since = 0.0

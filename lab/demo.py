@@ -18,6 +18,7 @@ from pathlib import Path
 from device_app.app import run_device
 from device_app.settings import DeviceSettings
 from mqtt.connection import MqttSettings
+from mqtt.protocol import FrameRecord
 
 from .local_broker import Broker, dev_config
 
@@ -95,7 +96,7 @@ def run_system_demo(out: Path, frames: int = 300, slowdown: float = 30.0, outage
                                   stats_interval_s=2.0, mqtt=MqttSettings(broker=broker.url))
         if outage:
             outage_thread.start()
-        summary = run_device(settings, live=True, on_frame=lambda record: record["frame"] == frames // 2
+        summary = run_device(settings, live=True, on_frame=lambda record: record.frame == frames // 2
                              and trigger.set())
     finally:
         cancel.set()
@@ -115,8 +116,6 @@ def run_system_demo(out: Path, frames: int = 300, slowdown: float = 30.0, outage
 
 def _plot(out: Path, bundle: Path) -> None:
     """Chosen split and delay per frame, coloured by where the frame was finished."""
-    import json
-
     try:
         import matplotlib
 
@@ -126,12 +125,12 @@ def _plot(out: Path, bundle: Path) -> None:
         return
     from common.bundle import read_manifest
 
-    records = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+    records = [FrameRecord.from_json(line) for line in (out / "results.jsonl").read_text().splitlines()]
     device_only = read_manifest(bundle).device_only
-    frames = [r["frame"] for r in records]
-    colours = ["tab:blue" if r["edge"] else "tab:red" if r["fallback"] else "tab:gray" for r in records]
+    frames = [r.frame for r in records]
+    colours = ["tab:blue" if r.edge else "tab:red" if r.fallback else "tab:gray" for r in records]
     fig, (top, bottom) = plt.subplots(2, 1, figsize=(10, 5.5), sharex=True)
-    top.scatter(frames, [r["split"] for r in records], c=colours, s=8)
+    top.scatter(frames, [r.split for r in records], c=colours, s=8)
     top.set_ylabel("chosen split")
     step = max(1, device_only // 6)
     ticks = [t for t in range(0, device_only, step) if device_only - t > step // 2] + [device_only]
@@ -140,15 +139,15 @@ def _plot(out: Path, bundle: Path) -> None:
     # The edge outage (stopped half-way): from the first frame without an edge after the middle
     # to the first one answered again.
     half = len(records) // 2
-    gone = next((i for i in range(half, len(records)) if records[i]["edge"] is None), None)
-    back = next((i for i in range(gone, len(records)) if records[i]["edge"]), len(records)) if gone else None
+    gone = next((i for i in range(half, len(records)) if records[i].edge is None), None)
+    back = next((i for i in range(gone, len(records)) if records[i].edge), len(records)) if gone else None
     if gone is not None:
         for axis in (top, bottom):
             axis.axvspan(frames[gone] - 0.5, frames[back - 1] + 0.5, color="0.9", zorder=0)
         top.text(frames[gone], device_only * 0.5, " edge stopped", fontsize=8, color="0.4")
     top.set_title("ans demo: blue = answered by the edge, red = meant for the edge but finished on the device, "
                   "grey = device-only", fontsize=9)
-    bottom.scatter(frames, [r["delay_s"] * 1e3 for r in records], c=colours, s=8)
+    bottom.scatter(frames, [r.delay_s * 1e3 for r in records], c=colours, s=8)
     bottom.set_ylabel("end-to-end delay (ms)")
     bottom.set_xlabel("frame")
     fig.tight_layout()

@@ -163,6 +163,48 @@ class Result:
     edge: str = ""
 
 
+@dataclass(frozen=True)
+class Timing:
+    """How the edge's answer to one frame took its time: the device's offloading delay (from before
+    encoding to the result), and the edge's acknowledgement of its part."""
+
+    offload_s: float
+    edge_compute_s: float
+    edge_wait_s: float
+    batch_size: int
+
+
+@dataclass(frozen=True)
+class FrameRecord:
+    """One frame's final answer, wherever it was computed: what a device publishes on its
+    ``detections`` topic, writes to its results file and hands to its sinks."""
+
+    frame: int
+    split: int  # the split chosen (device-only: the last)
+    fallback: bool  # meant for the edge, finished on the device (edge away, late or refusing)
+    delay_s: float
+    detections: list[list[float]]  # x1, y1, x2, y2 (relative), score, class: as the protocol carries them
+    objects: list[dict]  # label, score, box in pixels of the source frame
+    edge: str | None  # the edge that answered; None when the device finished the frame
+    edge_online: bool  # whether an edge was online when the frame was processed
+    finished_from: int | None = None  # the split whose cut the device finished from, after a fallback
+    timing: Timing | None = None  # when the edge answered
+
+    @property
+    def offloaded(self) -> bool:
+        return self.edge is not None
+
+    def to_json(self) -> bytes:
+        return _strict_json(self)
+
+    @classmethod
+    def from_json(cls, text: str | bytes) -> FrameRecord:
+        """A record from its JSON form (a results file's line, a detections message)."""
+        doc = json.loads(text)
+        timing = doc.get("timing")
+        return cls(**{**doc, "timing": Timing(**timing) if timing else None})
+
+
 def _strict_json(message) -> bytes:
     """A message dataclass as strict JSON (no NaN or Infinity, which other languages' parsers refuse)."""
     return json.dumps(asdict(message), separators=(",", ":"), allow_nan=False).encode()

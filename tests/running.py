@@ -3,7 +3,6 @@ and a subscriber that records what crosses the broker."""
 
 from __future__ import annotations
 
-import json
 import os
 import queue
 import signal
@@ -14,6 +13,7 @@ import uuid
 from pathlib import Path
 
 from lab.local_broker import dev_config  # noqa: F401  (re-exported for the tests)
+from mqtt.protocol import FrameRecord
 
 from .broker import REPO
 
@@ -76,18 +76,18 @@ def device_args(tmp: Path, port: int, name: str, policy: str, *extra: str) -> li
                   "--out", str(tmp / f"{name}.jsonl"), *extra]
 
 
-def run_device(tmp: Path, port: int, name: str, policy: str, *extra: str) -> list[dict]:
+def run_device(tmp: Path, port: int, name: str, policy: str, *extra: str) -> list[FrameRecord]:
     proc = subprocess.run(device_args(tmp, port, name, policy, *extra), capture_output=True, text=True,
                           timeout=300, env=ENV)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return records(tmp, name)
 
 
-def records(tmp: Path, name: str) -> list[dict]:
+def records(tmp: Path, name: str) -> list[FrameRecord]:
     """The device's per-frame records so far (a line still being written is left for the next look)."""
     path = tmp / f"{name}.jsonl"
     text = path.read_text() if path.exists() else ""
-    return [json.loads(line) for line in text[:text.rfind("\n") + 1].splitlines()]
+    return [FrameRecord.from_json(line) for line in text[:text.rfind("\n") + 1].splitlines()]
 
 
 def wait_for(predicate, timeout: float, what: str, proc: subprocess.Popen | None = None) -> None:

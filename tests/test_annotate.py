@@ -7,11 +7,11 @@ import pytest
 cv2 = pytest.importorskip("cv2")
 
 from device_app.annotate import AnnotatedVideo, Overlay, Snapshots  # noqa: E402
+from mqtt.protocol import FrameRecord  # noqa: E402
 
 
 def _record(split, fallback=False, edge=None, online=False, detections=()):
-    return {"frame": 3, "split": split, "fallback": fallback, "delay_s": 0.012, "detections": list(detections),
-            "edge": edge, "edge_online": online}
+    return FrameRecord(3, split, fallback, 0.012, list(detections), [], edge, online)
 
 
 def test_status_names_the_device_split_and_the_edge_state(tmp_path):

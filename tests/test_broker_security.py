@@ -281,7 +281,7 @@ def test_tls_end_to_end_and_a_wrong_ca_refused_with_one_clear_line(demo_bundle, 
         args[args.index("--broker") + 1] = f"mqtts://127.0.0.1:{prod.tls_port}"
         try:
             ok = subprocess.run(args, capture_output=True, text=True, timeout=300, env={**ENV, **tls})
-            answered = [r["edge"] for r in records(tmp, "cam-tls")]
+            answered = [r.edge for r in records(tmp, "cam-tls")]
             wrong = subprocess.run(args, capture_output=True, text=True, timeout=300,
                                    env={**ENV, **tls, "ANS_DEVICE_MQTT__CA_FILE": str(other.ca)})
         finally:

@@ -5,6 +5,8 @@ import sys
 
 import numpy as np
 
+from mqtt.protocol import FrameRecord
+
 BLOCKER = """
 import sys
 class Block:
@@ -36,7 +38,7 @@ def test_learner_and_key_frames_run_without_heavy_packages():
 
 
 LOOP = """
-import sys, json
+import sys
 class Block:
     def find_spec(self, name, path=None, target=None):
         if name.split('.')[0] in {'tensorflow', 'keras', 'cv2', 'matplotlib', 'pydantic', 'torch', 'converter',
@@ -50,17 +52,13 @@ from mqtt.connection import MqttSettings
 bundle, port, frames = sys.argv[1], sys.argv[2], np.load(sys.argv[3])
 device = make_device(DeviceSettings(bundle=bundle, id='cam-core', policy=sys.argv[4], deadline_ms=2000,
                                     mqtt=MqttSettings(broker=f'mqtt://127.0.0.1:{port}')))
-records = []
-device.run(iter(frames), sinks=[lambda frame, record: records.append(record)])
-print(json.dumps(records))
+device.run(iter(frames), sinks=[lambda frame, record: print(record.to_json().decode())])
 """
 
 
 def test_a_full_device_loop_runs_without_tensorflow_opencv_or_pydantic(demo_bundle, tmp_path):
     """Numpy, paho-mqtt and a TFLite interpreter only: the frames come from the host (here a .npy of
     320x240 frames, resized without OpenCV), the edge answers through a real broker."""
-    import json
-
     import cv2
 
     from .broker import started
@@ -79,14 +77,15 @@ def test_a_full_device_loop_runs_without_tensorflow_opencv_or_pydantic(demo_bund
                                        str(tmp_path / "frames.npy"), policy],
                                       capture_output=True, text=True, timeout=300, env=ENV)
                 assert proc.returncode == 0, proc.stderr[-3000:]
-                runs[policy] = json.loads(proc.stdout.splitlines()[-1])
+                runs[policy] = [FrameRecord.from_json(line) for line in proc.stdout.splitlines()
+                                  if line.startswith("{")]
         finally:
             edge.terminate()
             edge.wait(30)
-    assert all(r["edge"] == "edge-1" for r in runs["edge-only"]) and len(runs["edge-only"]) == 12
-    assert all(r["edge"] is None for r in runs["device-only"])
-    assert [len(r["detections"]) for r in runs["edge-only"]] == [len(r["detections"]) for r in runs["device-only"]]
-    assert sum(len(r["detections"]) for r in runs["device-only"]) > 0
+    assert all(r.edge == "edge-1" for r in runs["edge-only"]) and len(runs["edge-only"]) == 12
+    assert all(r.edge is None for r in runs["device-only"])
+    assert [len(r.detections) for r in runs["edge-only"]] == [len(r.detections) for r in runs["device-only"]]
+    assert sum(len(r.detections) for r in runs["device-only"]) > 0
 
 
 def test_the_device_extra_is_numpy_paho_and_a_tflite_interpreter():

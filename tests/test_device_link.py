@@ -73,5 +73,5 @@ def test_ten_thousand_messages_interleaved_with_frames_leave_a_consistent_view(d
     thread.join()
     device._take_events()
     assert device.view.edges == expected
-    assert all(r["detections"] is not None for r in records) and epochs == sorted(epochs)
-    assert [r["frame"] for r in records] == list(range(len(records)))
+    assert all(r.detections is not None for r in records) and epochs == sorted(epochs)
+    assert [r.frame for r in records] == list(range(len(records)))

@@ -36,7 +36,7 @@ def test_state_from_another_broker_or_edge_is_a_weaker_prior(demo_bundle, tmp_pa
             1 + 0.02 * rng.standard_normal(2))
         first.policy.update(Feedback(split, net + edge, net, edge))
     assert min(first.policy.bank.n) > 50  # past the cold start's change alarms
-    first.store.seen_edges = {"edge-a"}
+    hear(first, "ans/v1/edge/edge-a/status", b"online")
     first.save_learner()
     saved = json.loads((tmp_path / "learner.json").read_text())
     assert saved["context"] == {"broker": f"127.0.0.1:{port}", "edges": ["edge-a"]}
@@ -49,9 +49,7 @@ def test_state_from_another_broker_or_edge_is_a_weaker_prior(demo_bundle, tmp_pa
 
     # Same broker, but the edge that comes online is another one: weakened then, once.
     before = same.policy._width_s.copy()
-    same.view.edges = {"edge-b"}
-    same.view.edge_back = True
-    same._offload = lambda *a: None
+    hear(same, "ans/v1/edge/edge-b/status", b"online")  # (no broker: what it offloads goes nowhere)
     same.process(0, np.zeros((240, 320, 3), np.uint8))
     assert np.all(same.policy._width_s[:-1] >= before[:-1]) and np.any(same.policy._width_s > 1.5 * before)
     np.testing.assert_allclose(same.policy._width_s[:-1], other_broker.policy._width_s[:-1], rtol=0.05)
@@ -65,10 +63,8 @@ def test_state_from_another_broker_or_edge_is_a_weaker_prior(demo_bundle, tmp_pa
 
     # The same edge again: kept as strong as resume_weight says.
     again = _device(demo_bundle / "bundle", tmp_path, port)
-    again.view.edges = {"edge-a"}
-    again.view.edge_back = True
     kept = again.policy._width_s.copy()
-    again._offload = lambda *a: None
+    hear(again, "ans/v1/edge/edge-a/status", b"online")
     again.process(0, np.zeros((240, 320, 3), np.uint8))
     assert np.all(again.policy._width_s[:-1] <= kept[:-1] * 1.0001)
 
@@ -90,8 +86,7 @@ def test_a_newcomer_starts_from_the_edges_compute_table_of_its_own_bundle_only(d
 
     mine = ComputeTable(device.model.bundle.content_hash, "edge-y", times)
     hear(device, "ans/v1/edge/edge-y/compute", encode_compute_table(mine))
-    device._offload = lambda *a: None
-    device.view.edges = {"edge-y"}
+    hear(device, "ans/v1/edge/edge-y/status", b"online")
     device.process(0, np.zeros((240, 320, 3), np.uint8))
     offload = [k for k in range(n) if k != device.model.device_only]
     np.testing.assert_allclose(device.policy.edge.pred[offload], [times[k] for k in offload], rtol=0.1)

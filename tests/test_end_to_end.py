@@ -9,7 +9,10 @@ import time
 import numpy as np
 import pytest
 
+from mqtt.protocol import FrameRecord
+
 from .broker import started
+from .fake_link import FakeLink
 from .running import (ENV, Recorder, dev_config, device_args, records, run_device, spawn, start_edge, stop,
                       wait_for)
 
@@ -29,20 +32,20 @@ def test_every_frame_is_answered_as_on_the_device(demo_bundle, tmp_path):
         finally:
             stop(edge)
         local = run_device(tmp, broker.port, "cam-local", "device-only", "--frames", "20")
-    assert [r["frame"] for r in offloaded] == list(range(20))
-    assert all(r["edge"] == "edge-1" and r["split"] == 0 and not r["fallback"] for r in offloaded)
-    assert sum(len(r["detections"]) for r in local) > 0
+    assert [r.frame for r in offloaded] == list(range(20))
+    assert all(r.edge == "edge-1" and r.split == 0 and not r.fallback for r in offloaded)
+    assert sum(len(r.detections) for r in local) > 0
     for o, d in zip(offloaded, local):
-        assert same_detections(o["detections"], d["detections"]), (o, d)
+        assert same_detections(o.detections, d.detections), (o, d)
     # what users read: the label, the score, the box in pixels of the 320x240 source frame
     for r in local:
-        assert len(r["objects"]) == len(r["detections"])
-        for thing, (x1, y1, x2, y2, score, cls) in zip(r["objects"], r["detections"]):
+        assert len(r.objects) == len(r.detections)
+        for thing, (x1, y1, x2, y2, score, cls) in zip(r.objects, r.detections):
             assert thing["label"] == ["disc", "square", "triangle"][int(cls)] and thing["score"] == round(score, 3)
             assert thing["box"] == [round(x1 * 320), round(y1 * 240), round(x2 * 320), round(y2 * 240)]
     # int8 on the wire: every frame answered by the edge, the same objects found
-    assert all(r["edge"] == "edge-1" for r in quantised)
-    assert [len(r["detections"]) for r in quantised] == [len(r["detections"]) for r in local]
+    assert all(r.edge == "edge-1" for r in quantised)
+    assert [len(r.detections) for r in quantised] == [len(r.detections) for r in local]
 
 
 def test_no_frame_is_lost_when_the_edge_dies_and_offloading_resumes_when_it_returns(demo_bundle, tmp_path):
@@ -61,14 +64,14 @@ def test_no_frame_is_lost_when_the_edge_dies_and_offloading_resumes_when_it_retu
         stop(edge)
         assert device.returncode == 0, err[-3000:]
     got = records(tmp, "cam-x")
-    assert [r["frame"] for r in got] == list(range(150))  # zero frames lost
-    assert all(r["edge"] == "edge-1" for r in got[:10])
+    assert [r.frame for r in got] == list(range(150))  # zero frames lost
+    assert all(r.edge == "edge-1" for r in got[:10])
     after = got[died:]
-    missed = [r["frame"] for r in after if r["fallback"]]
+    missed = [r.frame for r in after if r.fallback]
     assert missed, "no frame was finished on the device while the edge was away"
-    assert sum(len(r["detections"]) for r in after if r["fallback"]) > 0
-    resumed = [r["frame"] for r in after if r["edge"] == "edge-2"]
-    assert resumed and resumed[0] > missed[0] and got[-1]["edge"] == "edge-2"  # back by itself
+    assert sum(len(r.detections) for r in after if r.fallback) > 0
+    resumed = [r.frame for r in after if r.edge == "edge-2"]
+    assert resumed and resumed[0] > missed[0] and got[-1].edge == "edge-2"  # back by itself
 
 
 def test_a_broker_restart_is_survived_and_stats_are_published(demo_bundle, tmp_path):
@@ -89,11 +92,11 @@ def test_a_broker_restart_is_survived_and_stats_are_published(demo_bundle, tmp_p
             before = monitor.drain()
             broker.stop()
             down = len(records(tmp, "cam-r"))
-            wait_for(lambda: any(r["edge"] is None for r in records(tmp, "cam-r")[down:]), 120,
+            wait_for(lambda: any(r.edge is None for r in records(tmp, "cam-r")[down:]), 120,
                      "a frame finished on the device while the broker is away", device)
             broker.start()
             up = len(records(tmp, "cam-r"))
-            wait_for(lambda: any(r["edge"] == "edge-1" for r in records(tmp, "cam-r")[up:]), 120,
+            wait_for(lambda: any(r.edge == "edge-1" for r in records(tmp, "cam-r")[up:]), 120,
                      "the edge answering again after the restart", device)
 
             def stats_after_restart():
@@ -110,9 +113,9 @@ def test_a_broker_restart_is_survived_and_stats_are_published(demo_bundle, tmp_p
             monitor.close()
             log.close()
     got = records(tmp, "cam-r")
-    assert [r["frame"] for r in got] == list(range(len(got)))  # no frame lost, none twice
+    assert [r.frame for r in got] == list(range(len(got)))  # no frame lost, none twice
     # Both reconnected and re-subscribed: requests answered again after the restart.
-    assert any(t.endswith("/device/cam-r/detections") and json.loads(p)["edge"] for t, p, _ in after)
+    assert any(t.endswith("/device/cam-r/detections") and FrameRecord.from_json(p).edge for t, p, _ in after)
     stats = [json.loads(p) for t, p, _ in before + after if t == "ans/v1/device/cam-r/stats"]
     assert stats and {"fps", "delay_mean_ms", "delay_p95_ms", "split_histogram", "fallbacks", "exploration_rate",
                       "learner", "fused_heads"} <= set(stats[-1])
@@ -149,7 +152,7 @@ def test_requests_over_the_brokers_packet_limit_are_never_sent(demo_bundle, tmp_
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "over the broker's maximum packet size 150000" in proc.stderr
     got = records(tmp, "cam-big")
-    assert len(got) == 10 and all(r["edge"] is None and not r["fallback"] for r in got)
+    assert len(got) == 10 and all(r.edge is None and not r.fallback for r in got)
     assert sent == []
 
 
@@ -163,8 +166,8 @@ def test_the_learners_run_for_real(demo_bundle, tmp_path, policy):
             got = run_device(tmp, broker.port, f"cam-{policy}", policy, "--frames", "60", "--state-dir", str(state))
         finally:
             stop(edge)
-    assert [r["frame"] for r in got] == list(range(60))
-    assert any(r["edge"] for r in got)  # it tried the edge
+    assert [r.frame for r in got] == list(range(60))
+    assert any(r.edge for r in got)  # it tried the edge
     assert (state / "calibration.json").is_file() and (state / "learner.json").is_file()
 
 
@@ -186,31 +189,29 @@ def test_publishes_beyond_the_outage_queue_are_counted_not_dropped_in_silence(de
 def test_a_miss_while_the_edge_left_is_not_taught_but_a_slow_edge_is(demo_bundle):
     """While no edge is there nothing about offloading is learnt: a request that was in flight
     when its edge went offline (or the broker went away) is finished on the device and not fed
-    to the learner; a miss with the edge still online is ("at least the deadline")."""
+    to the learner, at once; a miss with the edge still online is ("at least the deadline")."""
     import numpy as np
 
+    from device_app.link import EdgeStatus
     from device_app.runtime import make_device
     from device_app.settings import DeviceSettings
-    from lab.local_broker import free_port
-    from mqtt.connection import MqttSettings
 
-    device = make_device(DeviceSettings(bundle=str(demo_bundle / "bundle"), id="cam-m", connect_timeout_s=0,
-                                        policy="edge-only",
-                                        mqtt=MqttSettings(broker=f"mqtt://127.0.0.1:{free_port()}")))
+    link = FakeLink()
+    device = make_device(DeviceSettings(bundle=str(demo_bundle / "bundle"), id="cam-m", policy="edge-only",
+                                        deadline_ms=1000), link=link)
     taught = []
     device.policy.update = taught.append
     frame = np.zeros((240, 320, 3), np.uint8)
     for edge_left in (True, False):
-        device.view.edges = {"edge-1"}
-
-        def no_answer(frame_id, split, image, edge_left=edge_left):
-            if edge_left:
-                device.view.epoch += 1  # what paho's thread does when the edge's status turns offline
-            return None
-        device._offload = no_answer
+        link.events.put(EdgeStatus("edge-1", True))
+        # The edge leaves while the request is in flight (its status turns offline), or stays and never answers.
+        link.answer = lambda topic, payload, edge_left=edge_left: [EdgeStatus("edge-1", False)] if edge_left else []
         record = device.process(0, frame)
-        assert record["fallback"] and record["edge"] is None and record["detections"] is not None
+        assert record.fallback and record.edge is None and record.detections is not None
+        if edge_left:  # no edge is left to answer: finished at once, not after the deadline
+            assert record.delay_s < device.settings.deadline_ms / 1e3
     assert [(f.offload_s, f.censored) for f in taught] == [(device.settings.deadline_ms / 1e3, True)]
+    assert len(link.sent) == 2
 
 
 def test_an_emulated_board_finishes_a_late_frame_whatever_its_calibration(demo_bundle):
@@ -220,20 +221,15 @@ def test_an_emulated_board_finishes_a_late_frame_whatever_its_calibration(demo_b
 
     from device_app.runtime import make_device
     from device_app.settings import DeviceSettings
-    from lab.local_broker import free_port
-    from mqtt.connection import MqttSettings
 
-    device = make_device(DeviceSettings(bundle=str(demo_bundle / "bundle"), id="cam-f", connect_timeout_s=0,
-                                        emulate_slowdown=2.0,
-                                        mqtt=MqttSettings(broker=f"mqtt://127.0.0.1:{free_port()}")))
+    device = make_device(DeviceSettings(bundle=str(demo_bundle / "bundle"), id="cam-f", emulate_slowdown=2.0,
+                                        deadline_ms=100), link=FakeLink(edges=("edge-1",)))  # it never answers
     split = 8
     device.model.measured = device.model.measured.copy()
     device.model.measured[split] = 2 * device.model.measured[-1]  # this head costs more than the whole model
     device.policy.choose = lambda key_frame: split
-    device.view.edges = {"edge-1"}
-    device._offload = lambda frame_id, split, image: None  # the edge does not answer in time
     record = device.process(0, np.zeros((240, 320, 3), np.uint8))
-    assert record["fallback"] and record["split"] == split and record["detections"] is not None
+    assert record.fallback and record.split == split and record.detections is not None
 
 
 def test_garbage_timings_and_results_for_frames_never_sent_are_not_learnt(demo_bundle, caplog):
@@ -244,26 +240,21 @@ def test_garbage_timings_and_results_for_frames_never_sent_are_not_learnt(demo_b
     from device_app.link import ResultIn
     from device_app.runtime import make_device
     from device_app.settings import DeviceSettings
-    from lab.local_broker import free_port
-    from mqtt.connection import MqttSettings
     from mqtt.protocol import Result
 
-    device = make_device(DeviceSettings(bundle=str(demo_bundle / "bundle"), id="cam-g", connect_timeout_s=0,
-                                        policy="edge-only",
-                                        mqtt=MqttSettings(broker=f"mqtt://127.0.0.1:{free_port()}")))
+    link = FakeLink(edges=("edge-x",))
+    device = make_device(DeviceSettings(bundle=str(demo_bundle / "bundle"), id="cam-g", policy="edge-only"), link=link)
     taught = []
     device.policy.update = taught.append
-    device.view.edges = {"edge-x"}
     frame = np.zeros((240, 320, 3), np.uint8)
     for k in range(3):
-        def send(topic, payload, k=k):  # what comes back for the request: a stray result, then its own
-            device.link.events.put(ResultIn(Result(777 + k, 0, "ok", edge="edge-x"), time.monotonic()))
-            device.link.events.put(ResultIn(Result(k, 0, "ok", [[0.1, 0.1, 0.2, 0.2, 0.9, 1.0]], compute_s=1e6,
-                                                   edge="edge-x"), time.monotonic()))
-            return True
-        device.link.send = send
+        # What comes back for the request: a stray result, then its own (with a timing longer than the round trip).
+        link.answer = lambda topic, payload, k=k: [
+            ResultIn(Result(777 + k, 0, "ok", edge="edge-x"), time.monotonic()),
+            ResultIn(Result(k, 0, "ok", [[0.1, 0.1, 0.2, 0.2, 0.9, 1.0]], compute_s=1e6, edge="edge-x"),
+                     time.monotonic())]
         record = device.process(k, frame)
-        assert record["edge"] == "edge-x" and record["detections"] == [[0.1, 0.1, 0.2, 0.2, 0.9, 1.0]]
+        assert record.edge == "edge-x" and record.detections == [[0.1, 0.1, 0.2, 0.2, 0.9, 1.0]]
     assert taught == []
     said = [r.getMessage() for r in caplog.records if r.name == "ans.device"]
     assert sum("never sent" in m for m in said) == 1 and sum("within a" in m for m in said) == 1
@@ -290,7 +281,7 @@ def test_three_devices_on_two_edges_every_frame_answered(demo_bundle, tmp_path):
                      or len(seen) == 4, 30, "both edges' compute tables and load reports")
         finally:
             monitor.close()
-    answered = [r["edge"] for k in range(3) for r in records(tmp, f"cam-{k}")]
+    answered = [r.edge for k in range(3) for r in records(tmp, f"cam-{k}")]
     assert len(answered) == 120 and None not in answered
     assert {"edge-a", "edge-b"} == set(answered)  # each served some
     n_splits = len(json.loads((tmp / "bundle" / "manifest.json").read_text())["splits"])

@@ -21,6 +21,7 @@ from paho.mqtt.packettypes import PacketTypes  # noqa: E402
 from paho.mqtt.reasoncodes import ReasonCode  # noqa: E402
 
 from mqtt.connection import BrokerRefused, MqttSettings, SessionGuard  # noqa: E402
+from mqtt.protocol import FrameRecord  # noqa: E402
 
 from .broker import ADMIN, MOSQUITTO, PLUGIN, Certificates, production_config, started  # noqa: E402
 from .running import ENV, device_args, records, spawn, start_edge, stop, wait_for  # noqa: E402
@@ -133,7 +134,7 @@ def test_another_user_cannot_take_over_a_devices_or_an_edges_session(demo_bundle
             stop(edge)
         said = device.stderr.read()
     got = records(tmp, "cam-a")
-    assert all(r["edge"] == "edge-1" for r in got), [r["frame"] for r in got if r["edge"] is None]
+    assert all(r.edge == "edge-1" for r in got), [r.frame for r in got if r.edge is None]
     assert "lost the broker" not in said
 
 
@@ -161,7 +162,7 @@ def test_a_disabled_certificate_login_device_is_out_and_says_so(demo_bundle, tmp
         common = ["--broker", f"mqtt://127.0.0.1:{broker.port}", "--admin", ADMIN[0],
                   "--admin-password-file", str(admin_pw)]
         try:
-            wait_for(lambda: sum(r["edge"] == "edge-1" for r in records(tmp, "cam-c")) >= 5, 120,
+            wait_for(lambda: sum(r.edge == "edge-1" for r in records(tmp, "cam-c")) >= 5, 120,
                      "5 frames answered", device)
             assert main(["broker", "disable", "device", "cam-c", *common]) == 0
             device.wait(120)
@@ -213,7 +214,7 @@ def test_json_lines_are_whole_or_absent_when_the_disk_fills(tmp_path, monkeypatc
     from common.disk import JsonLines
 
     out = JsonLines(tmp_path / "results.jsonl")
-    out.write({"frame": 0})
+    out.write(b'{"frame": 0}')
     real_write = os.write
     calls = []
 
@@ -224,9 +225,9 @@ def test_json_lines_are_whole_or_absent_when_the_disk_fills(tmp_path, monkeypatc
         raise OSError(errno.ENOSPC, "No space left on device")
     monkeypatch.setattr(os, "write", full)
     with pytest.raises(OSError):
-        out.write({"frame": 1, "detections": list(range(50))})
+        out.write(json.dumps({"frame": 1, "detections": list(range(50))}).encode())
     monkeypatch.setattr(os, "write", real_write)
-    out.write({"frame": 2})
+    out.write(b'{"frame": 2}')
     out.close()
     assert [json.loads(line)["frame"] for line in (tmp_path / "results.jsonl").read_text().splitlines()] == [0, 2]
 
@@ -260,6 +261,7 @@ def test_a_full_disk_stops_no_detection_and_cuts_no_line(demo_bundle, tmp_path, 
     from .broker import dev_config
 
     tmp = demo_bundle
+    (tiny_disk / "ballast").write_bytes(bytes(40_000))  # about 24 kB left: full within the first 200 frames
     with started(dev_config(), tmp_path) as broker:
         edge = start_edge(tmp, broker.port)
         try:
@@ -272,7 +274,7 @@ def test_a_full_disk_stops_no_detection_and_cuts_no_line(demo_bundle, tmp_path, 
             stop(edge)
     assert done.returncode == 0, done.stderr[-3000:]
     lines = (tiny_disk / "results.jsonl").read_text().splitlines()
-    frames = [json.loads(line)["frame"] for line in lines]  # every line whole
+    frames = [FrameRecord.from_json(line).frame for line in lines]  # every line whole
     assert frames == list(range(len(frames))) and len(frames) < 300  # the disk did fill
     assert "No space left on device" in done.stderr and "results.jsonl" in done.stderr
     assert "300 frames: 300 answered by the edge" in done.stdout  # detection and offloading went on

@@ -53,7 +53,7 @@ def test_messages_that_name_no_device_are_dropped_and_the_edge_serves_on(demo_bu
             stats.close()
             edge.terminate()
             out, _ = edge.communicate(timeout=30)
-    assert [r["edge"] for r in got] == ["edge-1"] * 20
+    assert [r.edge for r in got] == ["edge-1"] * 20
     assert edge.returncode == 0
     warnings = [line for line in out.splitlines() if " WARNING " in line or " ERROR " in line]
     assert len(warnings) <= 4, warnings  # one line per kind of problem, not one per message

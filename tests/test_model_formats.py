@@ -260,12 +260,12 @@ def test_a_cut_of_three_tensors_travels_through_the_real_broker_and_edge(tmp_pat
         finally:
             device.link.close()
             stop(edge)
-    assert all(r["edge"] and r["split"] == split.index and not r["fallback"] for r in records), records
+    assert all(r.edge and r.split == split.index and not r.fallback for r in records), records
     for r, outputs in zip(records, local):
         mine = np.array(detections(outputs, decoding, (96, 96))).reshape(-1, 6)
-        theirs = np.array(r["detections"]).reshape(-1, 6)
+        theirs = np.array(r.detections).reshape(-1, 6)
         assert mine.shape == theirs.shape and np.allclose(mine, theirs, atol=2e-3)
-    assert sum(len(r["detections"]) for r in records) > 0
+    assert sum(len(r.detections) for r in records) > 0
 
 
 def test_a_tflite_models_packed_label_file_is_read():

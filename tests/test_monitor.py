@@ -15,7 +15,7 @@ from rich.cells import cell_len  # noqa: E402
 from rich.console import Console  # noqa: E402
 
 from ans.monitor import Board  # noqa: E402
-from mqtt.protocol import Topics  # noqa: E402
+from mqtt.protocol import FrameRecord, Topics  # noqa: E402
 from device_app.learner.profile import load_profile  # noqa: E402
 from device_app.learner.registry import make_policy  # noqa: E402
 from device_app.telemetry import DeviceStats  # noqa: E402
@@ -29,7 +29,7 @@ def test_monitor_lists_devices_and_edges(tmp_path):
     profile = load_profile("tiny-yolov2-tx2")
     stats = DeviceStats(profile.n_splits)
     for frame in range(30):
-        stats.record({"delay_s": 0.04, "split": 3, "fallback": frame == 7}, explored=frame % 10 == 0)
+        stats.record(FrameRecord(frame, 3, frame == 7, 0.04, [], [], None, True), explored=frame % 10 == 0)
     device_stats = stats.report(make_policy("ans", profile), device="cam-1")
     edge = EdgeStats()
     edge.batch(3, 0.012, [0.001, 0.002, 0.002])

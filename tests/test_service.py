@@ -120,7 +120,7 @@ def test_a_bundle_the_edge_does_not_serve_is_one_clear_line_and_no_frame_lost(de
     errors = [line for line in proc.stderr.splitlines() if "ERROR" in line]
     assert len(errors) == 1 and "deploy the same bundle on both sides" in errors[0] and "dag" in errors[0]
     got = records(demo_bundle, "cam-mismatch")
-    assert [r["frame"] for r in got] == list(range(40)) and not any(r["edge"] for r in got)
+    assert [r.frame for r in got] == list(range(40)) and not any(r.edge for r in got)
     assert len(requests) == 1  # that edge serves another model: nothing more is sent to it
 
 
