@@ -12,6 +12,7 @@ from common.errors import ConfigurationError, CredentialsRefused, SourceLost, ex
 from common.model_files import DECODER_CHOICES
 from device_app.learner.persist import StateError, load_state, save_state
 from device_app.learner.profile import load_profile
+from mqtt.codec import CODECS, IMAGE_CODECS
 from device_app.learner.registry import POLICY_NAMES, make_policy
 from lab.random_schedule import PREFIX as RANDOM_PREFIX, names as random_names
 from lab.sim.scenarios import SCENARIOS, Scenario, scenario
@@ -139,8 +140,6 @@ def cmd_convert(args: argparse.Namespace) -> int:
         if not Path(path).is_file():
             raise ValueError(f"{path}: no such file")
     if args.calibration_images:
-        if args.quantize != "int8":
-            raise ValueError("--calibration-images is for --quantize int8")
         from converter.calibration import calibration_files
 
         args.calibration_files = calibration_files(args.calibration_images)
@@ -225,8 +224,9 @@ def cmd_device(args: argparse.Namespace) -> int:
     settings = _settings(DeviceSettings, args, "ANS_DEVICE_", {
         "bundle": args.bundle, "source": args.source, "id": args.id, "policy": args.policy, "frames": args.frames,
         "loop": args.loop or None,
-        "deadline_ms": args.deadline_ms, "state_dir": args.state_dir, "codec": args.codec, "results_out": args.out,
-        "video_out": args.video_out, "emulate_slowdown": args.emulate_slowdown})
+        "deadline_ms": args.deadline_ms, "state_dir": args.state_dir, "codec": args.codec,
+        "image_codec": args.image_codec, "results_out": args.out, "video_out": args.video_out,
+        "emulate_slowdown": args.emulate_slowdown})
     _logging()
     from device_app.app import run_device
 
@@ -336,8 +336,9 @@ def build_parser() -> argparse.ArgumentParser:
                       help="the device's segments: float32, or int8 weights and arithmetic (smaller, faster on "
                            "CPUs and needed by an Edge TPU; input and output stay float32)")
     conv.add_argument("--calibration-images", metavar="DIR",
-                      help="int8: a folder of images like the device's frames, for each layer's range (the demo "
-                           "detector uses its generated scenes)")
+                      help="a folder of images like the device's frames: each cut tensor's channel ranges for "
+                           "the low-bit codecs (int4, int3, int2) and, with --quantize int8, each layer's range "
+                           "(the demo detector uses its generated scenes)")
     conv.add_argument("--report", action="store_true",
                       help="also measure each cut-tensor codec's effect on the outputs, split by split; with "
                            "--quantize int8, int8 against float32: head times and accuracy (mAP on the demo clip)")
@@ -364,7 +365,8 @@ def build_parser() -> argparse.ArgumentParser:
     dev.add_argument("--loop", action="store_true", help="play a video file (or demo) again when it ends")
     dev.add_argument("--deadline-ms", type=float, help="finish on the device if no result by then")
     dev.add_argument("--state-dir", help="where the calibration and the learner state are kept")
-    dev.add_argument("--codec", choices=["float32", "float16", "int8"], help="how the cut tensor travels")
+    dev.add_argument("--codec", choices=CODECS, help="how the cut tensors travel")
+    dev.add_argument("--image-codec", choices=IMAGE_CODECS, help="how split 0 sends the input image")
     dev.add_argument("--out", help="write one JSON line per frame here")
     dev.add_argument("--video-out", help="write the frames with their detections drawn here (.avi or .mp4)")
     dev.add_argument("--emulate-slowdown", type=float, help="lab/demo: run heads this many times slower")
@@ -454,7 +456,7 @@ def build_parser() -> argparse.ArgumentParser:
                      help="edge cost per back-end layer at slowdown 1")
     sim.add_argument("--device-macs-per-s", type=float, default=3.0e10,
                      help="device speed, to estimate front-end delays of a manifest (which holds none)")
-    sim.add_argument("--codec", default="float32", choices=["float32", "float16", "int8"],
+    sim.add_argument("--codec", default="float32", choices=CODECS,
                      help="cut-tensor codec whose payload size is sent (bundle manifests only)")
     sim.add_argument("--calibrate", action="store_true",
                      help="bundle profiles: measure every split's front-end delay by running its head here")

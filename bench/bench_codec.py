@@ -24,7 +24,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from mqtt.codec import CODECS, encode  # noqa: E402
+from mqtt.codec import CODECS, LOW_BIT, ChannelRange, encode  # noqa: E402
 from mqtt.protocol import Request, decode_request, encode_request  # noqa: E402
 
 SHAPES = ((1, 13, 13, 512), (1, 52, 52, 128), (1, 416, 416, 16))  # 346 KB, 1.4 MB, 11 MB as float32
@@ -53,23 +53,28 @@ def main() -> None:
 
         mqtt.codec._opencv = lambda: None
     rng = np.random.default_rng(0)
-    print(f"{'tensor':>18}{'MB':>7}{'memcpy ms':>11}" + "".join(f"{c + ' encode (x)':>22}" for c in CODECS[1:])
-          + "".join(f"{c + ' round trip (x)':>26}" for c in CODECS))
+    print("encoding time (ms, and x a memcpy of the float32 tensor) and the round trip (encode, request, decode); "
+          "synthetic post-ReLU activations, 70% zeros")
+    print(f"{'tensor':>18}{'MB':>7}{'memcpy ms':>11}" + "".join(f"{c + ' encode':>20}" for c in CODECS[1:])
+          + "".join(f"{c + ' round trip':>20}" for c in CODECS))
     for shape in SHAPES:
-        x = np.maximum(rng.normal(size=shape), 0).astype(np.float32)  # post-ReLU activations
+        x = np.maximum(rng.normal(size=shape) - 0.5, 0).astype(np.float32)  # post-ReLU activations
+        ranges = ChannelRange(np.zeros(shape[-1]), np.percentile(x.reshape(-1, shape[-1]), 99.9, axis=0))
         copy = median_s(x.tobytes, args.repeat)  # one memcpy of the payload
         cells = []
         for codec in CODECS[1:]:
-            t = median_s(lambda codec=codec: encode(x, codec), args.repeat)
-            cells.append(f"{t * 1e3:>13.2f} ({t / copy:>4.1f}x)")
+            t = median_s(lambda codec=codec: encode(x, codec, channel_range=ranges), args.repeat)
+            cells.append(f"{t * 1e3:>11.2f} ({t / copy:>4.1f}x)")
         for codec in CODECS:
             def round_trip(codec=codec):
-                payload, quant = encode(x, codec)
+                payload, quant = encode(x, codec, channel_range=ranges)
                 message = encode_request(Request(1, 1, HASH, (shape,), codec, (quant,)), [payload])
-                decode_request(message)
+                decode_request(message, channel_ranges=[ranges])
             t = median_s(round_trip, args.repeat)
-            cells.append(f"{t * 1e3:>17.2f} ({t / copy:>4.1f}x)")
+            cells.append(f"{t * 1e3:>11.2f} ({t / copy:>4.1f}x)")
         print(f"{str(shape[1:]):>18}{x.nbytes / 1e6:>7.2f}{copy * 1e3:>11.2f}" + "".join(cells))
+        print(f"{'':>18}{'':>7}{'bits/value':>11}" + "".join(
+            f"{8 * len(encode(x, c, channel_range=ranges)[0]) / x.size:>20.3f}" for c in CODECS[1:]))
     if args.json:
         rows = accuracy(args.splits, args.repeat)
         print(json.dumps({"codecs": rows}))
@@ -86,15 +91,19 @@ def accuracy(splits: list[int], repeat: int) -> list[dict]:
     from common.keras_model import load_keras_model, tail_model
     from common.tflite import SegmentRunner
     from converter.bundle import convert, run_keras
+    from converter.calibration import demo_scenes
     from converter.train_demo import clip_frames, clip_map
     from converter.zoo import demo_decoding, demo_model
-    from mqtt.codec import IMAGE_CODEC, decode
+    from mqtt.codec import IMAGE_CODECS, decode
 
     images, truth, difficult = clip_frames()
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        manifest = convert(demo_model(), Path(tmp) / "bundle", decoding=demo_decoding(), log=lambda *_: None)
-        runner = SegmentRunner(Bundle(Path(tmp) / "bundle"))
+        # Ranges measured on generated scenes, as `ans convert --zoo demo` does: not on the clip scored here.
+        manifest = convert(demo_model(), Path(tmp) / "bundle", decoding=demo_decoding(), log=lambda *_: None,
+                           samples=demo_scenes(64))
+        bundle = Bundle(Path(tmp) / "bundle")
+        runner = SegmentRunner(bundle)
         edge = load_keras_model(Path(tmp) / "bundle" / manifest.splits[0].tail.path)
         scale = manifest.model.preprocessing.scale
         print(f"\ndemo detector on the demo clip ({len(images)} frames): mAP@0.5 per split and codec", flush=True)
@@ -105,20 +114,26 @@ def accuracy(splits: list[int], repeat: int) -> list[dict]:
             cuts = [runner.run(p, img[None].astype(np.float32)) for img in images]
             values = sum(int(np.prod(s)) for s in split.shapes)
             reference = None
-            for codec in ((*CODECS, IMAGE_CODEC) if p == 0 else CODECS):
+            raw = bundle.ranges(split.names) if p else None
+            ranges = [ChannelRange(lo, hi) for lo, hi in raw] if raw else [None] * len(split.names)
+            for codec in (("float32", "float16", "int8", *IMAGE_CODECS) if p == 0 else CODECS):
                 def coded(tensors, codec=codec):
-                    return [encode(t, codec, scale) for t in tensors]
+                    return [encode(t, codec, scale, r) for t, r in zip(tensors, ranges)]
+
+                def decoded(sent, tensors, codec=codec):
+                    return [decode(b, codec, t.shape, q, r) for (b, q), t, r in zip(sent, tensors, ranges)]
 
                 encode_s = median_s(lambda: coded(cuts[0]), repeat)
-                sent = coded(cuts[0])
-                decode_s = median_s(lambda: [decode(b, codec, t.shape, q) for (b, q), t in zip(sent, cuts[0])], repeat)
-                outputs = []
+                first = coded(cuts[0])
+                decode_s = median_s(lambda: decoded(first, cuts[0]), repeat)
+                outputs, nbytes = [], 0
                 for tensors in cuts:
-                    got = [decode(b, codec, t.shape, q) for (b, q), t in zip(coded(tensors), tensors)]
-                    outputs.append(run_keras(tail, got)[0][0])
+                    sent = coded(tensors)
+                    nbytes += sum(len(b) for b, _ in sent)
+                    outputs.append(run_keras(tail, decoded(sent, tensors))[0][0])
+                nbytes = round(nbytes / len(cuts))  # the mean over the clip: variable-size codecs vary
                 score = clip_map(outputs, truth, difficult)["map50"]
                 reference = score if codec == "float32" else reference
-                nbytes = sum(len(b) for b, _ in sent)
                 rows.append({"split": p, "codec": codec, "bits_per_value": round(8 * nbytes / values, 3),
                              "bytes": nbytes, "encode_ms": round(encode_s * 1e3, 3),
                              "decode_ms": round(decode_s * 1e3, 3), "map50": round(score, 4),

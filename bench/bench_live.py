@@ -32,7 +32,7 @@ the learner's change alarms (all, and in the baseline: the frames before the fir
 plot (``--out``/live-<scenario>.png: chosen split and delay over time, the oracle's split).
 
     sudo .venv/bin/python bench/bench_live.py [--scenarios bandwidth rtt ...] [--random N --first-seed S]
-        [--frames 300] [--warmup 60] [--policies ans ...]
+        [--frames 300] [--warmup 60] [--policies ans ...] [--codec int2 --image-codec jpeg]
 """
 
 from __future__ import annotations
@@ -57,6 +57,7 @@ sys.path.insert(0, str(REPO))
 import numpy as np  # noqa: E402
 
 from lab.testbed import NS, NS_IP, CpuHog, DelayRelay, Link, pin_this_process  # noqa: E402
+from mqtt.codec import CODECS, IMAGE_CODECS  # noqa: E402
 
 POLICIES = ("ans", "mu-linucb-paper", "device-only", "edge-only")
 HIGH_MBIT, LOW_MBIT, RTT_ADDED_S = 100.0, 4.0, 0.080
@@ -270,7 +271,7 @@ def undominated(bundle: Path) -> list[int]:
 
 
 def run_one(name: str, policy, system: System, frames: list, events: dict, state: Path, warmup: int,
-            calibration: Path) -> list[dict]:
+            calibration: Path, codecs: tuple[str, str] = ("float32", "uint8")) -> list[dict]:
     """One contender through the schedule; the scored records (frames renumbered from 0). Every
     contender starts from the same calibration of the heads (measured once): with heads 30x
     slower, calibrating again per run would give each a slightly different board."""
@@ -285,6 +286,7 @@ def run_one(name: str, policy, system: System, frames: list, events: dict, state
     # One interpreter thread: the device has one core (more threads on it only fight each other).
     device = make_device(DeviceSettings(
         bundle=str(system.bundle), id=f"live-{name}", deadline_ms=1000, emulate_slowdown=30.0, threads=1,
+        codec=codecs[0], image_codec=codecs[1],
         policy=policy if isinstance(policy, str) else "device-only", state_dir=str(state),
         mqtt=MqttSettings(broker=system.device_broker)))
     if not isinstance(policy, str):
@@ -406,6 +408,9 @@ def main() -> None:
                         help="instead of --scenarios, N random schedules, seeds --first-seed on")
     parser.add_argument("--first-seed", type=int, default=0)
     parser.add_argument("--policies", nargs="+", default=list(POLICIES), choices=POLICIES)
+    parser.add_argument("--codec", default="float32", choices=CODECS, help="every contender's cut-tensor codec")
+    parser.add_argument("--image-codec", default="uint8", choices=IMAGE_CODECS,
+                        help="every contender's codec for split 0's input image")
     parser.add_argument("--out", type=Path, default=REPO / "docs" / "img")
     args = parser.parse_args()
     from lab.random_schedule import names
@@ -436,7 +441,8 @@ def main() -> None:
                     print(f"[{time.monotonic() - started:6.0f} s] {scenario}: {name} ({i + 1}/{len(contenders)})",
                           file=sys.stderr, flush=True)
                     runs[name] = run_one(name, policy, system, frames, schedule(scenario, args.frames, system),
-                                         work / f"state-{scenario}-{name}", args.warmup, calibration)
+                                         work / f"state-{scenario}-{name}", args.warmup, calibration,
+                                         (args.codec, args.image_codec))
                 summary = summarise(runs, n_splits, phases, phases[1][0] if len(phases) > 1 else args.frames,
                                     args.policies)
                 results[scenario] = summary

@@ -143,7 +143,9 @@ class Split:
     transfer_bytes: int
     """Raw payload bytes of the tensors sent (0 for device-only)."""
     codec_bytes: dict[str, int]
-    """Payload bytes of the tensors sent with each cut-tensor codec (float32 = transfer_bytes, float16, int8)."""
+    """Payload bytes of the tensors sent with each codec: exact for float32 (= transfer_bytes), float16,
+    int8 and split 0's uint8; the mean over the sample images for the variable-size ones (int4, int3,
+    int2; split 0's jpeg), present when the bundle has calibrated ranges."""
     context: list[float]
     """Back-end context: conv MACs, conv layers, fc MACs, fc layers, activation MACs, activation layers,
     transfer bits."""
@@ -179,6 +181,9 @@ class Manifest:
     converter: dict[str, str] = field(default_factory=dict)
     """Versions of the tools that made the bundle."""
     schema_version: Literal[3] = SCHEMA_VERSION
+    ranges: FileRef | None = None
+    """The cut tensors' calibrated channel ranges (``ranges.json``), which the low-bit codecs quantise
+    within; None when the model was converted without sample images."""
 
     def __post_init__(self) -> None:
         if [s.index for s in self.splits] != list(range(len(self.splits))) or len(self.splits) < 2:
@@ -239,6 +244,24 @@ def parse_manifest(doc: object, where: str = MANIFEST) -> Manifest:
 def read_manifest(folder: str | Path) -> Manifest:
     path = Path(folder) / MANIFEST
     return parse_manifest(read_json(path, BundleError), str(path))
+
+
+def read_ranges(folder: str | Path, ref: FileRef) -> dict[str, tuple[list[float], list[float]]]:
+    """``ranges.json``, checked against its sha256 and read: tensor name -> (lo, hi) per channel."""
+    verify_files(folder, [ref])
+    path = Path(folder) / ref.path
+    doc = read_json(path, BundleError)
+    tensors = doc.get("tensors") if isinstance(doc, dict) else None
+    if not isinstance(tensors, dict):
+        raise BundleError(f"{path}: no 'tensors' object")
+    out = {}
+    for name, entry in tensors.items():
+        lo, hi = (entry.get(k) if isinstance(entry, dict) else None for k in ("lo", "hi"))
+        if not (isinstance(lo, list) and isinstance(hi, list) and len(lo) == len(hi) > 0
+                and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in lo + hi)):
+            raise BundleError(f"{path}: tensors.{name}: lo and hi must be lists of numbers of one length")
+        out[name] = (lo, hi)
+    return out
 
 
 def sha256_file(path: Path) -> str:
@@ -325,6 +348,7 @@ class Bundle:
     def __init__(self, folder: str | Path, verify: bool = True):
         self.folder = Path(folder)
         self.manifest = read_manifest(self.folder)
+        self._ranges: dict[str, tuple[list[float], list[float]]] | None = None
         if verify:
             verify_files(self.folder, [segment.file for segment in self.manifest.segments])
 
@@ -339,6 +363,18 @@ class Bundle:
     @property
     def device_only(self) -> int:
         return self.manifest.device_only
+
+    def ranges(self, names: list[str]) -> list[tuple[list[float], list[float]]] | None:
+        """The calibrated (lo, hi) channel ranges of the tensors called ``names``; None when the bundle
+        has none."""
+        if self._ranges is None and self.manifest.ranges is not None:
+            self._ranges = read_ranges(self.folder, self.manifest.ranges)
+        if self._ranges is None:
+            return None
+        missing = [n for n in names if n not in self._ranges]
+        if missing:
+            raise BundleError(f"{self.folder / self.manifest.ranges.path}: no range for tensor {missing[0]}")
+        return [self._ranges[n] for n in names]
 
     @property
     def content_hash(self) -> str:

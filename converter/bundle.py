@@ -27,7 +27,9 @@ import numpy as np
 from common.bundle import (BundleError, Decoding, FileRef, Manifest, ModelInfo, Preprocessing, Segment, Split,
                            TensorInfo, read_manifest, sha256_file)
 from common.fd_capture import captured
-from mqtt.codec import CODECS, IMAGE_CODEC, payload_bytes
+from mqtt.codec import CODECS, IMAGE_CODEC, VARIABLE, payload_bytes
+
+from .codec_calibration import RANGES_FILE, calibrate_codecs, samples_digest, write_ranges
 
 from .features import layer_cost, tensor_bytes
 from .graph import RECURRENT, ModelError, build_graph, cut_points
@@ -136,18 +138,29 @@ def _tensor(t, name: str) -> TensorInfo:
     return TensorInfo(name=name, shape=[1, *[int(d) for d in t.shape[1:]]], dtype=str(t.dtype))
 
 
-def _reusable(out: Path, info: ModelInfo, splits_meta: list[dict], precision: str) -> Manifest | None:
-    """The bundle already in ``out``, if it is this model with these settings and its files are intact."""
+def _reusable(out: Path, info: ModelInfo, splits_meta: list[dict], precision: str,
+              samples: np.ndarray | None) -> Manifest | None:
+    """The bundle already in ``out``, if it is this model with these settings (and codec ranges
+    measured on these samples) and its files are intact."""
     try:
         old = read_manifest(out)
     except BundleError:
         return None
-    if any(segment.precision != precision for segment in old.segments):
+    if any(segment.precision != precision for segment in old.segments) or (old.ranges is None) != (samples is None):
         return None
+    if samples is not None:
+        try:
+            if json.loads((out / RANGES_FILE).read_text()).get("samples_sha256") != samples_digest(samples):
+                return None
+        except (OSError, ValueError):
+            return None
     described = [{k: v for k, v in dataclasses.asdict(s).items() if k != "tail"} for s in old.splits]
+    for split in described:  # measured sizes: compared through the samples they were measured on
+        split["codec_bytes"] = {c: n for c, n in split["codec_bytes"].items() if c not in VARIABLE}
     if _plain(old.model) != _plain(info) or _plain(described) != _plain(splits_meta):
         return None
     refs = [s.file for s in old.segments] + [s.tail for s in old.splits if s.tail is not None]
+    refs += [old.ranges] if old.ranges is not None else []
     intact = all((out / r.path).is_file() and sha256_file(out / r.path) == r.sha256 for r in refs)
     return old if intact else None
 
@@ -181,7 +194,8 @@ def plan_splits(model, max_tensors: int = MAX_CUT_TENSORS) -> tuple[object, list
         nbytes = sum(tensor_bytes(shape) for shape in shapes)
         splits_meta.append(dict(index=i, tensors=tensors, transfer_bytes=nbytes,
                                 codec_bytes={c: sum(payload_bytes(shape, c) for shape in shapes)
-                                             for c in (*CODECS, IMAGE_CODEC) if c != IMAGE_CODEC or i == 0},
+                                             for c in (*CODECS, IMAGE_CODEC)
+                                             if c not in VARIABLE and (c != IMAGE_CODEC or i == 0)},
                                 context=[*(total - on_device).tolist(), 8.0 * nbytes],
                                 front_macs=int(on_device[0] + on_device[2] + on_device[4])))
     return model, cuts, splits_meta
@@ -202,13 +216,16 @@ def _segment_inputs(graph, outputs: list[str], available: set[str]) -> list[str]
 
 
 def convert(model, out: str | Path, *, name: str | None = None, preprocessing: Preprocessing | None = None,
-            decoding: Decoding | None = None, calibration: np.ndarray | None = None, log=print,
-            check: Callable[[Path], object] | None = None, max_tensors: int = MAX_CUT_TENSORS) -> Manifest:
+            decoding: Decoding | None = None, calibration: np.ndarray | None = None,
+            samples: np.ndarray | None = None, log=print, check: Callable[[Path], object] | None = None,
+            max_tensors: int = MAX_CUT_TENSORS) -> Manifest:
     """Write the bundle of ``model`` to ``out`` (or find it there already) and return its manifest.
     ``calibration``: preprocessed images (NHWC float32) to quantize the device's segments to int8
-    with; without them the segments are float32. ``check``: called with the finished bundle's folder
-    before it takes ``out``'s place; what it raises leaves ``out`` as it was. ``max_tensors``: the
-    most tensors one cut may send."""
+    with; without them the segments are float32. ``samples``: preprocessed images like the device's
+    frames, to measure the cut tensors' channel ranges for the low-bit codecs (``ranges.json``);
+    without them a device can send int8 at the least. ``check``: called with the finished bundle's
+    folder before it takes ``out``'s place; what it raises leaves ``out`` as it was.
+    ``max_tensors``: the most tensors one cut may send."""
     import keras
     import tensorflow as tf
 
@@ -225,7 +242,7 @@ def convert(model, out: str | Path, *, name: str | None = None, preprocessing: P
         content_hash=content_hash(model),
     )
     precision = "float32" if calibration is None else "int8"
-    existing = _reusable(out, info, splits_meta, precision)
+    existing = _reusable(out, info, splits_meta, precision, samples)
     if existing is not None:
         log(f"{out}: already up to date")
         return existing
@@ -238,7 +255,7 @@ def convert(model, out: str | Path, *, name: str | None = None, preprocessing: P
         (tmp / "segments").mkdir()
         (tmp / "tails").mkdir()
         started = time.monotonic()
-        steps = len(cuts) + 2
+        steps = len(cuts) + 2 + (samples is not None)
 
         def step(k: int, what: str) -> None:
             log(f"[{k}/{steps}] {time.monotonic() - started:6.1f}s  {what}")
@@ -278,10 +295,22 @@ def convert(model, out: str | Path, *, name: str | None = None, preprocessing: P
             available.update(new)
             step(1 + k, f"segment {k}: {' + '.join(reads)} -> {'the outputs' if last else ' + '.join(new)} "
                         f"({len(data) / 1e6:.1f} MB{', int8' if calibration is not None else ''})")
+        ranges = None
+        if samples is not None:
+            sent = [[t["name"] for t in meta["tensors"]] for meta in splits_meta]
+            names = list(dict.fromkeys(n for cut in sent[1:] for n in cut))
+            probe = keras.Model(copy.input, [outputs_of[n] for n in names])
+            document, sizes = calibrate_codecs(lambda x: run_keras(probe, [x]), names, sent, samples,
+                                               info.preprocessing.scale)
+            write_ranges(tmp, document)
+            ranges = FileRef(path=RANGES_FILE, sha256=sha256_file(tmp / RANGES_FILE))
+            splits_meta = [{**meta, "codec_bytes": {**meta["codec_bytes"], **measured}} if meta["tensors"] else meta
+                           for meta, measured in zip(splits_meta, sizes)]
+            step(steps, f"codec ranges and sizes measured on {document['samples']} sample images -> {RANGES_FILE}")
         splits = [Split(tail=tail if meta["tensors"] else None, **{**meta, "tensors": [TensorInfo(**t) for t in
                                                                                       meta["tensors"]]})
                   for meta in splits_meta]
-        manifest = Manifest(model=info, segments=segments, splits=splits,
+        manifest = Manifest(model=info, segments=segments, splits=splits, ranges=ranges,
                             converter={"tensorflow": tf.__version__, "keras": keras.__version__})
         (tmp / "manifest.json").write_text(manifest.to_json())
         if check is not None:

@@ -59,21 +59,25 @@ def convert_command(args: argparse.Namespace) -> int:
         if len(labels) != decoding.classes:
             raise ModelError(f"{args.labels}: {len(labels)} labels for a model with {decoding.classes} classes")
         decoding = dataclasses.replace(decoding, labels=labels)
+    from .calibration import calibration_images, demo_scenes
+    from .codec_calibration import MAX_SAMPLES
+
+    size = tuple(int(d) for d in model.input.shape[1:3])
+    samples = None  # images like the device's frames: the low-bit codecs' ranges (and int8's)
+    if getattr(args, "calibration_files", None):
+        samples = calibration_images(args.calibration_files, size, 1.0 / 255.0)
+        print(f"calibrating with {len(samples)} images from {args.calibration_images}")
+    elif args.zoo == "demo":
+        samples = demo_scenes(size=size[0])
+        print(f"calibrating with {len(samples)} generated scenes")
     calibration = None
     if args.quantize == "int8":
-        from .calibration import calibration_images, demo_scenes
-
-        size = tuple(int(d) for d in model.input.shape[1:3])
-        if getattr(args, "calibration_files", None):
-            calibration = calibration_images(args.calibration_files, size, 1.0 / 255.0)
-            print(f"int8: calibrating with {len(calibration)} images from {args.calibration_images}")
-        elif args.zoo == "demo":
-            calibration = demo_scenes(size=size[0])
-            print(f"int8: calibrating with {len(calibration)} generated scenes")
-        else:  # the zoo's tiny-yolov2 has seeded weights: any images measure its ranges
-            calibration = np.random.default_rng(0).random((64, *size, 3), dtype=np.float32)
-            print("int8: calibrating with 64 random images (seeded zoo weights)")
-    manifest = convert(model, args.out, name=args.name, decoding=decoding, calibration=calibration,
+        # The zoo's tiny-yolov2 has seeded weights: any images measure its ranges.
+        calibration = samples if samples is not None else np.random.default_rng(0).random((64, *size, 3),
+                                                                                          dtype=np.float32)
+        print(f"int8: quantising the segments with {len(calibration)} "
+              f"{'images' if samples is not None else 'random images (seeded zoo weights)'}")
+    manifest = convert(model, args.out, name=args.name, decoding=decoding, calibration=calibration, samples=samples,
                        check=None if calibration is not None else
                        lambda folder: verify_bundle(folder, reference, runtime, images))
     print(f"converted in {time.monotonic() - started:.1f}s")
@@ -84,13 +88,19 @@ def convert_command(args: argparse.Namespace) -> int:
     if args.report:
         from .report import codec_report
 
-        images = None
+        images, what = None, "random images"
         if args.zoo == "demo":
             from common.scenes import make_frame
 
-            rng = np.random.default_rng(99)
+            rng = np.random.default_rng(99)  # other scenes than the ranges were measured on
             images = np.stack([make_frame(rng, model.input.shape[1])[0] for _ in range(16)]).astype(np.float32) / 255
-        print(f"\ncut-tensor codecs against float32 ({'generated scenes' if images is not None else 'random images'}):")
+            what = "16 generated scenes"
+        elif samples is not None:  # the images the ranges were not measured on, if there are any
+            images = samples[MAX_SAMPLES:MAX_SAMPLES + 32] if len(samples) > MAX_SAMPLES else samples[:32]
+            what = f"{len(images)} of your images"
+            if len(samples) <= MAX_SAMPLES:
+                what += f" (the ranges were measured on them: give more than {MAX_SAMPLES} to score on others)"
+        print(f"\ncodecs against float32 on {what}:")
         codec_report(args.out, images=images)
         if calibration is not None:
             from .report import precision_report

@@ -15,6 +15,7 @@ import numpy as np
 from common.bundle import Bundle
 from common.service import Notifier
 from common.tflite import SegmentRunner, load_delegate
+from mqtt.codec import ChannelRange, split_ranges
 from mqtt.protocol import bundle_hash_bytes
 
 from .heads import calibrate
@@ -56,6 +57,11 @@ class LocalModel:
     @cached_property
     def input_scale(self) -> float:
         return float(self.bundle.manifest.model.preprocessing.scale)
+
+    @cached_property
+    def channel_ranges(self) -> list[list[ChannelRange] | None]:
+        """Per split, its tensors' calibrated ranges (the low-bit codecs); None without them."""
+        return split_ranges(self.bundle)
 
     @cached_property
     def hash16(self) -> bytes:

@@ -27,7 +27,8 @@ from common.disk import write_problem
 from common.heap import settle
 from common.logs import RateLimitedLog
 from common.service import Heartbeat, Notifier
-from mqtt.codec import IMAGE_CODEC, encode
+from common.errors import ConfigurationError
+from mqtt.codec import LOW_BIT, encode, jpeg_available
 from mqtt.connection import parse_broker
 from mqtt.discovery import announce
 from mqtt.protocol import FrameRecord, Request, Result, Timing, Topics, encode_request, request_size
@@ -88,6 +89,15 @@ class PacketLimit:
         self.too_big = too_big
 
 
+def _check_codecs(s: DeviceSettings, model: LocalModel) -> None:
+    if s.codec in LOW_BIT and model.bundle.manifest.ranges is None:
+        raise ConfigurationError(f"codec {s.codec} quantises within ranges measured at conversion, and {s.bundle} has "
+                                 "none: convert the model again with sample images (--calibration-images), or use int8")
+    if s.image_codec == "jpeg" and not jpeg_available():
+        raise ConfigurationError("image_codec jpeg needs OpenCV on the device (pip install opencv-python-headless); "
+                                 "or use uint8")
+
+
 def make_device(settings: DeviceSettings, interpreter=None, notifier: Notifier | None = None,
                 link: Link | None = None) -> Device:
     """A device with its model loaded and checked and its heads timed (``local_model.load_model``:
@@ -107,7 +117,8 @@ class Device:
         self.notifier = notifier or Notifier()
         self.model = model
         # The learner prices each split's transfer with the codec actually used on the wire.
-        profile = load_profile(s.bundle, codec=s.codec)
+        _check_codecs(s, model)
+        profile = load_profile(s.bundle, codec=s.codec, image_codec=s.image_codec)
         self.policy = make_policy(s.policy, replace(profile, front_delay_s=model.calibrated.copy()))
         self.stats = DeviceStats(len(model.bundle.splits))
         self.logs = RateLimitedLog(log)
@@ -213,9 +224,8 @@ class Device:
         return outputs
 
     def _codec(self, split: int) -> str:
-        """Split 0 sends the input as its 8-bit image (lossless, a quarter of float32), the others their
-        tensors with the configured codec."""
-        return IMAGE_CODEC if split == 0 else self.settings.codec
+        """Split 0 sends the input as an image (``image_codec``), the others their tensors with ``codec``."""
+        return self.settings.image_codec if split == 0 else self.settings.codec
 
     def _offload(self, frame_id: int, split: int, cut: list[np.ndarray]) -> Answer | None:
         """Send the cut tensors; the edge's result and the offloading delay, or None past the deadline.
@@ -223,7 +233,8 @@ class Device:
         bytes (a few ms for the input split), which the learner prices with the bits, not as nothing."""
         sent = time.monotonic()
         codec = self._codec(split)
-        payloads, quants = zip(*(encode(t, codec, self.model.input_scale) for t in cut))
+        ranges = self.model.channel_ranges[split] or [None] * len(cut)
+        payloads, quants = zip(*(encode(t, codec, self.model.input_scale, r) for t, r in zip(cut, ranges)))
         request = Request(frame_id, split, self.model.hash16, tuple(t.shape for t in cut), codec, quants)
         if not self.link.send(self.topics.request(self.settings.id), encode_request(request, list(payloads))):
             return None  # not connected (queued for later) or queue full: no answer in time, finish here

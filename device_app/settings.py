@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from common.errors import ConfigurationError
-from mqtt.codec import CODECS
+from mqtt.codec import CODECS, IMAGE_CODECS
 from mqtt.connection import MqttSettings
 
 #: Policies a real device can run (the simulator's oracle and Neurosurgeon need the true delays).
@@ -33,8 +33,13 @@ class DeviceSettings:
     """Split-selection policy: ans (default), mu-linucb-paper (the paper's algorithm), linucb, device-only or
     edge-only."""
     codec: str = "float32"
-    """How the cut tensors travel: float32, float16 (half the bytes) or int8 (a quarter). Split 0 always sends the
-    input as its 8-bit image (a quarter of float32, bit for bit the same input)."""
+    """How the cut tensors travel: float32, float16 (half the bytes), int8 (a quarter), or int4, int3, int2 (each
+    channel quantised within its calibrated range and entropy-coded: a fraction of a bit per value where activations
+    are sparse; needs a bundle converted with sample images). `ans convert --report` and `bench/bench_codec.py` show
+    what each costs in accuracy, split by split."""
+    image_codec: str = "uint8"
+    """How split 0 sends the input: uint8 (its 8-bit image, a quarter of float32, bit for bit the same input) or jpeg
+    (quality 90: a few percent of that, lossy; needs OpenCV on the device and the edge)."""
     deadline_ms: float = 500.0
     """A result later than this after sending: the frame is finished on the device and the learner is told."""
     connect_timeout_s: float = 30.0
@@ -89,6 +94,8 @@ class DeviceSettings:
             problems.append(f"policy {self.policy!r} is not one of {', '.join(DEVICE_POLICIES)}")
         if self.codec not in CODECS:
             problems.append(f"codec {self.codec!r} is not one of {', '.join(CODECS)}")
+        if self.image_codec not in IMAGE_CODECS:
+            problems.append(f"image_codec {self.image_codec!r} is not one of {', '.join(IMAGE_CODECS)}")
         for name in ("deadline_ms", "stats_interval_s", "emulate_slowdown"):
             if not getattr(self, name) > 0:
                 problems.append(f"{name} must be positive")

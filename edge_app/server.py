@@ -24,11 +24,12 @@ from pathlib import Path
 
 import numpy as np
 
-from common.bundle import read_manifest
+from common.bundle import Bundle
 from common.detect import detections as decode_detections
 from common.heap import settle
 from common.logs import RateLimitedLog
 from common.service import Heartbeat, Notifier
+from mqtt.codec import split_ranges
 from mqtt.connection import Outbox, SessionGuard, go_offline, make_client, parse_broker, start
 from mqtt.discovery import announce
 from mqtt.protocol import (LOAD_PERIOD_S, ComputeTable, LoadWindow, ProtocolError, Request, Result, Topics,
@@ -65,10 +66,13 @@ class TailRunner:
         _gpu_memory_growth()
         self.xla, self.max_batch = xla, max_batch
         self.folder = Path(bundle)
-        self.manifest = read_manifest(self.folder)
+        bundle = Bundle(self.folder, verify=False)  # the segments are the device's: the edge reads the tails
+        self.manifest = bundle.manifest
         self.hash16 = bundle_hash_bytes(self.manifest.model.content_hash)
         self.model = load_keras_model(self.folder / self.manifest.splits[0].tail.path)
         self._tails: dict[int, object] = {}
+        # Per split, its tensors' calibrated channel ranges: what the low-bit codecs decode with.
+        self.channel_ranges = split_ranges(bundle)
         # Tail compute time of one request alone, per split: measured at warm-up, then followed
         # (EWMA) on every batch of one; published as the edge's compute table.
         self.compute_s: list[float | None] = [None] * len(self.manifest.splits)
@@ -328,7 +332,8 @@ class EdgeServer:
     def _decode(self, pending: Pending) -> Pending | None:
         """The request with its tensors, or None after answering it with an error."""
         try:
-            _, pending.tensors = decode_request(pending.payload, self.max_bytes)
+            _, pending.tensors = decode_request(pending.payload, self.max_bytes,
+                                                self.tails.channel_ranges[pending.request.split])
             if not all(np.isfinite(t).all() for t in pending.tensors):
                 raise ProtocolError(f"frame {pending.request.frame_id}: a tensor holds NaN or infinite values",
                                     "non-finite")

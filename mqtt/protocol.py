@@ -16,11 +16,12 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-from .codec import WIRE_CODECS, CodecError, Quantisation, decode, payload_bytes
+from .codec import VARIABLE, WIRE_CODECS, ChannelRange, CodecError, Quantisation, RangeMismatch, decode, payload_bytes
 
 MAGIC = b"ANS1"
-#: The request format: 2 carries several cut tensors (1 carried one); either side refuses the other.
-VERSION = 2
+#: The request format: 3 says each payload's length (variable-size codecs); 2 carried several cut
+#: tensors of fixed size, 1 one. Either side refuses another version.
+VERSION = 3
 #: The topic tree's version (its own: the request format can change under the same topics).
 TOPIC_VERSION = 1
 MAX_DIMS = 8
@@ -29,9 +30,10 @@ MAX_TENSORS = 8
 #: Seconds between an edge's load reports (devices price the queueing wait they would add by them).
 LOAD_PERIOD_S = 1.0
 # magic, header length, version, codec, number of tensors, flags, frame id, split, reserved, bundle
-# hash (16 bytes); then per tensor: ndim, int8 scale and zero point, ndim uint32 dims.
+# hash (16 bytes); then per tensor: ndim, quantisation scale and zero point, payload length, ndim
+# uint32 dims.
 _FIXED = struct.Struct("<4sHBBBBQHH16s")
-_TENSOR = struct.Struct("<B3xfi")
+_TENSOR = struct.Struct("<B3xfiI")
 
 
 class ProtocolError(ValueError):
@@ -52,6 +54,7 @@ class Request:
     shapes: tuple[tuple[int, ...], ...]  # of each cut tensor, in the split's order
     codec: str = "float32"
     quants: tuple[Quantisation, ...] = ()  # of each tensor (int8); none for the float codecs
+    sizes: tuple[int, ...] = ()  # payload bytes of each tensor (read from a header; written from the payloads)
 
     @property
     def header_size(self) -> int:
@@ -64,7 +67,8 @@ def bundle_hash_bytes(content_hash: str) -> bytes:
 
 
 def request_size(shapes: list[list[int]], codec: str) -> int:
-    """Bytes of the request message for cut tensors of ``shapes`` sent as ``codec``."""
+    """Bytes of the request message for cut tensors of ``shapes`` sent as ``codec`` (at most, for a
+    variable-size codec)."""
     return _FIXED.size + sum(_TENSOR.size + 4 * len(shape) + payload_bytes(shape, codec) for shape in shapes)
 
 
@@ -80,9 +84,9 @@ def encode_request(request: Request, payloads: list[bytes | memoryview]) -> byte
     parts = [_FIXED.pack(MAGIC, request.header_size, VERSION, WIRE_CODECS.index(request.codec), len(request.shapes), 0,
                          request.frame_id, request.split, 0, request.bundle_hash)]
     for shape, quant, payload in zip(request.shapes, quants, payloads):
-        if len(payload) != payload_bytes(shape, request.codec):
+        if not _fits(len(payload), shape, request.codec):
             raise ProtocolError(f"payload of {len(payload)} bytes does not match {request.codec} shape {shape}")
-        parts.append(_TENSOR.pack(len(shape), quant.scale, quant.zero_point))
+        parts.append(_TENSOR.pack(len(shape), quant.scale, quant.zero_point, len(payload)))
         parts.append(struct.pack(f"<{len(shape)}I", *shape))
     return b"".join((*parts, *payloads))
 
@@ -107,36 +111,50 @@ def decode_header(message: bytes | bytearray | memoryview, max_bytes: int | None
         raise ProtocolError(f"{count} tensors; a request carries 1 to {MAX_TENSORS}")
     if not _FIXED.size <= header_size <= len(view):
         raise ProtocolError(f"header of {header_size} bytes does not fit in {len(view)} bytes")
-    shapes, quants, at = [], [], _FIXED.size
+    codec = WIRE_CODECS[codec_id]
+    shapes, quants, sizes, at = [], [], [], _FIXED.size
     for _ in range(count):
         if at + _TENSOR.size > header_size:
             raise ProtocolError(f"header of {header_size} bytes does not fit {count} tensors")
-        ndim, scale, zero_point = _TENSOR.unpack_from(view, at)
+        ndim, scale, zero_point, size = _TENSOR.unpack_from(view, at)
         at += _TENSOR.size
         if ndim > MAX_DIMS or at + 4 * ndim > header_size:
             raise ProtocolError(f"header of {header_size} bytes does not fit a tensor of {ndim} dimensions")
-        shapes.append(tuple(struct.unpack_from(f"<{ndim}I", view, at)))
+        shape = tuple(struct.unpack_from(f"<{ndim}I", view, at))
+        if not _fits(size, shape, codec):
+            raise ProtocolError(f"a {codec} payload of {size} bytes cannot carry shape {list(shape)}", "payload")
+        shapes.append(shape)
         quants.append(Quantisation(float(scale), int(zero_point)))
+        sizes.append(size)
         at += 4 * ndim
     if at != header_size:
         raise ProtocolError(f"header says {header_size} bytes, its tensors take {at}")
-    return Request(frame_id, split, bytes(bundle_hash), tuple(shapes), WIRE_CODECS[codec_id], tuple(quants))
+    return Request(frame_id, split, bytes(bundle_hash), tuple(shapes), codec, tuple(quants), tuple(sizes))
 
 
-def decode_request(message: bytes | bytearray | memoryview,
-                   max_bytes: int | None = None) -> tuple[Request, list[np.ndarray]]:
-    """The request and its float32 tensors (views into ``message`` for float32)."""
+def _fits(size: int, shape, codec: str) -> bool:
+    """A payload of ``size`` bytes can carry ``shape``: exactly its size, or at most for a variable codec."""
+    bound = payload_bytes(shape, codec)
+    return size <= bound if codec in VARIABLE else size == bound
+
+
+def decode_request(message: bytes | bytearray | memoryview, max_bytes: int | None = None,
+                   channel_ranges: list[ChannelRange | None] | None = None) -> tuple[Request, list[np.ndarray]]:
+    """The request and its float32 tensors (views into ``message`` for float32). ``channel_ranges``:
+    the calibrated range of each of the split's tensors, for the low-bit codecs."""
     request = decode_header(message, max_bytes)
     view = memoryview(message)
-    sizes = [payload_bytes(shape, request.codec) for shape in request.shapes]
-    if request.header_size + sum(sizes) != len(view):
+    if request.header_size + sum(request.sizes) != len(view):
         raise ProtocolError(f"frame {request.frame_id}: {len(view) - request.header_size} payload bytes for tensors "
-                            f"of {sum(sizes)}", "payload")
+                            f"of {sum(request.sizes)}", "payload")
+    ranges = channel_ranges or [None] * len(request.shapes)
     tensors, at = [], request.header_size
     try:
-        for shape, quant, size in zip(request.shapes, request.quants, sizes):
-            tensors.append(decode(view[at:at + size], request.codec, shape, quant))
+        for shape, quant, size, channels in zip(request.shapes, request.quants, request.sizes, ranges):
+            tensors.append(decode(view[at:at + size], request.codec, shape, quant, channels))
             at += size
+    except RangeMismatch as exc:
+        raise ProtocolError(f"frame {request.frame_id}: {exc}", "bundle") from None
     except CodecError as exc:
         raise ProtocolError(f"frame {request.frame_id}: {exc}", "payload") from None
     return request, tensors

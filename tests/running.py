@@ -22,11 +22,13 @@ ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONPATH": str(REPO)}
 
 
 def make_bundle_and_clip(tmp: Path) -> None:
-    from converter.bundle import convert
     from common.scenes import make_clip
+    from converter.bundle import convert
+    from converter.calibration import demo_scenes
     from converter.zoo import demo_decoding, demo_model
 
-    convert(demo_model(), tmp / "bundle", log=lambda *_: None, decoding=demo_decoding())
+    # As `ans convert --zoo demo` makes it: with the low-bit codecs' ranges measured on generated scenes.
+    convert(demo_model(), tmp / "bundle", log=lambda *_: None, decoding=demo_decoding(), samples=demo_scenes(64))
     make_clip(tmp / "clip.avi", frames=150, width=320, height=240)
 
 

@@ -3,10 +3,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mqtt.codec import CODECS, CodecError, Quantisation, decode, encode, payload_bytes
+from mqtt.codec import (CODECS, LOW_BIT, WIRE_CODECS, ChannelRange, CodecError, Quantisation, RangeMismatch, decode,
+                        encode, payload_bytes)
+
+FIXED = ("float32", "float16", "int8")
 
 
-@pytest.mark.parametrize("codec", CODECS)
+@pytest.mark.parametrize("codec", FIXED)
 def test_round_trip_and_sizes(codec):
     rng = np.random.default_rng(0)
     x = (rng.normal(size=(1, 13, 13, 32)) * 3).astype(np.float32)
@@ -27,14 +30,17 @@ def test_float32_decodes_without_copying():
     assert np.shares_memory(y, np.frombuffer(payload, dtype=np.float32))
 
 
-@settings(max_examples=200, deadline=None)
-@given(st.binary(max_size=64), st.sampled_from(CODECS), st.lists(st.integers(0, 8), min_size=1, max_size=4),
-       st.floats(allow_nan=True, allow_infinity=True), st.integers(-300, 300))
-def test_malformed_payloads_raise_a_clear_error_or_decode(payload, codec, shape, scale, zero_point):
+@settings(max_examples=400, deadline=None)
+@given(st.binary(max_size=64), st.sampled_from(WIRE_CODECS), st.lists(st.integers(0, 8), min_size=1, max_size=4),
+       st.floats(allow_nan=True, allow_infinity=True), st.integers(-300, 300), st.booleans())
+def test_malformed_payloads_raise_a_clear_error_or_decode(payload, codec, shape, scale, zero_point, fingerprint):
+    channels = ChannelRange(np.zeros(max(shape[-1], 1)), np.ones(max(shape[-1], 1)))
+    quant = Quantisation(scale, channels.fingerprint if fingerprint else zero_point)
     try:
-        y = decode(payload, codec, shape, Quantisation(scale, zero_point))
+        y = decode(payload, codec, shape, quant, channels)
     except CodecError as exc:
-        assert any(word in str(exc) for word in ("bytes", "scale", "zero point", "empty dimension"))
+        assert any(word in str(exc) for word in ("bytes", "scale", "zero point", "empty dimension", "inflate",
+                                                 "channel", "JPEG", "jpeg"))
     else:
         assert list(y.shape) == shape and y.dtype == np.float32
         assert codec == "float32" or codec == "float16" or np.all(np.isfinite(y))
@@ -83,3 +89,71 @@ def test_the_input_travels_as_its_8_bit_image_bit_for_bit():
         assert y.dtype == np.float32 and np.array_equal(y.view(np.uint32), x.view(np.uint32))
     with pytest.raises(CodecError, match="zero point 0"):
         decode(payload, IMAGE_CODEC, x.shape, Quantisation(quant.scale, 3))
+
+
+@pytest.mark.parametrize("codec", list(LOW_BIT))
+def test_low_bit_codecs_keep_each_channel_within_half_a_step_and_zeros_exact(codec):
+    """Within the calibrated range every value is within half a step; beyond it, clipped to the range's
+    end; zeros (ReLU's) stay zeros; a sparse tensor takes a fraction of a bit per value."""
+    rng = np.random.default_rng(0)
+    x = np.maximum(rng.normal(size=(1, 26, 26, 16)) - 0.8, 0).astype(np.float32) * np.arange(1, 17, dtype=np.float32)
+    hi = np.percentile(x.reshape(-1, 16), 99.9, axis=0)
+    channels = ChannelRange(np.zeros(16), hi)
+    payload, quant = encode(x, codec, channel_range=channels)
+    y = decode(payload, codec, x.shape, quant, channels)
+    step = channels.steps(1 << LOW_BIT[codec])
+    assert y.dtype == np.float32 and y.shape == x.shape
+    assert np.all(np.abs(y - np.minimum(x, channels.hi)) <= step / 2 + 1e-5 * channels.hi)
+    assert np.all(y[x == 0] == 0)
+    assert len(payload) <= payload_bytes(x.shape, codec)
+    if codec == "int2":
+        assert 8 * len(payload) / x.size < 1.0, 8 * len(payload) / x.size
+
+
+def test_low_bit_payloads_are_refused_unless_they_inflate_to_exactly_their_shape():
+    import zlib
+
+    channels = ChannelRange(np.zeros(4), np.ones(4))
+    x = np.random.default_rng(0).random((1, 8, 8, 4), dtype=np.float32)
+    payload, quant = encode(x, "int2", channel_range=channels)
+    shape = x.shape
+    with pytest.raises(CodecError, match="inflate"):
+        decode(bytes(payload)[:-3], "int2", shape, quant, channels)  # cut short
+    with pytest.raises(CodecError, match="inflate"):
+        decode(bytes(payload) + b"junk", "int2", shape, quant, channels)  # more after the stream's end
+    packer = zlib.compressobj(9, zlib.DEFLATED, -15)
+    bomb = packer.compress(bytes(1 << 20)) + packer.flush()  # 1 MB of zeros in a few hundred bytes
+    wide = (1, 64, 64, 4)
+    assert len(bomb) <= payload_bytes(wide, "int2")
+    with pytest.raises(CodecError, match="inflate"):
+        decode(bomb, "int2", wide, quant, channels)  # inflated no further than the shape allows
+    with pytest.raises(CodecError, match="inflate"):
+        decode(b"\xff" * 40, "int2", shape, quant, channels)
+    with pytest.raises(RangeMismatch):
+        decode(payload, "int2", shape, Quantisation(1.0, quant.zero_point ^ 1), channels)
+    with pytest.raises(CodecError, match="channel"):
+        decode(payload, "int2", (1, 8, 4, 8), quant, channels)
+    with pytest.raises(CodecError, match="calibrated"):
+        encode(x, "int2")
+
+
+def test_jpeg_carries_the_input_image_and_refuses_another_size_before_decoding():
+    """Split 0 as a JPEG: a fraction of the uint8 bytes, close to the image; a JPEG that says it is
+    another size (a decompression bomb would) is refused from its header, never decoded."""
+    import cv2
+
+    from common.scenes import make_camera_frame
+    from device_app.sources import preprocess
+
+    frame = make_camera_frame(np.random.default_rng(0), 256)[0]
+    x = preprocess(frame, (256, 256), 1 / 255)
+    payload, quant = encode(x, "jpeg", 1 / 255)
+    y = decode(payload, "jpeg", x.shape, quant)
+    assert len(payload) < x.size / 8 and np.mean(np.abs(y - x)) < 0.02, (len(payload), np.mean(np.abs(y - x)))
+    big = cv2.imencode(".jpg", np.zeros((4096, 4096, 3), np.uint8))[1].tobytes()
+    with pytest.raises(CodecError, match="not a JPEG of 256x256x3"):
+        decode(big, "jpeg", x.shape, quant)
+    with pytest.raises(CodecError):
+        decode(bytes(payload)[:100], "jpeg", x.shape, quant)
+    with pytest.raises(CodecError, match="1 or 3 channels"):
+        encode(np.zeros((1, 8, 8, 4), np.float32), "jpeg", 1 / 255)

@@ -195,13 +195,33 @@ def test_codec_report_measures_each_codec_on_each_split(dag_bundle):
     _, out, manifest = dag_bundle
     report = codec_report(out, samples=2, log=lambda *_: None)
     offloading = [s for s in manifest.splits if s.tail is not None]
-    assert len(report["rows"]) == 3 * len(offloading)
+    # Split 0: the float codecs, int8 and the image codecs; the others (no calibrated ranges): the fixed-size ones.
+    assert len(report["rows"]) == 5 + 3 * (len(offloading) - 1)
     for row in report["rows"]:
-        limit = {"float32": 0.0, "float16": 1e-2, "int8": 5e-2}[row["codec"]]
-        assert row["max_rel_error"] <= limit, row
-        split = manifest.splits[row["index"]]
+        split = manifest.splits[row["split"]]
+        if row["codec"] in ("uint8", "jpeg"):
+            assert row["split"] == 0 and row["bytes"] <= split.transfer_bytes // 4
+            continue
+        assert row["max_rel_error"] <= {"float32": 0.0, "float16": 1e-2, "int8": 5e-2}[row["codec"]], row
         assert row["bytes"] == split.transfer_bytes // {"float32": 1, "float16": 2, "int8": 4}[row["codec"]]
+        assert row["bits_per_value"] == {"float32": 32, "float16": 16, "int8": 8}[row["codec"]]
     assert json.loads((out / REPORT_FILE).read_text())["samples"] == 2
+
+
+def test_a_calibrated_bundles_report_prices_the_low_bit_codecs_and_their_accuracy(demo_bundle):
+    """With ranges measured at conversion: int4, int3 and int2 at every cut, a fraction of int8's bytes
+    on the demo's scenes, and each codec's detections scored against float32's own."""
+    from common.scenes import make_frame
+    from converter.report import codec_report
+
+    rng = np.random.default_rng(5)
+    images = np.stack([make_frame(rng, 256)[0] for _ in range(3)]).astype(np.float32) / 255
+    rows = codec_report(demo_bundle / "bundle", images=images, log=lambda *_: None)["rows"]
+    at = {(r["split"], r["codec"]): r for r in rows}
+    assert {c for s, c in at if s == 4} == {"float32", "float16", "int8", "int4", "int3", "int2"}
+    assert at[0, "jpeg"]["bits_per_value"] < 1 and at[4, "int2"]["bits_per_value"] < 1
+    assert at[4, "float32"]["map50_vs_float32"] == 1.0
+    assert 0.0 <= at[4, "int2"]["map50_vs_float32"] <= 1.0
 
 
 def test_a_residual_add_and_its_activation_are_one_cut():

@@ -303,3 +303,39 @@ def test_two_devices_with_one_id_are_reported_not_a_silent_tug_of_war(demo_bundl
         for proc in twins:
             proc.terminate()
             proc.wait(30)
+
+
+def test_low_bit_tensors_and_a_jpeg_input_travel_through_the_real_broker_and_edge(demo_bundle, tmp_path):
+    """The demo bundle's calibrated ranges, on both sides: split 0 as a JPEG, splits 4, 8 and 10 as
+    int2 symbols; every frame answered by the edge, finding what the device finds on its own."""
+    from common.detect import detections
+    from device_app.learner.policy import FixedSplit
+    from device_app.runtime import make_device
+    from device_app.settings import DeviceSettings
+    from device_app.sources import open_source, preprocess
+    from mqtt.connection import MqttSettings
+
+    frames = list(open_source(str(demo_bundle / "clip.avi"), limit=12))
+    with started(dev_config(), tmp_path) as broker:
+        edge = start_edge(demo_bundle, broker.port)
+        device = make_device(DeviceSettings(bundle=str(demo_bundle / "bundle"), id="cam-low", policy="device-only",
+                                            codec="int2", image_codec="jpeg", deadline_ms=5000,
+                                            mqtt=MqttSettings(broker=f"mqtt://127.0.0.1:{broker.port}")))
+        try:
+            device.connect()
+            wait_for(lambda: device._take_events() or device.view.edges, 60, "the edge's retained status")
+            got = {}
+            for split in (0, 4, 8, 10):
+                device.policy = FixedSplit(device.policy.profile, split, f"split {split}")
+                got[split] = [device.process(k, frame) for k, frame in enumerate(frames)]
+            model = device.model
+            local = [detections(model.runner.run(model.device_only, preprocess(f, model.input_size, model.input_scale)),
+                                model.decoding, model.input_size) for f in frames]
+        finally:
+            device.link.close()
+            stop(edge)
+    for split, records in got.items():
+        assert all(r.edge == "edge-1" and r.split == split and not r.fallback for r in records), (split, records)
+        same = sum(len(r.detections) == len(mine) for r, mine in zip(records, local))
+        assert same >= len(frames) - 2, (split, [len(r.detections) for r in records], [len(m) for m in local])
+    assert sum(len(m) for m in local) > 0

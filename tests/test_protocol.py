@@ -1,9 +1,11 @@
+from dataclasses import replace
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mqtt.codec import encode
+from mqtt.codec import ChannelRange, encode
 from mqtt.protocol import (MAX_DIMS, MAX_TENSORS, ComputeTable, LoadWindow, ProtocolError, Request, Result, Topics, bundle_hash_bytes,
                            decode_compute_table, decode_request, decode_result, encode_compute_table, encode_request,
                            encode_result)
@@ -17,19 +19,37 @@ def one(x: np.ndarray, codec: str = "float32", frame: int = 1, split: int = 1) -
     return bytes(encode_request(Request(frame, split, HASH, (x.shape,), codec, (quant,)), [payload]))
 
 
-@pytest.mark.parametrize("codec", ["float32", "float16", "int8"])
+@pytest.mark.parametrize("codec", ["float32", "float16", "int8", "int4", "int3", "int2"])
 def test_request_round_trip(codec):
-    """Several cut tensors of different shapes (a feature pyramid's levels), each with its own int8 range."""
+    """Several cut tensors of different shapes (a feature pyramid's levels), each with its own int8 range
+    or calibrated channel ranges; each payload's length travels in the header."""
     rng = np.random.default_rng(0)
     xs = [rng.normal(size=(1, 13, 13, 16)).astype(np.float32), 5 * rng.normal(size=(1, 26, 26, 8)).astype(np.float32),
           rng.normal(size=(1, 3)).astype(np.float32)]
-    payloads, quants = zip(*(encode(x, codec) for x in xs))
+    ranges = [ChannelRange(x.reshape(-1, x.shape[-1]).min(0), x.reshape(-1, x.shape[-1]).max(0)) for x in xs]
+    payloads, quants = zip(*(encode(x, codec, channel_range=r) for x, r in zip(xs, ranges)))
     req = Request(frame_id=42, split=7, bundle_hash=HASH, shapes=tuple(x.shape for x in xs), codec=codec,
                   quants=tuple(quants))
-    got, tensors = decode_request(bytes(encode_request(req, list(payloads))))
-    assert got == req
+    got, tensors = decode_request(bytes(encode_request(req, list(payloads))), channel_ranges=ranges)
+    assert replace(got, sizes=()) == req and got.sizes == tuple(len(p) for p in payloads)
+    step = {"int4": 1 / 15, "int3": 1 / 7, "int2": 1 / 3}.get(codec, 0.05)
     for tensor, x in zip(tensors, xs):
-        assert tensor.shape == x.shape and np.allclose(tensor, x, atol=0.05 * np.ptp(x))
+        assert tensor.shape == x.shape and np.allclose(tensor, x, atol=step * np.ptp(x))
+
+
+def test_low_bit_requests_refuse_other_ranges_as_another_bundle():
+    """A device and an edge with different calibrations of one model: refused as kind "bundle" (the
+    device then stops offloading to that edge), never decoded into wrong values."""
+    x = np.abs(np.random.default_rng(1).normal(size=(1, 8, 8, 4))).astype(np.float32)
+    mine, theirs = ChannelRange(np.zeros(4), np.full(4, 2.0)), ChannelRange(np.zeros(4), np.full(4, 2.5))
+    payload, quant = encode(x, "int2", channel_range=mine)
+    message = encode_request(Request(1, 3, HASH, (x.shape,), "int2", (quant,)), [payload])
+    with pytest.raises(ProtocolError, match="other channel ranges") as err:
+        decode_request(message, channel_ranges=[theirs])
+    assert err.value.kind == "bundle"
+    with pytest.raises(ProtocolError, match="no calibrated channel range") as err:
+        decode_request(message)
+    assert err.value.kind == "payload"
 
 
 def test_float32_tensors_are_views_of_the_message():
@@ -56,8 +76,8 @@ def test_bad_requests_say_what_is_wrong():
     with pytest.raises(ProtocolError, match=f"1 to {MAX_TENSORS} travel"):
         encode_request(Request(1, 1, HASH, ((1, 1),) * (MAX_TENSORS + 1)), [b"\0" * 4] * (MAX_TENSORS + 1))
     old = bytearray(good)
-    old[6] = 1  # the version byte: a device of the one-tensor format
-    with pytest.raises(ProtocolError, match="version 1 is not supported") as err:
+    old[6] = 2  # the version byte: a device of the fixed-size format
+    with pytest.raises(ProtocolError, match="version 2 is not supported") as err:
         decode_request(bytes(old))
     assert err.value.kind == "version"
 
@@ -133,7 +153,7 @@ def test_huge_claimed_shapes_are_refused_not_allocated():
     x = np.ones((1, 2), np.float32)
     message = bytearray(one(x))
     message[-8 - 8:-8] = (2**32 - 1).to_bytes(4, "little") * 2  # claim 4e9 x 4e9 elements
-    with pytest.raises(ProtocolError, match="payload bytes for tensors of"):
+    with pytest.raises(ProtocolError, match="payload of 8 bytes cannot carry shape"):
         decode_request(bytes(message))
 
 

@@ -25,7 +25,7 @@ import numpy as np
 
 from common.bundle import BundleError, parse_manifest
 from common.errors import ConfigurationError
-from mqtt.codec import IMAGE_CODEC
+from mqtt.codec import IMAGE_CODEC, VARIABLE
 
 CONTEXT_FIELDS = (
     "conv_macs",
@@ -83,18 +83,20 @@ class SplitProfile:
         return self.contexts[:, LAYER_COLUMNS].sum(axis=1)
 
 
-def load_profile(spec: str | Path, device_macs_per_s: float = 3.0e10, codec: str = "float32") -> SplitProfile:
+def load_profile(spec: str | Path, device_macs_per_s: float = 3.0e10, codec: str = "float32",
+                 image_codec: str = IMAGE_CODEC) -> SplitProfile:
     """Load a built-in profile name, a paper-schema JSON or a bundle manifest.
 
     A manifest holds no delays (they are measured on the device): front-end
     delays are then estimated as ``front_macs / device_macs_per_s``, which is what
     a simulation needs before a real device has calibrated itself. ``codec`` picks the
-    cut-tensor codec whose payload size becomes the transfer bits (manifests only).
+    cut-tensor codec whose payload size becomes the transfer bits, ``image_codec`` split 0's
+    (manifests only).
     """
     spec_s = str(spec)
     if spec_s in BUILTIN_PROFILES:
         ref = resources.files("device_app.profiles") / BUILTIN_PROFILES[spec_s]
-        return _parse(ref.read_text(encoding="utf-8"), spec_s, device_macs_per_s, codec)
+        return _parse(ref.read_text(encoding="utf-8"), spec_s, device_macs_per_s, codec, image_codec)
     path = Path(spec_s)
     if path.is_dir():
         path = path / "manifest.json"
@@ -105,10 +107,10 @@ def load_profile(spec: str | Path, device_macs_per_s: float = 3.0e10, codec: str
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise ProfileError(f"{path}: cannot read: {exc}") from None
-    return _parse(text, str(path), device_macs_per_s, codec)
+    return _parse(text, str(path), device_macs_per_s, codec, image_codec)
 
 
-def _parse(text: str, where: str, device_macs_per_s: float, codec: str) -> SplitProfile:
+def _parse(text: str, where: str, device_macs_per_s: float, codec: str, image_codec: str) -> SplitProfile:
     try:
         doc = json.loads(text)
     except json.JSONDecodeError as exc:
@@ -116,7 +118,7 @@ def _parse(text: str, where: str, device_macs_per_s: float, codec: str) -> Split
     if not isinstance(doc, dict) or not isinstance(doc.get("splits"), list):
         raise ProfileError(f"{where}: expected an object with a 'splits' list")
     if "schema_version" in doc:
-        return _parse_manifest(doc, where, device_macs_per_s, codec)
+        return _parse_manifest(doc, where, device_macs_per_s, codec, image_codec)
     if codec != "float32":
         raise ProfileError(f"{where}: a paper profile has float32 transfer sizes only, not {codec}")
     return _parse_paper(doc, where)
@@ -177,7 +179,7 @@ def _parse_paper(doc: dict, where: str) -> SplitProfile:
     return _finish(str(doc.get("model", Path(where).stem)), contexts, front, where)
 
 
-def _parse_manifest(doc: dict, where: str, device_macs_per_s: float, codec: str) -> SplitProfile:
+def _parse_manifest(doc: dict, where: str, device_macs_per_s: float, codec: str, image_codec: str) -> SplitProfile:
     """A bundle manifest, read by the one reader every role uses (``common.bundle``)."""
     try:
         manifest = parse_manifest(doc, where)
@@ -189,12 +191,13 @@ def _parse_manifest(doc: dict, where: str, device_macs_per_s: float, codec: str)
     for s in manifest.splits:
         w = f"{where}: splits[{s.index}]"
         row = [_number(v, f"{w}.context[{j}]") for j, v in enumerate(s.context)]
-        if s.index == 0 and IMAGE_CODEC in s.codec_bytes:  # the input travels as its 8-bit image
-            row[BITS_COLUMN] = 8 * _number(s.codec_bytes[IMAGE_CODEC], f"{w}.codec_bytes.{IMAGE_CODEC}")
-        elif codec != "float32":
-            if codec not in s.codec_bytes:
-                raise ProfileError(f"{w}.codec_bytes: no size for codec {codec!r}")
-            row[BITS_COLUMN] = 8 * _number(s.codec_bytes[codec], f"{w}.codec_bytes.{codec}")
+        wire = image_codec if s.index == 0 else codec  # the input travels as an image
+        if wire in s.codec_bytes:
+            row[BITS_COLUMN] = 8 * _number(s.codec_bytes[wire], f"{w}.codec_bytes.{wire}")
+        elif s.tensors and (wire != "float32" and not (s.index == 0 and wire == IMAGE_CODEC)):
+            raise ProfileError(f"{w}.codec_bytes: no size for codec {wire!r}" + (
+                " (measured at conversion: convert the model again with sample images, --calibration-images)"
+                if wire in VARIABLE else ""))
         contexts.append(row)
         front.append(s.front_macs / device_macs_per_s)
     return _finish(manifest.model.name or Path(where).parent.name, contexts, front, where)
