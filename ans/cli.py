@@ -365,7 +365,8 @@ def build_parser() -> argparse.ArgumentParser:
     dev.add_argument("--loop", action="store_true", help="play a video file (or demo) again when it ends")
     dev.add_argument("--deadline-ms", type=float, help="finish on the device if no result by then")
     dev.add_argument("--state-dir", help="where the calibration and the learner state are kept")
-    dev.add_argument("--codec", choices=CODECS, help="how the cut tensors travel")
+    dev.add_argument("--codec", choices=[*CODECS, "auto"],
+                     help="how the cut tensors travel (auto: per split, the fewest bytes within max_map_loss)")
     dev.add_argument("--image-codec", choices=IMAGE_CODECS, help="how split 0 sends the input image")
     dev.add_argument("--out", help="write one JSON line per frame here")
     dev.add_argument("--video-out", help="write the frames with their detections drawn here (.avi or .mp4)")

@@ -18,6 +18,7 @@ from common.tflite import SegmentRunner, load_delegate
 from mqtt.codec import ChannelRange, split_ranges
 from mqtt.protocol import bundle_hash_bytes
 
+from .codec_choice import wire_codecs
 from .heads import calibrate
 from .settings import DeviceSettings
 
@@ -30,6 +31,7 @@ class LocalModel:
     runner: SegmentRunner
     measured: np.ndarray  # every split's head delay on this device (s), 0 for split 0
     slowdown: float  # lab: heads emulated this many times slower (a board slower than the host)
+    codecs: list[str]  # per split, the codec its tensors travel with (``codec_choice``)
 
     @property
     def calibrated(self) -> np.ndarray:
@@ -80,4 +82,5 @@ def load_model(settings: DeviceSettings, interpreter=None, notifier: Notifier | 
     measured = calibrate(runner, cache=Path(s.state_dir) / "calibration.json" if s.state_dir else None,
                          log=log.info, progress=lambda done, of: notifier.extend(
                              120, f"{s.id}: timing the heads on this device, {done}/{of}"))
-    return LocalModel(bundle, runner, measured, s.emulate_slowdown)
+    return LocalModel(bundle, runner, measured, s.emulate_slowdown,
+                      wire_codecs(bundle, s.codec, s.image_codec, s.max_map_loss))

@@ -93,7 +93,7 @@ def _check_codecs(s: DeviceSettings, model: LocalModel) -> None:
     if s.codec in LOW_BIT and model.bundle.manifest.ranges is None:
         raise ConfigurationError(f"codec {s.codec} quantises within ranges measured at conversion, and {s.bundle} has "
                                  "none: convert the model again with sample images (--calibration-images), or use int8")
-    if s.image_codec == "jpeg" and not jpeg_available():
+    if s.image_codec == "jpeg" and s.codec != "auto" and not jpeg_available():
         raise ConfigurationError("image_codec jpeg needs OpenCV on the device (pip install opencv-python-headless); "
                                  "or use uint8")
 
@@ -118,7 +118,7 @@ class Device:
         self.model = model
         # The learner prices each split's transfer with the codec actually used on the wire.
         _check_codecs(s, model)
-        profile = load_profile(s.bundle, codec=s.codec, image_codec=s.image_codec)
+        profile = load_profile(s.bundle, per_split=model.codecs)
         self.policy = make_policy(s.policy, replace(profile, front_delay_s=model.calibrated.copy()))
         self.stats = DeviceStats(len(model.bundle.splits))
         self.logs = RateLimitedLog(log)
@@ -129,7 +129,7 @@ class Device:
                              self.store.edge_online)
         self.topics = Topics(s.mqtt.prefix)
         topic_len = len(self.topics.request(s.id).encode())
-        self.packets = PacketLimit(np.array([request_size(sp.shapes, self._codec(sp.index)) + topic_len + PUBLISH_OVERHEAD
+        self.packets = PacketLimit(np.array([request_size(sp.shapes, model.codecs[sp.index]) + topic_len + PUBLISH_OVERHEAD
                                              if sp.tensors else 0 for sp in model.bundle.splits]))
         self.keyframes = KeyFrameDetector()
         self.sent_ids: deque[int] = deque(maxlen=SENT_IDS_KEPT)
@@ -223,16 +223,12 @@ class Device:
             self.policy.observe_front_delay(split, took)
         return outputs
 
-    def _codec(self, split: int) -> str:
-        """Split 0 sends the input as an image (``image_codec``), the others their tensors with ``codec``."""
-        return self.settings.image_codec if split == 0 else self.settings.codec
-
     def _offload(self, frame_id: int, split: int, cut: list[np.ndarray]) -> Answer | None:
         """Send the cut tensors; the edge's result and the offloading delay, or None past the deadline.
         The delay counts from before encoding: framing and copying a tensor cost in proportion to its
         bytes (a few ms for the input split), which the learner prices with the bits, not as nothing."""
         sent = time.monotonic()
-        codec = self._codec(split)
+        codec = self.model.codecs[split]
         ranges = self.model.channel_ranges[split] or [None] * len(cut)
         payloads, quants = zip(*(encode(t, codec, self.model.input_scale, r) for t, r in zip(cut, ranges)))
         request = Request(frame_id, split, self.model.hash16, tuple(t.shape for t in cut), codec, quants)

@@ -35,11 +35,16 @@ class DeviceSettings:
     codec: str = "float32"
     """How the cut tensors travel: float32, float16 (half the bytes), int8 (a quarter), or int4, int3, int2 (each
     channel quantised within its calibrated range and entropy-coded: a fraction of a bit per value where activations
-    are sparse; needs a bundle converted with sample images). `ans convert --report` and `bench/bench_codec.py` show
+    are sparse; needs a bundle converted with sample images); or auto: per split, the fewest bytes among the codecs
+    within `max_map_loss` (split 0 included: uint8 or jpeg). `ans convert --report` and `bench/bench_codec.py` show
     what each costs in accuracy, split by split."""
     image_codec: str = "uint8"
-    """How split 0 sends the input: uint8 (its 8-bit image, a quarter of float32, bit for bit the same input) or jpeg
-    (quality 90: a few percent of that, lossy; needs OpenCV on the device and the edge)."""
+    """How split 0 sends the input (unless `codec` is auto): uint8 (its 8-bit image, a quarter of float32, bit for
+    bit the same input) or jpeg (quality 90: a few percent of that, lossy; needs OpenCV on the device and the edge)."""
+    max_map_loss: float = 0.01
+    """With `codec = "auto"`: the most mAP@0.5 (absolute) a codec may lose at a split, as `ans convert --report`
+    measured it in the bundle (its detections against float32's own); float32, float16 and the input's 8-bit image
+    need no measurement. Without a report, auto sends those only."""
     deadline_ms: float = 500.0
     """A result later than this after sending: the frame is finished on the device and the learner is told."""
     connect_timeout_s: float = 30.0
@@ -92,8 +97,10 @@ class DeviceSettings:
         problems = []
         if self.policy not in DEVICE_POLICIES:
             problems.append(f"policy {self.policy!r} is not one of {', '.join(DEVICE_POLICIES)}")
-        if self.codec not in CODECS:
-            problems.append(f"codec {self.codec!r} is not one of {', '.join(CODECS)}")
+        if self.codec not in (*CODECS, "auto"):
+            problems.append(f"codec {self.codec!r} is not one of {', '.join(CODECS)} or auto")
+        if not 0 <= self.max_map_loss <= 1:
+            problems.append("max_map_loss must lie in [0, 1]")
         if self.image_codec not in IMAGE_CODECS:
             problems.append(f"image_codec {self.image_codec!r} is not one of {', '.join(IMAGE_CODECS)}")
         for name in ("deadline_ms", "stats_interval_s", "emulate_slowdown"):

@@ -250,8 +250,8 @@ def _deflate(data: bytes) -> bytes:
 def _unlow_bit(payload, bits: int, shape, quant: Quantisation, channels: ChannelRange | None) -> np.ndarray:
     values = math.prod(int(d) for d in shape)
     if channels is None:
-        raise CodecError("this side has no calibrated channel range for the tensor: its bundle was converted "
-                         "without calibration images")
+        raise RangeMismatch("this side has no calibrated channel range for the tensor: its bundle was converted "
+                            "without sample images; deploy the same bundle on both sides")
     if int(shape[-1]) != channels.lo.size:
         raise CodecError(f"shape {list(shape)} does not have the range's {channels.lo.size} channels")
     if quant.zero_point != channels.fingerprint:

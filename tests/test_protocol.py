@@ -49,7 +49,7 @@ def test_low_bit_requests_refuse_other_ranges_as_another_bundle():
     assert err.value.kind == "bundle"
     with pytest.raises(ProtocolError, match="no calibrated channel range") as err:
         decode_request(message)
-    assert err.value.kind == "payload"
+    assert err.value.kind == "bundle"
 
 
 def test_float32_tensors_are_views_of_the_message():

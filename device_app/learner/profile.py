@@ -84,19 +84,20 @@ class SplitProfile:
 
 
 def load_profile(spec: str | Path, device_macs_per_s: float = 3.0e10, codec: str = "float32",
-                 image_codec: str = IMAGE_CODEC) -> SplitProfile:
+                 image_codec: str = IMAGE_CODEC, per_split: list[str] | None = None) -> SplitProfile:
     """Load a built-in profile name, a paper-schema JSON or a bundle manifest.
 
     A manifest holds no delays (they are measured on the device): front-end
     delays are then estimated as ``front_macs / device_macs_per_s``, which is what
     a simulation needs before a real device has calibrated itself. ``codec`` picks the
-    cut-tensor codec whose payload size becomes the transfer bits, ``image_codec`` split 0's
-    (manifests only).
+    cut-tensor codec whose payload size becomes the transfer bits, ``image_codec`` split 0's;
+    ``per_split`` names each split's codec instead (manifests only).
     """
+    codecs = per_split or [image_codec, codec]
     spec_s = str(spec)
     if spec_s in BUILTIN_PROFILES:
         ref = resources.files("device_app.profiles") / BUILTIN_PROFILES[spec_s]
-        return _parse(ref.read_text(encoding="utf-8"), spec_s, device_macs_per_s, codec, image_codec)
+        return _parse(ref.read_text(encoding="utf-8"), spec_s, device_macs_per_s, codecs)
     path = Path(spec_s)
     if path.is_dir():
         path = path / "manifest.json"
@@ -107,10 +108,10 @@ def load_profile(spec: str | Path, device_macs_per_s: float = 3.0e10, codec: str
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise ProfileError(f"{path}: cannot read: {exc}") from None
-    return _parse(text, str(path), device_macs_per_s, codec, image_codec)
+    return _parse(text, str(path), device_macs_per_s, codecs)
 
 
-def _parse(text: str, where: str, device_macs_per_s: float, codec: str, image_codec: str) -> SplitProfile:
+def _parse(text: str, where: str, device_macs_per_s: float, codecs: list[str]) -> SplitProfile:
     try:
         doc = json.loads(text)
     except json.JSONDecodeError as exc:
@@ -118,9 +119,9 @@ def _parse(text: str, where: str, device_macs_per_s: float, codec: str, image_co
     if not isinstance(doc, dict) or not isinstance(doc.get("splits"), list):
         raise ProfileError(f"{where}: expected an object with a 'splits' list")
     if "schema_version" in doc:
-        return _parse_manifest(doc, where, device_macs_per_s, codec, image_codec)
-    if codec != "float32":
-        raise ProfileError(f"{where}: a paper profile has float32 transfer sizes only, not {codec}")
+        return _parse_manifest(doc, where, device_macs_per_s, codecs)
+    if any(c != "float32" for c in codecs[1:]):
+        raise ProfileError(f"{where}: a paper profile has float32 transfer sizes only, not {codecs[1]}")
     return _parse_paper(doc, where)
 
 
@@ -179,7 +180,8 @@ def _parse_paper(doc: dict, where: str) -> SplitProfile:
     return _finish(str(doc.get("model", Path(where).stem)), contexts, front, where)
 
 
-def _parse_manifest(doc: dict, where: str, device_macs_per_s: float, codec: str, image_codec: str) -> SplitProfile:
+def _parse_manifest(doc: dict, where: str, device_macs_per_s: float, codecs: list[str]) -> SplitProfile:
+    """``codecs``: each split's (or split 0's, then every other split's)."""
     """A bundle manifest, read by the one reader every role uses (``common.bundle``)."""
     try:
         manifest = parse_manifest(doc, where)
@@ -191,7 +193,7 @@ def _parse_manifest(doc: dict, where: str, device_macs_per_s: float, codec: str,
     for s in manifest.splits:
         w = f"{where}: splits[{s.index}]"
         row = [_number(v, f"{w}.context[{j}]") for j, v in enumerate(s.context)]
-        wire = image_codec if s.index == 0 else codec  # the input travels as an image
+        wire = codecs[min(s.index, len(codecs) - 1)]  # split 0: the input travels as an image
         if wire in s.codec_bytes:
             row[BITS_COLUMN] = 8 * _number(s.codec_bytes[wire], f"{w}.codec_bytes.{wire}")
         elif s.tensors and (wire != "float32" and not (s.index == 0 and wire == IMAGE_CODEC)):

@@ -1,0 +1,40 @@
+"""codec = "auto": per split, the fewest bytes among the codecs whose measured accuracy cost is within
+the budget; nothing lossy without a measurement."""
+
+import json
+from types import SimpleNamespace
+
+from device_app.codec_choice import REPORT_FILE, wire_codecs
+
+
+def _bundle(folder, rows=None):
+    sizes = [{"float32": 800, "float16": 400, "int8": 200, "uint8": 200, "jpeg": 20},
+             {"float32": 400, "float16": 200, "int8": 100, "int4": 30, "int3": 20, "int2": 10},
+             {"float32": 100, "float16": 50, "int8": 25, "int4": 9, "int3": 6, "int2": 3},
+             {"float32": 0}]
+    splits = [SimpleNamespace(index=k, codec_bytes=b, shapes=[[1, 10]] if k < 3 else [],
+                              tensors=[1] if k < 3 else []) for k, b in enumerate(sizes)]
+    if rows is not None:
+        (folder / REPORT_FILE).write_text(json.dumps({"rows": rows}))
+    return SimpleNamespace(splits=splits, folder=folder)
+
+
+def test_auto_takes_the_fewest_bytes_within_the_budget(tmp_path):
+    measured = {(0, "jpeg"): 0.995, (1, "int8"): 1.0, (1, "int4"): 0.999, (1, "int3"): 0.991, (1, "int2"): 0.95,
+                (2, "int2"): float("nan"), (2, "int8"): 0.999}
+    rows = [{"split": split, "codec": codec, "map50_vs_float32": m} for (split, codec), m in measured.items()]
+    bundle = _bundle(tmp_path, rows)
+    assert wire_codecs(bundle, "auto", "uint8", 0.01)[:3] == ["jpeg", "int3", "int8"]  # int2 over, NaN unmeasured
+    assert wire_codecs(bundle, "auto", "uint8", 0.0015)[:3] == ["uint8", "int4", "int8"]
+    assert wire_codecs(bundle, "auto", "uint8", 0.0)[:3] == ["uint8", "int8", "float16"]
+
+
+def test_without_a_report_auto_sends_only_what_costs_no_accuracy(tmp_path, caplog):
+    assert wire_codecs(_bundle(tmp_path), "auto", "jpeg", 0.5)[:3] == ["uint8", "float16", "float16"]
+    assert "no codec report" in caplog.text
+    (tmp_path / REPORT_FILE).write_text("{not json")
+    assert wire_codecs(_bundle(tmp_path), "auto", "jpeg", 0.5)[:3] == ["uint8", "float16", "float16"]
+
+
+def test_a_named_codec_is_used_as_it_is(tmp_path):
+    assert wire_codecs(_bundle(tmp_path), "int2", "jpeg", 0.0) == ["jpeg", "int2", "int2", "int2"]
