@@ -299,7 +299,8 @@ def run_one(name: str, policy, system: System, frames: list, events: dict, state
                 events[k - warmup]()
             record = device.process(k, frame)
             if k >= warmup:
-                records.append({**asdict(record), "frame": k - warmup, "alarms": device.policy.stats().get("changes", 0)})
+                records.append({**asdict(record), "frame": k - warmup,
+                                "alarms": device.policy.stats().get("changes", 0)})
     finally:
         device.link.close()
         device.model.runner = None  # this run's interpreters and their threads go now, not when the GC finds them

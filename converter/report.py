@@ -93,8 +93,8 @@ def codec_report(bundle: str | Path, samples: int = 4, seed: int = 0, images: np
             if detector:
                 row["map50_vs_float32"] = round(agreement_map(coded, found, model.decoding.classes), 4)
             rows.append(row)
-            log(f"{split.index:>5}  {codec:<8}{row['bytes']:>12,}{row['bits_per_value']:>11.2f}{row['encode_ms']:>10.3f}"
-                f"{row['decode_ms']:>10.3f}{err:>13.2e}" + (f"{row['map50_vs_float32']:>20.3f}" if detector else ""))
+            log(f"{split.index:>5}  {codec:<8}{row['bytes']:>12,}{row['bits_per_value']:>11.2f}"
+                f"{row['encode_ms']:>10.3f}{row['decode_ms']:>10.3f}{err:>13.2e}" + (f"{row['map50_vs_float32']:>20.3f}" if detector else ""))
     report = {"samples": samples, "seed": seed, "rows": rows}
     (bundle / REPORT_FILE).write_text(json.dumps(report, indent=1))
     log(f"wrote {bundle / REPORT_FILE}")

@@ -32,6 +32,7 @@ class LocalModel:
     measured: np.ndarray  # every split's head delay on this device (s), 0 for split 0
     slowdown: float  # lab: heads emulated this many times slower (a board slower than the host)
     codecs: list[str]  # per split, the codec its tensors travel with (``codec_choice``)
+    channel_ranges: list[list[ChannelRange] | None]  # per split, its tensors' calibrated ranges (low-bit codecs)
 
     @property
     def calibrated(self) -> np.ndarray:
@@ -61,11 +62,6 @@ class LocalModel:
         return float(self.bundle.manifest.model.preprocessing.scale)
 
     @cached_property
-    def channel_ranges(self) -> list[list[ChannelRange] | None]:
-        """Per split, its tensors' calibrated ranges (the low-bit codecs); None without them."""
-        return split_ranges(self.bundle)
-
-    @cached_property
     def hash16(self) -> bytes:
         """The bundle's hash as requests carry it: an edge serving another model refuses them."""
         return bundle_hash_bytes(self.bundle.content_hash)
@@ -83,4 +79,4 @@ def load_model(settings: DeviceSettings, interpreter=None, notifier: Notifier | 
                          log=log.info, progress=lambda done, of: notifier.extend(
                              120, f"{s.id}: timing the heads on this device, {done}/{of}"))
     return LocalModel(bundle, runner, measured, s.emulate_slowdown,
-                      wire_codecs(bundle, s.codec, s.image_codec, s.max_map_loss))
+                      wire_codecs(bundle, s.codec, s.image_codec, s.max_map_loss), split_ranges(bundle))

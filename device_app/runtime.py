@@ -24,10 +24,10 @@ import numpy as np
 from common.detect import counts, objects
 from common.detect import detections as decode_detections
 from common.disk import write_problem
+from common.errors import ConfigurationError
 from common.heap import settle
 from common.logs import RateLimitedLog
 from common.service import Heartbeat, Notifier
-from common.errors import ConfigurationError
 from mqtt.codec import LOW_BIT, encode, jpeg_available
 from mqtt.connection import parse_broker
 from mqtt.discovery import announce
@@ -129,8 +129,9 @@ class Device:
                              self.store.edge_online)
         self.topics = Topics(s.mqtt.prefix)
         topic_len = len(self.topics.request(s.id).encode())
-        self.packets = PacketLimit(np.array([request_size(sp.shapes, model.codecs[sp.index]) + topic_len + PUBLISH_OVERHEAD
-                                             if sp.tensors else 0 for sp in model.bundle.splits]))
+        self.packets = PacketLimit(np.array([
+            request_size(sp.shapes, model.codecs[sp.index]) + topic_len + PUBLISH_OVERHEAD if sp.tensors else 0
+            for sp in model.bundle.splits]))
         self.keyframes = KeyFrameDetector()
         self.sent_ids: deque[int] = deque(maxlen=SENT_IDS_KEPT)
         self._last_counts: dict | None = None  # objects per label last published (None: publish again)
