@@ -125,9 +125,8 @@ def encode(tensor: np.ndarray, codec: str, scale: float | None = None,
     if codec in IMAGE_CODECS:
         if scale is None:
             raise CodecError(f"{codec} encodes the input image: it needs the preprocessing scale")
-        image, quant = encode_image(tensor, scale)
-        return (image, quant) if codec == "uint8" else (_jpeg(np.frombuffer(image, np.uint8).reshape(tensor.shape)),
-                                                         quant)
+        values, quant = _image_values(tensor, scale)
+        return (memoryview(values).cast("B") if codec == "uint8" else _jpeg(values)), quant
     if codec in LOW_BIT:
         if channel_range is None:
             raise CodecError(f"{codec} needs the tensor's calibrated channel range (a bundle converted with "
@@ -164,10 +163,23 @@ def encode(tensor: np.ndarray, codec: str, scale: float | None = None,
 
 def encode_image(image: np.ndarray, scale: float) -> tuple[memoryview, Quantisation]:
     """The preprocessed input ``image`` (8-bit values times ``scale``) as those 8-bit values."""
+    values, quant = _image_values(image, scale)
+    return memoryview(values).cast("B"), quant
+
+
+def _image_values(image: np.ndarray, scale: float) -> tuple[np.ndarray, Quantisation]:
+    """The 8-bit values the preprocessed ``image`` was made from (x = q × ``scale``)."""
     if not 0.0 < scale <= _MAX_SCALE:
         raise CodecError(f"uint8 scale must lie in (0, {_MAX_SCALE:.3g}], got {scale}")
     q = np.clip(np.rint(np.asarray(image, dtype=np.float32) / np.float32(scale)), 0, 255).astype(np.uint8)
-    return memoryview(q).cast("B"), Quantisation(float(np.float32(scale)), 0)
+    return q, Quantisation(float(np.float32(scale)), 0)
+
+
+def _image_scale(codec: str, quant: Quantisation) -> np.float32:
+    """The preprocessing scale an image codec's payload carries (zero point 0)."""
+    if not 0.0 < quant.scale <= _MAX_SCALE or quant.zero_point != 0:
+        raise CodecError(f"{codec} needs a scale in (0, {_MAX_SCALE:.3g}] and zero point 0, got {quant}")
+    return np.float32(quant.scale)
 
 
 def decode(payload: bytes | memoryview, codec: str, shape: list[int] | tuple[int, ...],
@@ -192,9 +204,7 @@ def decode(payload: bytes | memoryview, codec: str, shape: list[int] | tuple[int
     if codec == "float16":
         return _single(wire)
     if codec == "uint8":
-        if not 0.0 < quant.scale <= _MAX_SCALE or quant.zero_point != 0:
-            raise CodecError(f"uint8 needs a scale in (0, {_MAX_SCALE:.3g}] and zero point 0, got {quant}")
-        return wire.astype(np.float32) * np.float32(quant.scale)
+        return wire.astype(np.float32) * _image_scale(codec, quant)
     if not 0.0 < quant.scale <= _MAX_SCALE:
         raise CodecError(f"int8 scale must lie in (0, {_MAX_SCALE:.3g}], got {quant.scale}")
     if not -128 <= quant.zero_point <= 127:
@@ -317,8 +327,7 @@ def _unjpeg(payload, shape, quant: Quantisation) -> np.ndarray:
         raise CodecError("jpeg needs OpenCV on the edge (pip install opencv-python-headless)")
     if len(shape) != 4 or int(shape[0]) != 1 or int(shape[-1]) not in (1, 3):
         raise CodecError(f"jpeg carries one image of 1 or 3 channels, not shape {list(shape)}")
-    if not 0.0 < quant.scale <= _MAX_SCALE or quant.zero_point != 0:
-        raise CodecError(f"jpeg needs a scale in (0, {_MAX_SCALE:.3g}] and zero point 0, got {quant}")
+    scale = _image_scale("jpeg", quant)
     data = bytes(payload)
     if _jpeg_size(data) != (int(shape[1]), int(shape[2]), int(shape[3])):
         raise CodecError(f"payload is not a JPEG of {shape[1]}x{shape[2]}x{shape[3]}")
@@ -327,7 +336,7 @@ def _unjpeg(payload, shape, quant: Quantisation) -> np.ndarray:
     if plane is None or plane.shape[:2] != (int(shape[1]), int(shape[2])):
         raise CodecError("payload does not decode as a JPEG of its shape")
     image = plane[..., ::-1] if plane.ndim == 3 else plane[..., None]
-    return image.reshape(shape).astype(np.float32) * np.float32(quant.scale)
+    return image.reshape(shape).astype(np.float32) * scale
 
 
 def jpeg_available() -> bool:
