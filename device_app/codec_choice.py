@@ -10,7 +10,8 @@ import json
 import logging
 import math
 
-from mqtt.codec import CODECS, IMAGE_CODECS, jpeg_available
+from common.errors import ConfigurationError
+from mqtt.codec import CODECS, IMAGE_CODECS, LOW_BIT, jpeg_available
 
 log = logging.getLogger("ans.device")
 
@@ -33,9 +34,17 @@ def measured_losses(folder) -> dict[tuple[int, str], float]:
 
 
 def wire_codecs(bundle, codec: str, image_codec: str, max_map_loss: float) -> list[str]:
-    """Per split of ``bundle`` (a ``common.bundle.Bundle``), the codec its tensors travel with."""
+    """Per split of ``bundle`` (a ``common.bundle.Bundle``), the codec its tensors travel with.
+    ConfigurationError for a named codec this bundle or this device cannot send."""
     splits = bundle.splits
     if codec != "auto":
+        if codec in LOW_BIT and any(codec not in s.codec_bytes for s in splits[1:] if s.tensors):
+            raise ConfigurationError(f"codec {codec} quantises within ranges measured at conversion, and "
+                                     f"{bundle.folder} has none: convert the model again with sample images "
+                                     "(--calibration-images), or use int8")
+        if image_codec == "jpeg" and not jpeg_available():
+            raise ConfigurationError("image_codec jpeg needs OpenCV on the device (pip install "
+                                     "opencv-python-headless); or use uint8")
         return [image_codec] + [codec] * (len(splits) - 1)
     losses = measured_losses(bundle.folder)
     if not losses:

@@ -24,11 +24,10 @@ import numpy as np
 from common.detect import counts, objects
 from common.detect import detections as decode_detections
 from common.disk import write_problem
-from common.errors import ConfigurationError
 from common.heap import settle
 from common.logs import RateLimitedLog
 from common.service import Heartbeat, Notifier
-from mqtt.codec import LOW_BIT, encode, jpeg_available
+from mqtt.codec import encode
 from mqtt.connection import parse_broker
 from mqtt.discovery import announce
 from mqtt.protocol import FrameRecord, Request, Result, Timing, Topics, encode_request, request_size
@@ -89,15 +88,6 @@ class PacketLimit:
         self.too_big = too_big
 
 
-def _check_codecs(s: DeviceSettings, model: LocalModel) -> None:
-    if s.codec in LOW_BIT and model.bundle.manifest.ranges is None:
-        raise ConfigurationError(f"codec {s.codec} quantises within ranges measured at conversion, and {s.bundle} has "
-                                 "none: convert the model again with sample images (--calibration-images), or use int8")
-    if s.image_codec == "jpeg" and s.codec != "auto" and not jpeg_available():
-        raise ConfigurationError("image_codec jpeg needs OpenCV on the device (pip install opencv-python-headless); "
-                                 "or use uint8")
-
-
 def make_device(settings: DeviceSettings, interpreter=None, notifier: Notifier | None = None,
                 link: Link | None = None) -> Device:
     """A device with its model loaded and checked and its heads timed (``local_model.load_model``:
@@ -117,7 +107,6 @@ class Device:
         self.notifier = notifier or Notifier()
         self.model = model
         # The learner prices each split's transfer with the codec actually used on the wire.
-        _check_codecs(s, model)
         profile = load_profile(s.bundle, per_split=model.codecs)
         self.policy = make_policy(s.policy, replace(profile, front_delay_s=model.calibrated.copy()))
         self.stats = DeviceStats(len(model.bundle.splits))

@@ -38,3 +38,20 @@ def test_without_a_report_auto_sends_only_what_costs_no_accuracy(tmp_path, caplo
 
 def test_a_named_codec_is_used_as_it_is(tmp_path):
     assert wire_codecs(_bundle(tmp_path), "int2", "jpeg", 0.0) == ["jpeg", "int2", "int2", "int2"]
+
+
+def test_a_named_codec_the_bundle_or_the_device_cannot_send_is_refused_at_start(tmp_path, monkeypatch):
+    import pytest
+
+    import device_app.codec_choice as choice
+    from common.errors import ConfigurationError
+
+    bundle = _bundle(tmp_path)
+    for split in bundle.splits:  # converted without sample images: no low-bit sizes
+        split.codec_bytes = {c: n for c, n in split.codec_bytes.items() if not c.startswith("int") or c == "int8"}
+    with pytest.raises(ConfigurationError, match="--calibration-images"):
+        wire_codecs(bundle, "int2", "uint8", 0.01)
+    assert wire_codecs(bundle, "int8", "uint8", 0.01)[:2] == ["uint8", "int8"]
+    monkeypatch.setattr(choice, "jpeg_available", lambda: False)
+    with pytest.raises(ConfigurationError, match="OpenCV"):
+        wire_codecs(bundle, "int8", "jpeg", 0.01)
