@@ -12,10 +12,10 @@ from common.errors import ConfigurationError, CredentialsRefused, SourceLost, ex
 from common.model_files import DECODER_CHOICES
 from device_app.learner.persist import StateError, load_state, save_state
 from device_app.learner.profile import load_profile
-from mqtt.codec import CODECS, IMAGE_CODECS
 from device_app.learner.registry import POLICY_NAMES, make_policy
 from lab.random_schedule import PREFIX as RANDOM_PREFIX, names as random_names
 from lab.sim.scenarios import SCENARIOS, Scenario, scenario
+from mqtt.codec import CODECS, IMAGE_CODECS
 from lab.sim.simulator import DEFAULT_EDGE_RATE, DEFAULT_LAYER_OVERHEAD_S, build_world, run
 from device_app.settings import DEVICE_POLICIES
 from lab.sim.trace import load_trace

@@ -304,7 +304,7 @@ def convert(model, out: str | Path, *, name: str | None = None, preprocessing: P
                                                info.preprocessing.scale)
             write_ranges(tmp, document)
             ranges = FileRef(path=RANGES_FILE, sha256=sha256_file(tmp / RANGES_FILE))
-            splits_meta = [{**meta, "codec_bytes": {**meta["codec_bytes"], **measured}} if meta["tensors"] else meta
+            splits_meta = [{**meta, "codec_bytes": {**meta["codec_bytes"], **measured}}
                            for meta, measured in zip(splits_meta, sizes)]
             step(steps, f"codec ranges and sizes measured on {document['samples']} sample images -> {RANGES_FILE}")
         splits = [Split(tail=tail if meta["tensors"] else None, **{**meta, "tensors": [TensorInfo(**t) for t in

@@ -50,20 +50,19 @@ def calibrate_codecs(run, names: list[str], split_names: list[list[str]], sample
     ranges = {"percentiles": list(PERCENTILES), "samples": len(samples), "samples_sha256": samples_digest(samples),
               "tensors": tensors}
     channel = {name: ChannelRange(t["lo"], t["hi"]) for name, t in tensors.items()}
-    totals = [dict.fromkeys(LOW_BIT, 0) for _ in split_names]
+    # Split 0 sends the input as an image (JPEG carries 1 or 3 channels); the cuts their low-bit symbols.
+    wire = [("jpeg",) if samples.shape[-1] in (1, 3) else ()] + [LOW_BIT if cut else () for cut in split_names[1:]]
+    totals = [dict.fromkeys(codecs, 0) for codecs in wire]
     for start in range(0, len(samples), batch):
         images = samples[start:start + batch]
         values = dict(zip(names, run(images)))
+        for codec in wire[0]:
+            totals[0][codec] += sum(len(encode(img[None], codec, input_scale)[0]) for img in images)
         for k, cut in enumerate(split_names[1:], 1):
-            for codec in LOW_BIT:
+            for codec in wire[k]:
                 totals[k][codec] += sum(len(encode(values[n][i:i + 1], codec, channel_range=channel[n])[0])
                                         for n in cut for i in range(len(images)))
-        if samples.shape[-1] in (1, 3):  # what JPEG can carry
-            totals[0]["jpeg"] = totals[0].get("jpeg", 0) + sum(len(encode(img[None], "jpeg", input_scale)[0])
-                                                               for img in images)
-    sizes = [{c: int(round(v / len(samples))) for c, v in t.items()} for t in totals]
-    sizes[0] = {c: n for c, n in sizes[0].items() if c == "jpeg"}  # the input travels as an image
-    return ranges, sizes
+    return ranges, [{c: int(round(v / len(samples))) for c, v in t.items()} for t in totals]
 
 
 def write_ranges(folder: Path, ranges: dict) -> None:

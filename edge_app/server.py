@@ -66,13 +66,13 @@ class TailRunner:
         _gpu_memory_growth()
         self.xla, self.max_batch = xla, max_batch
         self.folder = Path(bundle)
-        bundle = Bundle(self.folder, verify=False)  # the segments are the device's: the edge reads the tails
-        self.manifest = bundle.manifest
+        opened = Bundle(self.folder, verify=False)  # the segments are the device's: the edge reads the tails
+        self.manifest = opened.manifest
         self.hash16 = bundle_hash_bytes(self.manifest.model.content_hash)
         self.model = load_keras_model(self.folder / self.manifest.splits[0].tail.path)
         self._tails: dict[int, object] = {}
         # Per split, its tensors' calibrated channel ranges: what the low-bit codecs decode with.
-        self.channel_ranges = split_ranges(bundle)
+        self.channel_ranges = split_ranges(opened)
         # Tail compute time of one request alone, per split: measured at warm-up, then followed
         # (EWMA) on every batch of one; published as the edge's compute table.
         self.compute_s: list[float | None] = [None] * len(self.manifest.splits)

@@ -181,8 +181,8 @@ def _parse_paper(doc: dict, where: str) -> SplitProfile:
 
 
 def _parse_manifest(doc: dict, where: str, device_macs_per_s: float, codecs: list[str]) -> SplitProfile:
-    """``codecs``: each split's (or split 0's, then every other split's)."""
-    """A bundle manifest, read by the one reader every role uses (``common.bundle``)."""
+    """A bundle manifest, read by the one reader every role uses (``common.bundle``). ``codecs``: each
+    split's codec (or split 0's, then every other split's), whose sizes become the transfer bits."""
     try:
         manifest = parse_manifest(doc, where)
     except BundleError as exc:
