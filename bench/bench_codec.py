@@ -24,7 +24,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from mqtt.codec import CODECS, LOW_BIT, ChannelRange, encode  # noqa: E402
+from mqtt.codec import CODECS, ChannelRange, encode  # noqa: E402
 from mqtt.protocol import Request, decode_request, encode_request  # noqa: E402
 
 SHAPES = ((1, 13, 13, 512), (1, 52, 52, 128), (1, 416, 416, 16))  # 346 KB, 1.4 MB, 11 MB as float32
@@ -94,7 +94,7 @@ def accuracy(splits: list[int], repeat: int) -> list[dict]:
     from converter.calibration import demo_scenes
     from converter.train_demo import clip_frames, clip_map
     from converter.zoo import demo_decoding, demo_model
-    from mqtt.codec import IMAGE_CODECS, decode
+    from mqtt.codec import decode, sendable, split_ranges
 
     images, truth, difficult = clip_frames()
     rows = []
@@ -104,6 +104,7 @@ def accuracy(splits: list[int], repeat: int) -> list[dict]:
                            samples=demo_scenes(64))
         bundle = Bundle(Path(tmp) / "bundle")
         runner = SegmentRunner(bundle)
+        channel_ranges = split_ranges(bundle)
         edge = load_keras_model(Path(tmp) / "bundle" / manifest.splits[0].tail.path)
         scale = manifest.model.preprocessing.scale
         print(f"\ndemo detector on the demo clip ({len(images)} frames): mAP@0.5 per split and codec", flush=True)
@@ -114,9 +115,8 @@ def accuracy(splits: list[int], repeat: int) -> list[dict]:
             cuts = [runner.run(p, img[None].astype(np.float32)) for img in images]
             values = sum(int(np.prod(s)) for s in split.shapes)
             reference = None
-            raw = bundle.ranges(split.names) if p else None
-            ranges = [ChannelRange(lo, hi) for lo, hi in raw] if raw else [None] * len(split.names)
-            for codec in (("float32", "float16", "int8", *IMAGE_CODECS) if p == 0 else CODECS):
+            ranges = channel_ranges[p] or [None] * len(split.names)
+            for codec in sendable(p, channel_ranges[p] is not None):
                 def coded(tensors, codec=codec):
                     return [encode(t, codec, scale, r) for t, r in zip(tensors, ranges)]
 

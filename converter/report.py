@@ -24,7 +24,7 @@ from common.bundle import Bundle
 from common.detect import detections
 from common.keras_model import load_keras_model, tail_model
 from common.tflite import SegmentRunner
-from mqtt.codec import CODECS, IMAGE_CODECS, VARIABLE, decode, encode, split_ranges
+from mqtt.codec import decode, encode, sendable, split_ranges
 
 from .bundle import run_keras
 from .train_demo import average_precision
@@ -70,9 +70,7 @@ def codec_report(bundle: str | Path, samples: int = 4, seed: int = 0, images: np
         found = [np.array(detections(out, model.decoding, size)).reshape(-1, 6) for out in reference] \
             if detector else None
         channels = ranges[split.index] or [None] * len(split.names)
-        codecs = ("float32", "float16", "int8", *IMAGE_CODECS) if split.index == 0 else \
-            [c for c in CODECS if c not in VARIABLE or ranges[split.index] is not None]
-        for codec in codecs:
+        for codec in sendable(split.index, ranges[split.index] is not None):
             nbytes, err, coded, enc_s, dec_s = 0, 0.0, [], [], []
             for cut, ref in zip(sent, reference):
                 start = time.perf_counter()

@@ -105,6 +105,15 @@ def split_ranges(bundle) -> list[list[ChannelRange] | None]:
     return out
 
 
+def sendable(split: int, calibrated: bool) -> tuple[str, ...]:
+    """The codecs split ``split``'s tensors can travel with: the input (split 0) the float codecs,
+    int8 and the image codecs; a cut the fixed-size ones, and the low-bit ones where its channel
+    ranges were calibrated."""
+    if split == 0:
+        return ("float32", "float16", "int8", *IMAGE_CODECS)
+    return CODECS if calibrated else tuple(c for c in CODECS if c not in LOW_BIT)
+
+
 def payload_bytes(shape: list[int] | tuple[int, ...], codec: str) -> int:
     """The payload's exact size; for a variable codec, the most it may take (its packed symbols, or
     the raw image, plus deflate's or JPEG's worst-case overhead)."""
