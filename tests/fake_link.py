@@ -11,13 +11,12 @@ from device_app.link import EdgeStatus
 
 class FakeLink:
     """``answer(topic, payload)``: the events that come back for a request (none by default: the edge
-    never answers); ``send_ok=False``: the outgoing queue refuses every request."""
+    never answers); ``edges``: online from the start."""
 
-    def __init__(self, answer=lambda topic, payload: (), send_ok: bool = True, edges: tuple[str, ...] = ()):
+    def __init__(self, answer=lambda topic, payload: (), edges: tuple[str, ...] = ()):
         self.events: queue.Queue = queue.Queue()
-        self.answer, self.send_ok = answer, send_ok
+        self.answer = answer
         self.sent: list[tuple[str, bytes]] = []
-        self.published: list[tuple[str, bytes, bool]] = []
         self.session = SimpleNamespace(reason=None)
         for edge in edges:
             self.events.put(EdgeStatus(edge, True))
@@ -26,15 +25,13 @@ class FakeLink:
         return False
 
     def send(self, topic: str, payload: bytes) -> bool:
-        if not self.send_ok:
-            return False
         self.sent.append((topic, payload))
         for event in self.answer(topic, payload):
             self.events.put(event)
         return True
 
     def publish(self, topic: str, payload, retain: bool = False) -> None:
-        self.published.append((topic, payload, retain))
+        pass
 
     def check(self) -> None:
         pass
