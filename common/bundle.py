@@ -30,6 +30,9 @@ from .json_file import read_json
 
 SCHEMA_VERSION = 3
 MANIFEST = "manifest.json"
+#: What ``ans convert --report`` writes into a bundle: every codec's bytes, time and accuracy per split,
+#: which a device with ``codec = "auto"`` reads.
+CODEC_REPORT = "codec-report.json"
 
 
 class BundleError(ConfigurationError):

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from common.bundle import Bundle
+from common.bundle import CODEC_REPORT, Bundle
 from common.detect import detections
 from common.keras_model import load_keras_model, tail_model
 from common.tflite import SegmentRunner
@@ -29,7 +29,6 @@ from mqtt.codec import decode, encode, sendable, split_ranges
 from .bundle import run_keras
 from .train_demo import average_precision
 
-REPORT_FILE = "codec-report.json"
 #: A float32 detection at least this sure is an object the coded path should find too.
 TRUTH_SCORE = 0.5
 
@@ -94,8 +93,8 @@ def codec_report(bundle: str | Path, samples: int = 4, seed: int = 0, images: np
             log(f"{split.index:>5}  {codec:<8}{row['bytes']:>12,}{row['bits_per_value']:>11.2f}"
                 f"{row['encode_ms']:>10.3f}{row['decode_ms']:>10.3f}{err:>13.2e}" + (f"{row['map50_vs_float32']:>20.3f}" if detector else ""))
     report = {"samples": samples, "seed": seed, "rows": rows}
-    (bundle / REPORT_FILE).write_text(json.dumps(report, indent=1))
-    log(f"wrote {bundle / REPORT_FILE}")
+    (bundle / CODEC_REPORT).write_text(json.dumps(report, indent=1))
+    log(f"wrote {bundle / CODEC_REPORT}")
     return report
 
 

@@ -10,6 +10,7 @@ import json
 import logging
 import math
 
+from common.bundle import CODEC_REPORT
 from common.errors import ConfigurationError
 from mqtt.codec import CODECS, IMAGE_CODECS, LOW_BIT, jpeg_available
 
@@ -18,15 +19,13 @@ log = logging.getLogger("ans.device")
 #: Codecs that cost no accuracy to speak of: played without a measurement (float16's relative error is
 #: about 1e-3; uint8 carries the input image bit for bit).
 LOSSLESS = ("float32", "float16", "uint8")
-#: What ``ans convert --report`` writes into the bundle.
-REPORT_FILE = "codec-report.json"
 
 
 def measured_losses(folder) -> dict[tuple[int, str], float]:
     """(split, codec) -> mAP@0.5 lost against float32's detections, from the bundle's codec report;
     empty when there is none (or it is unreadable)."""
     try:
-        rows = json.loads((folder / REPORT_FILE).read_text()).get("rows", [])
+        rows = json.loads((folder / CODEC_REPORT).read_text()).get("rows", [])
         return {(int(r["split"]), str(r["codec"])): 1.0 - float(r["map50_vs_float32"]) for r in rows
                 if isinstance(r.get("map50_vs_float32"), (int, float)) and math.isfinite(r["map50_vs_float32"])}
     except (OSError, ValueError, AttributeError, KeyError, TypeError):

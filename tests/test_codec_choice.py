@@ -4,7 +4,8 @@ the budget; nothing lossy without a measurement."""
 import json
 from types import SimpleNamespace
 
-from device_app.codec_choice import REPORT_FILE, wire_codecs
+from common.bundle import CODEC_REPORT as REPORT_FILE
+from device_app.codec_choice import wire_codecs
 
 
 def _bundle(folder, rows=None):

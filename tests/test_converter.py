@@ -190,7 +190,8 @@ def test_the_simulator_and_experiments_take_a_converted_bundle(dag_bundle, capsy
 
 
 def test_codec_report_measures_each_codec_on_each_split(dag_bundle):
-    from converter.report import REPORT_FILE, codec_report
+    from common.bundle import CODEC_REPORT as REPORT_FILE
+    from converter.report import codec_report
 
     _, out, manifest = dag_bundle
     report = codec_report(out, samples=2, log=lambda *_: None)
