@@ -22,15 +22,18 @@ payload beyond the size its header's shape allows (no decompression bombs).
 Speed: numpy's float32 <-> float16 casts are scalar loops (5x a memcpy); where OpenCV is installed
 (a board with a camera, the edge) its F16C casts do it at memcpy speed, bit for bit the same. int8
 is quantised in one OpenCV pass there, else in numpy passes over chunks that stay in the CPU's
-cache. ``bench/bench_codec.py`` measures them.
+cache. The low-bit codecs work in cache-sized parts, deflated in parallel into one stream.
+``bench/bench_codec.py`` measures them.
 """
 
 from __future__ import annotations
 
 import functools
 import math
+import os
 import struct
 import zlib
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -52,6 +55,10 @@ JPEG_QUALITY = 90
 #: Raw deflate's effort for the low-bit codecs: level 1 (its string matching finds what neighbouring
 #: positions repeat, a third of the bytes on the demo's activations) at a fifth of level 6's time.
 DEFLATE_LEVEL = 1
+#: Values per part of a low-bit tensor deflated on its own (in parallel with the others): 256 kB of
+#: float32, which stays in a core's cache through quantising, packing and deflating.
+PART_VALUES = 1 << 16
+_PART_OVERHEAD = 19  # bytes a part may add to one stream's bound: its own 13, a sync flush's 5, a bit's byte
 _MAX_SCALE = float(np.finfo(np.float32).max) / 256  # so (q - zero_point) * scale stays finite
 _WIRE_DTYPE = {"float32": np.dtype("<f4"), "float16": np.dtype("<f2"), "int8": np.dtype("i1"),
                "uint8": np.dtype("u1")}
@@ -119,7 +126,9 @@ def payload_bytes(shape: list[int] | tuple[int, ...], codec: str) -> int:
     the raw image, plus deflate's or JPEG's worst-case overhead)."""
     values = math.prod(int(d) for d in shape)  # Python ints: no overflow
     if _check(codec) in LOW_BIT:
-        return _deflate_bound(_packed_bytes(values, LOW_BIT[codec]))
+        rows = values // max(int(shape[-1]), 1)
+        parts = max(1, -(-rows // _part_rows(rows, int(shape[-1]))))
+        return _deflate_bound(_packed_bytes(values, LOW_BIT[codec])) + parts * _PART_OVERHEAD
     if codec == "jpeg":
         return 2 * values + 4096
     return values * _WIRE_DTYPE[codec].itemsize
@@ -233,21 +242,53 @@ def _packed_bytes(values: int, bits: int) -> int:
 
 
 def _deflate_bound(n: int) -> int:
-    """zlib's compressBound: what deflate may make of n bytes at most."""
+    """zlib's compressBound: what one deflate stream may make of n bytes at most."""
     return n + (n >> 12) + (n >> 14) + (n >> 25) + 13
 
 
 def _low_bit(tensor: np.ndarray, bits: int, channels: ChannelRange) -> memoryview:
     """Symbols q = round((x - lo) / step), clipped to 0 .. 2^bits - 1, per channel (last axis); packed
-    8 // bits to a byte (first symbol in the low bits), then raw deflate."""
+    8 // bits to a byte (first symbol in the low bits), then raw deflate: one stream, made of parts of
+    about ``PART_VALUES`` values each deflated on its own (in parallel where there are several), ended
+    by a sync flush, the last by the stream's end."""
     x = np.asarray(tensor, dtype=np.float32)
     if x.ndim == 0 or x.shape[-1] != channels.lo.size:
         raise CodecError(f"tensor of shape {list(x.shape)} does not have the range's {channels.lo.size} channels")
-    levels = 1 << bits
-    q = (x - channels.lo) * (np.float32(1) / channels.steps(levels))
-    np.rint(q, out=q)
-    np.clip(q, 0, levels - 1, out=q)
-    return memoryview(_deflate(_pack(q.astype(np.uint8).reshape(-1), bits)))
+    rows = x.reshape(-1, channels.lo.size)
+    inv = np.float32(1) / channels.steps(1 << bits)
+    offset = np.float32(0.5) - channels.lo * inv  # q = floor(x / step + offset): rounded, lo at 0
+    step = _part_rows(rows.shape[0], channels.lo.size)
+    parts = [rows[start:start + step] for start in range(0, rows.shape[0], step)] or [rows]
+    last = len(parts) - 1
+
+    def deflate(k: int) -> bytes:
+        q = np.multiply(parts[k], inv)
+        q += offset
+        np.clip(q, 0, (1 << bits) - 1, out=q)
+        packer = zlib.compressobj(DEFLATE_LEVEL, zlib.DEFLATED, -15)
+        data = packer.compress(_pack(q.astype(np.uint8).reshape(-1), bits))
+        return data + packer.flush(zlib.Z_FINISH if k == last else zlib.Z_SYNC_FLUSH)
+
+    if last == 0:
+        return memoryview(deflate(0))
+    return memoryview(b"".join(_workers().map(deflate, range(len(parts)))))
+
+
+def _part_rows(rows: int, channels: int) -> int:
+    """Rows (of ``channels`` values) per deflated part: as many parts as ``PART_VALUES`` makes, of
+    equal size (for the threads), a multiple of 4 rows each, so every part but the last packs whole
+    bytes at any bit width."""
+    most = max(4, PART_VALUES // max(channels, 1) // 4 * 4)
+    parts = max(1, -(-rows // most))
+    each = -(-rows // parts)
+    return max(4, -(-each // 4) * 4)
+
+
+@functools.cache
+def _workers() -> ThreadPoolExecutor:
+    """Threads for the parts of a large low-bit tensor (numpy and zlib let go of the GIL): the cores
+    the frame thread leaves idle while it encodes."""
+    return ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1), thread_name_prefix="ans-codec")
 
 
 def _pack(q: np.ndarray, bits: int) -> bytes:
@@ -259,11 +300,6 @@ def _pack(q: np.ndarray, bits: int) -> bytes:
     for k in range(1, per):
         packed |= rows[:, k] << np.uint8(k * bits)
     return packed.tobytes()
-
-
-def _deflate(data: bytes) -> bytes:
-    packer = zlib.compressobj(DEFLATE_LEVEL, zlib.DEFLATED, -15)
-    return packer.compress(data) + packer.flush()
 
 
 def _unlow_bit(payload, bits: int, shape, quant: Quantisation, channels: ChannelRange | None) -> np.ndarray:

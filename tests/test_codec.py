@@ -110,6 +110,21 @@ def test_low_bit_codecs_keep_each_channel_within_half_a_step_and_zeros_exact(cod
         assert 8 * len(payload) / x.size < 1.0, 8 * len(payload) / x.size
 
 
+@pytest.mark.parametrize("codec", list(LOW_BIT))
+def test_a_large_tensor_travels_as_one_stream_of_parts_within_the_bound(codec):
+    """A tensor of several parts (deflated apart, in parallel) decodes as one stream; incompressible
+    symbols, an odd channel count and a short last part stay within the size the edge allows."""
+    from mqtt.codec import PART_VALUES
+
+    rng = np.random.default_rng(1)
+    x = rng.random((1, 3 * PART_VALUES // 5 + 7, 5), dtype=np.float32)  # 3 parts and 7 rows, 5 channels
+    channels = ChannelRange(np.zeros(5), np.ones(5))
+    payload, quant = encode(x, codec, channel_range=channels)
+    assert len(payload) <= payload_bytes(x.shape, codec)
+    y = decode(payload, codec, x.shape, quant, channels)
+    assert np.all(np.abs(y - x) <= channels.steps(1 << LOW_BIT[codec]) / 2 + 1e-6)
+
+
 def test_low_bit_payloads_are_refused_unless_they_inflate_to_exactly_their_shape():
     import zlib
 
