@@ -3,7 +3,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mqtt.codec import (CODECS, LOW_BIT, WIRE_CODECS, ChannelRange, CodecError, Quantisation, RangeMismatch, decode,
+from mqtt.codec import (LOW_BIT, WIRE_CODECS, ChannelRange, CodecError, Quantisation, RangeMismatch, decode,
                         encode, payload_bytes)
 
 FIXED = ("float32", "float16", "int8")
