@@ -10,6 +10,8 @@ a learner's cold start), so what is scored is adaptation. Scenarios, each ``--fr
 frames in three phases (the change at 1/3, back at 2/3):
 
 * ``bandwidth``: 100 -> 4 -> 100 Mbit/s;
+* ``narrow``: 100 -> 1 -> 100 Mbit/s (where the input even as a JPEG takes longer than the board's
+  whole model);
 * ``rtt``: +0 -> +80 ms round trip (the relay) -> +0;
 * ``overload``: two CPU hogs beside the edge (its tails about 3x slower), then none;
 * ``edge-restart``: the edge is killed at 1/3 and started again at once (back when warm);
@@ -32,7 +34,7 @@ the learner's change alarms (all, and in the baseline: the frames before the fir
 plot (``--out``/live-<scenario>.png: chosen split and delay over time, the oracle's split).
 
     sudo .venv/bin/python bench/bench_live.py [--scenarios bandwidth rtt ...] [--random N --first-seed S]
-        [--frames 300] [--warmup 60] [--policies ans ...] [--codec int2 --image-codec jpeg]
+        [--frames 300] [--warmup 60] [--policies ans ...] [--codec int2 --image-codec jpeg | --codec auto]
 """
 
 from __future__ import annotations
@@ -60,7 +62,7 @@ from lab.testbed import NS, NS_IP, CpuHog, DelayRelay, Link, pin_this_process  #
 from mqtt.codec import CODECS, IMAGE_CODECS  # noqa: E402
 
 POLICIES = ("ans", "mu-linucb-paper", "device-only", "edge-only")
-HIGH_MBIT, LOW_MBIT, RTT_ADDED_S = 100.0, 4.0, 0.080
+HIGH_MBIT, LOW_MBIT, NARROW_MBIT, RTT_ADDED_S = 100.0, 4.0, 1.0, 0.080
 DRIFT_MBIT, DRIFT_FROM, DRIFT_BACK = (40.0, 16.0, 8.0, 4.0, 2.0), 100, 200  # steps over 64 frames
 OUTLIER_S, OUTLIER_SHARE = 0.150, 0.05  # an outlier frame: this much more round trip
 MIN_STRETCH = 30  # frames: the live oracle's shortest stretch between changes (drift, random)
@@ -195,8 +197,9 @@ def schedule(scenario: str, frames: int, system: System) -> dict[int, object]:
             _then(events, int(f), lambda: system.outlier(True))
             _then(events, int(f) + 1, lambda: system.outlier(False))
         return events
-    if scenario == "bandwidth":
-        return {third: lambda: system.link.shape(LOW_MBIT), 2 * third: lambda: system.link.shape(HIGH_MBIT)}
+    if scenario in ("bandwidth", "narrow"):
+        low = LOW_MBIT if scenario == "bandwidth" else NARROW_MBIT
+        return {third: lambda: system.link.shape(low), 2 * third: lambda: system.link.shape(HIGH_MBIT)}
     if scenario == "rtt":
         return {third: lambda: system.set_rtt(RTT_ADDED_S), 2 * third: lambda: system.set_rtt(0.0)}
     if scenario == "overload":
@@ -409,7 +412,9 @@ def main() -> None:
                         help="instead of --scenarios, N random schedules, seeds --first-seed on")
     parser.add_argument("--first-seed", type=int, default=0)
     parser.add_argument("--policies", nargs="+", default=list(POLICIES), choices=POLICIES)
-    parser.add_argument("--codec", default="float32", choices=CODECS, help="every contender's cut-tensor codec")
+    parser.add_argument("--codec", default="float32", choices=(*CODECS, "auto"),
+                        help="every contender's cut-tensor codec (auto: per split, as a device with codec = auto "
+                             "chooses from the bundle's codec report, made at conversion)")
     parser.add_argument("--image-codec", default="uint8", choices=IMAGE_CODECS,
                         help="every contender's codec for split 0's input image")
     parser.add_argument("--out", type=Path, default=REPO / "docs" / "img")
@@ -424,8 +429,8 @@ def main() -> None:
 
     work = Path(tempfile.mkdtemp(prefix="ans-live-"))
     bundle = work / "bundle"
-    subprocess.run([sys.executable, "-m", "ans.cli", "convert", "--zoo", "demo", "--out", str(bundle)], check=True,
-                   stdout=subprocess.DEVNULL)
+    subprocess.run([sys.executable, "-m", "ans.cli", "convert", "--zoo", "demo", "--out", str(bundle),
+                    *(["--report"] if args.codec == "auto" else [])], check=True, stdout=subprocess.DEVNULL)
     n_splits = len(json.loads((bundle / "manifest.json").read_text())["splits"])
     clip = list(open_source(str(demo_clip())))
     frames = [clip[k % len(clip)] for k in range(args.frames)]

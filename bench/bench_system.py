@@ -2,8 +2,10 @@
 
 1. every split of the demo detector, forced, N frames each: end-to-end delay, the device's
    head, the offloading delay and the edge's tail (from the timing ack), frames per second;
-2. the edge's tail compute per request against the batch size;
-3. a 1 MB message round trip: MQTT (QoS 0 and 1, through the broker) against a plain TCP echo.
+2. where an offloaded frame's time goes, stage by stage (device encode, publish, broker, edge intake,
+   decode, batch formation, the tail, the reply, the device's wake-up), at a few splits;
+3. the edge's tail compute per request against the batch size;
+4. a 1 MB message round trip: MQTT (QoS 0 and 1, through the broker) against a plain TCP echo.
 
     .venv/bin/python bench/bench_system.py [--frames 40] [--out docs/img]
 """
@@ -63,7 +65,7 @@ def per_split(bundle: Path, broker: Broker, frames: int) -> list[dict]:
             t = [r.timing for r in records if r.timing]
             sp = device.model.bundle.splits[split]
             rows.append({"split": split, "cut": sp.cut or "(device only)",
-                         "sent_kb": round(sp.transfer_bytes / 1024, 1),
+                         "sent_kb": round(float(device.packets.request_bytes[split]) / 1024, 1),
                          "delay_ms": ms([r.delay_s for r in records]), "fps": round(len(records) / wall, 1),
                          "offload_ms": ms([x.offload_s for x in t]), "tail_ms": ms([x.edge_compute_s for x in t]),
                          "front_ms": round(float(device.policy.front_delay_s[split]) * 1e3, 2),
@@ -73,6 +75,91 @@ def per_split(bundle: Path, broker: Broker, frames: int) -> list[dict]:
     finally:
         edge.terminate()
         edge.wait(30)
+    return rows
+
+
+#: The stages of an offloaded frame, each from the end of the one before (the first from the start of
+#: the device's offloading: before encoding), and what each covers.
+STAGES = (
+    ("encode", "sent", "device: codec and request framing"),
+    ("publish", "published", "device: paho's publish call (the socket write)"),
+    ("to_edge", "received", "broker: to the edge's paho thread, read whole"),
+    ("queue", "picked", "edge: paho's thread to the worker thread (queue, GIL)"),
+    ("decode", "decoded", "edge: request checks and decoding"),
+    ("batch", "tail_start", "edge: batch formation"),
+    ("tail", "tail_end", "edge: TensorFlow, detections, the reply's encoding"),
+    ("reply", "replied", "edge: paho's publish call"),
+    ("to_device", "arrived", "broker: to the device's paho thread, result decoded"),
+    ("wake_up", "woken", "device: paho's thread to the frame thread"),
+)
+
+
+def stages(bundle: Path, broker: Broker, frames: int, splits=(0, 8, 10, 13)) -> list[dict]:
+    """Per split, the median time of each stage of an offloaded frame, from timestamps on the one clock
+    the device (this process) and a traced edge process share."""
+    from lab.demo import start_edge
+    from device_app.learner.policy import FixedSplit
+    from device_app.runtime import make_device
+    from device_app.settings import DeviceSettings
+    from device_app.sources import demo_clip, open_source
+    from mqtt.connection import MqttSettings
+
+    clip = [f for f in open_source(str(demo_clip()), frames)]
+    work = Path(tempfile.mkdtemp(prefix="ans-trace-"))
+    edge = start_edge(bundle, broker.url, work / "edge.log",
+                      wrapper=(sys.executable, str(REPO / "bench" / "edge_trace.py"), str(work / "edge.jsonl")))
+    marks: dict[tuple[int, int], dict] = {}
+    rows = []
+    try:
+        device = make_device(DeviceSettings(bundle=str(bundle), id="bench-trace", deadline_ms=5000,
+                                            mqtt=MqttSettings(broker=broker.url)))
+        offload, send, take = device._offload, device.link.send, device._take_events
+
+        def traced_offload(frame_id, split, cut):
+            marks[(split, frame_id)] = mark = {"start": time.monotonic()}
+            device._mark = mark
+            return offload(frame_id, split, cut)
+
+        def traced_send(topic, payload):
+            device._mark["sent"] = time.monotonic()
+            ok = send(topic, payload)
+            device._mark["published"] = time.monotonic()
+            return ok
+
+        def traced_take(wait_s=0.0, frame_id=None):
+            got = take(wait_s, frame_id)
+            if got is not None and frame_id is not None:
+                device._mark.update(arrived=got.received, woken=time.monotonic(), compute=got.result.compute_s)
+            return got
+
+        device._offload, device.link.send, device._take_events = traced_offload, traced_send, traced_take
+        device.connect()
+        for split in splits:
+            device.policy = FixedSplit(device.policy.profile, split, f"split-{split}")
+            for k, frame in enumerate(clip * 2):  # the first pass warms up; its marks are overwritten
+                device.process(k, frame)
+        device.link.close()
+    finally:
+        edge.terminate()
+        edge.wait(30)
+    print("stages of an offloaded frame (ms):\n" + "\n".join(f"  {name}: {what}" for name, _, what in STAGES))
+    for line in (work / "edge.jsonl").read_text().splitlines():
+        trace = json.loads(line)
+        mark = marks.get((trace["split"], trace["frame"]))
+        if mark is not None and "woken" in mark:
+            mark.update(trace)
+    for split in splits:
+        traced = [m for (s, k), m in marks.items() if s == split and k >= len(clip) and "replied" in m and "woken" in m]
+        row = {"split": split, "kb": round(float(device.packets.request_bytes[split]) / 1024, 1), "frames": len(traced)}
+        begin = "start"
+        for name, end, _ in STAGES:
+            row[name] = ms([m[end] - m[begin] for m in traced])
+            begin = end
+        row["offload"] = ms([m["woken"] - m["start"] for m in traced])
+        row["edge_tail"] = ms([m["compute"] for m in traced])
+        row["over_tail"] = ms([m["woken"] - m["start"] - m["compute"] for m in traced])
+        rows.append(row)
+        print(f"stages: {row}", flush=True)
     return rows
 
 
@@ -179,8 +266,8 @@ def main() -> None:
     broker = Broker(dev_config(), work / "broker")
     broker.start()
     try:
-        results = {"echo": echo(broker), "per_split": per_split(bundle, broker, args.frames),
-                   "batching": batching(bundle)}
+        results = {"echo": echo(broker), "stages": stages(bundle, broker, args.frames),
+                   "per_split": per_split(bundle, broker, args.frames), "batching": batching(bundle)}
     finally:
         broker.stop()
     Path(args.out).mkdir(parents=True, exist_ok=True)

@@ -32,15 +32,20 @@ def decode_yolov2(output: np.ndarray, anchors, classes: int, conf: float = 0.25,
     """
     grid = np.asarray(output, dtype=np.float32).reshape(output.shape[-3], output.shape[-2], len(anchors), 5 + classes)
     s_y, s_x = grid.shape[:2]
-    cy, cx = np.mgrid[0:s_y, 0:s_x].astype(np.float32)
-    anchors = np.asarray(anchors, dtype=np.float32)
-    x = (cx[..., None] + _sigmoid(grid[..., 0])) / s_x
-    y = (cy[..., None] + _sigmoid(grid[..., 1])) / s_y
-    w = anchors[:, 0] * np.exp(np.minimum(grid[..., 2], 10.0)) / s_x
-    h = anchors[:, 1] * np.exp(np.minimum(grid[..., 3], 10.0)) / s_y
-    logits = grid[..., 5:] - grid[..., 5:].max(axis=-1, keepdims=True)
+    objectness = _sigmoid(grid[..., 4])
+    # A box scores objectness x a class probability (at most 1): only boxes whose objectness reaches conf
+    # can be kept, so the rest is computed for those alone (a handful of a few hundred), the same values.
+    where = np.nonzero(objectness >= conf)
+    cells = grid[where]
+    cy, cx = where[0].astype(np.float32), where[1].astype(np.float32)
+    anchors = np.asarray(anchors, dtype=np.float32)[where[2]]
+    x = (cx + _sigmoid(cells[:, 0])) / s_x
+    y = (cy + _sigmoid(cells[:, 1])) / s_y
+    w = anchors[:, 0] * np.exp(np.minimum(cells[:, 2], 10.0)) / s_x
+    h = anchors[:, 1] * np.exp(np.minimum(cells[:, 3], 10.0)) / s_y
+    logits = cells[:, 5:] - cells[:, 5:].max(axis=-1, keepdims=True)
     probs = np.exp(logits) / np.exp(logits).sum(axis=-1, keepdims=True)
-    scores = _sigmoid(grid[..., 4])[..., None] * probs
+    scores = objectness[where][:, None] * probs
     corners = np.stack([x - w / 2, y - h / 2, x + w / 2, y + h / 2], axis=-1)
     return nms(_kept(corners, scores, conf), nms_iou)[:max_detections]
 
