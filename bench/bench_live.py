@@ -31,7 +31,9 @@ per stretch between changes of at least 30 frames (drift, random). Per scenario 
 p95 delay per policy and phase, the ratio to the live oracle, the frames each policy takes after
 each change to come back within 1.2x of the new best split's delay (rolling median of 5 frames),
 the learner's change alarms (all, and in the baseline: the frames before the first change), and a
-plot (``--out``/live-<scenario>.png: chosen split and delay over time, the oracle's split).
+plot (``--out``/live-<scenario>.png: chosen split and delay over time, the oracle's split). The
+forced splits' frames are kept as a trace (``trace-<scenario>.json.gz`` in the run's folder) that
+``bench/replay_live.py`` replays any learner through offline (``lab/live_replay.py``).
 
     sudo .venv/bin/python bench/bench_live.py [--scenarios bandwidth rtt ...] [--random N --first-seed S]
         [--frames 300] [--warmup 60] [--policies ans ...] [--codec int2 --image-codec jpeg | --codec auto]
@@ -58,6 +60,7 @@ sys.path.insert(0, str(REPO))
 
 import numpy as np  # noqa: E402
 
+from lab.live_replay import from_records  # noqa: E402
 from lab.testbed import NS, NS_IP, CpuHog, DelayRelay, Link, pin_this_process  # noqa: E402
 from mqtt.codec import CODECS, IMAGE_CODECS  # noqa: E402
 
@@ -312,6 +315,17 @@ def run_one(name: str, policy, system: System, frames: list, events: dict, state
     return records
 
 
+def learner_contexts(bundle: Path, codec: str, image_codec: str) -> np.ndarray:
+    """Every split's context as a device's learner sees it with these codecs (its transfer bits)."""
+    from common.bundle import Bundle
+    from device_app.codec_choice import wire_codecs
+    from device_app.learner.profile import load_profile
+    from device_app.settings import DeviceSettings
+
+    budget = DeviceSettings(bundle=str(bundle)).max_map_loss
+    return load_profile(bundle / "manifest.json", per_split=wire_codecs(Bundle(bundle), codec, image_codec, budget)).contexts
+
+
 def calibrate_once(bundle: Path, folder: Path) -> Path:
     """The device's calibration of every split's head (one interpreter thread, on the device's core)."""
     from common.bundle import Bundle
@@ -406,8 +420,8 @@ def main() -> None:
     parser.add_argument("--frames", type=int, default=300, help="scored frames per run (three phases)")
     parser.add_argument("--warmup", type=int, default=60, help="unscored frames before them, in the baseline")
     parser.add_argument("--splits", type=int, nargs="+",
-                        help="the live oracle's candidates (default: every split that no other split dominates: "
-                             "not a split whose next one only max-pools and sends less)")
+                        help="the live oracle's candidates, device-only always among them (default: every split "
+                             "that no other split dominates: not a split whose next one only max-pools and sends less)")
     parser.add_argument("--random", type=int, default=0, metavar="N",
                         help="instead of --scenarios, N random schedules, seeds --first-seed on")
     parser.add_argument("--first-seed", type=int, default=0)
@@ -434,8 +448,10 @@ def main() -> None:
     n_splits = len(json.loads((bundle / "manifest.json").read_text())["splits"])
     clip = list(open_source(str(demo_clip())))
     frames = [clip[k % len(clip)] for k in range(args.frames)]
-    contenders = [(p, p) for p in args.policies] + [(f"split-{k}", k) for k in (args.splits or undominated(bundle))]
+    forced = sorted({*(args.splits or undominated(bundle)), n_splits - 1})  # device-only always: the oracle's fallback
+    contenders = [(p, p) for p in args.policies] + [(f"split-{k}", k) for k in forced]
     calibration = calibrate_once(bundle, work / "calibration")
+    contexts = learner_contexts(bundle, args.codec, args.image_codec)
     results, started = {}, time.monotonic()
     with Link(HIGH_MBIT) as link:
         system = System(work, bundle, link)
@@ -458,6 +474,8 @@ def main() -> None:
                     {name: [{k: r[k] for k in ("frame", "split", "delay_s", "edge", "fallback", "finished_from",
                                                "timing", "alarms")}
                             for r in records] for name, records in runs.items()}))
+                from_records(f"{work.name}-{scenario}", scenario, runs, lambda splits: contexts[splits], n_splits - 1,
+                             phases).save(work / f"trace-{scenario}.json.gz")
                 print(report(scenario, summary, args.policies), flush=True)
         finally:
             system.close()
