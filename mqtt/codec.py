@@ -257,8 +257,8 @@ def _low_bit(tensor: np.ndarray, bits: int, channels: ChannelRange) -> memoryvie
     rows = x.reshape(-1, channels.lo.size)
     inv = np.float32(1) / channels.steps(1 << bits)
     offset = np.float32(0.5) - channels.lo * inv  # q = floor(x / step + offset): rounded, lo at 0
-    step = _part_rows(rows.shape[0], channels.lo.size)
-    parts = [rows[start:start + step] for start in range(0, rows.shape[0], step)] or [rows]
+    per_part = _part_rows(rows.shape[0], channels.lo.size)
+    parts = [rows[start:start + per_part] for start in range(0, rows.shape[0], per_part)] or [rows]
     last = len(parts) - 1
 
     def deflate(k: int) -> bytes:
