@@ -22,8 +22,8 @@ def ratios():
 
 def test_on_the_live_traces_ans_follows_the_oracle_and_beats_the_paper_and_device_only_on_each(ratios):
     ans = ratios["ans"]
-    assert np.median(ans) <= 1.03 and ans.mean() <= 1.10, (np.median(ans), ans.mean())
-    assert ans.max() <= 1.55  # the int8-cut bandwidth drops (about 1.45x; see docs/performance.md)
+    assert np.median(ans) <= 1.03 and ans.mean() <= 1.08, (np.median(ans), ans.mean())
+    assert ans.max() <= 1.45  # the int8-cut bandwidth drops (1.13-1.40x; see docs/learner.md)
     for rival in ("mu-linucb-paper", "device-only"):
         assert np.all(ans <= ratios[rival] + 1e-9), rival
         assert np.median(ratios[rival]) >= 1.3
@@ -73,3 +73,27 @@ def test_a_trace_keeps_the_forced_frames_and_a_replay_feeds_what_a_device_would_
     with pytest.raises(ValueError, match="device-only"):
         from_records("t", "bandwidth", {k: v for k, v in runs.items() if k != "split-3"},
                      lambda splits: contexts[splits], 3, [(0, 6)])
+
+
+def _trace(name):
+    return next(t for t in shipped() if t.name == name)
+
+
+def test_after_a_drop_ans_finds_the_input_again_that_its_small_cut_never_showed_was_back():
+    """100 -> 4 -> 100 Mbit/s with int8 cuts: at 4 Mbit/s split 10 wins, and its 4 kB requests pass
+    the link's token bucket whole at either rate, so nothing at split 10 shows the link's return.
+    The recall (the split that once delivered best, tried now and then) finds it."""
+    trace = _trace("bandwidth-int8-uint8-ra2h8aaf")
+    policy = {}
+    delays, chosen = replay(trace, lambda p: policy.setdefault("p", make_policy("ans", p, seed=0)))
+    third = trace.frames // 3
+    assert np.mean(chosen[third + 10:2 * third] == 10) >= 0.9  # the 4 Mbit/s phase: split 10, recalls aside
+    assert np.mean(chosen[2 * third + 10:] == 0) >= 0.9  # and the input again once the link is back
+    assert np.mean(delays) / trace.oracle_s() <= 1.2
+    assert policy["p"].recalls <= 12
+
+
+def test_in_steady_conditions_nothing_is_recalled():
+    policy = {}
+    replay(_trace("steady-float32-uint8-jm08bdw4"), lambda p: policy.setdefault("p", make_policy("ans", p, seed=0)))
+    assert policy["p"].recalls == 0

@@ -34,6 +34,9 @@ What it changes against the paper's algorithm (``mu_linucb.py``), and why:
 * Load is priced apart: the edge's queueing wait (acknowledgements, and the edges' load
   reports for a device that does not offload) is added to every offloading split, and a
   near-tie does not flip the choice (hysteresis), so devices sharing an edge do not herd.
+* Recall: while the split in use is estimated much slower than what another split once
+  delivered, that split is tried for a frame now and then, paced like a probe (``_recall``):
+  a small request may not show that the conditions which made it dear are gone.
 * Key frames are served greedily (no exploration, never a probe).
 """
 
@@ -326,6 +329,8 @@ class ANS(Policy):
         self.stale = Staleness(profile.n_splits, c.stale_after, c.stale_rate)
         self.load = LoadPrice(seed)
         self._current = profile.device_only  # the split last chosen on its merits (not a probe)
+        self._recalled = np.full(profile.n_splits, -math.inf)  # the frame each split was last recalled at
+        self.recalls = 0
         self._refresh()
 
     def _refresh(self) -> None:
@@ -345,18 +350,19 @@ class ANS(Policy):
         """Lower-confidence total delay of every split (the plain estimate on key frames)."""
         return self._indices(key_frame)[0]
 
-    def _indices(self, key_frame: bool) -> tuple[np.ndarray, np.ndarray]:
-        """The indices, and the same without the stale bonus (what a split is worth on what is known of it)."""
+    def _indices(self, key_frame: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The indices, the same without the stale bonus (what a split is worth on what is known of
+        it), and the plain estimates."""
         weight = self.config.key_weight if key_frame else self.config.nonkey_weight
         estimate = self.estimate()
         if weight >= 1.0:
-            return estimate, estimate
+            return estimate, estimate, estimate
         merit = estimate - math.sqrt(1.0 - weight) * self._width_s
-        return merit - self.stale.bonus(self.t, estimate, self._current), merit
+        return merit - self.stale.bonus(self.t, estimate, self._current), merit, estimate
 
     def _choose(self, key_frame: bool) -> int:
         self.load.frame()
-        index, merit = self._indices(key_frame)
+        index, merit, estimate = self._indices(key_frame)
         split = int(np.argmin(index))
         # Hysteresis: a split within ``switch_margin`` of the best stays. Near-ties otherwise flip
         # with every wobble of the estimates, and in a fleet every flip moves load between the
@@ -369,13 +375,34 @@ class ANS(Policy):
             self._current = split
         if self.offload[split]:
             self.prober.offloaded()
-            return split
+            return split if key_frame else self._recall(split, estimate)
         self.prober.waited()
         if key_frame:
             return self._device_only()
         probe = self.prober.next(self.t, lambda: int(np.argmin(np.where(self.offload, index, np.inf))),
                                  self._probe_costs)
         return probe if probe is not None else self._device_only()
+
+    def _recall(self, split: int, estimate: np.ndarray) -> int:
+        """``split``, or for this frame the split that once delivered best, while ``split`` is estimated
+        much slower than that: what made that split dear may be gone, and ``split``'s own requests may
+        not show it (a small request passes a token bucket's burst at line rate whatever the rate).
+        As often as looking pays (``Prober.every``): a look costs c, what that split is estimated to
+        take more than ``split``; not looking costs G per frame once it is back, what ``split`` is
+        estimated to take more than that split once delivered. ρ is the prior rate of changes alone:
+        the learner's own count runs high exactly when its models cannot fit what it sees."""
+        best = int(np.argmin(np.where(self.offload, self.stale.best_s, math.inf)))
+        if best == split or not math.isfinite(self.stale.best_s[best]):
+            return split
+        gain = float(estimate[split] - self.stale.best_s[best])
+        if gain <= self.config.switch_margin * float(estimate[split]):
+            return split
+        cost = float(estimate[best] - estimate[split])
+        if self.t - max(self.stale.seen_at[best], self._recalled[best]) < self.prober.every(self.t, cost, gain, 0):
+            return split
+        self._recalled[best] = self.t
+        self.recalls += 1
+        return best
 
     def _device_only(self) -> int:
         device_only = self.profile.device_only  # the device times every run of its own
@@ -466,6 +493,7 @@ class ANS(Policy):
             **super().stats(),
             "probes": self.prober.probes,
             "rechecks": self.stale.rechecks,
+            "recalls": self.recalls,
             "edge_wait_ms": round(self.load.wait_s * 1e3, 3),
             "changes": self.prober.changes,
             "resets": {"net": self.net.resets, "edge": self.edge.resets},

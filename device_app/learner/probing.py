@@ -49,18 +49,22 @@ class Prober:
 
         A probe costs c = (its estimated delay − device-only's) now; not probing costs, per
         frame after the conditions come back, G = device-only − the delay offloading
-        achieved before (or, if it never won, its most optimistic estimate now). With changes
-        arriving at rate ρ, probing every I frames costs about c/I + ρ·G·I/2 per frame, least
-        at I = sqrt(2c/(ρG)), kept within [probe_min, probe_max].
-        ρ is the rate of changes detected so far, with a prior of one per ``change_prior_frames``.
+        achieved before (or, if it never won, its most optimistic estimate now): ``every``
+        with the changes detected so far, at most ``probe_max``.
         """
-        cost = max(probe_s - device_s, 1e-6)
         if self.good_split is not None:
-            gain = max(device_s - min(self.good_s, device_s), 1e-6)
+            gain = device_s - min(self.good_s, device_s)
         else:  # offloading never won: at most what its most optimistic estimate would save
-            gain = max(device_s - optimistic_s, 1e-6)
-        rate = (self.changes + 1) / (t + self.change_prior_frames)
-        return min(max(math.sqrt(2.0 * cost / (rate * gain)), self.probe_min), self.probe_max)
+            gain = device_s - optimistic_s
+        return min(self.every(t, probe_s - device_s, gain, self.changes), self.probe_max)
+
+    def every(self, t: int, cost: float, gain: float, changes: int) -> float:
+        """Frames between looks at a way that may have come back: a look costs ``cost`` now, not
+        looking costs ``gain`` per frame once it is back. With changes arriving at rate ρ, looking
+        every I frames costs about c/I + ρ·G·I/2 per frame, least at I = sqrt(2c/(ρG)), at least
+        ``probe_min``. ρ: ``changes`` so far, with a prior of one per ``change_prior_frames``."""
+        rate = (changes + 1) / (t + self.change_prior_frames)
+        return max(math.sqrt(2.0 * max(cost, 1e-6) / (rate * max(gain, 1e-6))), self.probe_min)
 
     def missed(self, split: int) -> None:
         """No answer in time: a probe that missed waits its interval before the next."""

@@ -25,6 +25,7 @@ class Staleness:
         self.seen_at = np.full(n_splits, math.inf)  # never observed: never stale
         self.horizon = np.full(n_splits, float(stale_after))
         self.delivered_s = np.full(n_splits, math.inf)  # the total delay each split last delivered
+        self.best_s = np.full(n_splits, math.inf)  # ... and the least it ever delivered
         self.short = self.horizon.copy()  # the horizons, shortened against ``now``
         self.now = math.inf  # the estimate of the split in use that ``short`` was worked out for
         self._from = math.inf  # the earliest frame any split can go stale: no work before
@@ -64,6 +65,7 @@ class Staleness:
             self.rechecks += 1
             horizon *= 2.0
         self.horizon[split], self.seen_at[split], self.delivered_s[split] = horizon, t, delivered_s
+        self.best_s[split] = min(self.best_s[split], delivered_s)
         if self.rate > 0 and delivered_s < self.now < math.inf:
             horizon /= 1.0 + (self.now - delivered_s) / (self.now * self.rate)
         self.short[split] = horizon
