@@ -82,14 +82,14 @@ def per_split(bundle: Path, broker: Broker, frames: int) -> list[dict]:
 #: the device's offloading: before encoding), and what each covers.
 STAGES = (
     ("encode", "sent", "device: codec and request framing"),
-    ("publish", "published", "device: paho's publish call (the socket write)"),
-    ("to_edge", "received", "broker: to the edge's paho thread, read whole"),
+    ("publish", "published", "device: paho's publish call (it queues the message for paho's network thread)"),
+    ("to_edge", "received", "paho's network thread writes it, the broker, the edge's paho thread reads it whole"),
     ("queue", "picked", "edge: paho's thread to the worker thread (queue, GIL)"),
     ("decode", "decoded", "edge: request checks and decoding"),
     ("batch", "tail_start", "edge: batch formation"),
     ("tail", "tail_end", "edge: TensorFlow, detections, the reply's encoding"),
-    ("reply", "replied", "edge: paho's publish call"),
-    ("to_device", "arrived", "broker: to the device's paho thread, result decoded"),
+    ("reply", "replied", "edge: paho's publish call (queued as on the device)"),
+    ("to_device", "arrived", "the edge's paho thread writes it, the broker, the device's paho thread decodes it"),
     ("wake_up", "woken", "device: paho's thread to the frame thread"),
 )
 
