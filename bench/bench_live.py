@@ -60,7 +60,7 @@ sys.path.insert(0, str(REPO))
 
 import numpy as np  # noqa: E402
 
-from lab.live_replay import from_records  # noqa: E402
+from lab.live_replay import DEADLINE_S, from_records  # noqa: E402
 from lab.testbed import NS, NS_IP, CpuHog, DelayRelay, Link, pin_this_process  # noqa: E402
 from mqtt.codec import CODECS, IMAGE_CODECS  # noqa: E402
 
@@ -291,7 +291,7 @@ def run_one(name: str, policy, system: System, frames: list, events: dict, state
     shutil.copy(calibration, state / "calibration.json")
     # One interpreter thread: the device has one core (more threads on it only fight each other).
     device = make_device(DeviceSettings(
-        bundle=str(system.bundle), id=f"live-{name}", deadline_ms=1000, emulate_slowdown=30.0, threads=1,
+        bundle=str(system.bundle), id=f"live-{name}", deadline_ms=DEADLINE_S * 1e3, emulate_slowdown=30.0, threads=1,
         codec=codecs[0], image_codec=codecs[1],
         policy=policy if isinstance(policy, str) else "device-only", state_dir=str(state),
         mqtt=MqttSettings(broker=system.device_broker)))

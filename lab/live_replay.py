@@ -22,7 +22,7 @@ import numpy as np
 
 #: Where the shipped traces are.
 TRACES = Path(__file__).resolve().parent / "live_traces"
-#: What a missed deadline taught the device in the runs (``bench_live``'s deadline).
+#: The devices' deadline in the live runs (``bench_live``): what a missed one teaches the learner.
 DEADLINE_S = 1.0
 _FIELDS = ("delay", "offload", "edge", "wait", "batch")
 
