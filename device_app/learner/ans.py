@@ -329,8 +329,6 @@ class ANS(Policy):
         self.stale = Staleness(profile.n_splits, c.stale_after, c.stale_rate)
         self.load = LoadPrice(seed)
         self._current = profile.device_only  # the split last chosen on its merits (not a probe)
-        self._recalled = np.full(profile.n_splits, -math.inf)  # the frame each split was last recalled at
-        self.recalls = 0
         self._refresh()
 
     def _refresh(self) -> None:
@@ -398,10 +396,9 @@ class ANS(Policy):
         if gain <= self.config.switch_margin * float(estimate[split]):
             return split
         cost = float(estimate[best] - estimate[split])
-        if self.t - max(self.stale.seen_at[best], self._recalled[best]) < self.prober.every(self.t, cost, gain, 0):
+        if self.stale.since_seen(self.t, best) < self.prober.every(self.t, cost, gain, 0):
             return split
-        self._recalled[best] = self.t
-        self.recalls += 1
+        self.stale.recalled(self.t, best)
         return best
 
     def _device_only(self) -> int:
@@ -493,7 +490,7 @@ class ANS(Policy):
             **super().stats(),
             "probes": self.prober.probes,
             "rechecks": self.stale.rechecks,
-            "recalls": self.recalls,
+            "recalls": self.stale.recalls,
             "edge_wait_ms": round(self.load.wait_s * 1e3, 3),
             "changes": self.prober.changes,
             "resets": {"net": self.net.resets, "edge": self.edge.resets},

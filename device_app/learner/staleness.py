@@ -14,7 +14,8 @@ class Staleness:
     """The frame each split was last observed at, and how long until its estimate counts as old:
     ``stale_after`` frames at first, doubled by every re-check that confirmed it, back to
     ``stale_after`` when an observation revealed a change; shortened while the split in use is
-    estimated slower than what that split last delivered."""
+    estimated slower than what that split last delivered. Also what each split delivered at best
+    and when it was last recalled for a frame (``ANS._recall``)."""
 
     #: The shortened horizons are worked out again when the estimate of the split in use has moved
     #: this much (a share of it) since they last were; per observation otherwise, one split at a time.
@@ -26,10 +27,12 @@ class Staleness:
         self.horizon = np.full(n_splits, float(stale_after))
         self.delivered_s = np.full(n_splits, math.inf)  # the total delay each split last delivered
         self.best_s = np.full(n_splits, math.inf)  # ... and the least it ever delivered
+        self.recalled_at = np.full(n_splits, -math.inf)  # the frame each split was last recalled at
         self.short = self.horizon.copy()  # the horizons, shortened against ``now``
         self.now = math.inf  # the estimate of the split in use that ``short`` was worked out for
         self._from = math.inf  # the earliest frame any split can go stale: no work before
         self.rechecks = 0
+        self.recalls = 0
 
     def bonus(self, t: int, estimate: np.ndarray, current: int) -> np.ndarray | float:
         """How much lower a split may be than its estimate because the split was last observed
@@ -53,6 +56,15 @@ class Staleness:
             self._from = float(np.min(self.seen_at + self.short))
             return 0.0
         return self.rate * max(float(np.min(estimate)), 0.0) * over / self.short
+
+    def since_seen(self, t: int, split: int) -> float:
+        """Frames since ``split`` was last observed or recalled (a recall may miss its deadline)."""
+        return t - max(self.seen_at[split], self.recalled_at[split])
+
+    def recalled(self, t: int, split: int) -> None:
+        """``split`` is tried for this frame because it once delivered much better than the split in use."""
+        self.recalled_at[split] = t
+        self.recalls += 1
 
     def observed(self, t: int, split: int, delivered_s: float, changed: bool = False) -> None:
         """``split`` was just observed, taking ``delivered_s`` in all: its age restarts, and its
