@@ -22,6 +22,11 @@ class Notifier:
                 sdnotify = None
             if sdnotify is not None:
                 self._sd = sdnotify.SystemdNotifier()
+                if self._sd.socket is not None:
+                    # Never wait on systemd: a notification its socket cannot take now (a full queue,
+                    # ten datagrams by default on Linux) is dropped, not waited for. A blocked send
+                    # would stop the service's main loop, its watchdog and its orderly stop with it.
+                    self._sd.socket.setblocking(False)
         usec = os.environ.get("WATCHDOG_USEC", "")
         self.watchdog_interval = int(usec) / 2e6 if usec.isdigit() and int(usec) > 0 else None
         self._last_ping = 0.0

@@ -63,6 +63,29 @@ def test_notify_protocol_ready_watchdog_stopping(demo_bundle, tmp_path):
 
 
 @pytest.mark.skipif(not shutil.which(MOSQUITTO) or PLUGIN is None, reason="no mosquitto with dynamic security")
+def test_a_notification_systemd_does_not_take_is_dropped_not_waited_for(tmp_path, monkeypatch):
+    """systemd's socket holds a few datagrams (ten by default); a service must not stop when they are
+    not read: its main loop, its watchdog and its orderly stop would stop with it."""
+    import threading
+
+    from common.service import Notifier
+
+    unread = NotifySocket(tmp_path / "unread.sock")  # bound, never read
+    monkeypatch.setenv("NOTIFY_SOCKET", unread.path)
+    notifier = Notifier()
+    done = threading.Event()
+
+    def say():
+        for k in range(200):
+            notifier.status(f"frame {k}")
+        notifier.stopping()
+        done.set()
+
+    threading.Thread(target=say, daemon=True).start()
+    assert done.wait(60), "a notification blocked the service"
+    assert len(unread.collect(lambda said: len(said) >= 5, 5)) >= 5  # what fitted was delivered
+
+
 def test_refused_credentials_give_one_clear_line_and_exit_status_3(demo_bundle, tmp_path):
     tmp = demo_bundle
     (tmp_path / "pw").write_text("wrong\n")
