@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import socket
@@ -38,30 +39,47 @@ def ms(values) -> float:
     return round(statistics.median(values) * 1e3, 2) if values else float("nan")
 
 
-def per_split(bundle: Path, broker: Broker, frames: int) -> list[dict]:
+@contextlib.contextmanager
+def running(bundle: Path, broker: Broker, frames: int, name: str, edge_log: Path, wrapper: tuple[str, ...] = ()):
+    """An edge process (under ``wrapper``) and an in-process device, not yet connected, on ``broker``;
+    and ``frames`` frames of the demo clip."""
     from lab.demo import start_edge
-    from device_app.learner.policy import FixedSplit
     from device_app.runtime import make_device
     from device_app.settings import DeviceSettings
     from device_app.sources import demo_clip, open_source
     from mqtt.connection import MqttSettings
 
     clip = [f for f in open_source(str(demo_clip()), frames)]
-    edge = start_edge(bundle, broker.url, Path(tempfile.gettempdir()) / "bench-edge.log")
-    rows = []
+    edge = start_edge(bundle, broker.url, edge_log, wrapper=wrapper)
     try:
-        device = make_device(DeviceSettings(bundle=str(bundle), id="bench", deadline_ms=5000,
+        device = make_device(DeviceSettings(bundle=str(bundle), id=name, deadline_ms=5000,
                                             mqtt=MqttSettings(broker=broker.url)))
+        yield device, clip
+        device.link.close()
+    finally:
+        edge.terminate()
+        edge.wait(30)
+
+
+def forced(device, split: int, clip: list) -> tuple[list, float]:
+    """``split`` forced through the clip twice (frames 0 .. 2n-1; the first pass warms up: tail tracing,
+    caches): the second pass's records and its wall time."""
+    from device_app.learner.policy import FixedSplit
+
+    device.policy = FixedSplit(device.policy.profile, split, f"split-{split}")
+    for k, frame in enumerate(clip):
+        device.process(k, frame)
+    start = time.perf_counter()
+    records = [device.process(len(clip) + k, frame) for k, frame in enumerate(clip)]
+    return records, time.perf_counter() - start
+
+
+def per_split(bundle: Path, broker: Broker, frames: int) -> list[dict]:
+    rows = []
+    with running(bundle, broker, frames, "bench", Path(tempfile.gettempdir()) / "bench-edge.log") as (device, clip):
         device.connect()
         for split in range(len(device.model.bundle.splits)):
-            device.policy = FixedSplit(device.policy.profile, split, f"split-{split}")
-            records, start = [], None
-            for k, frame in enumerate(clip * 2):  # the first pass warms up (tail tracing, caches)
-                if k == len(clip):
-                    start = time.perf_counter()
-                    records = []
-                records.append(device.process(k, frame))
-            wall = time.perf_counter() - start
+            records, wall = forced(device, split, clip)
             t = [r.timing for r in records if r.timing]
             sp = device.model.bundle.splits[split]
             rows.append({"split": split, "cut": sp.cut or "(device only)",
@@ -71,10 +89,6 @@ def per_split(bundle: Path, broker: Broker, frames: int) -> list[dict]:
                          "front_ms": round(float(device.policy.front_delay_s[split]) * 1e3, 2),
                          "answered": sum(r.edge is not None for r in records)})
             print(f"split {split:>2}: {rows[-1]}", flush=True)
-        device.link.close()
-    finally:
-        edge.terminate()
-        edge.wait(30)
     return rows
 
 
@@ -97,22 +111,11 @@ STAGES = (
 def stages(bundle: Path, broker: Broker, frames: int, splits=(0, 8, 10, 13)) -> list[dict]:
     """Per split, the median time of each stage of an offloaded frame, from timestamps on the one clock
     the device (this process) and a traced edge process share."""
-    from lab.demo import start_edge
-    from device_app.learner.policy import FixedSplit
-    from device_app.runtime import make_device
-    from device_app.settings import DeviceSettings
-    from device_app.sources import demo_clip, open_source
-    from mqtt.connection import MqttSettings
-
-    clip = [f for f in open_source(str(demo_clip()), frames)]
     work = Path(tempfile.mkdtemp(prefix="ans-trace-"))
-    edge = start_edge(bundle, broker.url, work / "edge.log",
-                      wrapper=(sys.executable, str(REPO / "bench" / "edge_trace.py"), str(work / "edge.jsonl")))
     marks: dict[tuple[int, int], dict] = {}
     rows = []
-    try:
-        device = make_device(DeviceSettings(bundle=str(bundle), id="bench-trace", deadline_ms=5000,
-                                            mqtt=MqttSettings(broker=broker.url)))
+    tracer = (sys.executable, str(REPO / "bench" / "edge_trace.py"), str(work / "edge.jsonl"))
+    with running(bundle, broker, frames, "bench-trace", work / "edge.log", tracer) as (device, clip):
         offload, send, take = device._offload, device.link.send, device._take_events
 
         def traced_offload(frame_id, split, cut):
@@ -135,13 +138,7 @@ def stages(bundle: Path, broker: Broker, frames: int, splits=(0, 8, 10, 13)) -> 
         device._offload, device.link.send, device._take_events = traced_offload, traced_send, traced_take
         device.connect()
         for split in splits:
-            device.policy = FixedSplit(device.policy.profile, split, f"split-{split}")
-            for k, frame in enumerate(clip * 2):  # the first pass warms up; its marks are overwritten
-                device.process(k, frame)
-        device.link.close()
-    finally:
-        edge.terminate()
-        edge.wait(30)
+            forced(device, split, clip)  # the warm-up pass's marks are left out below
     print("stages of an offloaded frame (ms):\n" + "\n".join(f"  {name}: {what}" for name, _, what in STAGES))
     for line in (work / "edge.jsonl").read_text().splitlines():
         trace = json.loads(line)
