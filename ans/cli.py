@@ -476,7 +476,8 @@ def build_parser() -> argparse.ArgumentParser:
     exp = sub.add_parser("experiment", help="every policy on every scenario and profile; table and plots")
     exp.add_argument("--out", default="results", help="folder for the table, JSON and plots")
     exp.add_argument("--profiles", nargs="+", default=["tiny-yolov2-tx2", "vgg16-tx2"],
-                     help="built-in profiles, paper-schema JSON files or bundles")
+                     help="built-in profiles, paper-schema JSON files or bundles; NAME+codecs: every "
+                          "offloading split also as a small codec that costs encoding time (lab/sim/codec_arms.py)")
     exp.add_argument("--scenarios", nargs="+", default=list(SCENARIOS), choices=list(SCENARIOS),
                      help="built-in scenarios to run")
     exp.add_argument("--random", type=int, default=0, metavar="N",

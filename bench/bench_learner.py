@@ -1,6 +1,6 @@
 """Decision + update cost of each learning policy, per frame, on the paper's 32-split profile.
 
-    .venv/bin/python bench/bench_learner.py [--frames 3000] [--repeat 7]
+    .venv/bin/python bench/bench_learner.py [--frames 3000] [--repeat 7] [--profile tiny-yolov2-tx2+codecs]
 
 Runs each policy through a steady simulated world, timing the choose() and update() calls
 of every frame (not the simulation around them) after a warm-up, and prints the median and 10th percentile in microseconds with a
@@ -22,8 +22,8 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from device_app.learner.policy import Feedback  # noqa: E402
-from device_app.learner.profile import load_profile  # noqa: E402
 from device_app.learner.registry import make_policy  # noqa: E402
+from lab.sim.codec_arms import sim_profile  # noqa: E402
 from lab.sim.scenarios import steady  # noqa: E402
 from lab.sim.simulator import build_world  # noqa: E402
 
@@ -31,7 +31,7 @@ POLICIES = ("ans", "mu-linucb-paper", "linucb")
 
 
 def frame_times(name: str, frames: int, profile_name: str) -> list[float]:
-    profile = load_profile(profile_name)
+    profile = sim_profile(profile_name)
     world = build_world(profile, steady(frames), frames, seed=0)
     policy = make_policy(name, profile)
     clock = time.perf_counter
@@ -56,13 +56,14 @@ def main() -> None:
     parser.add_argument("--frames", type=int, default=3000)
     parser.add_argument("--repeat", type=int, default=7)
     parser.add_argument("--profile", default="tiny-yolov2-tx2",
-                        help="a built-in profile or a bundle folder (a YOLOv8-style bundle has 40 splits)")
+                        help="a built-in profile or a bundle folder (a YOLOv8-style bundle has 40 splits); "
+                             "NAME+codecs: every offloading split also with a second codec (63 arms from the 32 splits)")
     args = parser.parse_args()
-    splits = load_profile(args.profile).n_splits
+    splits = sim_profile(args.profile).n_splits
     x = np.ones(7)
     ref = min(timeit.repeat(lambda: x @ x, number=20000, repeat=5)) / 20000 * 1e6
     print(f"reference: one 7-element numpy dot = {ref:.2f} us")
-    print(f"{'policy':<18}{'median us':>10}{'p10 us':>9}   (choose + update per frame, {splits} splits)")
+    print(f"{'policy':<18}{'median us':>10}{'p10 us':>9}   (choose + update per frame, {splits} arms)")
     for name in POLICIES:
         samples = []
         for _ in range(args.repeat):

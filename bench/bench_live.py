@@ -3,7 +3,8 @@ board) through scripted changes of its environment, every policy and every force
 the same schedule. Needs root (network namespace, tc, CPU pinning).
 
 The broker and the edge run in a network namespace behind a veth pair whose rate ``tc tbf`` sets,
-pinned to core 1; the device runs here, pinned to core 0, its heads 30x slower (a board), and
+pinned to core 1; the device runs here, pinned to core 0, its heads and encodings 30x slower (a
+board), and
 reaches the broker through a relay that delays every packet (added round-trip time). Every run
 starts with ``--warmup`` unscored frames in the baseline conditions (connection, first answers,
 a learner's cold start), so what is scored is adaptation. Scenarios, each ``--frames`` scored
@@ -26,7 +27,8 @@ frames in three phases (the change at 1/3, back at 2/3):
   frames, an edge or broker restart); edge load maps to 0-3 CPU hogs beside the edge.
 
 Policies (``--policies``): ``ans``, ``mu-linucb-paper``, ``device-only``, ``edge-only``, and the live
-oracle: every split forced through the same schedule, the best one per phase (fixed scenarios) or
+oracle: every split forced through the same schedule (every arm, a split with a codec, with
+``--codec auto``), the best one per phase (fixed scenarios) or
 per stretch between changes of at least 30 frames (drift, random). Per scenario it reports mean and
 p95 delay per policy and phase, the ratio to the live oracle, the frames each policy takes after
 each change to come back within 1.2x of the new best split's delay (rolling median of 5 frames),
@@ -279,8 +281,9 @@ def undominated(bundle: Path) -> list[int]:
 def run_one(name: str, policy, system: System, frames: list, events: dict, state: Path, warmup: int,
             calibration: Path, codecs: tuple[str, str] = ("float32", "uint8")) -> list[dict]:
     """One contender through the schedule; the scored records (frames renumbered from 0). Every
-    contender starts from the same calibration of the heads (measured once): with heads 30x
-    slower, calibrating again per run would give each a slightly different board."""
+    contender starts from the same calibration of the heads and encodings (measured once, in the
+    folder ``calibration``): with heads 30x slower, calibrating again per run would give each a
+    slightly different board."""
     from device_app.learner.policy import FixedSplit
     from device_app.runtime import make_device
     from device_app.settings import DeviceSettings
@@ -288,7 +291,8 @@ def run_one(name: str, policy, system: System, frames: list, events: dict, state
 
     system.reset()
     state.mkdir(parents=True, exist_ok=True)
-    shutil.copy(calibration, state / "calibration.json")
+    for name in ("calibration.json", "encoding.json"):
+        shutil.copy(calibration / name, state / name)
     # One interpreter thread: the device has one core (more threads on it only fight each other).
     device = make_device(DeviceSettings(
         bundle=str(system.bundle), id=f"live-{name}", deadline_ms=DEADLINE_S * 1e3, emulate_slowdown=30.0, threads=1,
@@ -298,6 +302,7 @@ def run_one(name: str, policy, system: System, frames: list, events: dict, state
     if not isinstance(policy, str):
         device.policy = FixedSplit(device.policy.profile, policy, name)
     device.connect()
+    arm_of = {pair: a for a, pair in enumerate(device.model.arms.pairs())}
     records = []
     try:
         for k, frame in enumerate(frames[:warmup] + frames):
@@ -306,6 +311,7 @@ def run_one(name: str, policy, system: System, frames: list, events: dict, state
             record = device.process(k, frame)
             if k >= warmup:
                 records.append({**asdict(record), "frame": k - warmup,
+                                "arm": arm_of.get((record.split, record.codec), len(arm_of) - 1),
                                 "alarms": device.policy.stats().get("changes", 0)})
     finally:
         device.link.close()
@@ -315,27 +321,33 @@ def run_one(name: str, policy, system: System, frames: list, events: dict, state
     return records
 
 
-def learner_contexts(bundle: Path, codec: str, image_codec: str) -> np.ndarray:
-    """Every split's context as a device's learner sees it with these codecs (its transfer bits)."""
+def learner_arms(bundle: Path, codec: str, image_codec: str):
+    """The arms a device's learner has with these codecs (``codec_choice.Arms``: a split and a codec
+    each, several per split with ``auto``), and their contexts (each priced with its codec's bytes)."""
     from common.bundle import Bundle
-    from device_app.codec_choice import wire_codecs
+    from device_app.codec_choice import wire_arms
     from device_app.learner.profile import load_profile
     from device_app.settings import DeviceSettings
 
-    budget = DeviceSettings(bundle=str(bundle)).max_map_loss
-    return load_profile(bundle / "manifest.json", per_split=wire_codecs(Bundle(bundle), codec, image_codec, budget)).contexts
+    arms = wire_arms(Bundle(bundle), codec, image_codec, DeviceSettings(bundle=str(bundle)).max_map_loss)
+    return arms, load_profile(bundle / "manifest.json", arms=arms.pairs()).contexts
 
 
-def calibrate_once(bundle: Path, folder: Path) -> Path:
-    """The device's calibration of every split's head (one interpreter thread, on the device's core)."""
+def calibrate_once(bundle: Path, folder: Path, arms) -> Path:
+    """The device's calibration of every split's head and every arm's encoding (one interpreter
+    thread, on the device's core), in ``folder``."""
     from common.bundle import Bundle
     from common.tflite import SegmentRunner
-    from device_app.heads import calibrate
+    from device_app.heads import calibrate, encode_times
+    from mqtt.codec import split_ranges
 
     folder.mkdir(parents=True, exist_ok=True)
-    calibrate(SegmentRunner(Bundle(bundle), None, 1, fused_heads=1), repeats=21, cache=folder / "calibration.json",
-              log=lambda *_: None)
-    return folder / "calibration.json"
+    b = Bundle(bundle)
+    runner = SegmentRunner(b, None, 1, fused_heads=1)
+    calibrate(runner, repeats=21, cache=folder / "calibration.json", log=lambda *_: None)
+    encode_times(runner, arms, split_ranges(b), float(b.manifest.model.preprocessing.scale), repeats=21,
+                 cache=folder / "encoding.json")
+    return folder
 
 
 def recovery(delays: np.ndarray, start: int, end: int, target: float) -> int | None:
@@ -395,7 +407,7 @@ def plot(scenario: str, runs: dict, summary: dict, phases: list[tuple[int, int]]
         twin = ax.twinx()
         twins.append(twin)
         twin.step(x, oracle_line, where="post", color="green", lw=2.5, alpha=0.45, label="live oracle's split")
-        twin.plot(x, [r["split"] for r in records], color="k", lw=0.7, label="chosen split")
+        twin.plot(x, [r["arm"] for r in records], color="k", lw=0.7, label="chosen split")
         twin.set_ylim(-0.5, n_splits - 0.5)
         twin.set_yticks(range(0, n_splits, 3))
         twin.set_ylabel("split", fontsize=8)
@@ -448,10 +460,15 @@ def main() -> None:
     n_splits = len(json.loads((bundle / "manifest.json").read_text())["splits"])
     clip = list(open_source(str(demo_clip())))
     frames = [clip[k % len(clip)] for k in range(args.frames)]
-    forced = sorted({*(args.splits or undominated(bundle)), n_splits - 1})  # device-only always: the oracle's fallback
-    contenders = [(p, p) for p in args.policies] + [(f"split-{k}", k) for k in forced]
-    calibration = calibrate_once(bundle, work / "calibration")
-    contexts = learner_contexts(bundle, args.codec, args.image_codec)
+    # Contenders force arms (a split with a codec): split-K is arm K, which is split K with one codec a split.
+    arms, contexts = learner_arms(bundle, args.codec, args.image_codec)
+    splits = {*(args.splits or undominated(bundle)), n_splits - 1}  # device-only always: the oracle's fallback
+    forced = [a for a in range(len(arms)) if arms.split[a] in splits]
+    contenders = [(p, p) for p in args.policies] + [(f"split-{a}", a) for a in forced]
+    if len(arms) != n_splits:
+        print("arms: " + ", ".join(f"{a} = split {arms.label(a)}" for a in forced), flush=True)
+    n_splits = len(arms)
+    calibration = calibrate_once(bundle, work / "calibration", arms)
     results, started = {}, time.monotonic()
     with Link(HIGH_MBIT) as link:
         system = System(work, bundle, link)
@@ -471,8 +488,8 @@ def main() -> None:
                 args.out.mkdir(parents=True, exist_ok=True)
                 plot(scenario, runs, summary, phases, n_splits, args.out / f"live-{scenario}.png", args.policies)
                 (work / f"runs-{scenario}.json").write_text(json.dumps(
-                    {name: [{k: r[k] for k in ("frame", "split", "delay_s", "edge", "fallback", "finished_from",
-                                               "timing", "alarms")}
+                    {name: [{k: r[k] for k in ("frame", "split", "codec", "arm", "delay_s", "edge", "fallback",
+                                               "finished_from", "timing", "alarms")}
                             for r in records] for name, records in runs.items()}))
                 from_records(f"{work.name}-{scenario}", scenario, runs, lambda splits: contexts[splits], n_splits - 1,
                              phases).save(work / f"trace-{scenario}.json.gz")

@@ -116,12 +116,15 @@ def stages(bundle: Path, broker: Broker, frames: int, splits=(0, 8, 10, 13)) -> 
     rows = []
     tracer = (sys.executable, str(REPO / "bench" / "edge_trace.py"), str(work / "edge.jsonl"))
     with running(bundle, broker, frames, "bench-trace", work / "edge.log", tracer) as (device, clip):
-        offload, send, take = device._offload, device.link.send, device._take_events
+        encode, offload, send, take = device._encode, device._offload, device.link.send, device._take_events
 
-        def traced_offload(frame_id, split, cut):
-            marks[(split, frame_id)] = mark = {"start": time.monotonic()}
-            device._mark = mark
-            return offload(frame_id, split, cut)
+        def traced_encode(arm, cut, head_s):
+            device._mark = {"start": time.monotonic()}
+            return encode(arm, cut, head_s)
+
+        def traced_offload(frame_id, arm, cut, encoded):
+            marks[(arm, frame_id)] = device._mark
+            return offload(frame_id, arm, cut, encoded)
 
         def traced_send(topic, payload):
             device._mark["sent"] = time.monotonic()
@@ -135,7 +138,8 @@ def stages(bundle: Path, broker: Broker, frames: int, splits=(0, 8, 10, 13)) -> 
                 device._mark.update(arrived=got.received, woken=time.monotonic(), compute=got.result.compute_s)
             return got
 
-        device._offload, device.link.send, device._take_events = traced_offload, traced_send, traced_take
+        device._encode, device._offload = traced_encode, traced_offload
+        device.link.send, device._take_events = traced_send, traced_take
         device.connect()
         for split in splits:
             forced(device, split, clip)  # the warm-up pass's marks are left out below

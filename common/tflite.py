@@ -213,6 +213,15 @@ class SegmentRunner:
             self.segment(k, known)
         return times
 
+    def cuts(self, image: np.ndarray) -> list[list[np.ndarray]]:
+        """What every split but device-only sends for ``image``, from one chained pass."""
+        known = {self.bundle.manifest.model.input.name: image}
+        sent = [[image]]
+        for k in range(1, len(self._interpreters)):
+            self.segment(k, known)
+            sent.append([known[name] for name in self._sent(k)])
+        return sent
+
     def head_times(self, image: np.ndarray, repeats: int, progress=None) -> list[float]:
         """Median time of every split's head (split 1 to device-only) as this runner will run it once
         the split is in use: segment by segment, or fused into one model where that is faster on this

@@ -1,6 +1,7 @@
-"""The device's measured head delays: every split's head timed at first start as the device runs it
-once in use (segments 1..p one after another, or fused into one model where that is faster), cached
-against the bundle's content hash so that a restart skips it."""
+"""The device's measured front-end delays: every split's head timed at first start as the device runs
+it once in use (segments 1..p one after another, or fused into one model where that is faster),
+cached against the bundle's content hash so that a restart skips it; and every arm's encoding (one
+pass of the model and a few encodings), cached the same way."""
 
 from __future__ import annotations
 
@@ -10,6 +11,8 @@ import numpy as np
 
 from common.disk import write_problem
 from common.tflite import SegmentRunner
+from common.timing import median_time
+from mqtt.codec import encode
 
 from .learner.persist import load_state, save_state
 
@@ -44,3 +47,51 @@ def calibrate(runner: SegmentRunner, repeats: int = 5, cache: str | Path | None 
         except OSError as exc:  # a full disk: used now, measured again at the next start
             log(f"calibration not cached: {write_problem(cache, exc)}")
     return np.asarray(delays)
+
+
+def encode_times(runner: SegmentRunner, arms, ranges: list, scale: float, repeats: int = 3,
+                 cache: str | Path | None = None, log=print) -> np.ndarray:
+    """Each arm's encoding time on this device (s; 0 for device-only): its codec on its split's cut
+    of a camera-like image. Not noise: JPEG and deflate take longer on noise than on any scene.
+    ``arms``: ``codec_choice.Arms``; ``ranges``: each split's calibrated channel ranges. Cached in
+    ``cache`` per arm against the bundle's content hash, as the heads are: arms measured before are
+    not measured again (another ``codec`` setting measures only its new ones)."""
+    bundle, labels = runner.bundle, [arms.label(a) for a in range(len(arms))]
+    known: dict = {}
+    if cache is not None and Path(cache).is_file():
+        try:
+            state = load_state(cache)
+            if state.get("bundle") == bundle.content_hash and isinstance(state.get("encoding_s"), dict):
+                known = {k: float(v) for k, v in state["encoding_s"].items() if isinstance(v, (int, float)) and v >= 0}
+        except ValueError:
+            pass  # an unreadable cache is measured again
+    todo = [a for a, label in enumerate(labels) if label not in known]
+    if todo:
+        cuts = runner.cuts(camera_like(bundle.input_shape, scale))
+        for arm in todo:
+            split, codec = int(arms.split[arm]), arms.codec[arm]
+            known[labels[arm]] = 0.0
+            if split < len(cuts):
+                tensors, rs = cuts[split], ranges[split] or [None] * len(cuts[split])
+                known[labels[arm]] = median_time(lambda: [encode(t, codec, scale, r) for t, r in zip(tensors, rs)],
+                                                 repeats)
+        if cache is not None:
+            try:
+                save_state(cache, {"bundle": bundle.content_hash, "encoding_s": known})
+            except OSError as exc:
+                log(f"encoding times not cached: {write_problem(cache, exc)}")
+    return np.array([known[label] for label in labels])
+
+
+def camera_like(shape: tuple[int, ...], scale: float) -> np.ndarray:
+    """A preprocessed input batch of one that looks like a scene: smooth shading, a few flat objects
+    with sharp edges, a little sensor noise, on the 8-bit grid a camera frame comes in."""
+    _, h, w, c = shape
+    rng = np.random.default_rng(0)
+    y, x = np.mgrid[0:h, 0:w] / max(h, w)
+    image = 90 + 60 * np.sin(3 * x + 2 * y)[..., None] + 30 * np.cos(5 * y)[..., None] * np.linspace(0.5, 1, c)
+    for _ in range(4):
+        top, left = rng.integers(0, h), rng.integers(0, w)
+        image[top:top + h // 5, left:left + w // 5] = rng.integers(0, 256, c)
+    image += rng.normal(0, 2, image.shape)
+    return (np.clip(np.round(image), 0, 255).astype(np.float32) * np.float32(scale))[None]

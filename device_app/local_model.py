@@ -18,8 +18,8 @@ from common.tflite import SegmentRunner, load_delegate
 from mqtt.codec import ChannelRange, split_ranges
 from mqtt.protocol import bundle_hash_bytes
 
-from .codec_choice import wire_codecs
-from .heads import calibrate
+from .codec_choice import Arms, wire_arms
+from .heads import calibrate, encode_times
 from .settings import DeviceSettings
 
 log = logging.getLogger("ans.device")
@@ -30,14 +30,16 @@ class LocalModel:
     bundle: Bundle
     runner: SegmentRunner
     measured: np.ndarray  # every split's head delay on this device (s), 0 for split 0
-    slowdown: float  # lab: heads emulated this many times slower (a board slower than the host)
-    codecs: list[str]  # per split, the codec its tensors travel with (``codec_choice``)
+    slowdown: float  # lab: heads and encoders emulated this many times slower (a board slower than the host)
+    arms: Arms  # what the learner chooses among: a split and the codec its tensors travel with (``codec_choice``)
     channel_ranges: list[list[ChannelRange] | None]  # per split, its tensors' calibrated ranges (low-bit codecs)
+    encoding: np.ndarray  # every arm's encoding time on this device (s), 0 for device-only
 
     @property
     def calibrated(self) -> np.ndarray:
-        """Head delays as the learner should expect them (with the emulated slowdown)."""
-        return self.slowdown * self.measured
+        """Every arm's front-end delay as the learner should expect it: its head and its encoding
+        (with the emulated slowdown)."""
+        return self.slowdown * (self.measured[self.arms.split] + self.encoding)
 
     @property
     def device_only(self) -> int:
@@ -73,10 +75,14 @@ def load_model(settings: DeviceSettings, interpreter=None, notifier: Notifier | 
     bundle's hash in ``state_dir``)."""
     s, notifier = settings, notifier or Notifier()
     bundle = Bundle(s.bundle)
-    codecs = wire_codecs(bundle, s.codec, s.image_codec, s.max_map_loss)  # refused now, not after timing the heads
+    arms = wire_arms(bundle, s.codec, s.image_codec, s.max_map_loss)  # refused now, not after timing the heads
     delegate = load_delegate(s.delegate, s.delegate_options, log=log.warning) if s.delegate else None
     runner = SegmentRunner(bundle, interpreter, s.threads, delegate, log=log.warning, fused_heads=s.fused_heads)
     measured = calibrate(runner, cache=Path(s.state_dir) / "calibration.json" if s.state_dir else None,
                          log=log.info, progress=lambda done, of: notifier.extend(
                              120, f"{s.id}: timing the heads on this device, {done}/{of}"))
-    return LocalModel(bundle, runner, measured, s.emulate_slowdown, codecs, split_ranges(bundle))
+    ranges = split_ranges(bundle)
+    scale = float(bundle.manifest.model.preprocessing.scale)
+    encoding = encode_times(runner, arms, ranges, scale, cache=Path(s.state_dir) / "encoding.json" if s.state_dir else None,
+                            log=log.info)
+    return LocalModel(bundle, runner, measured, s.emulate_slowdown, arms, ranges, encoding)

@@ -1,6 +1,6 @@
 """The device app: frames in, detections out, the split chosen by the learner frame by frame.
 
-source -> key-frame test -> learner picks p -> head 1..p (TFLite) -> codec -> broker -> edge
+source -> key-frame test -> learner picks p and codec -> head 1..p (TFLite) -> codec -> broker -> edge
 -> result + timing acknowledgement -> learner. When no edge is online, the broker is away,
 or a result misses its deadline, the frame is finished on the device with the whole model:
 every frame gets a result, and a miss is reported to the learner as a delay of at least the
@@ -63,14 +63,14 @@ CONNECT_POLL_S = 0.1
 
 @dataclass(frozen=True)
 class Answer:
-    """The edge's answer to an offloaded frame, and the offloading delay (from before encoding)."""
+    """The edge's answer to an offloaded frame, and the offloading delay (from the encoded request's send)."""
 
     result: Result
     offload_s: float
 
 
 class PacketLimit:
-    """Splits whose request the broker would refuse (over the Maximum Packet Size of its CONNACK)
+    """Arms whose request the broker would refuse (over the Maximum Packet Size of its CONNACK)
     are never chosen: their front delay is infinite until a bigger limit comes."""
 
     def __init__(self, request_bytes: np.ndarray):
@@ -79,9 +79,9 @@ class PacketLimit:
 
     def apply(self, limit: int | None, policy, calibrated: np.ndarray) -> None:
         too_big = self.request_bytes > limit if limit else np.zeros_like(self.too_big)
-        for split in np.flatnonzero(too_big & ~self.too_big):
-            log.warning("split %d sends %d bytes, over the broker's maximum packet size %d: never offloaded",
-                        split, self.request_bytes[split], limit)
+        for arm in np.flatnonzero(too_big & ~self.too_big):
+            log.warning("arm %d sends %d bytes, over the broker's maximum packet size %d: never offloaded",
+                        arm, self.request_bytes[arm], limit)
         policy.set_front_delay(too_big, np.inf)
         back = self.too_big & ~too_big  # a bigger limit after a reconnect
         policy.set_front_delay(back, calibrated[back])
@@ -106,10 +106,11 @@ class Device:
         self.settings = s = settings
         self.notifier = notifier or Notifier()
         self.model = model
-        # The learner prices each split's transfer with the codec actually used on the wire.
-        profile = load_profile(s.bundle, per_split=model.codecs)
+        # The learner's arms: each split with each codec it may travel with, priced by that codec's bytes.
+        arms = model.arms
+        profile = load_profile(s.bundle, arms=arms.pairs())
         self.policy = make_policy(s.policy, replace(profile, front_delay_s=model.calibrated.copy()))
-        self.stats = DeviceStats(len(model.bundle.splits))
+        self.stats = DeviceStats(len(model.bundle.splits), [arms.label(a) for a in range(len(arms))])
         self.logs = RateLimitedLog(log)
         host, port = parse_broker(s.mqtt.broker)
         self.store = LearnerStore(self.policy, s.state_dir, f"{host}:{port}", s.initial_state, s.resume_weight,
@@ -118,9 +119,10 @@ class Device:
                              self.store.edge_online)
         self.topics = Topics(s.mqtt.prefix)
         topic_len = len(self.topics.request(s.id).encode())
+        shapes = [sp.shapes if sp.tensors else None for sp in model.bundle.splits]
         self.packets = PacketLimit(np.array([
-            request_size(sp.shapes, model.codecs[sp.index]) + topic_len + PUBLISH_OVERHEAD if sp.tensors else 0
-            for sp in model.bundle.splits]))
+            request_size(shapes[k], codec) + topic_len + PUBLISH_OVERHEAD if shapes[k] else 0
+            for k, codec in arms.pairs()]))
         self.keyframes = KeyFrameDetector()
         self.sent_ids: deque[int] = deque(maxlen=SENT_IDS_KEPT)
         self._last_counts: dict | None = None  # objects per label last published (None: publish again)
@@ -190,6 +192,8 @@ class Device:
     def _start_from_table(self) -> None:
         """A learner that knows nothing of the edge yet starts from what the edge says of itself."""
         table, self.view.table = self.view.table, None
+        if table is not None and len(table) == len(self.model.bundle.splits):
+            table = table[self.model.arms.split]  # per arm: the tail of the arm's split
         if table is not None and self.policy.prime_edge(table):
             log.info("learner started from the edge's compute table (%d splits)", int(np.isfinite(table).sum()))
 
@@ -206,21 +210,31 @@ class Device:
             time.sleep(measured_s * (self.settings.emulate_slowdown - 1))
         return outputs, time.perf_counter() - start
 
-    def _head(self, split: int, image: np.ndarray) -> list[np.ndarray]:
-        """Run split p's head (the whole model for device-only), learning its front-end delay as it goes."""
-        outputs, took = self._timed(float(self.model.measured[split]), self.model.runner.run, split, image)
-        if split:
-            self.policy.observe_front_delay(split, took)
-        return outputs
+    def _head(self, split: int, image: np.ndarray) -> tuple[list[np.ndarray], float]:
+        """Run split p's head (the whole model for device-only): its outputs and the time it took."""
+        return self._timed(float(self.model.measured[split]), self.model.runner.run, split, image)
 
-    def _offload(self, frame_id: int, split: int, cut: list[np.ndarray]) -> Answer | None:
-        """Send the cut tensors; the edge's result and the offloading delay, or None past the deadline.
-        The delay counts from before encoding: framing and copying a tensor cost in proportion to its
-        bytes (a few ms for the input split), which the learner prices with the bits, not as nothing."""
-        sent = time.monotonic()
-        codec = self.model.codecs[split]
+    def _encode(self, arm: int, cut: list[np.ndarray], head_s: float) -> list[tuple]:
+        """The cut tensors encoded with the arm's codec: (payload, quantisation) per tensor. The
+        learner learns the front-end delay of every arm of this split as it goes: this head's time,
+        and each arm's own encoding (this one's as just measured, the others' as calibrated)."""
+        codec, split = self.model.arms.codec[arm], int(self.model.arms.split[arm])
         ranges = self.model.channel_ranges[split] or [None] * len(cut)
-        payloads, quants = zip(*(encode(t, codec, self.model.input_scale, r) for t, r in zip(cut, ranges)))
+        encoded, took = self._timed(float(self.model.encoding[arm]), lambda: [
+            encode(t, codec, self.model.input_scale, r) for t, r in zip(cut, ranges)])
+        for sibling in self.model.arms.of_split(split):
+            encoding = took if sibling == arm else self.model.slowdown * float(self.model.encoding[sibling])
+            self.policy.observe_front_delay(sibling, head_s + encoding)
+        return encoded
+
+    def _offload(self, frame_id: int, arm: int, cut: list[np.ndarray], encoded: list[tuple]) -> Answer | None:
+        """Send the encoded cut tensors; the edge's result and the offloading delay, or None past the
+        deadline. The delay counts from after encoding (the encoding is the arm's front-end delay):
+        framing and copying a request cost in proportion to its bytes, which the learner prices with
+        the bits."""
+        sent = time.monotonic()
+        payloads, quants = zip(*encoded)
+        split, codec = int(self.model.arms.split[arm]), self.model.arms.codec[arm]
         request = Request(frame_id, split, self.model.hash16, tuple(t.shape for t in cut), codec, quants)
         if not self.link.send(self.topics.request(self.settings.id), encode_request(request, list(payloads))):
             return None  # not connected (queued for later) or queue full: no answer in time, finish here
@@ -244,20 +258,23 @@ class Device:
             self.view.edge_back = False
             self.store.first_edges(self.view.edges)
             self.policy.edge_online()
-        split = self.policy.choose(self.keyframes(frame))
-        device_only = self.model.device_only
-        if self.packets.too_big[split]:
-            split = device_only
+        arm = self.policy.choose(self.keyframes(frame))
+        device_only, last_arm = self.model.device_only, len(self.model.arms) - 1
+        if self.packets.too_big[arm]:
+            arm = last_arm
+        split = int(self.model.arms.split[arm])
         attempted = split != device_only and bool(self.view.edges)
         epoch = self.view.epoch
-        cut = self._head(split, image) if attempted else None
-        answer = self._offload(frame_id, split, cut) if attempted else None
+        answer = None
+        if attempted:
+            cut, head_s = self._head(split, image)
+            answer = self._offload(frame_id, arm, cut, self._encode(arm, cut, head_s))
         if answer is not None and answer.result.status == "ok":
             result, offload_s = answer.result, answer.offload_s
             # The timing ack splits the delay: edge compute, and the rest (network both ways + queueing).
             if result.compute_s + result.wait_s <= offload_s * ACK_FACTOR + ACK_SLACK_S:
                 edge_s = min(result.compute_s, offload_s)
-                self.policy.update(Feedback(split, offload_s, offload_s - edge_s, edge_s,
+                self.policy.update(Feedback(arm, offload_s, offload_s - edge_s, edge_s,
                                             wait_s=min(result.wait_s, offload_s - edge_s),
                                             batch_size=result.batch_size))
             else:  # the edge claims more time than the whole round trip took: its timing is not taught
@@ -268,7 +285,7 @@ class Device:
             timing = Timing(offload_s, result.compute_s, result.wait_s, result.batch_size)
         else:  # device-only by choice, no edge online, late or refused: finish here
             if attempted and epoch == self.view.epoch:  # the learner is told: this took at least the deadline
-                self.policy.update(Feedback(split, self.settings.deadline_ms / 1e3, censored=True))
+                self.policy.update(Feedback(arm, self.settings.deadline_ms / 1e3, censored=True))
                 if answer is not None:
                     self.logs.error("refused", "the edge refused frame %d: %s", frame_id, answer.result.error[:300])
                     if answer.result.error_kind == "bundle":  # it serves another model: no split will do
@@ -278,14 +295,16 @@ class Device:
                 rest_s = max(float(self.model.measured[-1] - self.model.measured[split]), 0.0)
                 outputs, _ = self._timed(rest_s, self.model.runner.finish, split, cut)
             else:
-                outputs = self._head(device_only, image)
+                outputs, took = self._head(device_only, image)
+                self.policy.observe_front_delay(last_arm, took)
             detections = decode_detections(outputs, self.model.decoding, self.model.input_size)
             fallback, answered_by, timing = split != device_only, None, None
         record = FrameRecord(frame_id, split, fallback, time.monotonic() - start, detections,
                              objects(detections, self.model.labels, frame.shape[1], frame.shape[0]),
                              answered_by, bool(self.view.edges),
-                             split if attempted and answered_by is None else None, timing)
-        self.stats.record(record, explored=best is not None and split != best)
+                             split if attempted and answered_by is None else None, timing,
+                             self.model.arms.codec[arm] if attempted else None)
+        self.stats.record(record, explored=best is not None and arm != best)
         return record
 
     # -- the loop --

@@ -35,9 +35,11 @@ class DeviceSettings:
     codec: str = "float32"
     """How the cut tensors travel: float32, float16 (half the bytes), int8 (a quarter), or int4, int3, int2 (each
     channel quantised within its calibrated range and entropy-coded: a fraction of a bit per value where activations
-    are sparse; needs a bundle converted with sample images); or auto: per split, the fewest bytes among the codecs
-    within `max_map_loss` (split 0 included: uint8 or jpeg). `ans convert --report` and `bench/bench_codec.py` show
-    what each costs in accuracy, split by split."""
+    are sparse; needs a bundle converted with sample images); or auto: the learner chooses the codec with the split,
+    at each split between the fewest bytes among the codecs within `max_map_loss` (split 0 included: uint8 or jpeg)
+    and the fewest among those that only convert each value (int8, float16, uint8: cheap to encode), whichever the
+    link and the device's CPU make faster. `ans convert --report` and `bench/bench_codec.py` show what each costs
+    in accuracy, split by split."""
     image_codec: str = "uint8"
     """How split 0 sends the input (unless `codec` is auto): uint8 (its 8-bit image, a quarter of float32, bit for
     bit the same input) or jpeg (quality 90: a few percent of that, lossy; needs OpenCV on the device and the edge)."""

@@ -13,8 +13,9 @@ from mqtt.protocol import FrameRecord
 class DeviceStats:
     """Per-frame records since the last report -> fps, delays, splits, fallbacks, learner state."""
 
-    def __init__(self, n_splits: int):
+    def __init__(self, n_splits: int, arms: list[str]):
         self.n_splits = n_splits
+        self.arms = arms  # the learner's arms, ``split/codec``: what its per-arm lists are about
         self.totals = Counter()
         self._reset(time.monotonic())
 
@@ -56,7 +57,7 @@ class DeviceStats:
             "fallbacks": self.window["fallback"],
             "exploration_rate": round(self.window["explored"] / frames, 3) if frames else 0.0,
             "totals": dict(self.totals),
-            "learner": {**policy.stats(),
+            "learner": {**policy.stats(), "arms": self.arms,
                         **({"estimate_ms": np.round(estimate * 1e3, 2).tolist()} if estimate is not None else {}),
                         "front_ms": np.round(policy.front_delay_s * 1e3, 2).tolist()},
             **extra,

@@ -183,8 +183,8 @@ class Result:
 
 @dataclass(frozen=True)
 class Timing:
-    """How the edge's answer to one frame took its time: the device's offloading delay (from before
-    encoding to the result), and the edge's acknowledgement of its part."""
+    """How the edge's answer to one frame took its time: the device's offloading delay (from sending
+    the encoded request to the result), and the edge's acknowledgement of its part."""
 
     offload_s: float
     edge_compute_s: float
@@ -207,6 +207,7 @@ class FrameRecord:
     edge_online: bool  # whether an edge was online when the frame was processed
     finished_from: int | None = None  # the split whose cut the device finished from, after a fallback
     timing: Timing | None = None  # when the edge answered
+    codec: str | None = None  # what the cut travelled with, when the device sent it
 
     @property
     def offloaded(self) -> bool:

@@ -3,6 +3,7 @@ device, no frame lost when the edge dies, offloading back when it returns, a bro
 survived, oversized requests never sent, stats and discovery on their topics."""
 
 import json
+import shutil
 import subprocess
 import time
 
@@ -306,8 +307,11 @@ def test_two_devices_with_one_id_are_reported_not_a_silent_tug_of_war(demo_bundl
 
 
 def test_low_bit_tensors_and_a_jpeg_input_travel_through_the_real_broker_and_edge(demo_bundle, tmp_path):
-    """The demo bundle's calibrated ranges, on both sides: split 0 as a JPEG, splits 4, 8 and 10 as
-    int2 symbols; every frame answered by the edge, finding what the device finds on its own."""
+    """The demo bundle's calibrated ranges, on both sides, with ``codec = "auto"`` and a codec report
+    that allows int2 and JPEG: split 0 as a JPEG or its 8-bit image, splits 4, 8 and 10 as int2
+    symbols or float16, each one of the learner's arms; every frame answered by the edge, finding
+    what the device finds on its own."""
+    from common.bundle import CODEC_REPORT
     from common.detect import detections
     from device_app.learner.policy import FixedSplit
     from device_app.runtime import make_device
@@ -315,27 +319,36 @@ def test_low_bit_tensors_and_a_jpeg_input_travel_through_the_real_broker_and_edg
     from device_app.sources import open_source, preprocess
     from mqtt.connection import MqttSettings
 
+    shutil.copytree(demo_bundle / "bundle", tmp_path / "bundle")
+    rows = [{"split": k, "codec": c, "map50_vs_float32": 1.0} for k in (0, 4, 8, 10) for c in ("jpeg", "int2")]
+    (tmp_path / "bundle" / CODEC_REPORT).write_text(json.dumps({"rows": rows}))
     frames = list(open_source(str(demo_bundle / "clip.avi"), limit=12))
     with started(dev_config(), tmp_path) as broker:
-        edge = start_edge(demo_bundle, broker.port)
-        device = make_device(DeviceSettings(bundle=str(demo_bundle / "bundle"), id="cam-low", policy="device-only",
-                                            codec="int2", image_codec="jpeg", deadline_ms=5000,
+        edge = start_edge(tmp_path, broker.port)
+        device = make_device(DeviceSettings(bundle=str(tmp_path / "bundle"), id="cam-low", policy="device-only",
+                                            codec="auto", deadline_ms=5000,
                                             mqtt=MqttSettings(broker=f"mqtt://127.0.0.1:{broker.port}")))
+        arms = device.model.arms
+        assert [arms.label(a) for a in arms.of_split(0)] == ["0/jpeg", "0/uint8"]
+        assert [arms.label(a) for a in arms.of_split(4)] == ["4/int2", "4/float16"]
+        assert [arms.label(a) for a in arms.of_split(5)] == ["5/float16"]  # int2 not measured there
+        assert np.all(device.policy.front_delay_s[:-1] > 0)  # every arm's encoding counts, split 0's too
         try:
             device.connect()
             wait_for(lambda: device._take_events() or device.view.edges, 60, "the edge's retained status")
             got = {}
-            for split in (0, 4, 8, 10):
-                device.policy = FixedSplit(device.policy.profile, split, f"split {split}")
-                got[split] = [device.process(k, frame) for k, frame in enumerate(frames)]
+            for arm in (a for k in (0, 4, 8, 10) for a in arms.of_split(k)):
+                device.policy = FixedSplit(device.policy.profile, arm, f"arm {arms.label(arm)}")
+                got[arm] = [device.process(k, frame) for k, frame in enumerate(frames)]
             model = device.model
             local = [detections(model.runner.run(model.device_only, preprocess(f, model.input_size, model.input_scale)),
                                 model.decoding, model.input_size) for f in frames]
         finally:
             device.link.close()
             stop(edge)
-    for split, records in got.items():
-        assert all(r.edge == "edge-1" and r.split == split and not r.fallback for r in records), (split, records)
+    for arm, records in got.items():
+        assert all(r.edge == "edge-1" and r.split == arms.split[arm] and r.codec == arms.codec[arm]
+                   and not r.fallback for r in records), (arm, records)
         same = sum(len(r.detections) == len(mine) for r, mine in zip(records, local))
-        assert same >= len(frames) - 2, (split, [len(r.detections) for r in records], [len(m) for m in local])
+        assert same >= len(frames) - 2, (arm, [len(r.detections) for r in records], [len(m) for m in local])
     assert sum(len(m) for m in local) > 0

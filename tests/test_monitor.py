@@ -27,7 +27,7 @@ from .running import ANS, ENV  # noqa: E402
 
 def test_monitor_lists_devices_and_edges(tmp_path):
     profile = load_profile("tiny-yolov2-tx2")
-    stats = DeviceStats(profile.n_splits)
+    stats = DeviceStats(profile.n_splits, [str(k) for k in range(profile.n_splits)])
     for frame in range(30):
         stats.record(FrameRecord(frame, 3, frame == 7, 0.04, [], [], None, True), explored=frame % 10 == 0)
     device_stats = stats.report(make_policy("ans", profile), device="cam-1")

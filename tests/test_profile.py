@@ -52,6 +52,15 @@ def test_manifest_loads_and_estimates_front_delay(tmp_path):
     (tmp_path / "manifest.json").write_text(json.dumps(_manifest(splits)))
     for codec, bits in (("float32", [200, 400, 0]), ("int8", [200, 96, 0])):
         np.testing.assert_allclose(load_profile(tmp_path, codec=codec).contexts[:, -1], bits)
+    # Arms: a split may have several rows, each priced with its codec's bytes and its split's front end.
+    arms = load_profile(tmp_path, device_macs_per_s=100.0, arms=[(0, "uint8"), (1, "int8"), (1, "float16"), (2, "float32")])
+    np.testing.assert_allclose(arms.contexts[:, -1], [200, 96, 200, 0])
+    np.testing.assert_allclose(arms.front_delay_s, [0.0, 0.5, 0.5, 1.0])
+    assert arms.contexts[1, 0] == arms.contexts[2, 0] == 50 and arms.device_only == 3
+    for wrong in ([(0, "uint8"), (2, "float32")], [(1, "int8"), (0, "uint8"), (2, "float32")],
+                  [(0, "uint8"), (1, "int8"), (2, "float32"), (2, "float32")]):
+        with pytest.raises(ProfileError, match="arms must cover every split"):
+            load_profile(tmp_path, arms=wrong)
 
 
 @pytest.mark.parametrize(

@@ -389,6 +389,10 @@ class ANS(Policy):
         take more than ``split``; not looking costs G per frame once it is back, what ``split`` is
         estimated to take more than that split once delivered. ρ is the prior rate of changes alone:
         the learner's own count runs high exactly when its models cannot fit what it sees."""
+        best, self.stale.confirm = self.stale.confirm, None
+        if best is not None and best != split:
+            self.stale.recalled(self.t, best)
+            return best
         best = int(np.argmin(np.where(self.offload, self.stale.best_s, math.inf)))
         if best == split or not math.isfinite(self.stale.best_s[best]):
             return split
@@ -452,6 +456,7 @@ class ANS(Policy):
         self.prober.changes += changed
         good_news = (net_verdict is not OK or edge_verdict is not OK) and feedback.offload_s < expected_s
         self.prober.answered(p, float(self.front_delay_s[p]) + feedback.offload_s, float(self.front_delay_s[-1]), good_news)
+        self.stale.recall_answered(self.t, p, good_news)
 
     def prime_edge(self, compute_s: np.ndarray) -> bool:
         """Start the edge model from the edge's own compute table (seconds per split, NaN where

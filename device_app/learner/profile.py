@@ -84,20 +84,20 @@ class SplitProfile:
 
 
 def load_profile(spec: str | Path, device_macs_per_s: float = 3.0e10, codec: str = "float32",
-                 image_codec: str = IMAGE_CODEC, per_split: list[str] | None = None) -> SplitProfile:
+                 image_codec: str = IMAGE_CODEC, arms: list[tuple[int, str]] | None = None) -> SplitProfile:
     """Load a built-in profile name, a paper-schema JSON or a bundle manifest.
 
     A manifest holds no delays (they are measured on the device): front-end
     delays are then estimated as ``front_macs / device_macs_per_s``, which is what
     a simulation needs before a real device has calibrated itself. ``codec`` picks the
-    cut-tensor codec whose payload size becomes the transfer bits, ``image_codec`` split 0's;
-    ``per_split`` names each split's codec instead (manifests only).
+    cut-tensor codec whose payload size becomes the transfer bits, ``image_codec`` split 0's.
+    ``arms`` (manifests only): the profile's rows are these (split, codec) pairs instead, in split
+    order, device-only last (``device_app.codec_choice.Arms``): a split may have several.
     """
-    codecs = per_split or [image_codec, codec]
     spec_s = str(spec)
     if spec_s in BUILTIN_PROFILES:
         ref = resources.files("device_app.profiles") / BUILTIN_PROFILES[spec_s]
-        return _parse(ref.read_text(encoding="utf-8"), spec_s, device_macs_per_s, codecs)
+        return _parse(ref.read_text(encoding="utf-8"), spec_s, device_macs_per_s, (codec, image_codec), arms)
     path = Path(spec_s)
     if path.is_dir():
         path = path / "manifest.json"
@@ -108,10 +108,11 @@ def load_profile(spec: str | Path, device_macs_per_s: float = 3.0e10, codec: str
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise ProfileError(f"{path}: cannot read: {exc}") from None
-    return _parse(text, str(path), device_macs_per_s, codecs)
+    return _parse(text, str(path), device_macs_per_s, (codec, image_codec), arms)
 
 
-def _parse(text: str, where: str, device_macs_per_s: float, codecs: list[str]) -> SplitProfile:
+def _parse(text: str, where: str, device_macs_per_s: float, codecs: tuple[str, str],
+           arms: list[tuple[int, str]] | None) -> SplitProfile:
     try:
         doc = json.loads(text)
     except json.JSONDecodeError as exc:
@@ -119,9 +120,9 @@ def _parse(text: str, where: str, device_macs_per_s: float, codecs: list[str]) -
     if not isinstance(doc, dict) or not isinstance(doc.get("splits"), list):
         raise ProfileError(f"{where}: expected an object with a 'splits' list")
     if "schema_version" in doc:
-        return _parse_manifest(doc, where, device_macs_per_s, codecs)
-    if any(c != "float32" for c in codecs[1:]):
-        raise ProfileError(f"{where}: a paper profile has float32 transfer sizes only, not {codecs[1]}")
+        return _parse_manifest(doc, where, device_macs_per_s, codecs, arms)
+    if codecs[0] != "float32" or arms is not None:
+        raise ProfileError(f"{where}: a paper profile has one float32 transfer size per split, not {codecs[0]}")
     return _parse_paper(doc, where)
 
 
@@ -180,20 +181,27 @@ def _parse_paper(doc: dict, where: str) -> SplitProfile:
     return _finish(str(doc.get("model", Path(where).stem)), contexts, front, where)
 
 
-def _parse_manifest(doc: dict, where: str, device_macs_per_s: float, codecs: list[str]) -> SplitProfile:
-    """A bundle manifest, read by the one reader every role uses (``common.bundle``). ``codecs``: each
-    split's codec (or split 0's, then every other split's), whose sizes become the transfer bits."""
+def _parse_manifest(doc: dict, where: str, device_macs_per_s: float, codecs: tuple[str, str],
+                    arms: list[tuple[int, str]] | None) -> SplitProfile:
+    """A bundle manifest, read by the one reader every role uses (``common.bundle``). ``codecs``: every
+    cut's codec and split 0's, whose sizes become the transfer bits; or one row per (split, codec) of
+    ``arms``."""
     try:
         manifest = parse_manifest(doc, where)
     except BundleError as exc:
         raise ProfileError(str(exc)) from None
     if device_macs_per_s <= 0:
         raise ProfileError(f"{where}: device MAC rate must be positive, got {device_macs_per_s}")
+    splits = manifest.splits
+    if arms is None:
+        arms = [(s.index, codecs[1] if s.index == 0 else codecs[0]) for s in splits]
+    elif ([k for k, _ in arms] != sorted(k for k, _ in arms) or {k for k, _ in arms} != set(range(len(splits)))
+          or arms[-1][0] != len(splits) - 1 or [k for k, _ in arms].count(len(splits) - 1) != 1):
+        raise ProfileError(f"{where}: arms must cover every split in order, device-only last and once")
     contexts, front = [], []
-    for s in manifest.splits:
-        w = f"{where}: splits[{s.index}]"
+    for index, wire in arms:
+        s, w = splits[index], f"{where}: splits[{index}]"
         row = [_number(v, f"{w}.context[{j}]") for j, v in enumerate(s.context)]
-        wire = codecs[min(s.index, len(codecs) - 1)]  # split 0: the input travels as an image
         if wire in s.codec_bytes:
             row[BITS_COLUMN] = 8 * _number(s.codec_bytes[wire], f"{w}.codec_bytes.{wire}")
         elif s.tensors and (wire != "float32" and not (s.index == 0 and wire == IMAGE_CODEC)):

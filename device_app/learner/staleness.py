@@ -28,6 +28,7 @@ class Staleness:
         self.delivered_s = np.full(n_splits, math.inf)  # the total delay each split last delivered
         self.best_s = np.full(n_splits, math.inf)  # ... and the least it ever delivered
         self.recalled_at = np.full(n_splits, -math.inf)  # the frame each split was last recalled at
+        self.confirm: int | None = None  # a recalled split that brought good news: recalled again at once
         self.short = self.horizon.copy()  # the horizons, shortened against ``now``
         self.now = math.inf  # the estimate of the split in use that ``short`` was worked out for
         self._from = math.inf  # the earliest frame any split can go stale: no work before
@@ -65,6 +66,12 @@ class Staleness:
         """``split`` is tried for this frame because it once delivered much better than the split in use."""
         self.recalled_at[split] = t
         self.recalls += 1
+
+    def recall_answered(self, t: int, split: int, good_news: bool) -> None:
+        """An answer at ``split``, whose good news (far faster than expected) asks for another look at
+        once if ``split`` was recalled for it: a settled model takes one far-off answer for an
+        outlier until more confirm it, and the split in use may show nothing."""
+        self.confirm = split if good_news and self.recalled_at[split] >= t - 1 else None
 
     def observed(self, t: int, split: int, delivered_s: float, changed: bool = False) -> None:
         """``split`` was just observed, taking ``delivered_s`` in all: its age restarts, and its

@@ -17,11 +17,11 @@ from pathlib import Path
 
 import numpy as np
 
-from device_app.learner.profile import load_profile
 from device_app.learner.registry import make_policy
 
 from lab.random_schedule import named
 
+from .codec_arms import sim_profile
 from .scenarios import SCENARIOS, scenario
 from .simulator import build_world, run
 
@@ -43,7 +43,7 @@ class Job:
 
 
 def _run_job(job: Job) -> tuple[Job, dict, np.ndarray, np.ndarray, np.ndarray]:
-    profile = load_profile(job.profile)
+    profile = sim_profile(job.profile)
     world_of = scenario(job.scenario, job.frames)
     world = build_world(profile, world_of.trace, job.frames, job.seed, job.noise, job.key_frame_prob,
                         outliers=world_of.outliers, outage=world_of.outage)
@@ -64,7 +64,7 @@ def run_experiment(
     log=print,
 ) -> dict:
     for p in profiles:
-        load_profile(p)  # fail before any work on a bad profile
+        sim_profile(p)  # fail before any work on a bad profile
     out.mkdir(parents=True, exist_ok=True)
     (out / "traces").mkdir(exist_ok=True)
     for s in scenarios:
