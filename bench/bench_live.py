@@ -28,7 +28,7 @@ frames in three phases (the change at 1/3, back at 2/3):
 
 Policies (``--policies``): ``ans``, ``mu-linucb-paper``, ``device-only``, ``edge-only``, and the live
 oracle: every split forced through the same schedule (every arm, a split with a codec, with
-``--codec auto``), the best one per phase (fixed scenarios) or
+``--codec auto --learn-codec``), the best one per phase (fixed scenarios) or
 per stretch between changes of at least 30 frames (drift, random). Per scenario it reports mean and
 p95 delay per policy and phase, the ratio to the live oracle, the frames each policy takes after
 each change to come back within 1.2x of the new best split's delay (rolling median of 5 frames),
@@ -38,7 +38,7 @@ forced splits' frames are kept as a trace (``trace-<scenario>.json.gz`` in the r
 ``bench/replay_live.py`` replays any learner through offline (``lab/live_replay.py``).
 
     sudo .venv/bin/python bench/bench_live.py [--scenarios bandwidth rtt ...] [--random N --first-seed S]
-        [--frames 300] [--warmup 60] [--policies ans ...] [--codec int2 --image-codec jpeg | --codec auto]
+        [--frames 300] [--warmup 60] [--policies ans ...] [--codec int2 --image-codec jpeg | --codec auto [--learn-codec]]
 """
 
 from __future__ import annotations
@@ -279,7 +279,7 @@ def undominated(bundle: Path) -> list[int]:
 
 
 def run_one(name: str, policy, system: System, frames: list, events: dict, state: Path, warmup: int,
-            calibration: Path, codecs: tuple[str, str] = ("float32", "uint8")) -> list[dict]:
+            calibration: Path, codecs: tuple[str, str, bool] = ("float32", "uint8", False)) -> list[dict]:
     """One contender through the schedule; the scored records (frames renumbered from 0). Every
     contender starts from the same calibration of the heads and encodings (measured once, in the
     folder ``calibration``): with heads 30x slower, calibrating again per run would give each a
@@ -296,7 +296,7 @@ def run_one(name: str, policy, system: System, frames: list, events: dict, state
     # One interpreter thread: the device has one core (more threads on it only fight each other).
     device = make_device(DeviceSettings(
         bundle=str(system.bundle), id=f"live-{name}", deadline_ms=DEADLINE_S * 1e3, emulate_slowdown=30.0, threads=1,
-        codec=codecs[0], image_codec=codecs[1],
+        codec=codecs[0], image_codec=codecs[1], learn_codec=codecs[2],
         policy=policy if isinstance(policy, str) else "device-only", state_dir=str(state),
         mqtt=MqttSettings(broker=system.device_broker)))
     if not isinstance(policy, str):
@@ -321,7 +321,7 @@ def run_one(name: str, policy, system: System, frames: list, events: dict, state
     return records
 
 
-def learner_arms(bundle: Path, codec: str, image_codec: str):
+def learner_arms(bundle: Path, codec: str, image_codec: str, learn_codec: bool):
     """The arms a device's learner has with these codecs (``codec_choice.Arms``: a split and a codec
     each, several per split with ``auto``), and their contexts (each priced with its codec's bytes)."""
     from common.bundle import Bundle
@@ -329,7 +329,7 @@ def learner_arms(bundle: Path, codec: str, image_codec: str):
     from device_app.learner.profile import load_profile
     from device_app.settings import DeviceSettings
 
-    arms = wire_arms(Bundle(bundle), codec, image_codec, DeviceSettings(bundle=str(bundle)).max_map_loss)
+    arms = wire_arms(Bundle(bundle), codec, image_codec, DeviceSettings(bundle=str(bundle)).max_map_loss, learn_codec)
     return arms, load_profile(bundle / "manifest.json", arms=arms.pairs()).contexts
 
 
@@ -386,7 +386,8 @@ def summarise(runs: dict[str, list[dict]], n_splits: int, phases: list[tuple[int
 
 
 def plot(scenario: str, runs: dict, summary: dict, phases: list[tuple[int, int]], n_splits: int, path: Path,
-         policies=POLICIES) -> None:
+         policies=POLICIES, what: str = "split") -> None:
+    """``what`` the contenders force: a split, or an arm (a split with a codec)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -406,11 +407,11 @@ def plot(scenario: str, runs: dict, summary: dict, phases: list[tuple[int, int]]
         ax.set_ylabel(f"{name}\ndelay (ms)", fontsize=8)
         twin = ax.twinx()
         twins.append(twin)
-        twin.step(x, oracle_line, where="post", color="green", lw=2.5, alpha=0.45, label="live oracle's split")
-        twin.plot(x, [r["arm"] for r in records], color="k", lw=0.7, label="chosen split")
+        twin.step(x, oracle_line, where="post", color="green", lw=2.5, alpha=0.45, label=f"live oracle's {what}")
+        twin.plot(x, [r["arm"] for r in records], color="k", lw=0.7, label=f"chosen {what}")
         twin.set_ylim(-0.5, n_splits - 0.5)
         twin.set_yticks(range(0, n_splits, 3))
-        twin.set_ylabel("split", fontsize=8)
+        twin.set_ylabel(what, fontsize=8)
         for change, _ in phases[1:]:
             ax.axvline(change, color="orange", lw=1.5, zorder=0)
         s = summary[name]
@@ -441,6 +442,9 @@ def main() -> None:
     parser.add_argument("--codec", default="float32", choices=(*CODECS, "auto"),
                         help="every contender's cut-tensor codec (auto: per split, as a device with codec = auto "
                              "chooses from the bundle's codec report, made at conversion)")
+    parser.add_argument("--learn-codec", action="store_true",
+                        help="with --codec auto: a second codec per split (the cheapest to encode), the learner choosing "
+                             "between them (learn_codec in a device's settings)")
     parser.add_argument("--image-codec", default="uint8", choices=IMAGE_CODECS,
                         help="every contender's codec for split 0's input image")
     parser.add_argument("--out", type=Path, default=REPO / "docs" / "img")
@@ -461,11 +465,12 @@ def main() -> None:
     clip = list(open_source(str(demo_clip())))
     frames = [clip[k % len(clip)] for k in range(args.frames)]
     # Contenders force arms (a split with a codec): split-K is arm K, which is split K with one codec a split.
-    arms, contexts = learner_arms(bundle, args.codec, args.image_codec)
+    arms, contexts = learner_arms(bundle, args.codec, args.image_codec, args.learn_codec)
     splits = {*(args.splits or undominated(bundle)), n_splits - 1}  # device-only always: the oracle's fallback
     forced = [a for a in range(len(arms)) if arms.split[a] in splits]
     contenders = [(p, p) for p in args.policies] + [(f"split-{a}", a) for a in forced]
-    if len(arms) != n_splits:
+    arms_are_splits = len(arms) == n_splits
+    if not arms_are_splits:
         print("arms: " + ", ".join(f"{a} = split {arms.label(a)}" for a in forced), flush=True)
     n_splits = len(arms)
     calibration = calibrate_once(bundle, work / "calibration", arms)
@@ -481,12 +486,13 @@ def main() -> None:
                           file=sys.stderr, flush=True)
                     runs[name] = run_one(name, policy, system, frames, schedule(scenario, args.frames, system),
                                          work / f"state-{scenario}-{name}", args.warmup, calibration,
-                                         (args.codec, args.image_codec))
+                                         (args.codec, args.image_codec, args.learn_codec))
                 summary = summarise(runs, n_splits, phases, phases[1][0] if len(phases) > 1 else args.frames,
                                     args.policies)
                 results[scenario] = summary
                 args.out.mkdir(parents=True, exist_ok=True)
-                plot(scenario, runs, summary, phases, n_splits, args.out / f"live-{scenario}.png", args.policies)
+                plot(scenario, runs, summary, phases, n_splits, args.out / f"live-{scenario}.png", args.policies,
+                     "split" if arms_are_splits else "arm")
                 (work / f"runs-{scenario}.json").write_text(json.dumps(
                     {name: [{k: r[k] for k in ("frame", "split", "codec", "arm", "delay_s", "edge", "fallback",
                                                "finished_from", "timing", "alarms")}

@@ -1,13 +1,14 @@
 """What the learner chooses among: its arms, each a split with the codec its tensors travel with.
 
-With a named codec every split has one arm. With ``codec = "auto"`` a split has up to two, among
-the codecs whose accuracy cost at that split, as ``ans convert --report`` measured it (its
-detections against float32's own), is within ``max_map_loss``: the one that sends the fewest
-bytes, and the one of fewest bytes among those that only convert each value (no entropy coding:
-cheap to encode). Which of the two is faster depends on the link and the device's CPU (int2 or a
-JPEG saves transfer time a slow link pays for, and costs encoding time a fast link does not
-return), so the learner learns it with the split: an arm's front-end delay is its head plus its
-encoding, both measured on the device, and its transfer bits are its codec's."""
+With a named codec every split has one arm. With ``codec = "auto"`` a split's arm sends with the
+codec of fewest bytes among those whose accuracy cost at that split, as ``ans convert --report``
+measured it (its detections against float32's own), is within ``max_map_loss``; with
+``learn_codec`` too, a split has a second arm where it differs: the fewest bytes among the codecs
+that only convert each value (no entropy coding: cheap to encode). Which of the two is faster
+depends on the link and the device's CPU (int2 or a JPEG saves transfer time a slow link pays for,
+and costs encoding time a fast link does not return), so the learner learns it with the split.
+Every arm's front-end delay is its head plus its encoding, both measured on the device, and its
+transfer bits are its codec's."""
 
 from __future__ import annotations
 
@@ -72,9 +73,9 @@ def measured_losses(folder) -> dict[tuple[int, str], float]:
         return {}
 
 
-def wire_arms(bundle, codec: str, image_codec: str, max_map_loss: float) -> Arms:
-    """The arms of ``bundle`` (a ``common.bundle.Bundle``) with these settings.
-    ConfigurationError for a named codec this bundle or this device cannot send."""
+def wire_arms(bundle, codec: str, image_codec: str, max_map_loss: float, learn_codec: bool = False) -> Arms:
+    """The arms of ``bundle`` (a ``common.bundle.Bundle``) with these settings (``learn_codec``: two
+    per split with ``auto``). ConfigurationError for a named codec this bundle or this device cannot send."""
     splits = bundle.splits
     if codec != "auto":
         if codec in LOW_BIT and any(codec not in s.codec_bytes for s in splits[1:] if s.tensors):
@@ -102,7 +103,7 @@ def wire_arms(bundle, codec: str, image_codec: str, max_map_loss: float) -> Arms
             continue
         fewest = min(allowed, key=lambda c: size[c])
         cheap = min((c for c in allowed if c in ELEMENTWISE), key=lambda c: size[c], default=fewest)
-        chosen.append([fewest] if cheap == fewest else [fewest, cheap])
+        chosen.append([fewest] if cheap == fewest or not learn_codec else [fewest, cheap])
     log.info("codec auto (at most %.3f of mAP@0.5 lost): %s", max_map_loss,
              ", ".join(f"split {k} {' or '.join(c)}" for k, c in enumerate(chosen[:-1])))
     return Arms.of(chosen)

@@ -75,7 +75,7 @@ def load_model(settings: DeviceSettings, interpreter=None, notifier: Notifier | 
     bundle's hash in ``state_dir``)."""
     s, notifier = settings, notifier or Notifier()
     bundle = Bundle(s.bundle)
-    arms = wire_arms(bundle, s.codec, s.image_codec, s.max_map_loss)  # refused now, not after timing the heads
+    arms = wire_arms(bundle, s.codec, s.image_codec, s.max_map_loss, s.learn_codec)  # refused now, not after timing the heads
     delegate = load_delegate(s.delegate, s.delegate_options, log=log.warning) if s.delegate else None
     runner = SegmentRunner(bundle, interpreter, s.threads, delegate, log=log.warning, fused_heads=s.fused_heads)
     measured = calibrate(runner, cache=Path(s.state_dir) / "calibration.json" if s.state_dir else None,

@@ -35,14 +35,17 @@ class DeviceSettings:
     codec: str = "float32"
     """How the cut tensors travel: float32, float16 (half the bytes), int8 (a quarter), or int4, int3, int2 (each
     channel quantised within its calibrated range and entropy-coded: a fraction of a bit per value where activations
-    are sparse; needs a bundle converted with sample images); or auto: the learner chooses the codec with the split,
-    at each split between the fewest bytes among the codecs within `max_map_loss` (split 0 included: uint8 or jpeg)
-    and the fewest among those that only convert each value (int8, float16, uint8: cheap to encode), whichever the
-    link and the device's CPU make faster. `ans convert --report` and `bench/bench_codec.py` show what each costs
-    in accuracy, split by split."""
+    are sparse; needs a bundle converted with sample images); or auto: per split, the fewest bytes among the codecs
+    within `max_map_loss` (split 0 included: uint8 or jpeg). `ans convert --report` and `bench/bench_codec.py` show
+    what each costs in accuracy, split by split."""
     image_codec: str = "uint8"
     """How split 0 sends the input (unless `codec` is auto): uint8 (its 8-bit image, a quarter of float32, bit for
     bit the same input) or jpeg (quality 90: a few percent of that, lossy; needs OpenCV on the device and the edge)."""
+    learn_codec: bool = False
+    """With `codec = "auto"`: also offer, at each split, the fewest-bytes codec among those that only convert each
+    value (int8, float16, uint8: cheap to encode), and let the learner choose between the two with the split. Pays
+    where encoding costs more than the bytes it saves (a fast link, a slow CPU); on links that drop every few seconds
+    the first frames after each drop cost more than it saves (docs/performance.md)."""
     max_map_loss: float = 0.01
     """With `codec = "auto"`: the most mAP@0.5 (absolute) a codec may lose at a split, as `ans convert --report`
     measured it in the bundle (its detections against float32's own); float32, float16 and the input's 8-bit image
@@ -103,6 +106,9 @@ class DeviceSettings:
             problems.append(f"codec {self.codec!r} is not one of {', '.join(CODECS)} or auto")
         if not 0 <= self.max_map_loss <= 1:
             problems.append("max_map_loss must lie in [0, 1]")
+        if self.learn_codec and self.codec != "auto":
+            problems.append(f"learn_codec chooses between codecs that codec = \"auto\" allows; with codec "
+                            f"{self.codec!r} there is one")
         if self.image_codec not in IMAGE_CODECS:
             problems.append(f"image_codec {self.image_codec!r} is not one of {', '.join(IMAGE_CODECS)}")
         for name in ("deadline_ms", "stats_interval_s", "emulate_slowdown"):

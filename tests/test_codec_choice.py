@@ -1,6 +1,6 @@
 """codec = "auto": per split, the fewest bytes among the codecs whose measured accuracy cost is within
-the budget, and the fewest among the cheap-to-encode ones, as the learner's arms; nothing lossy
-without a measurement."""
+the budget (with learn_codec, the fewest among the cheap-to-encode ones too, as a second arm);
+nothing lossy without a measurement."""
 
 import json
 from types import SimpleNamespace
@@ -9,9 +9,9 @@ from common.bundle import CODEC_REPORT as REPORT_FILE
 from device_app.codec_choice import wire_arms
 
 
-def wire_codecs(bundle, codec, image_codec, budget):
+def wire_codecs(bundle, codec, image_codec, budget, learn=False):
     """Each split's codecs, as the arms list them."""
-    arms = wire_arms(bundle, codec, image_codec, budget)
+    arms = wire_arms(bundle, codec, image_codec, budget, learn)
     return [[arms.codec[a] for a in arms.of_split(k)] for k in range(len(bundle.splits))]
 
 
@@ -32,10 +32,14 @@ def test_auto_takes_the_fewest_bytes_within_the_budget(tmp_path):
                 (2, "int2"): float("nan"), (2, "int8"): 0.999}
     rows = [{"split": split, "codec": codec, "map50_vs_float32": m} for (split, codec), m in measured.items()]
     bundle = _bundle(tmp_path, rows)
-    # int2 over the budget, NaN unmeasured; the cheap codec beside the smallest where they differ
-    assert wire_codecs(bundle, "auto", "uint8", 0.01)[:3] == [["jpeg", "uint8"], ["int3", "int8"], ["int8"]]
-    assert wire_codecs(bundle, "auto", "uint8", 0.0015)[:3] == [["uint8"], ["int4", "int8"], ["int8"]]
+    # int2 over the budget, NaN unmeasured
+    assert wire_codecs(bundle, "auto", "uint8", 0.01)[:3] == [["jpeg"], ["int3"], ["int8"]]
+    assert wire_codecs(bundle, "auto", "uint8", 0.0015)[:3] == [["uint8"], ["int4"], ["int8"]]
     assert wire_codecs(bundle, "auto", "uint8", 0.0)[:3] == [["uint8"], ["int8"], ["float16"]]
+    # learn_codec: the cheap codec beside the smallest where they differ
+    assert wire_codecs(bundle, "auto", "uint8", 0.01, True)[:3] == [["jpeg", "uint8"], ["int3", "int8"], ["int8"]]
+    assert wire_codecs(bundle, "auto", "uint8", 0.0015, True)[:3] == [["uint8"], ["int4", "int8"], ["int8"]]
+    assert wire_codecs(bundle, "int2", "uint8", 0.01, True)[:2] == [["uint8"], ["int2"]]  # a named codec is one arm
 
 
 def test_without_a_report_auto_sends_only_what_costs_no_accuracy(tmp_path, caplog):

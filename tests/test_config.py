@@ -28,6 +28,8 @@ def test_unknown_variables_and_values_out_of_range_are_errors():
         load_settings(DeviceSettings, None, "ANS_DEVICE_", {"bundle": "b", "deadline_ms": -1}, environ={})
     with pytest.raises(ConfigError, match="policy 'oracle' is not one of"):
         load_settings(DeviceSettings, None, "ANS_DEVICE_", {"bundle": "b", "policy": "oracle"}, environ={})
+    with pytest.raises(ConfigError, match="learn_codec chooses between codecs"):
+        load_settings(DeviceSettings, None, "ANS_DEVICE_", {"bundle": "b", "learn_codec": True}, environ={})
     with pytest.raises(ConfigError, match="bundle: Field required"):
         load_settings(EdgeSettings, None, "ANS_EDGE_", {}, environ={})
     with pytest.raises(ConfigError, match="max_batch must be at least 1"):

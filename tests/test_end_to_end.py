@@ -307,10 +307,10 @@ def test_two_devices_with_one_id_are_reported_not_a_silent_tug_of_war(demo_bundl
 
 
 def test_low_bit_tensors_and_a_jpeg_input_travel_through_the_real_broker_and_edge(demo_bundle, tmp_path):
-    """The demo bundle's calibrated ranges, on both sides, with ``codec = "auto"`` and a codec report
-    that allows int2 and JPEG: split 0 as a JPEG or its 8-bit image, splits 4, 8 and 10 as int2
-    symbols or float16, each one of the learner's arms; every frame answered by the edge, finding
-    what the device finds on its own."""
+    """The demo bundle's calibrated ranges, on both sides, with ``codec = "auto"``, ``learn_codec`` and
+    a codec report that allows int2 and JPEG: split 0 as a JPEG or its 8-bit image, splits 4, 8 and
+    10 as int2 symbols or float16, each one of the learner's arms; every frame answered by the edge,
+    finding what the device finds on its own."""
     from common.bundle import CODEC_REPORT
     from common.detect import detections
     from device_app.learner.policy import FixedSplit
@@ -326,7 +326,7 @@ def test_low_bit_tensors_and_a_jpeg_input_travel_through_the_real_broker_and_edg
     with started(dev_config(), tmp_path) as broker:
         edge = start_edge(tmp_path, broker.port)
         device = make_device(DeviceSettings(bundle=str(tmp_path / "bundle"), id="cam-low", policy="device-only",
-                                            codec="auto", deadline_ms=5000,
+                                            codec="auto", learn_codec=True, deadline_ms=5000,
                                             mqtt=MqttSettings(broker=f"mqtt://127.0.0.1:{broker.port}")))
         arms = device.model.arms
         assert [arms.label(a) for a in arms.of_split(0)] == ["0/jpeg", "0/uint8"]
