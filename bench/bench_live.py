@@ -291,8 +291,8 @@ def run_one(name: str, policy, system: System, frames: list, events: dict, state
 
     system.reset()
     state.mkdir(parents=True, exist_ok=True)
-    for name in ("calibration.json", "encoding.json"):
-        shutil.copy(calibration / name, state / name)
+    for cached in ("calibration.json", "encoding.json"):
+        shutil.copy(calibration / cached, state / cached)
     # One interpreter thread: the device has one core (more threads on it only fight each other).
     device = make_device(DeviceSettings(
         bundle=str(system.bundle), id=f"live-{name}", deadline_ms=DEADLINE_S * 1e3, emulate_slowdown=30.0, threads=1,

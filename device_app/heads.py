@@ -24,28 +24,19 @@ def calibrate(runner: SegmentRunner, repeats: int = 5, cache: str | Path | None 
     ``progress(done, of)``: called as the heads are timed."""
     bundle = runner.bundle
     fused = runner.fused_heads > 0  # asked for (the cache stands for what the same settings measured)
-    if cache is not None and Path(cache).is_file():
-        try:
-            state = load_state(cache)
-            if (state.get("bundle") == bundle.content_hash and state.get("fused") == fused
-                    and len(state.get("front_delay_s", [])) == len(bundle.splits)):
-                pays = state.get("fuse_pays")
-                if isinstance(pays, list) and len(pays) == len(bundle.splits) - 1:
-                    runner.fuse_pays = [bool(p) for p in pays]
-                return np.asarray(state["front_delay_s"], dtype=np.float64)
-        except ValueError:
-            pass  # an unreadable cache is measured again
+    state = _cached(cache, bundle)
+    if state.get("fused") == fused and len(state.get("front_delay_s", [])) == len(bundle.splits):
+        pays = state.get("fuse_pays")
+        if isinstance(pays, list) and len(pays) == len(bundle.splits) - 1:
+            runner.fuse_pays = [bool(p) for p in pays]
+        return np.asarray(state["front_delay_s"], dtype=np.float64)
     image = np.random.default_rng(0).random(bundle.input_shape, dtype=np.float32)
     delays = [0.0, *runner.head_times(image, repeats, progress)]
     how = "fused where faster" if runner.fused_heads else "chained"
     log(f"measured the head of every split on this device: split 1 {delays[1] * 1e3:.2f} ms ... device-only "
         f"{delays[-1] * 1e3:.2f} ms ({len(delays) - 1} segments, {how}, median of {repeats})")
-    if cache is not None:
-        try:
-            save_state(cache, {"bundle": bundle.content_hash, "fused": fused, "fuse_pays": runner.fuse_pays,
-                               "front_delay_s": delays})
-        except OSError as exc:  # a full disk: used now, measured again at the next start
-            log(f"calibration not cached: {write_problem(cache, exc)}")
+    _keep(cache, bundle, {"fused": fused, "fuse_pays": runner.fuse_pays, "front_delay_s": delays},
+          "calibration", log)
     return np.asarray(delays)
 
 
@@ -57,14 +48,9 @@ def encode_times(runner: SegmentRunner, arms, ranges: list, scale: float, repeat
     ``cache`` per arm against the bundle's content hash, as the heads are: arms measured before are
     not measured again (another ``codec`` setting measures only its new ones)."""
     bundle, labels = runner.bundle, [arms.label(a) for a in range(len(arms))]
-    known: dict = {}
-    if cache is not None and Path(cache).is_file():
-        try:
-            state = load_state(cache)
-            if state.get("bundle") == bundle.content_hash and isinstance(state.get("encoding_s"), dict):
-                known = {k: float(v) for k, v in state["encoding_s"].items() if isinstance(v, (int, float)) and v >= 0}
-        except ValueError:
-            pass  # an unreadable cache is measured again
+    cached = _cached(cache, bundle).get("encoding_s")
+    known = {k: float(v) for k, v in cached.items() if isinstance(v, (int, float)) and v >= 0} \
+        if isinstance(cached, dict) else {}
     todo = [a for a, label in enumerate(labels) if label not in known]
     if todo:
         cuts = runner.cuts(camera_like(bundle.input_shape, scale))
@@ -75,12 +61,30 @@ def encode_times(runner: SegmentRunner, arms, ranges: list, scale: float, repeat
                 tensors, rs = cuts[split], ranges[split] or [None] * len(cuts[split])
                 known[labels[arm]] = median_time(lambda: [encode(t, codec, scale, r) for t, r in zip(tensors, rs)],
                                                  repeats)
-        if cache is not None:
-            try:
-                save_state(cache, {"bundle": bundle.content_hash, "encoding_s": known})
-            except OSError as exc:
-                log(f"encoding times not cached: {write_problem(cache, exc)}")
+        _keep(cache, bundle, {"encoding_s": known}, "encoding times", log)
     return np.array([known[label] for label in labels])
+
+
+def _cached(cache: str | Path | None, bundle) -> dict:
+    """What ``cache`` holds for this bundle (its content hash); empty if nothing, another bundle's or
+    unreadable (measured again)."""
+    if cache is None or not Path(cache).is_file():
+        return {}
+    try:
+        state = load_state(cache)
+    except ValueError:
+        return {}
+    return state if state.get("bundle") == bundle.content_hash else {}
+
+
+def _keep(cache: str | Path | None, bundle, state: dict, what: str, log) -> None:
+    """Cache ``state`` for this bundle; a full disk only costs measuring again at the next start."""
+    if cache is None:
+        return
+    try:
+        save_state(cache, {"bundle": bundle.content_hash, **state})
+    except OSError as exc:
+        log(f"{what} not cached: {write_problem(cache, exc)}")
 
 
 def camera_like(shape: tuple[int, ...], scale: float) -> np.ndarray:

@@ -192,9 +192,10 @@ class Device:
     def _start_from_table(self) -> None:
         """A learner that knows nothing of the edge yet starts from what the edge says of itself."""
         table, self.view.table = self.view.table, None
-        if table is not None and len(table) == len(self.model.bundle.splits):
-            table = table[self.model.arms.split]  # per arm: the tail of the arm's split
-        if table is not None and self.policy.prime_edge(table):
+        if table is None:
+            return
+        per_arm = table[self.model.arms.split] if len(table) == len(self.model.bundle.splits) else table
+        if self.policy.prime_edge(per_arm):  # (each arm: the tail of its split; a table of another length is refused)
             log.info("learner started from the edge's compute table (%d splits)", int(np.isfinite(table).sum()))
 
     # -- one frame --

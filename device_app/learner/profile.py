@@ -195,8 +195,8 @@ def _parse_manifest(doc: dict, where: str, device_macs_per_s: float, codecs: tup
     splits = manifest.splits
     if arms is None:
         arms = [(s.index, codecs[1] if s.index == 0 else codecs[0]) for s in splits]
-    elif ([k for k, _ in arms] != sorted(k for k, _ in arms) or {k for k, _ in arms} != set(range(len(splits)))
-          or arms[-1][0] != len(splits) - 1 or [k for k, _ in arms].count(len(splits) - 1) != 1):
+    order = [k for k, _ in arms]
+    if order != sorted(order) or set(order) != set(range(len(splits))) or order.count(len(splits) - 1) != 1:
         raise ProfileError(f"{where}: arms must cover every split in order, device-only last and once")
     contexts, front = [], []
     for index, wire in arms:
