@@ -5,7 +5,8 @@
 (the command after the trace file is the edge's own, as ``lab.demo.start_edge`` runs it). Each
 served request appends one JSON line: its split and frame, and CLOCK_MONOTONIC times (the clock
 every process on the machine shares, so they line up with the device's) of its arrival in paho's
-thread, its pick by the worker, its decoding, the tail's run and the reply's publish. The edge is
+thread, its pick by the worker, its decoding, the tail's run (TensorFlow's part, then the detections and the reply's encoding) and
+the reply's publish. The edge is
 the shipped one: the trace wraps a few of its methods from outside and changes nothing it does.
 """
 
@@ -20,10 +21,16 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 
 def install(path: str) -> None:
-    from edge_app.server import EdgeServer as Edge
+    from edge_app.server import EdgeServer as Edge, TailRunner
 
     out = open(path, "a", buffering=1)
-    decode, run_batch, send = Edge._decode, Edge.run_batch, Edge._send
+    decode, run_batch, send, run = Edge._decode, Edge.run_batch, Edge._send, TailRunner.run
+    ran = {}
+
+    def traced_run(self, split, batch):
+        outputs = run(self, split, batch)
+        ran["at"] = time.monotonic()
+        return outputs
 
     def traced_decode(self, pending):
         got = decode(self, pending)
@@ -35,9 +42,9 @@ def install(path: str) -> None:
     def traced_run_batch(self, batch):
         start = time.monotonic()
         replies = run_batch(self, batch)
-        ran = time.monotonic()
+        end = time.monotonic()
         for pending in batch:
-            pending.trace.update(tail_start=start, tail_end=ran, batch=len(batch))
+            pending.trace.update(tail_start=start, computed=ran.get("at", end), tail_end=end, batch=len(batch))
         self._tracing = {id(reply): pending.trace for pending, (_, reply) in zip(batch, replies)}
         return replies
 
@@ -48,7 +55,7 @@ def install(path: str) -> None:
             trace["replied"] = time.monotonic()
             out.write(json.dumps(trace) + "\n")
 
-    Edge._decode, Edge.run_batch, Edge._send = traced_decode, traced_run_batch, traced_send
+    Edge._decode, Edge.run_batch, Edge._send, TailRunner.run = traced_decode, traced_run_batch, traced_send, traced_run
 
 
 def main() -> int:

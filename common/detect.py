@@ -32,21 +32,19 @@ def decode_yolov2(output: np.ndarray, anchors, classes: int, conf: float = 0.25,
     """
     grid = np.asarray(output, dtype=np.float32).reshape(output.shape[-3], output.shape[-2], len(anchors), 5 + classes)
     s_y, s_x = grid.shape[:2]
-    objectness = _sigmoid(grid[..., 4])
     # A box scores objectness x a class probability (at most 1): only boxes whose objectness reaches conf
     # can be kept, so the rest is computed for those alone (a handful of a few hundred), the same values.
-    where = np.nonzero(objectness >= conf)
+    # The test is on the logit, sigmoid's inverse at conf: no exponential over the whole grid.
+    where = np.nonzero(grid[..., 4] >= np.float32(np.log(conf / (1.0 - conf))))
     cells = grid[where]
-    cy, cx = where[0].astype(np.float32), where[1].astype(np.float32)
-    anchors = np.asarray(anchors, dtype=np.float32)[where[2]]
-    x = (cx + _sigmoid(cells[:, 0])) / s_x
-    y = (cy + _sigmoid(cells[:, 1])) / s_y
-    w = anchors[:, 0] * np.exp(np.minimum(cells[:, 2], 10.0)) / s_x
-    h = anchors[:, 1] * np.exp(np.minimum(cells[:, 3], 10.0)) / s_y
-    logits = cells[:, 5:] - cells[:, 5:].max(axis=-1, keepdims=True)
-    probs = np.exp(logits) / np.exp(logits).sum(axis=-1, keepdims=True)
-    scores = objectness[where][:, None] * probs
-    corners = np.stack([x - w / 2, y - h / 2, x + w / 2, y + h / 2], axis=-1)
+    # Few numpy calls, each on all boxes' columns at once: the edge runs this on every reply.
+    sig = _sigmoid(cells[:, [0, 1, 4]])  # the centre's offsets in its cell, and objectness
+    size = np.array([s_x, s_y], np.float32)
+    centre = (np.column_stack([where[1], where[0]]).astype(np.float32) + sig[:, :2]) / size
+    half = np.asarray(anchors, dtype=np.float32)[where[2]] * np.exp(np.minimum(cells[:, 2:4], 10.0)) / size / 2
+    exps = np.exp(cells[:, 5:] - cells[:, 5:].max(axis=-1, keepdims=True))
+    scores = sig[:, 2:3] * (exps / exps.sum(axis=-1, keepdims=True))
+    corners = np.concatenate([centre - half, centre + half], axis=1)
     return nms(_kept(corners, scores, conf), nms_iou)[:max_detections]
 
 
@@ -172,16 +170,24 @@ def iou(box: np.ndarray, boxes: np.ndarray) -> np.ndarray:
     return inter / np.maximum(area + areas - inter, 1e-12)
 
 
-def nms(rows: np.ndarray, threshold: float) -> np.ndarray:
-    """Per-class greedy non-maximum suppression of (x1, y1, x2, y2, score, class) rows, best first."""
-    rows = rows[np.argsort(-rows[:, 4])]
-    kept = []
-    for c in np.unique(rows[:, 5]):
-        candidates = rows[rows[:, 5] == c]
-        while len(candidates):
-            kept.append(candidates[0])
-            candidates = candidates[1:][iou(candidates[0], candidates[1:]) < threshold]
-    if not kept:
-        return np.zeros((0, 6), np.float32)
-    out = np.array(kept, np.float32)
-    return out[np.argsort(-out[:, 4])]
+def nms(rows: np.ndarray, threshold: float, block: int = 256) -> np.ndarray:
+    """Per-class greedy non-maximum suppression of (x1, y1, x2, y2, score, class) rows, best first: a
+    row is kept unless a kept row of its class that scores higher overlaps it by ``threshold`` IoU or
+    more. The overlaps are worked out for a block of rows against all at once, so the numpy calls
+    are a few per block, not a dozen per kept box (on the edge this runs on every reply)."""
+    rows = rows[np.argsort(-rows[:, 4], kind="stable")]
+    x1, y1, x2, y2, cls = rows[:, 0], rows[:, 1], rows[:, 2], rows[:, 3], rows[:, 5]
+    areas = (x2 - x1) * (y2 - y1)
+    removed = np.zeros(len(rows), bool)
+    keep = []
+    for start in range(0, len(rows), block):
+        b = slice(start, start + block)
+        inter = (np.clip(np.minimum(x2[b, None], x2) - np.maximum(x1[b, None], x1), 0, None)
+                 * np.clip(np.minimum(y2[b, None], y2) - np.maximum(y1[b, None], y1), 0, None))
+        overlap = inter / np.maximum(areas[b, None] + areas - inter, 1e-12)
+        suppresses = (overlap >= threshold) & (cls[b, None] == cls)
+        for i, row in enumerate(suppresses, start):
+            if not removed[i]:
+                keep.append(i)
+                removed |= row
+    return rows[keep].astype(np.float32, copy=False)
