@@ -43,6 +43,7 @@ What it changes against the paper's algorithm (``mu_linucb.py``), and why:
 from __future__ import annotations
 
 import enum
+import itertools
 import math
 from dataclasses import dataclass
 
@@ -211,12 +212,18 @@ class ComponentModel:
 
     def _restart(self, side: float, t: int) -> None:
         """A change: re-fit from the observations that revealed it, with the old model,
-        adjusted to them, as the prior for what they do not tell (``_refit``). Of the
-        observations since the CUSUM left zero, those that did not themselves point the alarm's
-        way (by three noise widths if any did) are taken to predate the change and left out."""
-        recent = ([(s, v) for s, v, score in self.recent if score * side > 3.0]
-                  or [(s, v) for s, v, score in self.recent if score * side > 1.0]
-                  or [(s, v) for s, v, _ in self.recent])
+        adjusted to them, as the prior for what they do not tell (``_refit``). The change came
+        after the CUSUM last stood at zero, and after the last observation that pointed the
+        other way, if the alarm's own run since is long enough to confirm it: a far-off
+        observation before that may be an outlier the change came after (a re-fit to one put a
+        link whose requests had grown 2x slower at 5x). Of those observations, the ones that did
+        not themselves point the alarm's way (by three noise widths if any did) are taken to
+        predate the change and left out."""
+        run = list(itertools.takewhile(lambda o: o[2] * side > 0.0, reversed(self.recent)))
+        since = run[::-1] if len(run) >= self.detector.CONFIRM else self.recent
+        recent = ([(s, v) for s, v, score in since if score * side > 3.0]
+                  or [(s, v) for s, v, score in since if score * side > 1.0]
+                  or [(s, v) for s, v, _ in since])
         if self.guessed:  # the last change's own evidence is still what there is
             recent = self.change_obs + recent
         self._refit(recent[-self.RECENT:], t)
