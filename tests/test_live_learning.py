@@ -111,11 +111,12 @@ def test_a_millisecond_shift_of_a_small_part_is_no_change_but_a_real_one_is():
     assert policy.stats()["resets"]["net"] == before + 1
 
 
-def test_a_change_is_fitted_to_the_run_that_confirmed_it_not_to_an_outlier_before():
+def test_a_smaller_change_is_fitted_to_what_points_its_way_not_to_an_outlier_before():
     """A noisy link (30%): one request 5x slower, then a few as before, some above, some below
-    the estimate, then every request 2x slower. The change is the 2x: re-fitted to what confirmed
-    it, the estimate lands near 10 ms, where one fitted to the far-off observations since the
-    CUSUM left zero landed near the outlier (median 18 ms over these seeds, up to 25)."""
+    the estimate, then every request 2x slower. The change is the 2x: re-fitted to every
+    observation since the CUSUM left zero that points its way, the estimate lands near 10 ms;
+    re-fitted to the far-off ones alone it landed near the outlier (median 18 ms over these
+    seeds, up to 25)."""
     prof = load_profile("tiny-yolov2-tx2")
     split = int(np.flatnonzero(np.arange(prof.n_splits) != prof.device_only)[-1])
     refitted = []
