@@ -5,9 +5,9 @@
 (the command after the trace file is the edge's own, as ``lab.demo.start_edge`` runs it). Each
 served request appends one JSON line: its split and frame, and CLOCK_MONOTONIC times (the clock
 every process on the machine shares, so they line up with the device's) of its arrival in paho's
-thread, its pick by the worker, its decoding, the tail's run (TensorFlow's part, then the detections and the reply's encoding) and
-the reply's publish. The edge is
-the shipped one: the trace wraps a few of its methods from outside and changes nothing it does.
+thread, its pick by the worker, its decoding, the tail's run (TensorFlow's part, then the detections
+and the reply's encoding) and the reply's publish. The edge is the shipped one: the trace wraps a few
+of its methods from outside and changes nothing it does.
 """
 
 from __future__ import annotations
@@ -43,8 +43,9 @@ def install(path: str) -> None:
         start = time.monotonic()
         replies = run_batch(self, batch)
         end = time.monotonic()
+        computed = ran.pop("at", end)  # taken, so that a run that failed leaves no time for the next batch
         for pending in batch:
-            pending.trace.update(tail_start=start, computed=ran.get("at", end), tail_end=end, batch=len(batch))
+            pending.trace.update(tail_start=start, computed=computed, tail_end=end, batch=len(batch))
         self._tracing = {id(reply): pending.trace for pending, (_, reply) in zip(batch, replies)}
         return replies
 

@@ -158,16 +158,14 @@ def counts(found: list[dict], labels: list[str]) -> dict[str, int]:
     return tally
 
 
-def iou(box: np.ndarray, boxes: np.ndarray) -> np.ndarray:
-    """IoU of one (x1, y1, x2, y2) box with each row of ``boxes``."""
-    x1 = np.maximum(box[0], boxes[:, 0])
-    y1 = np.maximum(box[1], boxes[:, 1])
-    x2 = np.minimum(box[2], boxes[:, 2])
-    y2 = np.minimum(box[3], boxes[:, 3])
-    inter = np.clip(x2 - x1, 0, None) * np.clip(y2 - y1, 0, None)
-    area = (box[2] - box[0]) * (box[3] - box[1])
+def iou(a: np.ndarray, boxes: np.ndarray) -> np.ndarray:
+    """IoU of (x1, y1, x2, y2) boxes: of one box ``a`` with each row of ``boxes`` (a vector), or of
+    each row of ``a`` with each row of ``boxes`` (a matrix, one row per row of ``a``)."""
+    x1, y1, x2, y2 = a[:4] if a.ndim == 1 else a[:, :4, None].transpose(1, 0, 2)
+    inter = (np.clip(np.minimum(x2, boxes[:, 2]) - np.maximum(x1, boxes[:, 0]), 0, None)
+             * np.clip(np.minimum(y2, boxes[:, 3]) - np.maximum(y1, boxes[:, 1]), 0, None))
     areas = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
-    return inter / np.maximum(area + areas - inter, 1e-12)
+    return inter / np.maximum((x2 - x1) * (y2 - y1) + areas - inter, 1e-12)
 
 
 def nms(rows: np.ndarray, threshold: float, block: int = 256) -> np.ndarray:
@@ -176,16 +174,12 @@ def nms(rows: np.ndarray, threshold: float, block: int = 256) -> np.ndarray:
     more. The overlaps are worked out for a block of rows against all at once, so the numpy calls
     are a few per block, not a dozen per kept box (on the edge this runs on every reply)."""
     rows = rows[np.argsort(-rows[:, 4], kind="stable")]
-    x1, y1, x2, y2, cls = rows[:, 0], rows[:, 1], rows[:, 2], rows[:, 3], rows[:, 5]
-    areas = (x2 - x1) * (y2 - y1)
+    cls = rows[:, 5]
     removed = np.zeros(len(rows), bool)
     keep = []
     for start in range(0, len(rows), block):
         b = slice(start, start + block)
-        inter = (np.clip(np.minimum(x2[b, None], x2) - np.maximum(x1[b, None], x1), 0, None)
-                 * np.clip(np.minimum(y2[b, None], y2) - np.maximum(y1[b, None], y1), 0, None))
-        overlap = inter / np.maximum(areas[b, None] + areas - inter, 1e-12)
-        suppresses = (overlap >= threshold) & (cls[b, None] == cls)
+        suppresses = (iou(rows[b, :4], rows[:, :4]) >= threshold) & (cls[b, None] == cls)
         for i, row in enumerate(suppresses, start):
             if not removed[i]:
                 keep.append(i)

@@ -214,7 +214,7 @@ class FrameRecord:
         return self.edge is not None
 
     def to_json(self) -> bytes:
-        return _strict_json(self)
+        return _strict_json(asdict(self))
 
     @classmethod
     def from_json(cls, text: str | bytes) -> FrameRecord:
@@ -224,15 +224,15 @@ class FrameRecord:
         return cls(**{**doc, "timing": Timing(**timing) if timing else None})
 
 
-def _strict_json(message) -> bytes:
-    """A message dataclass as strict JSON (no NaN or Infinity, which other languages' parsers refuse)."""
-    return json.dumps(asdict(message), separators=(",", ":"), allow_nan=False).encode()
+def _strict_json(doc: dict) -> bytes:
+    """A message's fields as strict JSON (no NaN or Infinity, which other languages' parsers refuse)."""
+    return json.dumps(doc, separators=(",", ":"), allow_nan=False).encode()
 
 
 def encode_result(result: Result) -> bytes:
-    """As ``_strict_json``, from the fields themselves (all plain values and lists): ``asdict``'s deep
-    copy of every detection cost more than the JSON, on every reply."""
-    return json.dumps(result.__dict__, separators=(",", ":"), allow_nan=False).encode()
+    """From the fields themselves (all plain values and lists): ``asdict``'s deep copy of every
+    detection cost more than the JSON, on every reply."""
+    return _strict_json(vars(result))
 
 
 def decode_result(message: bytes) -> Result:
@@ -277,7 +277,7 @@ class ComputeTable:
 
 
 def encode_compute_table(table: ComputeTable) -> bytes:
-    return _strict_json(table)
+    return _strict_json(asdict(table))
 
 
 def decode_compute_table(message: bytes, n_splits: int) -> ComputeTable:
@@ -337,7 +337,7 @@ class LoadWindow:
 
 
 def encode_load(report: LoadReport) -> bytes:
-    return _strict_json(report)
+    return _strict_json(asdict(report))
 
 
 def decode_load(message: bytes) -> LoadReport:

@@ -31,7 +31,7 @@ class NotifySocket:
             if time.monotonic() > deadline:
                 raise AssertionError(f"timed out; heard {self.said}")
             try:
-                self.said.extend(self.sock.recv(4096).decode().split("\n"))
+                self._take()
             except TimeoutError:
                 pass
         return self.said
@@ -42,12 +42,16 @@ class NotifySocket:
         self.sock.setblocking(False)
         try:
             while True:
-                self.said.extend(self.sock.recv(4096).decode().split("\n"))
+                self._take()
         except BlockingIOError:
             pass
         finally:
             self.sock.settimeout(0.2)
         return self.said
+
+    def _take(self) -> None:
+        """One datagram (raises when none comes)."""
+        self.said.extend(self.sock.recv(4096).decode().split("\n"))
 
 
 def test_notify_protocol_ready_watchdog_stopping(demo_bundle, tmp_path):
