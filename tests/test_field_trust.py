@@ -63,7 +63,7 @@ def test_a_session_taken_over_again_and_again_backs_off_with_one_line(caplog):
     import logging
 
     client = FakeClient()
-    guard = SessionGuard(client, MqttSettings(), "cam-a", logging.getLogger("test"))
+    guard = SessionGuard(client, MqttSettings(username="cam-a"), "cam-a", logging.getLogger("test"))
     assert guard.accepted(client, OK)
     for _ in range(SessionGuard.BOUNCES):  # closed, and re-opened at once: someone else logs in as cam-a
         guard._lost(client, None, None, DROPPED, None)
@@ -73,6 +73,25 @@ def test_a_session_taken_over_again_and_again_backs_off_with_one_line(caplog):
     assert guard.accepted(client, OK)
     assert sum("another client is logging in as cam-a" in r.getMessage() for r in caplog.records) == 1
     guard.check()  # backing off is not giving up
+
+
+def test_broker_restarts_are_no_takeover(caplog):
+    """A restarting broker closes every session, as a takeover closes one: what differs is that the
+    attempts made while it is down find nobody. And a client that does not log in has an id of its
+    own, which nobody can take over. Four restarts in a minute: no back-off, no line."""
+    import logging
+
+    for settings, refused in ((MqttSettings(username="cam-a"), True), (MqttSettings(), False)):
+        client = FakeClient()
+        guard = SessionGuard(client, settings, "cam-a", logging.getLogger("test"))
+        assert guard.accepted(client, OK)
+        for _ in range(SessionGuard.BOUNCES + 1):
+            guard._lost(client, None, None, DROPPED, None)
+            if refused:
+                client.on_connect_fail(client, None)  # the broker is down
+            assert guard.accepted(client, OK)
+        assert not guard.backing_off and client.delays == []
+    assert not any("another client" in r.getMessage() for r in caplog.records)
 
 
 def test_tls_closed_before_any_answer_and_a_refused_subscription_are_verdicts():

@@ -35,8 +35,11 @@ What it changes against the paper's algorithm (``mu_linucb.py``), and why:
   reports for a device that does not offload) is added to every offloading split, and a
   near-tie does not flip the choice (hysteresis), so devices sharing an edge do not herd.
 * Recall: while the split in use is estimated much slower than what another split once
-  delivered, that split is tried for a frame now and then, paced like a probe (``_recall``):
-  a small request may not show that the conditions which made it dear are gone.
+  delivered, a frame now and then looks for the conditions it delivered under, paced like a
+  probe, at the split that shows them most cheaply (``_recall``): a small request may not show
+  that the conditions which made that split dear are gone.
+* A token bucket is fitted, not chased: past the burst a request pays only for its bits beyond
+  it, a network line with a negative intercept, which a re-fit over two kinds of split may set.
 * Key frames are served greedily (no exploration, never a probe).
 """
 
@@ -129,8 +132,13 @@ class ComponentModel:
     # then news or an outlier, not misfit of a young model, and it takes a confirmed change to re-fit.
     SETTLED = 8
 
-    def __init__(self, bank: ArmRidge, index: int, config: AnsConfig) -> None:
+    def __init__(self, bank: ArmRidge, index: int, config: AnsConfig, signed_intercept: bool = False) -> None:
+        """``signed_intercept``: a re-fit over splits of both kinds (``_refit``) may set a negative
+        intercept. A token bucket passes its burst at once, so past the burst a request pays for
+        its bits beyond it: a line with a negative intercept, which the network's is then. A guess
+        (one kind of split) never sets one: observations at one split spread over a drift fake it."""
         self.bank, self.i = bank, index
+        self.intercept_floor = -math.inf if signed_intercept else 0.0
         self.z = bank.arms[index]
         self.prior_widths = np.linalg.norm(self.z, axis=1) / math.sqrt(bank.lam)
         self.detector = ChangeDetector(config.cusum_drift, config.cusum_threshold)
@@ -245,7 +253,7 @@ class ComponentModel:
         prior = np.maximum(self.bank.theta[self.i, :, 0], 0.0)
         intercept = self.z[splits, 0]
         rest = self.z[splits, 1:] @ prior[1:]
-        fitted = self._fit_intercept_and_scale(intercept, rest, seen)
+        fitted = self._fit_intercept_and_scale(intercept, rest, seen, self.intercept_floor)
         if fitted is not None:
             prior[0], scale = fitted
             prior[1:] *= scale
@@ -267,9 +275,10 @@ class ComponentModel:
         return True
 
     @staticmethod
-    def _fit_intercept_and_scale(intercept: np.ndarray, rest: np.ndarray, seen: np.ndarray):
+    def _fit_intercept_and_scale(intercept: np.ndarray, rest: np.ndarray, seen: np.ndarray, floor: float = 0.0):
         """(intercept coefficient, scale of the rest) that best explain ``seen`` in relative terms,
-        both non-negative; None when the observations cannot tell them apart (one kind of split)."""
+        the scale non-negative, the intercept at least ``floor``; None when the observations cannot
+        tell them apart (one kind of split)."""
         if intercept.min() <= 0 or rest.min() <= 0:
             return None
         ratio = rest / intercept  # how the two columns weigh at each observed split
@@ -278,9 +287,9 @@ class ComponentModel:
         w = 1.0 / np.maximum(seen, ComponentModel.FLOOR_S)
         a = np.stack([intercept, rest], axis=1) * w[:, None]
         coef, *_ = np.linalg.lstsq(a, seen * w, rcond=None)
-        if coef.min() >= 0.0:
+        if coef[1] >= 0.0 and coef[0] >= floor:
             return float(coef[0]), float(coef[1])
-        if coef[0] < 0.0:  # the scale alone
+        if coef[0] < floor:  # the scale alone
             return 0.0, max(float(np.dot(a[:, 1], seen * w) / max(np.dot(a[:, 1], a[:, 1]), 1e-18)), 0.0)
         return max(float(np.dot(a[:, 0], seen * w) / np.dot(a[:, 0], a[:, 0])), 0.0), 0.0
 
@@ -306,6 +315,7 @@ class ANS(Policy):
 
     name = "ans"
     stateful = True
+    TELLS = 2.0  # a look at a split estimated this many times what it once delivered tells plainly
 
     def __init__(self, profile: SplitProfile, config: AnsConfig | None = None, *, seed: int | None = None) -> None:
         super().__init__(profile)
@@ -325,7 +335,7 @@ class ANS(Policy):
         arms[0, :, :2] = np.hstack([on, x[:, [BITS_COLUMN]] / scale[BITS_COLUMN]])
         arms[1] = np.hstack([on, compute])
         self.bank = ArmRidge(arms, c.lam)
-        self.net = ComponentModel(self.bank, 0, c)
+        self.net = ComponentModel(self.bank, 0, c, signed_intercept=True)
         self.edge = ComponentModel(self.bank, 1, c)
         self.prober = Prober(c.probe_min, c.probe_max, c.change_prior_frames)
         self.censoring = Censoring(profile.n_splits, c.probe_max)
@@ -336,8 +346,9 @@ class ANS(Policy):
 
     def _refresh(self) -> None:
         """Offloading estimate and width per split, recomputed only when the models change."""
-        # Device-only has all-zero features, so its offloading estimate and width are 0.
-        self._offload_s = self.bank.mean[0] + self.bank.mean[1] + self.load.wait_s * self.offload
+        # Device-only has all-zero features, so its offloading estimate and width are 0. Below a
+        # token bucket's burst the network line (negative intercept) says less than nothing: nothing.
+        self._offload_s = np.maximum(self.bank.mean[0], 0.0) + self.bank.mean[1] + self.load.wait_s * self.offload
         width = self.bank.width
         self._width_s = np.hypot(self.config.beta * self.net.width_scale() * width[0],
                                  self.config.beta * self.edge.width_scale() * width[1])
@@ -385,12 +396,12 @@ class ANS(Policy):
         return probe if probe is not None else self._device_only()
 
     def _recall(self, split: int, estimate: np.ndarray) -> int:
-        """``split``, or for this frame the split that once delivered best, while ``split`` is estimated
-        much slower than that: what made that split dear may be gone, and ``split``'s own requests may
+        """``split``, or for this frame a look for the conditions under which a split once delivered
+        best, while ``split`` is estimated much slower than that: what made that split dear may be gone, and ``split``'s own requests may
         not show it (a small request passes a token bucket's burst at line rate whatever the rate).
-        As often as looking pays (``Prober.every``): a look costs c, what that split is estimated to
-        take more than ``split``; not looking costs G per frame once it is back, what ``split`` is
-        estimated to take more than that split once delivered. ρ is the prior rate of changes alone:
+        As often as looking pays (``Prober.every``): a look costs c, what the split looked at
+        (``_look``) is estimated to take more than ``split``; not looking costs G per frame once it
+        is back, what ``split`` is estimated to take more than that split once delivered. ρ is the prior rate of changes alone:
         the learner's own count runs high exactly when its models cannot fit what it sees."""
         best, self.stale.confirm = self.stale.confirm, None
         if best is not None and best != split:
@@ -402,11 +413,34 @@ class ANS(Policy):
         gain = float(estimate[split] - self.stale.best_s[best])
         if gain <= self.config.switch_margin * float(estimate[split]):
             return split
-        cost = float(estimate[best] - estimate[split])
-        if self.stale.since_seen(self.t, best) < self.prober.every(self.t, cost, gain, 0):
+        look, back_s = self._look(split, best, estimate)
+        cost = float(estimate[look] - estimate[split])
+        since = min(self.stale.since_seen(self.t, best), self.stale.since_seen(self.t, look))
+        if since < self.prober.every(self.t, cost, gain, 0):
             return split
-        self.stale.recalled(self.t, best)
-        return best
+        # An answer nearer (in ratio) what the look would take with those conditions back than what
+        # it is estimated to take now asks for another look at once.
+        self.stale.recalled(self.t, look, math.sqrt(float(estimate[look]) * back_s))
+        return look
+
+    def _look(self, split: int, best: int, estimate: np.ndarray) -> tuple[int, float]:
+        """Where to look for the conditions under which ``best`` delivered best, and what the look
+        would take with them back: at ``best``, or at a split that would show them as plainly for
+        less. Where the link's price per bit explains what ``best`` is estimated to take more than
+        it delivered, a split whose estimate would fall to 1/TELLS or less at that price tells as
+        plainly as ``best``: after a drop to 4 Mbit/s, a 32 kB cut (0.12 s) shows the link back as
+        well as the 192 kB input (0.41 s). The split in use, and any estimated faster, show
+        nothing a look would add."""
+        best_s = float(self.stale.best_s[best])
+        bits_s = self.net.z[:, 1] * max(float(self.bank.theta[0, 1, 0]), 0.0)  # each split's price of its bits
+        gap = float(estimate[best]) - best_s
+        if not 0.0 < gap < bits_s[best]:
+            return best, best_s
+        back = np.maximum(estimate - bits_s * (gap / bits_s[best]), self.front_delay_s)  # at the price that was
+        tells = (estimate > self.TELLS * back) & (estimate > estimate[split]) & self.offload
+        tells[best] = True
+        look = int(np.argmin(np.where(tells, estimate, math.inf)))
+        return look, float(back[look])
 
     def _device_only(self) -> int:
         device_only = self.profile.device_only  # the device times every run of its own
@@ -459,7 +493,7 @@ class ANS(Policy):
         self.prober.changes += changed
         good_news = (net_verdict is not OK or edge_verdict is not OK) and feedback.offload_s < expected_s
         self.prober.answered(p, float(self.front_delay_s[p]) + feedback.offload_s, float(self.front_delay_s[-1]), good_news)
-        self.stale.recall_answered(self.t, p, good_news)
+        self.stale.recall_answered(self.t, p, float(self.front_delay_s[p]) + feedback.offload_s, changed)
 
     def prime_edge(self, compute_s: np.ndarray) -> bool:
         """Start the edge model from the edge's own compute table (seconds per split, NaN where

@@ -28,6 +28,7 @@ class Staleness:
         self.delivered_s = np.full(n_splits, math.inf)  # the total delay each split last delivered
         self.best_s = np.full(n_splits, math.inf)  # ... and the least it ever delivered
         self.recalled_at = np.full(n_splits, -math.inf)  # the frame each split was last recalled at
+        self.tell_s = np.zeros(n_splits)  # ... and under what delay its answer said to look again
         self.confirm: int | None = None  # a recalled split that brought good news: recalled again at once
         self.short = self.horizon.copy()  # the horizons, shortened against ``now``
         self.now = math.inf  # the estimate of the split in use that ``short`` was worked out for
@@ -59,19 +60,27 @@ class Staleness:
         return self.rate * max(float(np.min(estimate)), 0.0) * over / self.short
 
     def since_seen(self, t: int, split: int) -> float:
-        """Frames since ``split`` was last observed or recalled (a recall may miss its deadline)."""
-        return t - max(self.seen_at[split], self.recalled_at[split])
+        """Frames since ``split`` was last observed or recalled (a recall may miss its deadline);
+        infinite if never."""
+        seen = float(self.seen_at[split])
+        return t - max(seen if seen < math.inf else -math.inf, self.recalled_at[split])
 
-    def recalled(self, t: int, split: int) -> None:
-        """``split`` is tried for this frame because it once delivered much better than the split in use."""
+    def recalled(self, t: int, split: int, tell_s: float | None = None) -> None:
+        """``split`` is tried for this frame to see whether the conditions under which a split once
+        delivered much better than the split in use are back; an answer under ``tell_s`` says they
+        may be (default: what it said for the last look at ``split``)."""
         self.recalled_at[split] = t
+        if tell_s is not None:
+            self.tell_s[split] = tell_s
         self.recalls += 1
 
-    def recall_answered(self, t: int, split: int, good_news: bool) -> None:
-        """An answer at ``split``, whose good news (far faster than expected) asks for another look at
-        once if ``split`` was recalled for it: a settled model takes one far-off answer for an
-        outlier until more confirm it, and the split in use may show nothing."""
-        self.confirm = split if good_news and self.recalled_at[split] >= t - 1 else None
+    def recall_answered(self, t: int, split: int, delivered_s: float, changed: bool) -> None:
+        """An answer at ``split``, which asks for another look at once if ``split`` was recalled for it
+        and the conditions looked for may be back (``recalled``) but the models have not changed
+        yet: a settled model takes one far-off answer for an outlier until more confirm it, and the
+        split in use may show nothing."""
+        self.confirm = (split if self.recalled_at[split] >= t - 1 and delivered_s < self.tell_s[split] and not changed
+                        else None)
 
     def observed(self, t: int, split: int, delivered_s: float, changed: bool = False) -> None:
         """``split`` was just observed, taking ``delivered_s`` in all: its age restarts, and its
