@@ -5,7 +5,10 @@
 2. where an offloaded frame's time goes, stage by stage (device encode, publish, broker, edge intake,
    decode, batch formation, the tail, the reply, the device's wake-up), at a few splits;
 3. the edge's tail compute per request against the batch size;
-4. a 1 MB message round trip: MQTT (QoS 0 and 1, through the broker) against a plain TCP echo.
+4. a 1 MB message round trip: MQTT (QoS 0 and 1, through the broker) against a plain TCP echo;
+5. the floor of the software path: a request of 16 or 64 kB to another process and a 300-byte
+   reply, both through the broker, each side one thread that drives paho's socket itself (no
+   hand-off between threads, no work).
 
     .venv/bin/python bench/bench_system.py [--frames 40] [--out docs/img]
 """
@@ -256,11 +259,77 @@ def plot(rows: list[dict], path: Path) -> None:
     plt.close(fig)
 
 
+def _client(port: int):
+    import paho.mqtt.client as mqtt
+    from paho.mqtt.enums import CallbackAPIVersion
+
+    from mqtt.connection import _no_delay
+
+    c = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
+    c.on_socket_open = _no_delay
+    c.connect("127.0.0.1", port)
+    return c
+
+
+def responder(port: int) -> None:
+    """The far end of ``floor``: answers each request with 300 bytes from inside paho's callback."""
+    c = _client(port)
+    reply = os.urandom(300)
+    c.on_message = lambda client, userdata, msg: client.publish("bench/floor/reply", reply)
+    c.on_connect = lambda client, *_: client.subscribe("bench/floor/request")
+    c.loop_forever()
+
+
+def floor(broker: Broker, sizes=(16 << 10, 64 << 10), repeat: int = 300) -> dict:
+    """Round trips through the broker with nothing else in the way: what no hand-off, codec or
+    detector can go under on this machine."""
+    far = subprocess.Popen([sys.executable, __file__, "--responder", str(broker.port)])
+    try:
+        c = _client(broker.port)
+        got = []
+        c.on_message = lambda *_: got.append(1)
+        c.subscribe("bench/floor/reply")
+        while not c.is_connected():
+            c.loop(0.01)
+        began = time.monotonic()
+        while not got:  # until the responder is up and subscribed (a request before that is lost)
+            if time.monotonic() - began > 60 or far.poll() is not None:
+                raise RuntimeError("the responder did not answer")
+            c.publish("bench/floor/request", b"?")
+            for _ in range(20):
+                c.loop(0.01)
+        out = {}
+        for size in sizes:
+            payload = os.urandom(size)
+            times = []
+            for i in range(repeat + 20):  # the first 20 warm up (and wait for the responder)
+                got.clear()
+                start = time.perf_counter()
+                c.publish("bench/floor/request", payload)
+                deadline = start + 5.0
+                while not got and time.perf_counter() < deadline:
+                    c.loop(0.01)
+                if not got:
+                    raise RuntimeError("the responder did not answer")
+                if i >= 20:
+                    times.append(time.perf_counter() - start)
+            out[f"round_trip_{size >> 10}kB_ms"] = ms(times)
+        c.disconnect()
+    finally:
+        far.kill()
+        far.wait()
+    print(f"floor: {out}", flush=True)
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--frames", type=int, default=40)
     parser.add_argument("--out", default=str(REPO / "docs" / "img"))
+    parser.add_argument("--responder", type=int, help=argparse.SUPPRESS)  # floor's far end, on this port
     args = parser.parse_args()
+    if args.responder:
+        return responder(args.responder)
     work = Path(tempfile.mkdtemp(prefix="ans-bench-"))
     bundle = work / "bundle"
     subprocess.run([sys.executable, "-m", "ans.cli", "convert", "--zoo", "demo", "--out", str(bundle)],
@@ -268,7 +337,7 @@ def main() -> None:
     broker = Broker(dev_config(), work / "broker")
     broker.start()
     try:
-        results = {"echo": echo(broker), "stages": stages(bundle, broker, args.frames),
+        results = {"echo": echo(broker), "floor": floor(broker), "stages": stages(bundle, broker, args.frames),
                    "per_split": per_split(bundle, broker, args.frames), "batching": batching(bundle)}
     finally:
         broker.stop()

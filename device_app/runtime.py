@@ -228,20 +228,23 @@ class Device:
             self.policy.observe_front_delay(sibling, head_s + encoding)
         return encoded
 
-    def _offload(self, frame_id: int, arm: int, cut: list[np.ndarray], encoded: list[tuple]) -> Answer | None:
-        """Send the encoded cut tensors; the edge's result and the offloading delay, or None past the
-        deadline. The delay counts from after encoding (the encoding is the arm's front-end delay):
-        framing and copying a request cost in proportion to its bytes, which the learner prices with
-        the bits."""
+    def _offload(self, frame_id: int, arm: int, cut: list[np.ndarray], encoded: list[tuple]) -> tuple[bool, Answer | None]:
+        """Send the encoded cut tensors: whether they went, and the edge's result and the offloading
+        delay (None past the deadline). The delay counts from after encoding (the encoding is the
+        arm's front-end delay): framing and copying a request cost in proportion to its bytes, which
+        the learner prices with the bits."""
         sent = time.monotonic()
         payloads, quants = zip(*encoded)
         split, codec = int(self.model.arms.split[arm]), self.model.arms.codec[arm]
         request = Request(frame_id, split, self.model.hash16, tuple(t.shape for t in cut), codec, quants)
-        if not self.link.send(self.topics.request(self.settings.id), encode_request(request, list(payloads))):
-            return None  # not connected (queued for later) or queue full: no answer in time, finish here
+        went = self.link.send(self.topics.request(self.settings.id), encode_request(request, list(payloads)))
+        # Even one that could not go now may: paho keeps it for when the broker is back, and the
+        # answer, come so late, is then ignored as any late answer is (not as one never asked for).
         self.sent_ids.append(frame_id)
+        if not went:
+            return False, None  # the session just went (the link has yet to say so) or the queue is full
         arrived = self._take_events(sent + self.settings.deadline_ms / 1e3 - time.monotonic(), frame_id)
-        return Answer(arrived.result, arrived.received - sent) if arrived is not None else None
+        return True, Answer(arrived.result, arrived.received - sent) if arrived is not None else None
 
     def process(self, frame_id: int, frame: np.ndarray) -> FrameRecord:
         """One frame, start to finish; always returns its detections."""
@@ -266,10 +269,10 @@ class Device:
         split = int(self.model.arms.split[arm])
         attempted = split != device_only and bool(self.view.edges)
         epoch = self.view.epoch
-        answer = None
+        sent, answer = False, None
         if attempted:
             cut, head_s = self._head(split, image)
-            answer = self._offload(frame_id, arm, cut, self._encode(arm, cut, head_s))
+            sent, answer = self._offload(frame_id, arm, cut, self._encode(arm, cut, head_s))
         if answer is not None and answer.result.status == "ok":
             result, offload_s = answer.result, answer.offload_s
             # The timing ack splits the delay: edge compute, and the rest (network both ways + queueing).
@@ -285,7 +288,10 @@ class Device:
             detections, fallback, answered_by = result.detections, False, result.edge
             timing = Timing(offload_s, result.compute_s, result.wait_s, result.batch_size)
         else:  # device-only by choice, no edge online, late or refused: finish here
-            if attempted and epoch == self.view.epoch:  # the learner is told: this took at least the deadline
+            # Sent, and no answer in time while the edges stayed: the learner is told that this took at
+            # least the deadline. A request that could not go says nothing of the arm: told, it held
+            # the best arm at the deadline for 128 frames after a broker restart.
+            if sent and epoch == self.view.epoch:
                 self.policy.update(Feedback(arm, self.settings.deadline_ms / 1e3, censored=True))
                 if answer is not None:
                     self.logs.error("refused", "the edge refused frame %d: %s", frame_id, answer.result.error[:300])

@@ -75,3 +75,30 @@ def test_ten_thousand_messages_interleaved_with_frames_leave_a_consistent_view(d
     assert device.view.edges == expected
     assert all(r.detections is not None for r in records) and epochs == sorted(epochs)
     assert [r.frame for r in records] == list(range(len(records)))
+
+
+def test_a_request_that_could_not_go_teaches_the_learner_nothing(demo_bundle, caplog):
+    """The session went between the frame's choice and its send (paho refuses the publish before its
+    thread has told the frame thread): the frame is finished here, and the learner is not told that
+    the arm took the deadline (which once held the best arm off for 128 frames after a broker
+    restart). Paho keeps the request for the broker's return: its late answer is ignored quietly,
+    not taken for one never asked for. A request that went and got no answer in time still is a
+    lower bound."""
+    device = make_device(DeviceSettings(bundle=str(demo_bundle / "bundle"), id="cam-u", connect_timeout_s=0,
+                                        deadline_ms=50.0, policy="edge-only",
+                                        mqtt=MqttSettings(broker=f"mqtt://127.0.0.1:{free_port()}")))
+    told = []
+    device.policy.update = told.append
+    device.link.send = lambda topic, payload: False
+    device.link._on_message(None, None, SimpleNamespace(topic="ans/v1/edge/edge-0/status", payload=b"online"))
+    frame = np.zeros((240, 320, 3), np.uint8)
+    record = device.process(0, frame)
+    assert record.fallback and record.edge is None and record.detections is not None
+    assert told == []
+    late = encode_result(Result(0, 0, "ok", [], compute_s=0.001, edge="edge-0"))
+    device.link._on_message(None, None, SimpleNamespace(topic="ans/v1/device/cam-u/result", payload=late))
+    device._take_events()
+    assert "never sent" not in caplog.text
+    device.link.send = lambda topic, payload: True  # went; nobody answers within the 50 ms deadline
+    assert device.process(1, frame).fallback
+    assert [f.censored for f in told] == [True]

@@ -316,6 +316,7 @@ class ANS(Policy):
     name = "ans"
     stateful = True
     TELLS = 2.0  # a look at a split estimated this many times what it once delivered tells plainly
+    LOOK_EVERY = 4  # frames between the questions whether a look is due (its price is a few µs)
 
     def __init__(self, profile: SplitProfile, config: AnsConfig | None = None, *, seed: int | None = None) -> None:
         super().__init__(profile)
@@ -407,6 +408,8 @@ class ANS(Policy):
         if best is not None and best != split:
             self.stale.recalled(self.t, best)
             return best
+        if self.t % self.LOOK_EVERY:  # a look is due every ``probe_min`` frames at most: asked now and then
+            return split
         best = int(np.argmin(np.where(self.offload, self.stale.best_s, math.inf)))
         if best == split or not math.isfinite(self.stale.best_s[best]):
             return split
