@@ -228,7 +228,8 @@ class Device:
             self.policy.observe_front_delay(sibling, head_s + encoding)
         return encoded
 
-    def _offload(self, frame_id: int, arm: int, cut: list[np.ndarray], encoded: list[tuple]) -> tuple[bool, Answer | None]:
+    def _offload(self, frame_id: int, arm: int, cut: list[np.ndarray],
+                 encoded: list[tuple]) -> tuple[bool, Answer | None]:
         """Send the encoded cut tensors: whether they went, and the edge's result and the offloading
         delay (None past the deadline). The delay counts from after encoding (the encoding is the
         arm's front-end delay): framing and copying a request cost in proportion to its bytes, which

@@ -398,12 +398,13 @@ class ANS(Policy):
 
     def _recall(self, split: int, estimate: np.ndarray) -> int:
         """``split``, or for this frame a look for the conditions under which a split once delivered
-        best, while ``split`` is estimated much slower than that: what made that split dear may be gone, and ``split``'s own requests may
-        not show it (a small request passes a token bucket's burst at line rate whatever the rate).
-        As often as looking pays (``Prober.every``): a look costs c, what the split looked at
-        (``_look``) is estimated to take more than ``split``; not looking costs G per frame once it
-        is back, what ``split`` is estimated to take more than that split once delivered. ρ is the prior rate of changes alone:
-        the learner's own count runs high exactly when its models cannot fit what it sees."""
+        best, while ``split`` is estimated much slower than that: what made that split dear may be
+        gone, and ``split``'s own requests may not show it (a small request passes a token bucket's
+        burst at line rate whatever the rate). As often as looking pays (``Prober.every``): a look
+        costs c, what the split looked at (``_look``) is estimated to take more than ``split``; not
+        looking costs G per frame once it is back, what ``split`` is estimated to take more than
+        that split once delivered. ρ is the prior rate of changes alone: the learner's own count
+        runs high exactly when its models cannot fit what it sees."""
         best, self.stale.confirm = self.stale.confirm, None
         if best is not None and best != split:
             self.stale.recalled(self.t, best)
@@ -492,11 +493,12 @@ class ANS(Policy):
             self.bank.update(p, fit, slice(i, i + 1))
         self._refresh()
         changed = net_verdict is CHANGED or edge_verdict is CHANGED
-        self.stale.observed(self.t, p, float(self.front_delay_s[p]) + feedback.offload_s, changed)
+        delivered_s = float(self.front_delay_s[p]) + feedback.offload_s
+        self.stale.observed(self.t, p, delivered_s, changed)
         self.prober.changes += changed
         good_news = (net_verdict is not OK or edge_verdict is not OK) and feedback.offload_s < expected_s
-        self.prober.answered(p, float(self.front_delay_s[p]) + feedback.offload_s, float(self.front_delay_s[-1]), good_news)
-        self.stale.recall_answered(self.t, p, float(self.front_delay_s[p]) + feedback.offload_s, changed)
+        self.prober.answered(p, delivered_s, float(self.front_delay_s[-1]), good_news)
+        self.stale.recall_answered(self.t, p, delivered_s, changed)
 
     def prime_edge(self, compute_s: np.ndarray) -> bool:
         """Start the edge model from the edge's own compute table (seconds per split, NaN where
