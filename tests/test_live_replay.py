@@ -22,8 +22,9 @@ def ratios():
 
 def test_on_the_live_traces_ans_follows_the_oracle_and_beats_the_paper_and_device_only_on_each(ratios):
     ans = ratios["ans"]
-    assert np.median(ans) <= 1.03 and ans.mean() <= 1.08, (np.median(ans), ans.mean())
-    assert ans.max() <= 1.45  # the int8-cut bandwidth drops (1.13-1.40x; see docs/learner.md)
+    # Before the token bucket was fitted: mean 1.060. The worst: int8-cut bandwidth drops (1.14-1.36x, docs/learner.md).
+    assert np.median(ans) <= 1.03 and ans.mean() <= 1.055, (np.median(ans), ans.mean())
+    assert ans.max() <= 1.40
     for rival in ("mu-linucb-paper", "device-only"):
         assert np.all(ans <= ratios[rival] + 1e-9), rival
         assert np.median(ratios[rival]) >= 1.3
