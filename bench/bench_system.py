@@ -302,7 +302,7 @@ def floor(broker: Broker, sizes=(16 << 10, 64 << 10), repeat: int = 300) -> dict
         for size in sizes:
             payload = os.urandom(size)
             times = []
-            for i in range(repeat + 20):  # the first 20 warm up (and wait for the responder)
+            for i in range(repeat + 20):  # the first 20 warm up
                 got.clear()
                 start = time.perf_counter()
                 c.publish("bench/floor/request", payload)

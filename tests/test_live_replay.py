@@ -80,38 +80,42 @@ def _trace(name):
     return next(t for t in shipped() if t.name == name)
 
 
+def _ans_through(trace):
+    """``ans`` replayed through a trace: the delays, the splits chosen, and the policy itself."""
+    policy = {}
+    delays, chosen = replay(trace, lambda p: policy.setdefault("p", make_policy("ans", p, seed=0)))
+    return delays, chosen, policy["p"]
+
+
 def test_after_a_drop_ans_finds_the_input_again_that_its_small_cut_never_showed_was_back():
     """100 -> 4 -> 100 Mbit/s with int8 cuts: at 4 Mbit/s split 10 wins, and its 4 kB requests pass
     the link's token bucket whole at either rate, so nothing at split 10 shows the link's return.
     The recall looks for it now and then, and at split 4 (32 kB: 0.12 s at 4 Mbit/s), which would
-    show the link back as plainly as the input itself (192 kB: 0.41 s) for a quarter of the price."""
+    show the link back as plainly as the input itself (192 kB: 0.41 s) for under a third of the price."""
     trace = _trace("bandwidth-int8-uint8-ra2h8aaf")
-    policy = {}
-    delays, chosen = replay(trace, lambda p: policy.setdefault("p", make_policy("ans", p, seed=0)))
+    delays, chosen, policy = _ans_through(trace)
     third = trace.frames // 3
     assert np.mean(chosen[third + 10:2 * third] == 10) >= 0.9  # the 4 Mbit/s phase: split 10, recalls aside
     assert np.any(chosen[third + 10:] == 4) and not np.any(chosen[third + 10:2 * third] == 0)  # looked at 4, not 0
     assert np.mean(chosen[2 * third + 10:] == 0) >= 0.9  # and the input again once the link is back
     assert np.mean(delays) / trace.oracle_s() <= 1.2
-    assert policy["p"].stats()["recalls"] <= 12
+    assert policy.stats()["recalls"] <= 12
 
 
 @pytest.mark.parametrize("name", ["ans-live-knb_ww0r-narrow", "ans-live-zfhms2y0-narrow"])
 def test_a_token_bucket_is_fitted_not_chased(name):
     """At 1 Mbit/s through a token bucket of 8 kB, the 2-bit cut of split 4 (2 kB) passes at once
     while the JPEG input (10 kB) waits for tokens: 2 ms against 37 ms of transfer, which no line
-    with a round trip for intercept fits. Fitted with the burst as a negative intercept (the bits past it pay),
-    the learner settles at split 4 instead of re-fitting the link at every other frame."""
+    with a round trip for intercept fits. Fitted with the burst as a negative intercept (the bits
+    past it pay), the learner settles at split 4 instead of re-fitting the link every other frame."""
     trace = _trace(name)
-    policy = {}
-    delays, chosen = replay(trace, lambda p: policy.setdefault("p", make_policy("ans", p, seed=0)))
+    delays, _, policy = _ans_through(trace)
     third = trace.frames // 3
     best = min(float(np.mean(s[third:2 * third])) for s in trace.forced["delay"])
     assert np.mean(delays[third:2 * third]) <= 1.1 * best
-    assert policy["p"].stats()["resets"]["net"] <= 5
+    assert policy.stats()["resets"]["net"] <= 5
 
 
 def test_in_steady_conditions_nothing_is_recalled():
-    policy = {}
-    replay(_trace("steady-float32-uint8-jm08bdw4"), lambda p: policy.setdefault("p", make_policy("ans", p, seed=0)))
-    assert policy["p"].stats()["recalls"] == 0
+    _, _, policy = _ans_through(_trace("steady-float32-uint8-jm08bdw4"))
+    assert policy.stats()["recalls"] == 0
